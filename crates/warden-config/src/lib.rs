@@ -1,0 +1,219 @@
+//! warden's configuration: the `warden.toml` file parsed once into a validated, typed [`Config`].
+//!
+//! This crate owns the file format (the shape in `shared/PRODUCT.md`), the validation rules, and the
+//! resolution of secret references (`{ env = "…" }`, `{ file = "…" }`, `{ sha256 = "…" }` for API keys).
+//! Every problem is reported with the file, line, column and field it concerns, all problems at once, so
+//! `warden check` and `warden gateway` say the same thing. It does no network IO.
+#![forbid(unsafe_code)]
+
+mod diagnostics;
+mod raw;
+mod secret;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diagnostics::{ConfigError, Diagnostic};
+pub use secret::Secret;
+
+/// The environment a config is resolved against: where `{ env = "…" }` secrets come from.
+///
+/// Passed explicitly so tests never have to touch the process environment.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Environment for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// A validated configuration. Built only by [`Config::load`] / [`Config::parse`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from (or a label for in-memory text).
+    pub source: PathBuf,
+    pub state: StateConfig,
+    pub listen: ListenConfig,
+    pub limits: Limits,
+    pub connections: Vec<Connection>,
+    pub api_keys: Vec<ApiKey>,
+    pub policy: PolicyConfig,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, resolving secrets against `env`.
+    pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        Config::parse(&text, path, env)
+    }
+
+    /// Validates `text` as if it had been read from `path` (relative paths resolve against its directory).
+    pub fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
+        validate::parse(text, path, env)
+    }
+
+    /// The connection called `name`, if configured.
+    pub fn connection(&self, name: &str) -> Option<&Connection> {
+        self.connections
+            .iter()
+            .find(|connection| connection.name == name)
+    }
+}
+
+/// Where warden keeps its state (sessions, statements; later approvals and the audit trail).
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// `sqlite://…` (path resolved against the config file's directory) or `postgres://…`.
+    pub url: Secret,
+}
+
+impl StateConfig {
+    pub fn is_sqlite(&self) -> bool {
+        self.url.expose().starts_with("sqlite:")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// The PostgreSQL front end.
+    pub postgres: Option<SocketAddr>,
+    /// The admin REST API and web page.
+    pub admin: Option<SocketAddr>,
+    /// Client-facing TLS; absent means `SSLRequest` is answered with `N`.
+    pub tls: Option<ServerTls>,
+    /// Accept a cleartext password (the API key) over plaintext TCP from a non-loopback address.
+    pub allow_plaintext_password: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Refuse clients that do not negotiate TLS (loopback included).
+    pub required: bool,
+}
+
+/// Bounds that protect the gateway from its inputs.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest protocol message accepted from a client; refused before any allocation.
+    pub max_message_bytes: usize,
+    /// Most concurrent client sessions; more are refused with SQLSTATE 53300.
+    pub max_sessions: usize,
+    /// Time a client has to finish the startup and authentication exchange.
+    pub startup_timeout: Duration,
+    /// Time allowed to open (and authenticate) the upstream session.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024 * 1024,
+            max_sessions: 10_000,
+            startup_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A named downstream target.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub name: String,
+    pub kind: ConnectionKind,
+    pub address: UpstreamAddress,
+    pub database: String,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub tls: UpstreamTls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionKind {
+    Postgres,
+}
+
+impl ConnectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddress {
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// A Unix-domain socket file, e.g. `/var/run/postgresql/.s.PGSQL.5432`.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for UpstreamAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamAddress::Tcp { host, port } if host.contains(':') => {
+                write!(f, "[{host}]:{port}")
+            }
+            UpstreamAddress::Tcp { host, port } => write!(f, "{host}:{port}"),
+            UpstreamAddress::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// TLS towards the upstream, with libpq's `sslmode` meanings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub mode: UpstreamTlsMode,
+    /// PEM bundle of trusted roots; the system's roots when absent.
+    pub ca: Option<PathBuf>,
+    /// Name to verify the certificate against; the address's host when absent.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTlsMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// The identity name the key authenticates as.
+    pub name: String,
+    /// SHA-256 of the key; the key itself is never kept.
+    pub sha256: [u8; 32],
+    pub groups: Vec<String>,
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    /// Policy file patterns, resolved against the config file's directory.
+    pub files: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests;

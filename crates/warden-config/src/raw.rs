@@ -1,0 +1,86 @@
+//! The file's shape as serde sees it. Spans are kept on every field a diagnostic may point at.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub state: Option<RawState>,
+    pub listen: Option<Spanned<RawListen>>,
+    pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub connection: Vec<Spanned<RawConnection>>,
+    #[serde(default)]
+    pub api_key: Vec<Spanned<RawApiKey>>,
+    pub policy: Option<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    pub url: Spanned<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListen {
+    pub postgres: Option<Spanned<String>>,
+    pub admin: Option<Spanned<String>>,
+    pub tls: Option<Spanned<RawServerTls>>,
+    pub allow_plaintext_password: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServerTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    pub required: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub max_message_bytes: Option<Spanned<i64>>,
+    pub max_sessions: Option<Spanned<i64>>,
+    pub startup_timeout: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnection {
+    pub name: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub address: Spanned<String>,
+    pub database: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<toml::Value>>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub mode: Spanned<String>,
+    pub ca: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiKey {
+    pub name: Spanned<String>,
+    pub key: Spanned<toml::Value>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub expires_at: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    #[serde(default)]
+    pub files: Vec<Spanned<String>>,
+}

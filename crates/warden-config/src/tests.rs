@@ -1,0 +1,206 @@
+//! Config → validated form, and config → diagnostics, through one `check` helper each.
+
+use std::path::Path;
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "SHOP_PG_PASSWORD" => Some("s3cret-upstream".to_string()),
+        "AGENT_KEY" => Some("wk_agent".to_string()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/warden/warden.toml"), &env)
+}
+
+/// Asserts that `text` is refused with exactly these `line:column: field: message` diagnostics.
+fn check_invalid(text: &str, expected: &[&str]) {
+    let error = parse(text).expect_err("config should be refused");
+    let actual: Vec<String> = error
+        .diagnostics()
+        .iter()
+        .map(|d| format!("{}:{}: {}: {}", d.line, d.column, d.field, d.message))
+        .collect();
+    assert_eq!(actual, expected, "diagnostics for:\n{text}");
+}
+
+const VALID: &str = r#"
+[state]
+url = "sqlite://data/warden.db"
+
+[listen]
+postgres = "127.0.0.1:15432"
+admin = "127.0.0.1:18081"
+
+[[connection]]
+name = "shop"
+kind = "postgres"
+address = "127.0.0.1:5432"
+database = "shop"
+user = "warden_shop"
+password = { env = "SHOP_PG_PASSWORD" }
+
+[[api_key]]
+name = "research-agent"
+key = { sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" }
+groups = ["agents"]
+
+[[api_key]]
+name = "dev"
+key = { env = "AGENT_KEY" }
+"#;
+
+#[test]
+fn valid_config_resolves_secrets_paths_and_defaults() {
+    let config = parse(VALID).expect("valid config");
+    assert_eq!(
+        config.state.url.expose(),
+        "sqlite:///etc/warden/data/warden.db"
+    );
+    assert_eq!(
+        config.listen.postgres,
+        Some("127.0.0.1:15432".parse().unwrap())
+    );
+    let shop = config.connection("shop").expect("shop connection");
+    assert_eq!(
+        shop.password.as_ref().map(Secret::expose),
+        Some("s3cret-upstream")
+    );
+    assert_eq!(
+        shop.address,
+        UpstreamAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port: 5432
+        }
+    );
+    assert_eq!(shop.tls.mode, UpstreamTlsMode::Prefer);
+    assert_eq!(config.api_keys[0].groups, vec!["agents".to_string()]);
+    assert_eq!(
+        hex::encode(config.api_keys[0].sha256),
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+    // An env key is hashed at load; the key itself is not kept.
+    let expected: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(b"wk_agent").into();
+    assert_eq!(config.api_keys[1].sha256, expected);
+    assert_eq!(config.limits.max_message_bytes, 64 * 1024 * 1024);
+}
+
+#[test]
+fn secret_debug_never_shows_the_value() {
+    let config = parse(VALID).expect("valid config");
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("s3cret-upstream"), "{printed}");
+}
+
+#[test]
+fn literal_password_is_refused_with_line_and_field() {
+    let text = VALID.replace(
+        r#"password = { env = "SHOP_PG_PASSWORD" }"#,
+        r#"password = "hunter2""#,
+    );
+    check_invalid(
+        &text,
+        &["15:12: connection[0].password: a literal secret is not allowed in the config file; use { env = \"…\" } or { file = \"…\" }"],
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = VALID
+        .replace(r#"env = "SHOP_PG_PASSWORD""#, r#"env = "MISSING_VAR""#)
+        .replace(r#"address = "127.0.0.1:5432""#, r#"address = "nowhere""#)
+        .replace(
+            r#"postgres = "127.0.0.1:15432""#,
+            r#"postgres = "localhost""#,
+        );
+    check_invalid(
+        &text,
+        &[
+            "6:12: listen.postgres: \"localhost\" is not an IP address with a port, e.g. \"127.0.0.1:15432\"",
+            "12:11: connection[0].address: \"nowhere\" is not host:port or an absolute Unix socket path",
+            "15:12: connection[0].password: environment variable MISSING_VAR is not set or empty",
+        ],
+    );
+}
+
+#[test]
+fn unknown_field_is_named_with_its_line() {
+    let text = VALID.replace("database = \"shop\"", "databse = \"shop\"");
+    let error = parse(&text).expect_err("typo refused");
+    let diagnostic = &error.diagnostics()[0];
+    assert_eq!(diagnostic.line, 13);
+    assert_eq!(diagnostic.field, "databse");
+    assert!(
+        diagnostic.message.contains("unknown field"),
+        "{}",
+        diagnostic.message
+    );
+}
+
+#[test]
+fn duplicate_connection_and_bad_sha256() {
+    let text = format!(
+        "{VALID}\n[[connection]]\nname = \"shop\"\nkind = \"postgres\"\naddress = \"db:5432\"\ndatabase = \"d\"\nuser = \"u\"\n"
+    )
+    .replace("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "abc");
+    check_invalid(
+        &text,
+        &[
+            "19:7: api_key[0].key: sha256 must be 64 hexadecimal characters",
+            "27:8: connection[1].name: connection \"shop\" is defined twice",
+        ],
+    );
+}
+
+#[test]
+fn unsupported_kind_and_tls_mode() {
+    let text = VALID
+        .replace("kind = \"postgres\"", "kind = \"mysql\"")
+        .replace(
+            "user = \"warden_shop\"",
+            "user = \"warden_shop\"\ntls = { mode = \"verify\" }",
+        );
+    check_invalid(
+        &text,
+        &[
+            "11:8: connection[0].kind: kind \"mysql\" is not supported by this version of warden yet",
+            "15:16: connection[0].tls.mode: unknown mode \"verify\"; expected disable, prefer, require, verify-ca or verify-full",
+        ],
+    );
+}
+
+#[test]
+fn state_url_with_literal_password_is_refused() {
+    let text = VALID.replace("sqlite://data/warden.db", "postgres://warden:pw@db/warden");
+    check_invalid(
+        &text,
+        &["3:7: state.url: a password in a literal URL is not allowed; use url = { env = \"…\" } or { file = \"…\" }"],
+    );
+}
+
+#[test]
+fn syntax_error_points_at_the_line() {
+    let error = parse("[listen]\npostgres = \n").expect_err("syntax error");
+    assert_eq!(error.diagnostics()[0].line, 2);
+}
+
+#[test]
+fn missing_listen_section() {
+    check_invalid(
+        "",
+        &["0:0: listen: missing [listen] section; set at least listen.postgres"],
+    );
+}
+
+#[test]
+fn durations() {
+    use crate::validate::parse_duration;
+    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration("15s"), Some(Duration::from_secs(15)));
+    assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+    assert_eq!(parse_duration("5 weeks"), None);
+    assert_eq!(parse_duration("s"), None);
+}

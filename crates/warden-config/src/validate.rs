@@ -1,0 +1,698 @@
+//! From the raw, spanned file to a validated [`Config`], collecting every problem on the way.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use crate::diagnostics::{ConfigError, Diagnostic, LineIndex};
+use crate::raw::{RawApiKey, RawConfig, RawConnection, RawListen, RawServerTls, RawUpstreamTls};
+use crate::secret::Secret;
+use crate::{
+    ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, PolicyConfig,
+    ServerTls, StateConfig, UpstreamAddress, UpstreamTls, UpstreamTlsMode,
+};
+
+pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
+    let mut checker = Checker {
+        path: path.to_path_buf(),
+        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        lines: LineIndex::new(text),
+        env,
+        diagnostics: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(error) => {
+            let span = error.span();
+            let message = error.message().trim().to_string();
+            checker.report(span, &field_from_message(&message), message);
+            return Err(ConfigError::Invalid(checker.diagnostics));
+        }
+    };
+    let config = checker.check(raw);
+    checker
+        .diagnostics
+        .sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+    if checker.diagnostics.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(checker.diagnostics))
+    }
+}
+
+/// serde's messages name the offending key in backticks; use it as the field when there is one.
+fn field_from_message(message: &str) -> String {
+    message
+        .split('`')
+        .nth(1)
+        .filter(|name| !name.is_empty())
+        .unwrap_or("(file)")
+        .to_string()
+}
+
+struct Checker<'e> {
+    path: PathBuf,
+    base: PathBuf,
+    lines: LineIndex,
+    env: &'e dyn Environment,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, span: Option<Range<usize>>, field: &str, message: impl Into<String>) {
+        let (line, column) = span
+            .map(|span| self.lines.position(span.start))
+            .unwrap_or((0, 0));
+        self.diagnostics.push(Diagnostic {
+            path: self.path.clone(),
+            line,
+            column,
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn resolve_path(&self, value: &str) -> PathBuf {
+        let path = Path::new(value);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn check(&mut self, raw: RawConfig) -> Config {
+        let state = self.check_state(raw.state);
+        let listen = self.check_listen(raw.listen);
+        let limits = self.check_limits(raw.limits);
+        let connections = self.check_connections(raw.connection);
+        let api_keys = self.check_api_keys(raw.api_key);
+        let policy = self.check_policy(raw.policy);
+        Config {
+            source: self.path.clone(),
+            state,
+            listen,
+            limits,
+            connections,
+            api_keys,
+            policy,
+        }
+    }
+
+    fn check_state(&mut self, raw: Option<crate::raw::RawState>) -> StateConfig {
+        let default = StateConfig {
+            url: Secret::new(format!(
+                "sqlite://{}",
+                self.base.join("warden-data/warden.db").display()
+            )),
+        };
+        let Some(raw) = raw else { return default };
+        let span = raw.url.span();
+        let url = match raw.url.get_ref() {
+            toml::Value::String(url) => {
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    if url_has_password(url) {
+                        self.report(
+                            Some(span.clone()),
+                            "state.url",
+                            "a password in a literal URL is not allowed; use url = { env = \"…\" } or { file = \"…\" }",
+                        );
+                    }
+                    Secret::new(url.clone())
+                } else {
+                    Secret::new(url.clone())
+                }
+            }
+            _ => match self.secret(&raw.url, "state.url", false) {
+                Some(url) => url,
+                None => return default,
+            },
+        };
+        let text = url.expose();
+        if let Some(rest) = text.strip_prefix("sqlite://") {
+            let (file, query) = rest
+                .split_once('?')
+                .map_or((rest, None), |(f, q)| (f, Some(q)));
+            if file.is_empty() {
+                self.report(Some(span), "state.url", "sqlite URL names no file");
+                return default;
+            }
+            let resolved = self.resolve_path(file);
+            let mut url = format!("sqlite://{}", resolved.display());
+            if let Some(query) = query {
+                url.push('?');
+                url.push_str(query);
+            }
+            StateConfig {
+                url: Secret::new(url),
+            }
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            StateConfig { url }
+        } else {
+            self.report(
+                Some(span),
+                "state.url",
+                "expected a sqlite://… or postgres://… URL",
+            );
+            default
+        }
+    }
+
+    fn check_listen(&mut self, raw: Option<Spanned<RawListen>>) -> ListenConfig {
+        let mut listen = ListenConfig {
+            postgres: None,
+            admin: None,
+            tls: None,
+            allow_plaintext_password: false,
+        };
+        let Some(raw) = raw else {
+            self.report(
+                None,
+                "listen",
+                "missing [listen] section; set at least listen.postgres",
+            );
+            return listen;
+        };
+        let raw_span = raw.span();
+        let raw = raw.into_inner();
+        match &raw.postgres {
+            Some(address) => listen.postgres = self.socket_address(address, "listen.postgres"),
+            None => self.report(
+                Some(raw_span),
+                "listen.postgres",
+                "no listener configured; set listen.postgres",
+            ),
+        }
+        listen.admin = raw
+            .admin
+            .and_then(|address| self.socket_address(&address, "listen.admin"));
+        listen.tls = raw.tls.and_then(|tls| self.check_server_tls(tls));
+        listen.allow_plaintext_password = raw.allow_plaintext_password.unwrap_or(false);
+        listen
+    }
+
+    fn check_server_tls(&mut self, raw: Spanned<RawServerTls>) -> Option<ServerTls> {
+        let raw = raw.into_inner();
+        let cert = self.existing_file(&raw.cert, "listen.tls.cert");
+        let key = self.existing_file(&raw.key, "listen.tls.key");
+        Some(ServerTls {
+            cert: cert?,
+            key: key?,
+            required: raw.required.unwrap_or(false),
+        })
+    }
+
+    fn existing_file(&mut self, raw: &Spanned<String>, field: &str) -> Option<PathBuf> {
+        let path = self.resolve_path(raw.get_ref());
+        if path.is_file() {
+            Some(path)
+        } else {
+            self.report(
+                Some(raw.span()),
+                field,
+                format!("file {} does not exist", path.display()),
+            );
+            None
+        }
+    }
+
+    fn socket_address(&mut self, raw: &Spanned<String>, field: &str) -> Option<SocketAddr> {
+        match raw.get_ref().parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.report(
+                    Some(raw.span()),
+                    field,
+                    format!(
+                        "\"{}\" is not an IP address with a port, e.g. \"127.0.0.1:15432\"",
+                        raw.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_limits(&mut self, raw: Option<crate::raw::RawLimits>) -> Limits {
+        let mut limits = Limits::default();
+        let Some(raw) = raw else { return limits };
+        if let Some(value) = raw.max_message_bytes {
+            // PostgreSQL itself refuses messages over 1 GiB; a smaller floor would break ordinary clients.
+            match usize::try_from(*value.get_ref()) {
+                Ok(bytes) if (1024..=1 << 30).contains(&bytes) => limits.max_message_bytes = bytes,
+                _ => self.report(
+                    Some(value.span()),
+                    "limits.max_message_bytes",
+                    "must be between 1024 and 1073741824",
+                ),
+            }
+        }
+        if let Some(value) = raw.max_sessions {
+            match usize::try_from(*value.get_ref()) {
+                Ok(count) if count >= 1 => limits.max_sessions = count,
+                _ => self.report(
+                    Some(value.span()),
+                    "limits.max_sessions",
+                    "must be at least 1",
+                ),
+            }
+        }
+        if let Some(value) = raw.startup_timeout {
+            if let Some(duration) = self.duration(&value, "limits.startup_timeout") {
+                limits.startup_timeout = duration;
+            }
+        }
+        if let Some(value) = raw.connect_timeout {
+            if let Some(duration) = self.duration(&value, "limits.connect_timeout") {
+                limits.connect_timeout = duration;
+            }
+        }
+        limits
+    }
+
+    fn duration(&mut self, raw: &Spanned<String>, field: &str) -> Option<Duration> {
+        match parse_duration(raw.get_ref()) {
+            Some(duration) if !duration.is_zero() => Some(duration),
+            _ => {
+                self.report(
+                    Some(raw.span()),
+                    field,
+                    format!(
+                        "\"{}\" is not a duration such as \"500ms\", \"15s\", \"5m\" or \"1h\"",
+                        raw.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_connections(&mut self, raw: Vec<Spanned<RawConnection>>) -> Vec<Connection> {
+        let mut seen = HashSet::new();
+        let mut connections = Vec::new();
+        for (index, raw) in raw.into_iter().enumerate() {
+            let raw = raw.into_inner();
+            let prefix = format!("connection[{index}]");
+            let name = raw.name.get_ref().clone();
+            if !valid_name(&name) {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{prefix}.name"),
+                    "a connection name is 1 to 63 characters of letters, digits, '_' and '-'",
+                );
+            } else if !seen.insert(name.clone()) {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{prefix}.name"),
+                    format!("connection \"{name}\" is defined twice"),
+                );
+            }
+            if let Some(connection) = self.check_connection(raw, &prefix) {
+                connections.push(connection);
+            }
+        }
+        connections
+    }
+
+    fn check_connection(&mut self, raw: RawConnection, prefix: &str) -> Option<Connection> {
+        let kind = match raw.kind.get_ref().as_str() {
+            "postgres" => Some(ConnectionKind::Postgres),
+            other @ ("mysql" | "http" | "ssh") => {
+                self.report(
+                    Some(raw.kind.span()),
+                    &format!("{prefix}.kind"),
+                    format!("kind \"{other}\" is not supported by this version of warden yet"),
+                );
+                None
+            }
+            other => {
+                self.report(
+                    Some(raw.kind.span()),
+                    &format!("{prefix}.kind"),
+                    format!("unknown kind \"{other}\"; expected \"postgres\""),
+                );
+                None
+            }
+        };
+        let address = self.upstream_address(&raw.address, &format!("{prefix}.address"));
+        let database = self.required(raw.database, &raw.name, prefix, "database");
+        let user = self.required(raw.user, &raw.name, prefix, "user");
+        let password = raw
+            .password
+            .as_ref()
+            .and_then(|password| self.secret(password, &format!("{prefix}.password"), false));
+        let tls = match raw.tls {
+            Some(tls) => self.check_upstream_tls(tls.into_inner(), prefix),
+            None => Some(UpstreamTls {
+                mode: UpstreamTlsMode::Prefer,
+                ca: None,
+                server_name: None,
+            }),
+        };
+        Some(Connection {
+            name: raw.name.into_inner(),
+            kind: kind?,
+            address: address?,
+            database: database?,
+            user: user?,
+            password,
+            tls: tls?,
+        })
+    }
+
+    fn required(
+        &mut self,
+        value: Option<Spanned<String>>,
+        name: &Spanned<String>,
+        prefix: &str,
+        field: &str,
+    ) -> Option<String> {
+        match value {
+            Some(value) if !value.get_ref().is_empty() => Some(value.into_inner()),
+            Some(value) => {
+                self.report(
+                    Some(value.span()),
+                    &format!("{prefix}.{field}"),
+                    "must not be empty",
+                );
+                None
+            }
+            None => {
+                self.report(
+                    Some(name.span()),
+                    &format!("{prefix}.{field}"),
+                    format!("connection \"{}\" needs a {field}", name.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn upstream_address(&mut self, raw: &Spanned<String>, field: &str) -> Option<UpstreamAddress> {
+        let text = raw.get_ref();
+        if text.starts_with('/') {
+            return Some(UpstreamAddress::Unix(PathBuf::from(text)));
+        }
+        let parsed = if let Ok(address) = text.parse::<SocketAddr>() {
+            Some(UpstreamAddress::Tcp {
+                host: address.ip().to_string(),
+                port: address.port(),
+            })
+        } else {
+            text.rsplit_once(':').and_then(|(host, port)| {
+                let port = port.parse::<u16>().ok()?;
+                let valid_host = !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+                valid_host.then(|| UpstreamAddress::Tcp {
+                    host: host.to_string(),
+                    port,
+                })
+            })
+        };
+        if parsed.is_none() {
+            self.report(
+                Some(raw.span()),
+                field,
+                format!("\"{text}\" is not host:port or an absolute Unix socket path"),
+            );
+        }
+        parsed
+    }
+
+    fn check_upstream_tls(&mut self, raw: RawUpstreamTls, prefix: &str) -> Option<UpstreamTls> {
+        let mode = match raw.mode.get_ref().as_str() {
+            "disable" => Some(UpstreamTlsMode::Disable),
+            "prefer" => Some(UpstreamTlsMode::Prefer),
+            "require" => Some(UpstreamTlsMode::Require),
+            "verify-ca" => Some(UpstreamTlsMode::VerifyCa),
+            "verify-full" => Some(UpstreamTlsMode::VerifyFull),
+            other => {
+                self.report(
+                    Some(raw.mode.span()),
+                    &format!("{prefix}.tls.mode"),
+                    format!(
+                        "unknown mode \"{other}\"; expected disable, prefer, require, verify-ca or verify-full"
+                    ),
+                );
+                None
+            }
+        };
+        let ca = raw
+            .ca
+            .as_ref()
+            .and_then(|ca| self.existing_file(ca, &format!("{prefix}.tls.ca")));
+        if raw.ca.is_some() && ca.is_none() {
+            return None;
+        }
+        Some(UpstreamTls {
+            mode: mode?,
+            ca,
+            server_name: raw.server_name.map(Spanned::into_inner),
+        })
+    }
+
+    fn check_api_keys(&mut self, raw: Vec<Spanned<RawApiKey>>) -> Vec<ApiKey> {
+        let mut names = HashSet::new();
+        let mut hashes = HashSet::new();
+        let mut keys = Vec::new();
+        for (index, raw) in raw.into_iter().enumerate() {
+            let raw = raw.into_inner();
+            let prefix = format!("api_key[{index}]");
+            let name = raw.name.get_ref().clone();
+            if !valid_name(&name) {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{prefix}.name"),
+                    "an API key name is 1 to 63 characters of letters, digits, '_' and '-'",
+                );
+            } else if !names.insert(name.clone()) {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{prefix}.name"),
+                    format!("API key \"{name}\" is defined twice"),
+                );
+            }
+            let Some(sha256) = self.api_key_hash(&raw.key, &format!("{prefix}.key")) else {
+                continue;
+            };
+            if !hashes.insert(sha256) {
+                self.report(
+                    Some(raw.key.span()),
+                    &format!("{prefix}.key"),
+                    "the same key is configured for two API keys",
+                );
+            }
+            let expires_at = raw
+                .expires_at
+                .as_ref()
+                .and_then(|value| self.timestamp(value, &prefix));
+            keys.push(ApiKey {
+                name,
+                sha256,
+                groups: raw.groups,
+                expires_at,
+            });
+        }
+        keys
+    }
+
+    fn timestamp(
+        &mut self,
+        raw: &Spanned<toml::Value>,
+        prefix: &str,
+    ) -> Option<time::OffsetDateTime> {
+        let text = match raw.get_ref() {
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Datetime(datetime) => datetime.to_string(),
+            _ => String::new(),
+        };
+        match time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339) {
+            Ok(timestamp) => Some(timestamp),
+            Err(_) => {
+                self.report(
+                    Some(raw.span()),
+                    &format!("{prefix}.expires_at"),
+                    "expected an RFC 3339 timestamp with an offset, e.g. 2027-01-31T00:00:00Z",
+                );
+                None
+            }
+        }
+    }
+
+    fn api_key_hash(&mut self, raw: &Spanned<toml::Value>, field: &str) -> Option<[u8; 32]> {
+        if let toml::Value::Table(table) = raw.get_ref() {
+            if let Some(value) = table.get("sha256") {
+                if table.len() != 1 {
+                    self.report(
+                        Some(raw.span()),
+                        field,
+                        "give exactly one of sha256, env or file",
+                    );
+                    return None;
+                }
+                let decoded = value
+                    .as_str()
+                    .and_then(|text| hex::decode(text.trim()).ok());
+                return match decoded.and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) {
+                    Some(hash) => Some(hash),
+                    None => {
+                        self.report(
+                            Some(raw.span()),
+                            field,
+                            "sha256 must be 64 hexadecimal characters",
+                        );
+                        None
+                    }
+                };
+            }
+        }
+        let key = self.secret(raw, field, true)?;
+        Some(Sha256::digest(key.expose().as_bytes()).into())
+    }
+
+    /// Resolves `{ env = "…" }` or `{ file = "…" }`. A literal string is refused: secrets do not live in config.
+    fn secret(
+        &mut self,
+        raw: &Spanned<toml::Value>,
+        field: &str,
+        allow_sha256: bool,
+    ) -> Option<Secret> {
+        let expected = if allow_sha256 {
+            "{ sha256 = \"…\" }, { env = \"…\" } or { file = \"…\" }"
+        } else {
+            "{ env = \"…\" } or { file = \"…\" }"
+        };
+        let table = match raw.get_ref() {
+            toml::Value::Table(table) if table.len() == 1 => table,
+            toml::Value::String(_) => {
+                self.report(
+                    Some(raw.span()),
+                    field,
+                    format!("a literal secret is not allowed in the config file; use {expected}"),
+                );
+                return None;
+            }
+            _ => {
+                self.report(Some(raw.span()), field, format!("expected {expected}"));
+                return None;
+            }
+        };
+        let (source, name) = table.iter().next().expect("table has exactly one entry");
+        let Some(name) = name.as_str() else {
+            self.report(
+                Some(raw.span()),
+                field,
+                format!("{source} must be a string"),
+            );
+            return None;
+        };
+        match source.as_str() {
+            "env" => match self.env.var(name) {
+                Some(value) if !value.is_empty() => Some(Secret::new(value)),
+                _ => {
+                    self.report(
+                        Some(raw.span()),
+                        field,
+                        format!("environment variable {name} is not set or empty"),
+                    );
+                    None
+                }
+            },
+            "file" => {
+                let path = self.resolve_path(name);
+                match std::fs::read_to_string(&path) {
+                    Ok(value) if !value.trim_end_matches(['\r', '\n']).is_empty() => {
+                        Some(Secret::new(value.trim_end_matches(['\r', '\n'])))
+                    }
+                    Ok(_) => {
+                        self.report(
+                            Some(raw.span()),
+                            field,
+                            format!("secret file {} is empty", path.display()),
+                        );
+                        None
+                    }
+                    Err(error) => {
+                        self.report(
+                            Some(raw.span()),
+                            field,
+                            format!("cannot read secret file {}: {error}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            other => {
+                self.report(
+                    Some(raw.span()),
+                    field,
+                    format!("unknown secret source \"{other}\"; expected {expected}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_policy(&mut self, raw: Option<crate::raw::RawPolicy>) -> PolicyConfig {
+        let Some(raw) = raw else {
+            return PolicyConfig::default();
+        };
+        let mut files = Vec::new();
+        for (index, pattern) in raw.files.iter().enumerate() {
+            let resolved = self.resolve_path(pattern.get_ref());
+            let directory = if pattern.get_ref().contains(['*', '?', '[']) {
+                resolved.parent().map(Path::to_path_buf).unwrap_or_default()
+            } else {
+                resolved.clone()
+            };
+            if !directory.exists() {
+                self.report(
+                    Some(pattern.span()),
+                    &format!("policy.files[{index}]"),
+                    format!("{} does not exist", directory.display()),
+                );
+            }
+            files.push(resolved);
+        }
+        PolicyConfig { files }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// Parses "250ms", "15s", "5m", "2h", "1d".
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let milliseconds = match unit.trim() {
+        "ms" => number,
+        "s" => number.checked_mul(1000)?,
+        "m" => number.checked_mul(60_000)?,
+        "h" => number.checked_mul(3_600_000)?,
+        "d" => number.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(milliseconds))
+}
