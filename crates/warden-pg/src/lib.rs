@@ -1,0 +1,178 @@
+//! warden's PostgreSQL front end.
+//!
+//! This crate owns everything PostgreSQL-specific on the data path: the wire codec ([`codec`]), the client
+//! startup and authentication exchange ([`session`]), the upstream leg with warden's own credential
+//! ([`upstream`]), TLS on both legs ([`tls`]), cancel forwarding ([`cancel`]) and the relay loop with
+//! statement tracking ([`relay`]). Decisions and records that are not about the protocol go through
+//! [`SessionHooks`], which the gateway implements; this crate never touches the state store.
+#![forbid(unsafe_code)]
+
+pub mod cancel;
+pub mod codec;
+pub mod hooks;
+pub mod relay;
+mod session;
+pub mod stream;
+pub mod tls;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{error, warn};
+use warden_config::{Config, Limits};
+
+pub use hooks::{SessionHooks, SessionInfo, StatementEvent};
+use upstream::UpstreamTarget;
+
+/// The PostgreSQL front end's compiled configuration: built once per config version.
+pub struct PgFrontendConfig {
+    pub connections: HashMap<String, Arc<UpstreamTarget>>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls_required: bool,
+    pub allow_plaintext_password: bool,
+    pub limits: Limits,
+}
+
+impl PgFrontendConfig {
+    pub fn from_config(config: &Config) -> Result<Self, tls::TlsError> {
+        let mut connections = HashMap::new();
+        for connection in &config.connections {
+            let tls = tls::UpstreamTlsConnector::new(&connection.tls)?;
+            connections.insert(
+                connection.name.clone(),
+                Arc::new(UpstreamTarget {
+                    connection: connection.clone(),
+                    tls,
+                }),
+            );
+        }
+        let tls = config.listen.tls.as_ref().map(tls::acceptor).transpose()?;
+        Ok(PgFrontendConfig {
+            connections,
+            tls_required: config.listen.tls.as_ref().is_some_and(|tls| tls.required),
+            tls,
+            allow_plaintext_password: config.listen.allow_plaintext_password,
+            limits: config.limits.clone(),
+        })
+    }
+}
+
+/// The PostgreSQL listener's shared state.
+pub struct PgFrontend {
+    config: RwLock<Arc<PgFrontendConfig>>,
+    hooks: Arc<dyn SessionHooks>,
+    cancel: Arc<cancel::CancelRegistry>,
+    sessions: Arc<Semaphore>,
+}
+
+impl PgFrontend {
+    pub fn new(config: PgFrontendConfig, hooks: Arc<dyn SessionHooks>) -> Arc<Self> {
+        let sessions = Arc::new(Semaphore::new(config.limits.max_sessions));
+        Arc::new(PgFrontend {
+            config: RwLock::new(Arc::new(config)),
+            hooks,
+            cancel: Arc::new(cancel::CancelRegistry::default()),
+            sessions,
+        })
+    }
+
+    /// The configuration new sessions use.
+    pub fn config(&self) -> Arc<PgFrontendConfig> {
+        self.config.read().clone()
+    }
+
+    /// Number of sessions in the relay phase.
+    pub fn live_sessions(&self) -> usize {
+        self.cancel.len()
+    }
+
+    /// Accepts clients until `shutdown` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: keep serving the sessions we have, back off briefly.
+                    error!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+                warn!(%peer, limit = self.config().limits.max_sessions, "session limit reached");
+                tokio::spawn(refuse_busy(tcp, self.config().limits.max_sessions));
+                continue;
+            };
+            let frontend = self.clone();
+            tokio::spawn(async move {
+                session::run(frontend, tcp, peer).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Answers a client over the session limit with SQLSTATE 53300, after its startup packet.
+async fn refuse_busy(mut tcp: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut length_word = [0u8; 4];
+    if tcp.read_exact(&mut length_word).await.is_err() {
+        return;
+    }
+    let Ok(length) = codec::startup::packet_length(length_word) else {
+        return;
+    };
+    let mut body = vec![0u8; length - 4];
+    if tcp.read_exact(&mut body).await.is_err() {
+        return;
+    }
+    if matches!(
+        codec::startup::parse(&body),
+        Ok(codec::startup::StartupPacket::SslRequest)
+    ) {
+        let _ = tcp.write_all(b"N").await;
+    }
+    let mut out = Vec::new();
+    codec::backend::error_response(
+        &mut out,
+        codec::backend::Severity::Fatal,
+        "53300",
+        &format!("too many sessions: warden allows {limit} (limits.max_sessions)"),
+        None,
+    );
+    let _ = tcp.write_all(&out).await;
+}
+
+/// A time-ordered session id in UUID form (version 7 layout).
+pub fn new_session_id() -> String {
+    let millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let mut random = [0u8; 10];
+    rand::rng().fill_bytes(&mut random);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&(millis as u64).to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&random);
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}

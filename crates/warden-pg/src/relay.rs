@@ -1,0 +1,462 @@
+//! The relay: both directions of an established session, message-framed, forwarding whole read buffers.
+//!
+//! Each direction reads into one buffer, walks the message headers in it, decodes only the messages that
+//! statement tracking needs (Query, Parse, Bind, Execute, Sync, Close from the client; CommandComplete,
+//! EmptyQueryResponse, PortalSuspended, ErrorResponse, ReadyForQuery from the server), and writes the
+//! processed bytes on with one write. Other messages, however large, stream through without being held
+//! whole. The two directions run concurrently so neither side's backpressure can deadlock the other.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use parking_lot::Mutex;
+use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::codec::{self, backend, frontend, CodecError};
+use crate::hooks::{SessionHooks, SessionInfo, StatementEvent};
+
+/// Bytes requested from the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The client sent Terminate.
+    ClientTerminated,
+    /// The client closed its socket without Terminate.
+    ClientClosed,
+    /// The upstream closed its socket (e.g. after a FATAL error, or shutdown).
+    UpstreamClosed,
+    /// A client message broke the protocol or a limit; the client gets a FATAL error with this text.
+    ClientProtocol(CodecError),
+    /// The upstream sent something warden could not frame.
+    UpstreamProtocol(CodecError),
+    ClientIo(io::Error),
+    UpstreamIo(io::Error),
+}
+
+impl RelayEnd {
+    pub fn describe(&self) -> String {
+        match self {
+            RelayEnd::ClientTerminated => "client terminated".into(),
+            RelayEnd::ClientClosed => "client closed the connection".into(),
+            RelayEnd::UpstreamClosed => "upstream closed the connection".into(),
+            RelayEnd::ClientProtocol(error) => format!("client protocol error: {error}"),
+            RelayEnd::UpstreamProtocol(error) => format!("upstream protocol error: {error}"),
+            RelayEnd::ClientIo(error) => format!("client connection error: {error}"),
+            RelayEnd::UpstreamIo(error) => format!("upstream connection error: {error}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingKind {
+    /// A simple-protocol Query (or FunctionCall): completes at ReadyForQuery.
+    Query,
+    /// An extended-protocol Execute: completes at CommandComplete, EmptyQueryResponse, PortalSuspended or error.
+    Execute,
+    /// A Sync: its ReadyForQuery ends the batch.
+    Sync,
+}
+
+struct Pending {
+    kind: PendingKind,
+    text: Arc<str>,
+    started: Instant,
+    started_at: OffsetDateTime,
+    rows: Option<u64>,
+    error: Option<String>,
+}
+
+/// The statements sent but not yet answered, shared by the two directions.
+#[derive(Default)]
+struct Tracker {
+    queue: VecDeque<Pending>,
+    next_seq: u64,
+}
+
+impl Tracker {
+    fn push(&mut self, kind: PendingKind, text: Arc<str>) {
+        self.queue.push_back(Pending {
+            kind,
+            text,
+            started: Instant::now(),
+            started_at: OffsetDateTime::now_utc(),
+            rows: None,
+            error: None,
+        });
+    }
+
+    fn finish(&mut self, pending: Pending) -> StatementEvent {
+        self.next_seq += 1;
+        StatementEvent {
+            seq: self.next_seq,
+            started_at: pending.started_at,
+            duration: pending.started.elapsed(),
+            text: pending.text,
+            rows: pending.rows,
+            error: pending.error,
+        }
+    }
+
+    /// Applies one tracked server message; returns a completed statement, if any.
+    fn on_server_message(&mut self, tag: u8, message: &[u8]) -> Option<StatementEvent> {
+        match tag {
+            backend::COMMAND_COMPLETE => {
+                let rows = backend::command_complete_rows(message);
+                let front = self.queue.front_mut()?;
+                match front.kind {
+                    PendingKind::Query => {
+                        if let Some(rows) = rows {
+                            front.rows = Some(front.rows.unwrap_or(0) + rows);
+                        }
+                        None
+                    }
+                    PendingKind::Execute => {
+                        let mut pending = self.queue.pop_front().expect("front exists");
+                        pending.rows = rows;
+                        Some(self.finish(pending))
+                    }
+                    PendingKind::Sync => None,
+                }
+            }
+            backend::EMPTY_QUERY_RESPONSE | backend::PORTAL_SUSPENDED => {
+                if self.queue.front()?.kind == PendingKind::Execute {
+                    let pending = self.queue.pop_front().expect("front exists");
+                    Some(self.finish(pending))
+                } else {
+                    None
+                }
+            }
+            backend::ERROR_RESPONSE => {
+                let error = match backend::error_fields(message) {
+                    Ok(fields) => format!("{}: {}", fields.code, fields.message),
+                    Err(_) => "malformed error response".to_string(),
+                };
+                let front = self.queue.front_mut()?;
+                match front.kind {
+                    PendingKind::Query => {
+                        front.error = Some(error);
+                        None
+                    }
+                    PendingKind::Execute => {
+                        let mut pending = self.queue.pop_front().expect("front exists");
+                        pending.error = Some(error);
+                        // The server skips everything up to the next Sync: those Executes get no answer.
+                        while self
+                            .queue
+                            .front()
+                            .is_some_and(|next| next.kind == PendingKind::Execute)
+                        {
+                            self.queue.pop_front();
+                        }
+                        Some(self.finish(pending))
+                    }
+                    PendingKind::Sync => None,
+                }
+            }
+            backend::READY_FOR_QUERY => {
+                // Executes still queued before a Sync were skipped after an error.
+                while self
+                    .queue
+                    .front()
+                    .is_some_and(|next| next.kind == PendingKind::Execute)
+                {
+                    self.queue.pop_front();
+                }
+                let pending = self.queue.pop_front()?;
+                match pending.kind {
+                    PendingKind::Query => Some(self.finish(pending)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Relays an established session until either side ends it.
+pub async fn relay<CR, CW, UR, UW>(
+    client_read: &mut CR,
+    client_write: &mut CW,
+    upstream_read: &mut UR,
+    upstream_write: &mut UW,
+    session: &SessionInfo,
+    hooks: &dyn SessionHooks,
+    max_message_bytes: usize,
+) -> RelayEnd
+where
+    CR: AsyncRead + Unpin + ?Sized,
+    CW: AsyncWrite + Unpin + ?Sized,
+    UR: AsyncRead + Unpin + ?Sized,
+    UW: AsyncWrite + Unpin + ?Sized,
+{
+    let tracker = Mutex::new(Tracker::default());
+    let client_to_upstream = client_loop(client_read, upstream_write, &tracker, max_message_bytes);
+    let upstream_to_client = upstream_loop(upstream_read, client_write, &tracker, session, hooks);
+    tokio::select! {
+        end = client_to_upstream => end,
+        end = upstream_to_client => end,
+    }
+}
+
+/// Where a direction is within the message stream.
+#[derive(Default)]
+struct Framing {
+    /// Bytes of the current pass-through message still to forward without inspection.
+    passthrough: usize,
+}
+
+enum Step {
+    /// Forward the buffer up to this offset and read more.
+    Forward(usize),
+    Fail(CodecError),
+}
+
+impl Framing {
+    /// Walks the messages in `buffer`, calling `inspect` for each whole message of a type `wants` selects.
+    /// Returns how much of the buffer may be forwarded now.
+    fn scan(
+        &mut self,
+        buffer: &mut BytesMut,
+        limit: Option<usize>,
+        wants: impl Fn(u8) -> bool,
+        mut inspect: impl FnMut(u8, &[u8]) -> Result<(), CodecError>,
+    ) -> Step {
+        let mut position = 0;
+        loop {
+            if self.passthrough > 0 {
+                let take = self.passthrough.min(buffer.len() - position);
+                position += take;
+                self.passthrough -= take;
+                if self.passthrough > 0 {
+                    return Step::Forward(position);
+                }
+            }
+            let available = buffer.len() - position;
+            let (tag, total) = match codec::header(&buffer[position..]) {
+                None => return Step::Forward(position),
+                Some(Err(error)) => return Step::Fail(error),
+                Some(Ok(header)) => header,
+            };
+            if let Some(limit) = limit {
+                if total > limit {
+                    return Step::Fail(CodecError::TooLarge {
+                        tag: tag as char,
+                        length: total,
+                        limit,
+                    });
+                }
+            }
+            if wants(tag) {
+                if available < total {
+                    buffer.reserve(total - available);
+                    return Step::Forward(position);
+                }
+                if let Err(error) = inspect(tag, &buffer[position..position + total]) {
+                    return Step::Fail(error);
+                }
+                position += total;
+            } else if available >= total {
+                position += total;
+            } else {
+                self.passthrough = total - available;
+                return Step::Forward(buffer.len());
+            }
+        }
+    }
+}
+
+fn client_message_tracked(tag: u8) -> bool {
+    matches!(
+        tag,
+        frontend::QUERY
+            | frontend::PARSE
+            | frontend::BIND
+            | frontend::EXECUTE
+            | frontend::SYNC
+            | frontend::CLOSE
+            | frontend::FUNCTION_CALL
+            | frontend::TERMINATE
+    )
+}
+
+fn server_message_tracked(tag: u8) -> bool {
+    matches!(
+        tag,
+        backend::COMMAND_COMPLETE
+            | backend::EMPTY_QUERY_RESPONSE
+            | backend::PORTAL_SUSPENDED
+            | backend::ERROR_RESPONSE
+            | backend::READY_FOR_QUERY
+    )
+}
+
+/// The client's prepared statements and portals, by name, to know what an Execute runs.
+#[derive(Default)]
+struct ClientNames {
+    statements: HashMap<String, Arc<str>>,
+    portals: HashMap<String, Arc<str>>,
+}
+
+async fn client_loop<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    tracker: &Mutex<Tracker>,
+    limit: usize,
+) -> RelayEnd
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    let mut framing = Framing::default();
+    let mut names = ClientNames::default();
+    let mut terminated = false;
+    loop {
+        if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+            buffer.reserve(READ_CHUNK);
+        }
+        match reader.read_buf(&mut buffer).await {
+            Ok(0) => {
+                // Tell the upstream we are leaving, as a client would; ignore failures, we are closing.
+                let _ = writer.write_all(&frontend::terminate()).await;
+                let _ = writer.flush().await;
+                return RelayEnd::ClientClosed;
+            }
+            Ok(_) => {}
+            Err(error) => return RelayEnd::ClientIo(error),
+        }
+        let step = framing.scan(
+            &mut buffer,
+            Some(limit),
+            client_message_tracked,
+            |tag, message| on_client_message(tag, message, &mut names, tracker, &mut terminated),
+        );
+        let forward = match step {
+            Step::Forward(forward) => forward,
+            Step::Fail(error) => return RelayEnd::ClientProtocol(error),
+        };
+        if forward > 0 {
+            if let Err(error) = write_all(writer, &buffer[..forward]).await {
+                return RelayEnd::UpstreamIo(error);
+            }
+            buffer.advance(forward);
+        }
+        if terminated {
+            return RelayEnd::ClientTerminated;
+        }
+    }
+}
+
+fn on_client_message(
+    tag: u8,
+    message: &[u8],
+    names: &mut ClientNames,
+    tracker: &Mutex<Tracker>,
+    terminated: &mut bool,
+) -> Result<(), CodecError> {
+    match tag {
+        frontend::QUERY => {
+            let text: Arc<str> = frontend::query_text(message)?.into();
+            tracker.lock().push(PendingKind::Query, text);
+        }
+        frontend::PARSE => {
+            let (name, query) = frontend::parse_statement(message)?;
+            names.statements.insert(name.to_string(), query.into());
+        }
+        frontend::BIND => {
+            let (portal, statement) = frontend::bind_names(message)?;
+            let text = names.statements.get(statement).cloned().unwrap_or_else(|| {
+                Arc::from(format!("<unknown prepared statement \"{statement}\">"))
+            });
+            names.portals.insert(portal.to_string(), text);
+        }
+        frontend::EXECUTE => {
+            let portal = frontend::execute_portal(message)?;
+            let text = names
+                .portals
+                .get(portal)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(format!("<unknown portal \"{portal}\">")));
+            tracker.lock().push(PendingKind::Execute, text);
+        }
+        frontend::SYNC => tracker.lock().push(PendingKind::Sync, Arc::from("")),
+        frontend::CLOSE => {
+            let (kind, name) = frontend::close_target(message)?;
+            match kind {
+                b'S' => names.statements.remove(name),
+                b'P' => names.portals.remove(name),
+                _ => None,
+            };
+        }
+        frontend::FUNCTION_CALL => {
+            let mut reader = codec::BodyReader::new(message);
+            let oid = reader.i32()?;
+            tracker.lock().push(
+                PendingKind::Query,
+                Arc::from(format!("<function call {oid}>")),
+            );
+        }
+        frontend::TERMINATE => *terminated = true,
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn upstream_loop<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    tracker: &Mutex<Tracker>,
+    session: &SessionInfo,
+    hooks: &dyn SessionHooks,
+) -> RelayEnd
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    let mut framing = Framing::default();
+    let mut completed: Vec<StatementEvent> = Vec::new();
+    loop {
+        if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+            buffer.reserve(READ_CHUNK);
+        }
+        match reader.read_buf(&mut buffer).await {
+            Ok(0) => return RelayEnd::UpstreamClosed,
+            Ok(_) => {}
+            Err(error) => return RelayEnd::UpstreamIo(error),
+        }
+        let step = framing.scan(&mut buffer, None, server_message_tracked, |tag, message| {
+            if let Some(event) = tracker.lock().on_server_message(tag, message) {
+                completed.push(event);
+            }
+            Ok(())
+        });
+        let forward = match step {
+            Step::Forward(forward) => forward,
+            Step::Fail(error) => return RelayEnd::UpstreamProtocol(error),
+        };
+        if forward > 0 {
+            if let Err(error) = write_all(writer, &buffer[..forward]).await {
+                return RelayEnd::ClientIo(error);
+            }
+            buffer.advance(forward);
+        }
+        for event in completed.drain(..) {
+            hooks.statement(session, event);
+        }
+    }
+}
+
+async fn write_all<W: AsyncWrite + Unpin + ?Sized>(writer: &mut W, bytes: &[u8]) -> io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,442 @@
+//! One client session: startup (TLS, StartupMessage, password), upstream connect, relay, teardown.
+//!
+//! The pipeline for PostgreSQL, in order: **negotiate** (SSLRequest/GSSENCRequest/CancelRequest) →
+//! **authenticate** (the client's password is its credential) → **route** (dbname names the connection) →
+//! **connect** (upstream session with warden's credential) → **relay** (statement tracking and recording).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::codec::backend::{self, Severity};
+use crate::codec::startup::{self, StartupMessage, StartupPacket};
+use crate::codec::{self, frontend, CodecError};
+use crate::hooks::SessionInfo;
+use crate::relay::{relay, RelayEnd};
+use crate::stream::Stream;
+use crate::upstream::{self, UpstreamError};
+use crate::{new_session_id, PgFrontend};
+
+/// A refusal sent to the client before the relay starts: SQLSTATE and message.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<CodecError> for Refusal {
+    fn from(error: CodecError) -> Self {
+        Refusal::new("08P01", error.to_string())
+    }
+}
+
+/// What ended the startup phase early.
+enum Startup {
+    /// The client went away (psql does this after learning a password is needed, then asks for one).
+    Gone,
+    /// A cancel request was handled; the connection closes without a reply, as PostgreSQL does.
+    Cancelled,
+    Refused(Stream, Refusal),
+    /// A refusal that arrives before any stream exists to write it on.
+    Broken(String),
+}
+
+pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let config = frontend.config();
+    let timeout = config.limits.startup_timeout;
+    let started = match tokio::time::timeout(timeout, startup(&frontend, tcp, peer)).await {
+        Ok(result) => result,
+        Err(_) => {
+            debug!(%peer, "startup timed out");
+            return;
+        }
+    };
+    let (mut client, message, identity, upstream, target) = match started {
+        Ok(established) => established,
+        Err(Startup::Gone | Startup::Cancelled) => return,
+        Err(Startup::Broken(reason)) => {
+            debug!(%peer, %reason, "startup failed");
+            return;
+        }
+        Err(Startup::Refused(mut stream, refusal)) => {
+            info!(%peer, code = refusal.code, reason = %refusal.message, "session refused");
+            let mut out = Vec::new();
+            backend::error_response(
+                &mut out,
+                Severity::Fatal,
+                refusal.code,
+                &refusal.message,
+                None,
+            );
+            let _ = stream.write_all(&out).await;
+            let _ = stream.flush().await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+
+    let cancel_key =
+        frontend
+            .cancel
+            .register(upstream.backend_key.map(|(process_id, secret_key)| {
+                crate::cancel::CancelTarget {
+                    upstream: target.clone(),
+                    process_id,
+                    secret_key,
+                }
+            }));
+    let session = SessionInfo {
+        id: new_session_id(),
+        identity,
+        connection: target.connection.name.clone(),
+        client_address: peer,
+        user_name: message.get("user").unwrap_or_default().to_string(),
+        application_name: message.get("application_name").map(str::to_string),
+        started_at: OffsetDateTime::now_utc(),
+    };
+
+    // Tell the client what a direct connection would: the server's parameters, our key, the status.
+    let mut greeting = backend::authentication_ok().to_vec();
+    greeting.extend_from_slice(&upstream.parameter_messages);
+    backend::backend_key_data(&mut greeting, cancel_key.process_id, cancel_key.secret_key);
+    greeting.extend_from_slice(&upstream.notice_messages);
+    backend::ready_for_query(&mut greeting, upstream.transaction_status);
+    if client.write_all(&greeting).await.is_err() || client.flush().await.is_err() {
+        return;
+    }
+    frontend.hooks.session_started(&session);
+    info!(
+        session = %session.id,
+        identity = %session.identity.name,
+        connection = %session.connection,
+        %peer,
+        "session started"
+    );
+
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.stream.into_split();
+    let end = relay(
+        &mut client_read,
+        &mut client_write,
+        &mut upstream_read,
+        &mut upstream_write,
+        &session,
+        frontend.hooks.as_ref(),
+        config.limits.max_message_bytes,
+    )
+    .await;
+    if let RelayEnd::ClientProtocol(error) = &end {
+        let mut out = Vec::new();
+        backend::error_response(&mut out, Severity::Fatal, "08P01", &error.to_string(), None);
+        let _ = client_write.write_all(&out).await;
+        let _ = client_write.flush().await;
+    }
+    let _ = client_write.shutdown().await;
+    let _ = upstream_write.shutdown().await;
+    drop(cancel_key);
+    let reason = end.describe();
+    frontend.hooks.session_ended(&session, &reason);
+    info!(session = %session.id, %reason, "session ended");
+}
+
+type Established = (
+    Stream,
+    StartupMessage,
+    warden_identity::Identity,
+    upstream::UpstreamSession,
+    Arc<upstream::UpstreamTarget>,
+);
+
+async fn startup(
+    frontend: &PgFrontend,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<Established, Startup> {
+    let config = frontend.config();
+    let mut stream = Stream::Tcp(tcp);
+    let mut negotiated_tls = false;
+    let mut negotiated_gss = false;
+    let message = loop {
+        let packet = match read_startup_packet(&mut stream).await {
+            Ok(Some(packet)) => packet,
+            Ok(None) => return Err(Startup::Gone),
+            Err(error) => return Err(Startup::Refused(stream, error.into())),
+        };
+        match packet {
+            StartupPacket::SslRequest if !negotiated_tls => {
+                negotiated_tls = true;
+                let Stream::Tcp(tcp) = stream else {
+                    return Err(Startup::Broken(
+                        "SSLRequest on a stream that is not plain TCP".into(),
+                    ));
+                };
+                stream = match &config.tls {
+                    Some(acceptor) => {
+                        let mut tcp = tcp;
+                        if tcp.write_all(b"S").await.is_err() {
+                            return Err(Startup::Gone);
+                        }
+                        match acceptor.accept(tcp).await {
+                            Ok(tls) => Stream::ServerTls(Box::new(tls)),
+                            Err(error) => {
+                                return Err(Startup::Broken(format!(
+                                    "TLS handshake failed: {error}"
+                                )))
+                            }
+                        }
+                    }
+                    None => {
+                        let mut tcp = tcp;
+                        if tcp.write_all(b"N").await.is_err() {
+                            return Err(Startup::Gone);
+                        }
+                        Stream::Tcp(tcp)
+                    }
+                };
+            }
+            StartupPacket::GssEncRequest if !negotiated_gss && !stream.is_tls() => {
+                negotiated_gss = true;
+                if stream.write_all(b"N").await.is_err() {
+                    return Err(Startup::Gone);
+                }
+            }
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                return Err(Startup::Refused(
+                    stream,
+                    Refusal::new(
+                        "08P01",
+                        "encryption was already negotiated on this connection",
+                    ),
+                ))
+            }
+            StartupPacket::CancelRequest {
+                process_id,
+                secret_key,
+            } => {
+                if let Some(target) = frontend.cancel.lookup(process_id, secret_key) {
+                    debug!(%peer, "forwarding cancel request");
+                    if let Err(error) =
+                        upstream::cancel(&target.upstream, target.process_id, target.secret_key)
+                            .await
+                    {
+                        warn!(connection = %target.upstream.connection.name, %error, "cancel request could not be forwarded");
+                    }
+                }
+                return Err(Startup::Cancelled);
+            }
+            StartupPacket::Startup(message) => break message,
+        }
+    };
+
+    if message.major != 3 {
+        return Err(Startup::Refused(
+            stream,
+            Refusal::new(
+                "0A000",
+                format!(
+                    "unsupported frontend protocol {}.{}: warden supports 3.0",
+                    message.major, message.minor
+                ),
+            ),
+        ));
+    }
+    if message.minor > 0 {
+        // A newer 3.x client: tell it we speak 3.0 and ignore its protocol extensions.
+        let unrecognized: Vec<&str> = message
+            .parameters
+            .iter()
+            .filter(|(key, _)| key.starts_with("_pq_."))
+            .map(|(key, _)| key.as_str())
+            .collect();
+        let mut out = Vec::new();
+        backend::negotiate_protocol_version(&mut out, 0, &unrecognized);
+        if stream.write_all(&out).await.is_err() {
+            return Err(Startup::Gone);
+        }
+    }
+    let Some(user) = message.get("user").filter(|user| !user.is_empty()) else {
+        return Err(Startup::Refused(
+            stream,
+            Refusal::new(
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            ),
+        ));
+    };
+    if message
+        .get("replication")
+        .is_some_and(|value| value != "false" && value != "0" && value != "off")
+    {
+        return Err(Startup::Refused(
+            stream,
+            Refusal::new(
+                "0A000",
+                "replication connections are not supported through warden",
+            ),
+        ));
+    }
+    if config.tls_required && !stream.is_tls() {
+        return Err(Startup::Refused(
+            stream,
+            Refusal::new("28000", "warden requires TLS on this listener (listen.tls.required); connect with sslmode=require"),
+        ));
+    }
+    if !stream.is_tls() && !peer.ip().is_loopback() && !config.allow_plaintext_password {
+        return Err(Startup::Refused(
+            stream,
+            Refusal::new(
+                "28000",
+                "warden will not accept a password over an unencrypted connection from a non-loopback address; connect with sslmode=require (or set listen.allow_plaintext_password)",
+            ),
+        ));
+    }
+
+    // Authenticate: the password is the caller's API key.
+    if stream
+        .write_all(&backend::authentication_cleartext_password())
+        .await
+        .is_err()
+        || stream.flush().await.is_err()
+    {
+        return Err(Startup::Gone);
+    }
+    let password = match read_password(&mut stream).await {
+        Ok(Some(password)) => password,
+        Ok(None) => return Err(Startup::Gone),
+        Err(refusal) => return Err(Startup::Refused(stream, refusal)),
+    };
+    let identity = match frontend.hooks.authenticate(&password) {
+        Ok(identity) => identity,
+        Err(error) => {
+            info!(%peer, user, %error, "authentication failed");
+            return Err(Startup::Refused(
+                stream,
+                Refusal::new(
+                    "28P01",
+                    format!("password authentication failed for user \"{user}\": {error}"),
+                ),
+            ));
+        }
+    };
+    drop(password);
+
+    // Route: the database name is the connection name.
+    let database = message
+        .get("database")
+        .filter(|name| !name.is_empty())
+        .unwrap_or(user);
+    let Some(target) = config.connections.get(database).cloned() else {
+        return Err(Startup::Refused(
+            stream,
+            Refusal::new("3D000", format!("connection \"{database}\" does not exist")),
+        ));
+    };
+
+    // Connect upstream with warden's credential, forwarding the client's session parameters.
+    let forwarded: Vec<(String, String)> = message
+        .parameters
+        .iter()
+        .filter(|(key, _)| {
+            !matches!(key.as_str(), "user" | "database" | "replication")
+                && !key.starts_with("_pq_.")
+        })
+        .cloned()
+        .collect();
+    let connected = tokio::time::timeout(
+        config.limits.connect_timeout,
+        upstream::connect(&target, &forwarded),
+    )
+    .await;
+    let upstream = match connected {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(error)) => return Err(Startup::Refused(stream, upstream_refusal(&target.connection.name, &error))),
+        Err(_) => {
+            return Err(Startup::Refused(
+                stream,
+                Refusal::new(
+                    "08001",
+                    format!(
+                        "could not connect to connection \"{}\": timed out after {:?} (limits.connect_timeout)",
+                        target.connection.name, config.limits.connect_timeout
+                    ),
+                ),
+            ))
+        }
+    };
+    Ok((stream, message, identity, upstream, target))
+}
+
+fn upstream_refusal(connection: &str, error: &UpstreamError) -> Refusal {
+    Refusal::new(
+        "08001",
+        format!("could not connect to connection \"{connection}\": {error}"),
+    )
+}
+
+/// Reads one untagged startup-phase packet; `None` when the client closed before sending one.
+async fn read_startup_packet(stream: &mut Stream) -> Result<Option<StartupPacket>, CodecError> {
+    let mut length_word = [0u8; 4];
+    match stream.read_exact(&mut length_word).await {
+        Ok(_) => {}
+        Err(_) => return Ok(None),
+    }
+    let length = startup::packet_length(length_word)?;
+    let mut body = vec![0u8; length - 4];
+    if stream.read_exact(&mut body).await.is_err() {
+        return Ok(None);
+    }
+    startup::parse(&body).map(Some)
+}
+
+/// Reads the PasswordMessage answering our cleartext request; `None` if the client hung up.
+async fn read_password(stream: &mut Stream) -> Result<Option<String>, Refusal> {
+    let mut header = [0u8; codec::HEADER_LEN];
+    if stream.read_exact(&mut header).await.is_err() {
+        return Ok(None);
+    }
+    let (tag, total) = codec::header(&header).expect("five bytes read")?;
+    if tag != frontend::PASSWORD {
+        return Err(Refusal::new(
+            "08P01",
+            format!(
+                "expected a password message, got message type '{}'",
+                tag as char
+            ),
+        ));
+    }
+    if total > codec::MAX_STARTUP_PACKET {
+        return Err(CodecError::TooLarge {
+            tag: 'p',
+            length: total,
+            limit: codec::MAX_STARTUP_PACKET,
+        }
+        .into());
+    }
+    let mut message = header.to_vec();
+    message.resize(total, 0);
+    if stream
+        .read_exact(&mut message[codec::HEADER_LEN..])
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let password = frontend::password(&message)?;
+    let password = std::str::from_utf8(password)
+        .map_err(|_| Refusal::new("28P01", "password is not valid UTF-8"))?;
+    Ok(Some(password.to_string()))
+}
