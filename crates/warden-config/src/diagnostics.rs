@@ -18,23 +18,9 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
-            write!(
-                f,
-                "{}: {}: {}",
-                self.path.display(),
-                self.field,
-                self.message
-            )
+            write!(f, "{}: {}: {}", self.path.display(), self.field, self.message)
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {}: {}",
-                self.path.display(),
-                self.line,
-                self.column,
-                self.field,
-                self.message
-            )
+            write!(f, "{}:{}:{}: {}: {}", self.path.display(), self.line, self.column, self.field, self.message)
         }
     }
 }

@@ -56,10 +56,8 @@ pub struct Config {
 impl Config {
     /// Reads and validates the file at `path`, resolving secrets against `env`.
     pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Unreadable { path: path.to_path_buf(), reason: error.to_string() })?;
         Config::parse(&text, path, env)
     }
 
@@ -70,9 +68,7 @@ impl Config {
 
     /// The connection called `name`, if configured.
     pub fn connection(&self, name: &str) -> Option<&Connection> {
-        self.connections
-            .iter()
-            .find(|connection| connection.name == name)
+        self.connections.iter().find(|connection| connection.name == name)
     }
 }
 

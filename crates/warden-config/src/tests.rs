@@ -19,11 +19,8 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 /// Asserts that `text` is refused with exactly these `line:column: field: message` diagnostics.
 fn check_invalid(text: &str, expected: &[&str]) {
     let error = parse(text).expect_err("config should be refused");
-    let actual: Vec<String> = error
-        .diagnostics()
-        .iter()
-        .map(|d| format!("{}:{}: {}: {}", d.line, d.column, d.field, d.message))
-        .collect();
+    let actual: Vec<String> =
+        error.diagnostics().iter().map(|d| format!("{}:{}: {}: {}", d.line, d.column, d.field, d.message)).collect();
     assert_eq!(actual, expected, "diagnostics for:\n{text}");
 }
 
@@ -56,26 +53,11 @@ key = { env = "AGENT_KEY" }
 #[test]
 fn valid_config_resolves_secrets_paths_and_defaults() {
     let config = parse(VALID).expect("valid config");
-    assert_eq!(
-        config.state.url.expose(),
-        "sqlite:///etc/warden/data/warden.db"
-    );
-    assert_eq!(
-        config.listen.postgres,
-        Some("127.0.0.1:15432".parse().unwrap())
-    );
+    assert_eq!(config.state.url.expose(), "sqlite:///etc/warden/data/warden.db");
+    assert_eq!(config.listen.postgres, Some("127.0.0.1:15432".parse().unwrap()));
     let shop = config.connection("shop").expect("shop connection");
-    assert_eq!(
-        shop.password.as_ref().map(Secret::expose),
-        Some("s3cret-upstream")
-    );
-    assert_eq!(
-        shop.address,
-        UpstreamAddress::Tcp {
-            host: "127.0.0.1".into(),
-            port: 5432
-        }
-    );
+    assert_eq!(shop.password.as_ref().map(Secret::expose), Some("s3cret-upstream"));
+    assert_eq!(shop.address, UpstreamAddress::Tcp { host: "127.0.0.1".into(), port: 5432 });
     assert_eq!(shop.tls.mode, UpstreamTlsMode::Prefer);
     assert_eq!(config.api_keys[0].groups, vec!["agents".to_string()]);
     assert_eq!(
@@ -97,10 +79,7 @@ fn secret_debug_never_shows_the_value() {
 
 #[test]
 fn literal_password_is_refused_with_line_and_field() {
-    let text = VALID.replace(
-        r#"password = { env = "SHOP_PG_PASSWORD" }"#,
-        r#"password = "hunter2""#,
-    );
+    let text = VALID.replace(r#"password = { env = "SHOP_PG_PASSWORD" }"#, r#"password = "hunter2""#);
     check_invalid(
         &text,
         &["15:12: connection[0].password: a literal secret is not allowed in the config file; use { env = \"…\" } or { file = \"…\" }"],
@@ -112,10 +91,7 @@ fn every_problem_is_reported_at_once() {
     let text = VALID
         .replace(r#"env = "SHOP_PG_PASSWORD""#, r#"env = "MISSING_VAR""#)
         .replace(r#"address = "127.0.0.1:5432""#, r#"address = "nowhere""#)
-        .replace(
-            r#"postgres = "127.0.0.1:15432""#,
-            r#"postgres = "localhost""#,
-        );
+        .replace(r#"postgres = "127.0.0.1:15432""#, r#"postgres = "localhost""#);
     check_invalid(
         &text,
         &[
@@ -133,11 +109,7 @@ fn unknown_field_is_named_with_its_line() {
     let diagnostic = &error.diagnostics()[0];
     assert_eq!(diagnostic.line, 13);
     assert_eq!(diagnostic.field, "databse");
-    assert!(
-        diagnostic.message.contains("unknown field"),
-        "{}",
-        diagnostic.message
-    );
+    assert!(diagnostic.message.contains("unknown field"), "{}", diagnostic.message);
 }
 
 #[test]
@@ -159,10 +131,7 @@ fn duplicate_connection_and_bad_sha256() {
 fn unsupported_kind_and_tls_mode() {
     let text = VALID
         .replace("kind = \"postgres\"", "kind = \"mysql\"")
-        .replace(
-            "user = \"warden_shop\"",
-            "user = \"warden_shop\"\ntls = { mode = \"verify\" }",
-        );
+        .replace("user = \"warden_shop\"", "user = \"warden_shop\"\ntls = { mode = \"verify\" }");
     check_invalid(
         &text,
         &[
@@ -189,10 +158,7 @@ fn syntax_error_points_at_the_line() {
 
 #[test]
 fn missing_listen_section() {
-    check_invalid(
-        "",
-        &["0:0: listen: missing [listen] section; set at least listen.postgres"],
-    );
+    check_invalid("", &["0:0: listen: missing [listen] section; set at least listen.postgres"]);
 }
 
 #[test]

@@ -13,8 +13,8 @@ use crate::diagnostics::{ConfigError, Diagnostic, LineIndex};
 use crate::raw::{RawApiKey, RawConfig, RawConnection, RawListen, RawServerTls, RawUpstreamTls};
 use crate::secret::Secret;
 use crate::{
-    ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, PolicyConfig,
-    ServerTls, StateConfig, UpstreamAddress, UpstreamTls, UpstreamTlsMode,
+    ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, PolicyConfig, ServerTls,
+    StateConfig, UpstreamAddress, UpstreamTls, UpstreamTlsMode,
 };
 
 pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
@@ -35,9 +35,7 @@ pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Co
         }
     };
     let config = checker.check(raw);
-    checker
-        .diagnostics
-        .sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
+    checker.diagnostics.sort_by_key(|diagnostic| (diagnostic.line, diagnostic.column));
     if checker.diagnostics.is_empty() {
         Ok(config)
     } else {
@@ -47,12 +45,7 @@ pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Co
 
 /// serde's messages name the offending key in backticks; use it as the field when there is one.
 fn field_from_message(message: &str) -> String {
-    message
-        .split('`')
-        .nth(1)
-        .filter(|name| !name.is_empty())
-        .unwrap_or("(file)")
-        .to_string()
+    message.split('`').nth(1).filter(|name| !name.is_empty()).unwrap_or("(file)").to_string()
 }
 
 struct Checker<'e> {
@@ -65,9 +58,7 @@ struct Checker<'e> {
 
 impl Checker<'_> {
     fn report(&mut self, span: Option<Range<usize>>, field: &str, message: impl Into<String>) {
-        let (line, column) = span
-            .map(|span| self.lines.position(span.start))
-            .unwrap_or((0, 0));
+        let (line, column) = span.map(|span| self.lines.position(span.start)).unwrap_or((0, 0));
         self.diagnostics.push(Diagnostic {
             path: self.path.clone(),
             line,
@@ -93,24 +84,12 @@ impl Checker<'_> {
         let connections = self.check_connections(raw.connection);
         let api_keys = self.check_api_keys(raw.api_key);
         let policy = self.check_policy(raw.policy);
-        Config {
-            source: self.path.clone(),
-            state,
-            listen,
-            limits,
-            connections,
-            api_keys,
-            policy,
-        }
+        Config { source: self.path.clone(), state, listen, limits, connections, api_keys, policy }
     }
 
     fn check_state(&mut self, raw: Option<crate::raw::RawState>) -> StateConfig {
-        let default = StateConfig {
-            url: Secret::new(format!(
-                "sqlite://{}",
-                self.base.join("warden-data/warden.db").display()
-            )),
-        };
+        let default =
+            StateConfig { url: Secret::new(format!("sqlite://{}", self.base.join("warden-data/warden.db").display())) };
         let Some(raw) = raw else { return default };
         let span = raw.url.span();
         let url = match raw.url.get_ref() {
@@ -135,9 +114,7 @@ impl Checker<'_> {
         };
         let text = url.expose();
         if let Some(rest) = text.strip_prefix("sqlite://") {
-            let (file, query) = rest
-                .split_once('?')
-                .map_or((rest, None), |(f, q)| (f, Some(q)));
+            let (file, query) = rest.split_once('?').map_or((rest, None), |(f, q)| (f, Some(q)));
             if file.is_empty() {
                 self.report(Some(span), "state.url", "sqlite URL names no file");
                 return default;
@@ -148,49 +125,28 @@ impl Checker<'_> {
                 url.push('?');
                 url.push_str(query);
             }
-            StateConfig {
-                url: Secret::new(url),
-            }
+            StateConfig { url: Secret::new(url) }
         } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             StateConfig { url }
         } else {
-            self.report(
-                Some(span),
-                "state.url",
-                "expected a sqlite://… or postgres://… URL",
-            );
+            self.report(Some(span), "state.url", "expected a sqlite://… or postgres://… URL");
             default
         }
     }
 
     fn check_listen(&mut self, raw: Option<Spanned<RawListen>>) -> ListenConfig {
-        let mut listen = ListenConfig {
-            postgres: None,
-            admin: None,
-            tls: None,
-            allow_plaintext_password: false,
-        };
+        let mut listen = ListenConfig { postgres: None, admin: None, tls: None, allow_plaintext_password: false };
         let Some(raw) = raw else {
-            self.report(
-                None,
-                "listen",
-                "missing [listen] section; set at least listen.postgres",
-            );
+            self.report(None, "listen", "missing [listen] section; set at least listen.postgres");
             return listen;
         };
         let raw_span = raw.span();
         let raw = raw.into_inner();
         match &raw.postgres {
             Some(address) => listen.postgres = self.socket_address(address, "listen.postgres"),
-            None => self.report(
-                Some(raw_span),
-                "listen.postgres",
-                "no listener configured; set listen.postgres",
-            ),
+            None => self.report(Some(raw_span), "listen.postgres", "no listener configured; set listen.postgres"),
         }
-        listen.admin = raw
-            .admin
-            .and_then(|address| self.socket_address(&address, "listen.admin"));
+        listen.admin = raw.admin.and_then(|address| self.socket_address(&address, "listen.admin"));
         listen.tls = raw.tls.and_then(|tls| self.check_server_tls(tls));
         listen.allow_plaintext_password = raw.allow_plaintext_password.unwrap_or(false);
         listen
@@ -200,11 +156,7 @@ impl Checker<'_> {
         let raw = raw.into_inner();
         let cert = self.existing_file(&raw.cert, "listen.tls.cert");
         let key = self.existing_file(&raw.key, "listen.tls.key");
-        Some(ServerTls {
-            cert: cert?,
-            key: key?,
-            required: raw.required.unwrap_or(false),
-        })
+        Some(ServerTls { cert: cert?, key: key?, required: raw.required.unwrap_or(false) })
     }
 
     fn existing_file(&mut self, raw: &Spanned<String>, field: &str) -> Option<PathBuf> {
@@ -212,11 +164,7 @@ impl Checker<'_> {
         if path.is_file() {
             Some(path)
         } else {
-            self.report(
-                Some(raw.span()),
-                field,
-                format!("file {} does not exist", path.display()),
-            );
+            self.report(Some(raw.span()), field, format!("file {} does not exist", path.display()));
             None
         }
     }
@@ -228,10 +176,7 @@ impl Checker<'_> {
                 self.report(
                     Some(raw.span()),
                     field,
-                    format!(
-                        "\"{}\" is not an IP address with a port, e.g. \"127.0.0.1:15432\"",
-                        raw.get_ref()
-                    ),
+                    format!("\"{}\" is not an IP address with a port, e.g. \"127.0.0.1:15432\"", raw.get_ref()),
                 );
                 None
             }
@@ -245,21 +190,13 @@ impl Checker<'_> {
             // PostgreSQL itself refuses messages over 1 GiB; a smaller floor would break ordinary clients.
             match usize::try_from(*value.get_ref()) {
                 Ok(bytes) if (1024..=1 << 30).contains(&bytes) => limits.max_message_bytes = bytes,
-                _ => self.report(
-                    Some(value.span()),
-                    "limits.max_message_bytes",
-                    "must be between 1024 and 1073741824",
-                ),
+                _ => self.report(Some(value.span()), "limits.max_message_bytes", "must be between 1024 and 1073741824"),
             }
         }
         if let Some(value) = raw.max_sessions {
             match usize::try_from(*value.get_ref()) {
                 Ok(count) if count >= 1 => limits.max_sessions = count,
-                _ => self.report(
-                    Some(value.span()),
-                    "limits.max_sessions",
-                    "must be at least 1",
-                ),
+                _ => self.report(Some(value.span()), "limits.max_sessions", "must be at least 1"),
             }
         }
         if let Some(value) = raw.startup_timeout {
@@ -282,10 +219,7 @@ impl Checker<'_> {
                 self.report(
                     Some(raw.span()),
                     field,
-                    format!(
-                        "\"{}\" is not a duration such as \"500ms\", \"15s\", \"5m\" or \"1h\"",
-                        raw.get_ref()
-                    ),
+                    format!("\"{}\" is not a duration such as \"500ms\", \"15s\", \"5m\" or \"1h\"", raw.get_ref()),
                 );
                 None
             }
@@ -342,17 +276,11 @@ impl Checker<'_> {
         let address = self.upstream_address(&raw.address, &format!("{prefix}.address"));
         let database = self.required(raw.database, &raw.name, prefix, "database");
         let user = self.required(raw.user, &raw.name, prefix, "user");
-        let password = raw
-            .password
-            .as_ref()
-            .and_then(|password| self.secret(password, &format!("{prefix}.password"), false));
+        let password =
+            raw.password.as_ref().and_then(|password| self.secret(password, &format!("{prefix}.password"), false));
         let tls = match raw.tls {
             Some(tls) => self.check_upstream_tls(tls.into_inner(), prefix),
-            None => Some(UpstreamTls {
-                mode: UpstreamTlsMode::Prefer,
-                ca: None,
-                server_name: None,
-            }),
+            None => Some(UpstreamTls { mode: UpstreamTlsMode::Prefer, ca: None, server_name: None }),
         };
         Some(Connection {
             name: raw.name.into_inner(),
@@ -375,11 +303,7 @@ impl Checker<'_> {
         match value {
             Some(value) if !value.get_ref().is_empty() => Some(value.into_inner()),
             Some(value) => {
-                self.report(
-                    Some(value.span()),
-                    &format!("{prefix}.{field}"),
-                    "must not be empty",
-                );
+                self.report(Some(value.span()), &format!("{prefix}.{field}"), "must not be empty");
                 None
             }
             None => {
@@ -399,21 +323,13 @@ impl Checker<'_> {
             return Some(UpstreamAddress::Unix(PathBuf::from(text)));
         }
         let parsed = if let Ok(address) = text.parse::<SocketAddr>() {
-            Some(UpstreamAddress::Tcp {
-                host: address.ip().to_string(),
-                port: address.port(),
-            })
+            Some(UpstreamAddress::Tcp { host: address.ip().to_string(), port: address.port() })
         } else {
             text.rsplit_once(':').and_then(|(host, port)| {
                 let port = port.parse::<u16>().ok()?;
-                let valid_host = !host.is_empty()
-                    && host
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
-                valid_host.then(|| UpstreamAddress::Tcp {
-                    host: host.to_string(),
-                    port,
-                })
+                let valid_host =
+                    !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+                valid_host.then(|| UpstreamAddress::Tcp { host: host.to_string(), port })
             })
         };
         if parsed.is_none() {
@@ -437,25 +353,16 @@ impl Checker<'_> {
                 self.report(
                     Some(raw.mode.span()),
                     &format!("{prefix}.tls.mode"),
-                    format!(
-                        "unknown mode \"{other}\"; expected disable, prefer, require, verify-ca or verify-full"
-                    ),
+                    format!("unknown mode \"{other}\"; expected disable, prefer, require, verify-ca or verify-full"),
                 );
                 None
             }
         };
-        let ca = raw
-            .ca
-            .as_ref()
-            .and_then(|ca| self.existing_file(ca, &format!("{prefix}.tls.ca")));
+        let ca = raw.ca.as_ref().and_then(|ca| self.existing_file(ca, &format!("{prefix}.tls.ca")));
         if raw.ca.is_some() && ca.is_none() {
             return None;
         }
-        Some(UpstreamTls {
-            mode: mode?,
-            ca,
-            server_name: raw.server_name.map(Spanned::into_inner),
-        })
+        Some(UpstreamTls { mode: mode?, ca, server_name: raw.server_name.map(Spanned::into_inner) })
     }
 
     fn check_api_keys(&mut self, raw: Vec<Spanned<RawApiKey>>) -> Vec<ApiKey> {
@@ -489,25 +396,13 @@ impl Checker<'_> {
                     "the same key is configured for two API keys",
                 );
             }
-            let expires_at = raw
-                .expires_at
-                .as_ref()
-                .and_then(|value| self.timestamp(value, &prefix));
-            keys.push(ApiKey {
-                name,
-                sha256,
-                groups: raw.groups,
-                expires_at,
-            });
+            let expires_at = raw.expires_at.as_ref().and_then(|value| self.timestamp(value, &prefix));
+            keys.push(ApiKey { name, sha256, groups: raw.groups, expires_at });
         }
         keys
     }
 
-    fn timestamp(
-        &mut self,
-        raw: &Spanned<toml::Value>,
-        prefix: &str,
-    ) -> Option<time::OffsetDateTime> {
+    fn timestamp(&mut self, raw: &Spanned<toml::Value>, prefix: &str) -> Option<time::OffsetDateTime> {
         let text = match raw.get_ref() {
             toml::Value::String(text) => text.clone(),
             toml::Value::Datetime(datetime) => datetime.to_string(),
@@ -530,24 +425,14 @@ impl Checker<'_> {
         if let toml::Value::Table(table) = raw.get_ref() {
             if let Some(value) = table.get("sha256") {
                 if table.len() != 1 {
-                    self.report(
-                        Some(raw.span()),
-                        field,
-                        "give exactly one of sha256, env or file",
-                    );
+                    self.report(Some(raw.span()), field, "give exactly one of sha256, env or file");
                     return None;
                 }
-                let decoded = value
-                    .as_str()
-                    .and_then(|text| hex::decode(text.trim()).ok());
+                let decoded = value.as_str().and_then(|text| hex::decode(text.trim()).ok());
                 return match decoded.and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) {
                     Some(hash) => Some(hash),
                     None => {
-                        self.report(
-                            Some(raw.span()),
-                            field,
-                            "sha256 must be 64 hexadecimal characters",
-                        );
+                        self.report(Some(raw.span()), field, "sha256 must be 64 hexadecimal characters");
                         None
                     }
                 };
@@ -558,12 +443,7 @@ impl Checker<'_> {
     }
 
     /// Resolves `{ env = "…" }` or `{ file = "…" }`. A literal string is refused: secrets do not live in config.
-    fn secret(
-        &mut self,
-        raw: &Spanned<toml::Value>,
-        field: &str,
-        allow_sha256: bool,
-    ) -> Option<Secret> {
+    fn secret(&mut self, raw: &Spanned<toml::Value>, field: &str, allow_sha256: bool) -> Option<Secret> {
         let expected = if allow_sha256 {
             "{ sha256 = \"…\" }, { env = \"…\" } or { file = \"…\" }"
         } else {
@@ -586,22 +466,14 @@ impl Checker<'_> {
         };
         let (source, name) = table.iter().next().expect("table has exactly one entry");
         let Some(name) = name.as_str() else {
-            self.report(
-                Some(raw.span()),
-                field,
-                format!("{source} must be a string"),
-            );
+            self.report(Some(raw.span()), field, format!("{source} must be a string"));
             return None;
         };
         match source.as_str() {
             "env" => match self.env.var(name) {
                 Some(value) if !value.is_empty() => Some(Secret::new(value)),
                 _ => {
-                    self.report(
-                        Some(raw.span()),
-                        field,
-                        format!("environment variable {name} is not set or empty"),
-                    );
+                    self.report(Some(raw.span()), field, format!("environment variable {name} is not set or empty"));
                     None
                 }
             },
@@ -612,11 +484,7 @@ impl Checker<'_> {
                         Some(Secret::new(value.trim_end_matches(['\r', '\n'])))
                     }
                     Ok(_) => {
-                        self.report(
-                            Some(raw.span()),
-                            field,
-                            format!("secret file {} is empty", path.display()),
-                        );
+                        self.report(Some(raw.span()), field, format!("secret file {} is empty", path.display()));
                         None
                     }
                     Err(error) => {
@@ -630,11 +498,7 @@ impl Checker<'_> {
                 }
             }
             other => {
-                self.report(
-                    Some(raw.span()),
-                    field,
-                    format!("unknown secret source \"{other}\"; expected {expected}"),
-                );
+                self.report(Some(raw.span()), field, format!("unknown secret source \"{other}\"; expected {expected}"));
                 None
             }
         }
@@ -666,18 +530,13 @@ impl Checker<'_> {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    (1..=63).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
-    authority
-        .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// Parses "250ms", "15s", "5m", "2h", "1d".

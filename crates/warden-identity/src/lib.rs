@@ -34,10 +34,7 @@ pub enum AuthError {
     #[error("invalid API key")]
     UnknownKey,
     #[error("API key \"{name}\" expired at {expired_at}")]
-    Expired {
-        name: String,
-        expired_at: OffsetDateTime,
-    },
+    Expired { name: String, expired_at: OffsetDateTime },
     #[error("no credential presented")]
     Empty,
 }
@@ -50,9 +47,7 @@ pub struct ApiKeyVerifier {
 
 impl ApiKeyVerifier {
     pub fn new(keys: &[ApiKey]) -> Self {
-        ApiKeyVerifier {
-            keys: keys.to_vec(),
-        }
+        ApiKeyVerifier { keys: keys.to_vec() }
     }
 
     /// Checks `presented` against every configured key in constant time per key, without stopping early.
@@ -69,10 +64,7 @@ impl ApiKeyVerifier {
         }
         let key = found.ok_or(AuthError::UnknownKey)?;
         if let Some(expired_at) = key.expires_at.filter(|expires_at| *expires_at <= now) {
-            return Err(AuthError::Expired {
-                name: key.name.clone(),
-                expired_at,
-            });
+            return Err(AuthError::Expired { name: key.name.clone(), expired_at });
         }
         Ok(Identity {
             name: key.name.clone(),
@@ -109,14 +101,8 @@ mod tests {
     }
 
     fn check(verifier: &ApiKeyVerifier, presented: &str, expected: Result<&str, AuthError>) {
-        let actual = verifier
-            .verify(presented, OffsetDateTime::now_utc())
-            .map(|identity| identity.name);
-        assert_eq!(
-            actual,
-            expected.map(str::to_string),
-            "presented {presented:?}"
-        );
+        let actual = verifier.verify(presented, OffsetDateTime::now_utc()).map(|identity| identity.name);
+        assert_eq!(actual, expected.map(str::to_string), "presented {presented:?}");
     }
 
     #[test]
@@ -131,14 +117,7 @@ mod tests {
         check(&verifier, "wk_two", Ok("ci"));
         check(&verifier, "wk_one ", Err(AuthError::UnknownKey));
         check(&verifier, "", Err(AuthError::Empty));
-        check(
-            &verifier,
-            "wk_three",
-            Err(AuthError::Expired {
-                name: "old".into(),
-                expired_at,
-            }),
-        );
+        check(&verifier, "wk_three", Err(AuthError::Expired { name: "old".into(), expired_at }));
     }
 
     #[test]
@@ -148,10 +127,7 @@ mod tests {
         assert_eq!(first.len(), 67);
         let verifier = ApiKeyVerifier::new(&[ApiKey {
             name: "new".into(),
-            sha256: hex::decode(api_key_digest(&first))
-                .unwrap()
-                .try_into()
-                .unwrap(),
+            sha256: hex::decode(api_key_digest(&first)).unwrap().try_into().unwrap(),
             groups: vec![],
             expires_at: None,
         }]);

@@ -56,22 +56,14 @@ impl CancelRegistry {
             }
         };
         entries.insert(process_id, Entry { secret_key, target });
-        CancelKey {
-            registry: self.clone(),
-            process_id,
-            secret_key,
-        }
+        CancelKey { registry: self.clone(), process_id, secret_key }
     }
 
     /// The upstream to cancel for a client's `(process_id, secret_key)`, when both match a live session.
     pub fn lookup(&self, process_id: i32, secret_key: i32) -> Option<CancelTarget> {
         let entries = self.entries.lock();
         let entry = entries.get(&process_id)?;
-        let matches: bool = entry
-            .secret_key
-            .to_be_bytes()
-            .ct_eq(&secret_key.to_be_bytes())
-            .into();
+        let matches: bool = entry.secret_key.to_be_bytes().ct_eq(&secret_key.to_be_bytes()).into();
         if matches {
             entry.target.clone()
         } else {

@@ -43,13 +43,8 @@ impl PgFrontendConfig {
         let mut connections = HashMap::new();
         for connection in &config.connections {
             let tls = tls::UpstreamTlsConnector::new(&connection.tls)?;
-            connections.insert(
-                connection.name.clone(),
-                Arc::new(UpstreamTarget {
-                    connection: connection.clone(),
-                    tls,
-                }),
-            );
+            connections
+                .insert(connection.name.clone(), Arc::new(UpstreamTarget { connection: connection.clone(), tls }));
         }
         let tls = config.listen.tls.as_ref().map(tls::acceptor).transpose()?;
         Ok(PgFrontendConfig {
@@ -92,11 +87,7 @@ impl PgFrontend {
     }
 
     /// Accepts clients until `shutdown` turns true.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -139,10 +130,7 @@ async fn refuse_busy(mut tcp: tokio::net::TcpStream, limit: usize) {
     if tcp.read_exact(&mut body).await.is_err() {
         return;
     }
-    if matches!(
-        codec::startup::parse(&body),
-        Ok(codec::startup::StartupPacket::SslRequest)
-    ) {
+    if matches!(codec::startup::parse(&body), Ok(codec::startup::StartupPacket::SslRequest)) {
         let _ = tcp.write_all(b"N").await;
     }
     let mut out = Vec::new();
@@ -167,12 +155,5 @@ pub fn new_session_id() -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x70;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }

@@ -147,11 +147,7 @@ impl Tracker {
                         let mut pending = self.queue.pop_front().expect("front exists");
                         pending.error = Some(error);
                         // The server skips everything up to the next Sync: those Executes get no answer.
-                        while self
-                            .queue
-                            .front()
-                            .is_some_and(|next| next.kind == PendingKind::Execute)
-                        {
+                        while self.queue.front().is_some_and(|next| next.kind == PendingKind::Execute) {
                             self.queue.pop_front();
                         }
                         Some(self.finish(pending))
@@ -161,11 +157,7 @@ impl Tracker {
             }
             backend::READY_FOR_QUERY => {
                 // Executes still queued before a Sync were skipped after an error.
-                while self
-                    .queue
-                    .front()
-                    .is_some_and(|next| next.kind == PendingKind::Execute)
-                {
+                while self.queue.front().is_some_and(|next| next.kind == PendingKind::Execute) {
                     self.queue.pop_front();
                 }
                 let pending = self.queue.pop_front()?;
@@ -179,15 +171,21 @@ impl Tracker {
     }
 }
 
-/// Relays an established session until either side ends it.
+/// What a relay needs besides the two legs.
+pub struct RelayContext<'a> {
+    pub session: &'a SessionInfo,
+    pub hooks: &'a dyn SessionHooks,
+    /// Largest message accepted from the client.
+    pub max_message_bytes: usize,
+    /// Bytes the upstream sent right after its first ReadyForQuery, to relay before reading more.
+    pub upstream_early_bytes: &'a [u8],
+}
+
+/// Relays an established session until either side ends it. Each leg is a (read, write) pair.
 pub async fn relay<CR, CW, UR, UW>(
-    client_read: &mut CR,
-    client_write: &mut CW,
-    upstream_read: &mut UR,
-    upstream_write: &mut UW,
-    session: &SessionInfo,
-    hooks: &dyn SessionHooks,
-    max_message_bytes: usize,
+    (client_read, client_write): (&mut CR, &mut CW),
+    (upstream_read, upstream_write): (&mut UR, &mut UW),
+    context: RelayContext<'_>,
 ) -> RelayEnd
 where
     CR: AsyncRead + Unpin + ?Sized,
@@ -196,8 +194,8 @@ where
     UW: AsyncWrite + Unpin + ?Sized,
 {
     let tracker = Mutex::new(Tracker::default());
-    let client_to_upstream = client_loop(client_read, upstream_write, &tracker, max_message_bytes);
-    let upstream_to_client = upstream_loop(upstream_read, client_write, &tracker, session, hooks);
+    let client_to_upstream = client_loop(client_read, upstream_write, &tracker, context.max_message_bytes);
+    let upstream_to_client = upstream_loop(upstream_read, client_write, &tracker, &context);
     tokio::select! {
         end = client_to_upstream => end,
         end = upstream_to_client => end,
@@ -245,11 +243,7 @@ impl Framing {
             };
             if let Some(limit) = limit {
                 if total > limit {
-                    return Step::Fail(CodecError::TooLarge {
-                        tag: tag as char,
-                        length: total,
-                        limit,
-                    });
+                    return Step::Fail(CodecError::TooLarge { tag: tag as char, length: total, limit });
                 }
             }
             if wants(tag) {
@@ -303,12 +297,7 @@ struct ClientNames {
     portals: HashMap<String, Arc<str>>,
 }
 
-async fn client_loop<R, W>(
-    reader: &mut R,
-    writer: &mut W,
-    tracker: &Mutex<Tracker>,
-    limit: usize,
-) -> RelayEnd
+async fn client_loop<R, W>(reader: &mut R, writer: &mut W, tracker: &Mutex<Tracker>, limit: usize) -> RelayEnd
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
@@ -331,12 +320,9 @@ where
             Ok(_) => {}
             Err(error) => return RelayEnd::ClientIo(error),
         }
-        let step = framing.scan(
-            &mut buffer,
-            Some(limit),
-            client_message_tracked,
-            |tag, message| on_client_message(tag, message, &mut names, tracker, &mut terminated),
-        );
+        let step = framing.scan(&mut buffer, Some(limit), client_message_tracked, |tag, message| {
+            on_client_message(tag, message, &mut names, tracker, &mut terminated)
+        });
         let forward = match step {
             Step::Forward(forward) => forward,
             Step::Fail(error) => return RelayEnd::ClientProtocol(error),
@@ -371,9 +357,11 @@ fn on_client_message(
         }
         frontend::BIND => {
             let (portal, statement) = frontend::bind_names(message)?;
-            let text = names.statements.get(statement).cloned().unwrap_or_else(|| {
-                Arc::from(format!("<unknown prepared statement \"{statement}\">"))
-            });
+            let text = names
+                .statements
+                .get(statement)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(format!("<unknown prepared statement \"{statement}\">")));
             names.portals.insert(portal.to_string(), text);
         }
         frontend::EXECUTE => {
@@ -397,10 +385,7 @@ fn on_client_message(
         frontend::FUNCTION_CALL => {
             let mut reader = codec::BodyReader::new(message);
             let oid = reader.i32()?;
-            tracker.lock().push(
-                PendingKind::Query,
-                Arc::from(format!("<function call {oid}>")),
-            );
+            tracker.lock().push(PendingKind::Query, Arc::from(format!("<function call {oid}>")));
         }
         frontend::TERMINATE => *terminated = true,
         _ => {}
@@ -412,24 +397,28 @@ async fn upstream_loop<R, W>(
     reader: &mut R,
     writer: &mut W,
     tracker: &Mutex<Tracker>,
-    session: &SessionInfo,
-    hooks: &dyn SessionHooks,
+    context: &RelayContext<'_>,
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    let early_bytes = context.upstream_early_bytes;
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK.max(early_bytes.len()));
+    buffer.extend_from_slice(early_bytes);
     let mut framing = Framing::default();
     let mut completed: Vec<StatementEvent> = Vec::new();
+    let mut first = true;
     loop {
-        if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
-            buffer.reserve(READ_CHUNK);
-        }
-        match reader.read_buf(&mut buffer).await {
-            Ok(0) => return RelayEnd::UpstreamClosed,
-            Ok(_) => {}
-            Err(error) => return RelayEnd::UpstreamIo(error),
+        if !std::mem::take(&mut first) || buffer.is_empty() {
+            if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+                buffer.reserve(READ_CHUNK);
+            }
+            match reader.read_buf(&mut buffer).await {
+                Ok(0) => return RelayEnd::UpstreamClosed,
+                Ok(_) => {}
+                Err(error) => return RelayEnd::UpstreamIo(error),
+            }
         }
         let step = framing.scan(&mut buffer, None, server_message_tracked, |tag, message| {
             if let Some(event) = tracker.lock().on_server_message(tag, message) {
@@ -448,7 +437,7 @@ where
             buffer.advance(forward);
         }
         for event in completed.drain(..) {
-            hooks.statement(session, event);
+            context.hooks.statement(context.session, event);
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::codec::backend::{self, Severity};
 use crate::codec::startup::{self, StartupMessage, StartupPacket};
 use crate::codec::{self, frontend, CodecError};
 use crate::hooks::SessionInfo;
-use crate::relay::{relay, RelayEnd};
+use crate::relay::{relay, RelayContext, RelayEnd};
 use crate::stream::Stream;
 use crate::upstream::{self, UpstreamError};
 use crate::{new_session_id, PgFrontend};
@@ -30,10 +30,7 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Refusal {
-            code,
-            message: message.into(),
-        }
+        Refusal { code, message: message.into() }
     }
 }
 
@@ -75,13 +72,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         Err(Startup::Refused(mut stream, refusal)) => {
             info!(%peer, code = refusal.code, reason = %refusal.message, "session refused");
             let mut out = Vec::new();
-            backend::error_response(
-                &mut out,
-                Severity::Fatal,
-                refusal.code,
-                &refusal.message,
-                None,
-            );
+            backend::error_response(&mut out, Severity::Fatal, refusal.code, &refusal.message, None);
             let _ = stream.write_all(&out).await;
             let _ = stream.flush().await;
             let _ = stream.shutdown().await;
@@ -89,16 +80,9 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         }
     };
 
-    let cancel_key =
-        frontend
-            .cancel
-            .register(upstream.backend_key.map(|(process_id, secret_key)| {
-                crate::cancel::CancelTarget {
-                    upstream: target.clone(),
-                    process_id,
-                    secret_key,
-                }
-            }));
+    let cancel_key = frontend.cancel.register(upstream.backend_key.map(|(process_id, secret_key)| {
+        crate::cancel::CancelTarget { upstream: target.clone(), process_id, secret_key }
+    }));
     let session = SessionInfo {
         id: new_session_id(),
         identity,
@@ -128,17 +112,15 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
     );
 
     let (mut client_read, mut client_write) = client.into_split();
+    let early_bytes = upstream.early_bytes;
     let (mut upstream_read, mut upstream_write) = upstream.stream.into_split();
-    let end = relay(
-        &mut client_read,
-        &mut client_write,
-        &mut upstream_read,
-        &mut upstream_write,
-        &session,
-        frontend.hooks.as_ref(),
-        config.limits.max_message_bytes,
-    )
-    .await;
+    let context = RelayContext {
+        session: &session,
+        hooks: frontend.hooks.as_ref(),
+        max_message_bytes: config.limits.max_message_bytes,
+        upstream_early_bytes: &early_bytes,
+    };
+    let end = relay((&mut client_read, &mut client_write), (&mut upstream_read, &mut upstream_write), context).await;
     if let RelayEnd::ClientProtocol(error) = &end {
         let mut out = Vec::new();
         backend::error_response(&mut out, Severity::Fatal, "08P01", &error.to_string(), None);
@@ -153,19 +135,10 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
     info!(session = %session.id, %reason, "session ended");
 }
 
-type Established = (
-    Stream,
-    StartupMessage,
-    warden_identity::Identity,
-    upstream::UpstreamSession,
-    Arc<upstream::UpstreamTarget>,
-);
+type Established =
+    (Stream, StartupMessage, warden_identity::Identity, upstream::UpstreamSession, Arc<upstream::UpstreamTarget>);
 
-async fn startup(
-    frontend: &PgFrontend,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) -> Result<Established, Startup> {
+async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Result<Established, Startup> {
     let config = frontend.config();
     let mut stream = Stream::Tcp(tcp);
     let mut negotiated_tls = false;
@@ -180,9 +153,7 @@ async fn startup(
             StartupPacket::SslRequest if !negotiated_tls => {
                 negotiated_tls = true;
                 let Stream::Tcp(tcp) = stream else {
-                    return Err(Startup::Broken(
-                        "SSLRequest on a stream that is not plain TCP".into(),
-                    ));
+                    return Err(Startup::Broken("SSLRequest on a stream that is not plain TCP".into()));
                 };
                 stream = match &config.tls {
                     Some(acceptor) => {
@@ -192,11 +163,7 @@ async fn startup(
                         }
                         match acceptor.accept(tcp).await {
                             Ok(tls) => Stream::ServerTls(Box::new(tls)),
-                            Err(error) => {
-                                return Err(Startup::Broken(format!(
-                                    "TLS handshake failed: {error}"
-                                )))
-                            }
+                            Err(error) => return Err(Startup::Broken(format!("TLS handshake failed: {error}"))),
                         }
                     }
                     None => {
@@ -217,22 +184,13 @@ async fn startup(
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 return Err(Startup::Refused(
                     stream,
-                    Refusal::new(
-                        "08P01",
-                        "encryption was already negotiated on this connection",
-                    ),
+                    Refusal::new("08P01", "encryption was already negotiated on this connection"),
                 ))
             }
-            StartupPacket::CancelRequest {
-                process_id,
-                secret_key,
-            } => {
+            StartupPacket::CancelRequest { process_id, secret_key } => {
                 if let Some(target) = frontend.cancel.lookup(process_id, secret_key) {
                     debug!(%peer, "forwarding cancel request");
-                    if let Err(error) =
-                        upstream::cancel(&target.upstream, target.process_id, target.secret_key)
-                            .await
-                    {
+                    if let Err(error) = upstream::cancel(&target.upstream, target.process_id, target.secret_key).await {
                         warn!(connection = %target.upstream.connection.name, %error, "cancel request could not be forwarded");
                     }
                 }
@@ -247,10 +205,7 @@ async fn startup(
             stream,
             Refusal::new(
                 "0A000",
-                format!(
-                    "unsupported frontend protocol {}.{}: warden supports 3.0",
-                    message.major, message.minor
-                ),
+                format!("unsupported frontend protocol {}.{}: warden supports 3.0", message.major, message.minor),
             ),
         ));
     }
@@ -271,28 +226,22 @@ async fn startup(
     let Some(user) = message.get("user").filter(|user| !user.is_empty()) else {
         return Err(Startup::Refused(
             stream,
-            Refusal::new(
-                "28000",
-                "no PostgreSQL user name specified in startup packet",
-            ),
+            Refusal::new("28000", "no PostgreSQL user name specified in startup packet"),
         ));
     };
-    if message
-        .get("replication")
-        .is_some_and(|value| value != "false" && value != "0" && value != "off")
-    {
+    if message.get("replication").is_some_and(|value| value != "false" && value != "0" && value != "off") {
         return Err(Startup::Refused(
             stream,
-            Refusal::new(
-                "0A000",
-                "replication connections are not supported through warden",
-            ),
+            Refusal::new("0A000", "replication connections are not supported through warden"),
         ));
     }
     if config.tls_required && !stream.is_tls() {
         return Err(Startup::Refused(
             stream,
-            Refusal::new("28000", "warden requires TLS on this listener (listen.tls.required); connect with sslmode=require"),
+            Refusal::new(
+                "28000",
+                "warden requires TLS on this listener (listen.tls.required); connect with sslmode=require",
+            ),
         ));
     }
     if !stream.is_tls() && !peer.ip().is_loopback() && !config.allow_plaintext_password {
@@ -306,12 +255,7 @@ async fn startup(
     }
 
     // Authenticate: the password is the caller's API key.
-    if stream
-        .write_all(&backend::authentication_cleartext_password())
-        .await
-        .is_err()
-        || stream.flush().await.is_err()
-    {
+    if stream.write_all(&backend::authentication_cleartext_password()).await.is_err() || stream.flush().await.is_err() {
         return Err(Startup::Gone);
     }
     let password = match read_password(&mut stream).await {
@@ -325,20 +269,14 @@ async fn startup(
             info!(%peer, user, %error, "authentication failed");
             return Err(Startup::Refused(
                 stream,
-                Refusal::new(
-                    "28P01",
-                    format!("password authentication failed for user \"{user}\": {error}"),
-                ),
+                Refusal::new("28P01", format!("password authentication failed for user \"{user}\": {error}")),
             ));
         }
     };
     drop(password);
 
     // Route: the database name is the connection name.
-    let database = message
-        .get("database")
-        .filter(|name| !name.is_empty())
-        .unwrap_or(user);
+    let database = message.get("database").filter(|name| !name.is_empty()).unwrap_or(user);
     let Some(target) = config.connections.get(database).cloned() else {
         return Err(Startup::Refused(
             stream,
@@ -350,17 +288,10 @@ async fn startup(
     let forwarded: Vec<(String, String)> = message
         .parameters
         .iter()
-        .filter(|(key, _)| {
-            !matches!(key.as_str(), "user" | "database" | "replication")
-                && !key.starts_with("_pq_.")
-        })
+        .filter(|(key, _)| !matches!(key.as_str(), "user" | "database" | "replication") && !key.starts_with("_pq_."))
         .cloned()
         .collect();
-    let connected = tokio::time::timeout(
-        config.limits.connect_timeout,
-        upstream::connect(&target, &forwarded),
-    )
-    .await;
+    let connected = tokio::time::timeout(config.limits.connect_timeout, upstream::connect(&target, &forwarded)).await;
     let upstream = match connected {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(error)) => return Err(Startup::Refused(stream, upstream_refusal(&target.connection.name, &error))),
@@ -381,10 +312,7 @@ async fn startup(
 }
 
 fn upstream_refusal(connection: &str, error: &UpstreamError) -> Refusal {
-    Refusal::new(
-        "08001",
-        format!("could not connect to connection \"{connection}\": {error}"),
-    )
+    Refusal::new("08001", format!("could not connect to connection \"{connection}\": {error}"))
 }
 
 /// Reads one untagged startup-phase packet; `None` when the client closed before sending one.
@@ -410,33 +338,17 @@ async fn read_password(stream: &mut Stream) -> Result<Option<String>, Refusal> {
     }
     let (tag, total) = codec::header(&header).expect("five bytes read")?;
     if tag != frontend::PASSWORD {
-        return Err(Refusal::new(
-            "08P01",
-            format!(
-                "expected a password message, got message type '{}'",
-                tag as char
-            ),
-        ));
+        return Err(Refusal::new("08P01", format!("expected a password message, got message type '{}'", tag as char)));
     }
     if total > codec::MAX_STARTUP_PACKET {
-        return Err(CodecError::TooLarge {
-            tag: 'p',
-            length: total,
-            limit: codec::MAX_STARTUP_PACKET,
-        }
-        .into());
+        return Err(CodecError::TooLarge { tag: 'p', length: total, limit: codec::MAX_STARTUP_PACKET }.into());
     }
     let mut message = header.to_vec();
     message.resize(total, 0);
-    if stream
-        .read_exact(&mut message[codec::HEADER_LEN..])
-        .await
-        .is_err()
-    {
+    if stream.read_exact(&mut message[codec::HEADER_LEN..]).await.is_err() {
         return Ok(None);
     }
     let password = frontend::password(&message)?;
-    let password = std::str::from_utf8(password)
-        .map_err(|_| Refusal::new("28P01", "password is not valid UTF-8"))?;
+    let password = std::str::from_utf8(password).map_err(|_| Refusal::new("28P01", "password is not valid UTF-8"))?;
     Ok(Some(password.to_string()))
 }

@@ -14,11 +14,7 @@ use warden_config::{ServerTls, UpstreamTls, UpstreamTlsMode};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {what} {path}: {reason}")]
-    Pem {
-        what: &'static str,
-        path: String,
-        reason: String,
-    },
+    Pem { what: &'static str, path: String, reason: String },
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("no usable trusted root certificates ({0})")]
@@ -39,21 +35,12 @@ pub fn acceptor(config: &ServerTls) -> Result<tokio_rustls::TlsAcceptor, TlsErro
         path: config.key.display().to_string(),
         reason: error.to_string(),
     })?;
-    let server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certificates, key)?;
+    let server = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certificates, key)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
-fn read_certificates(
-    path: &Path,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_error = |reason: String| TlsError::Pem {
-        what,
-        path: path.display().to_string(),
-        reason,
-    };
+fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_error = |reason: String| TlsError::Pem { what, path: path.display().to_string(), reason };
     let certificates = CertificateDer::pem_file_iter(path)
         .map_err(|error| pem_error(error.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -74,9 +61,7 @@ pub struct UpstreamTlsConnector {
 
 impl std::fmt::Debug for UpstreamTlsConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamTlsConnector")
-            .field("mode", &self.mode)
-            .finish()
+        f.debug_struct("UpstreamTlsConnector").field("mode", &self.mode).finish()
     }
 }
 
@@ -87,9 +72,7 @@ impl UpstreamTlsConnector {
             UpstreamTlsMode::Disable => None,
             mode => {
                 let verifier: Arc<dyn ServerCertVerifier> = match mode {
-                    UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => {
-                        Arc::new(NoVerification::new())
-                    }
+                    UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => Arc::new(NoVerification::new()),
                     _ => {
                         let roots = root_store(config.ca.as_deref())?;
                         let webpki = WebPkiServerVerifier::builder(Arc::new(roots))
@@ -109,11 +92,7 @@ impl UpstreamTlsConnector {
                 Some(tokio_rustls::TlsConnector::from(Arc::new(client)))
             }
         };
-        Ok(UpstreamTlsConnector {
-            mode: config.mode,
-            connector,
-            server_name: config.server_name.clone(),
-        })
+        Ok(UpstreamTlsConnector { mode: config.mode, connector, server_name: config.server_name.clone() })
     }
 
     pub(crate) fn connector(&self) -> Option<&tokio_rustls::TlsConnector> {
@@ -144,9 +123,7 @@ fn root_store(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
                 let _ = roots.add(certificate);
             }
             if roots.is_empty() {
-                return Err(TlsError::NoRoots(
-                    "the system has none; set tls.ca on the connection".to_string(),
-                ));
+                return Err(TlsError::NoRoots("the system has none; set tls.ca on the connection".to_string()));
             }
         }
     }
@@ -162,9 +139,7 @@ struct NoVerification {
 
 impl NoVerification {
     fn new() -> Self {
-        NoVerification {
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        }
+        NoVerification { provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()) }
     }
 }
 
@@ -186,12 +161,7 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -200,18 +170,11 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -230,17 +193,11 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }

@@ -38,6 +38,9 @@ pub struct UpstreamSession {
     pub notice_messages: Vec<u8>,
     pub backend_key: Option<(i32, i32)>,
     pub transaction_status: u8,
+    /// Bytes the server sent after its first ReadyForQuery in the same read (e.g. a notification); the
+    /// relay forwards them first.
+    pub early_bytes: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,24 +98,18 @@ pub async fn open_transport(target: &UpstreamTarget) -> Result<Stream, UpstreamE
     let connection = &target.connection;
     let (host, port) = match &connection.address {
         UpstreamAddress::Unix(path) => {
-            let stream =
-                UnixStream::connect(path)
-                    .await
-                    .map_err(|error| UpstreamError::Unreachable {
-                        address: path.display().to_string(),
-                        reason: error.to_string(),
-                    })?;
+            let stream = UnixStream::connect(path).await.map_err(|error| UpstreamError::Unreachable {
+                address: path.display().to_string(),
+                reason: error.to_string(),
+            })?;
             return Ok(Stream::Unix(stream));
         }
         UpstreamAddress::Tcp { host, port } => (host.as_str(), *port),
     };
-    let mut tcp =
-        TcpStream::connect((host, port))
-            .await
-            .map_err(|error| UpstreamError::Unreachable {
-                address: connection.address.to_string(),
-                reason: error.to_string(),
-            })?;
+    let mut tcp = TcpStream::connect((host, port)).await.map_err(|error| UpstreamError::Unreachable {
+        address: connection.address.to_string(),
+        reason: error.to_string(),
+    })?;
     tcp.set_nodelay(true)?;
     let Some(connector) = target.tls.connector() else {
         return Ok(Stream::Tcp(tcp));
@@ -122,25 +119,14 @@ pub async fn open_transport(target: &UpstreamTarget) -> Result<Stream, UpstreamE
     match answer {
         b'S' => {}
         b'N' if target.tls.mode == UpstreamTlsMode::Prefer => return Ok(Stream::Tcp(tcp)),
-        b'N' => {
-            return Err(UpstreamError::TlsRefused {
-                mode: mode_name(target.tls.mode),
-            })
-        }
-        other => {
-            return Err(UpstreamError::Protocol(format!(
-                "unexpected answer {other:#04x} to SSLRequest"
-            )))
-        }
+        b'N' => return Err(UpstreamError::TlsRefused { mode: mode_name(target.tls.mode) }),
+        other => return Err(UpstreamError::Protocol(format!("unexpected answer {other:#04x} to SSLRequest"))),
     }
     let server_name = target
         .tls
         .server_name(host)
         .map_err(|_| UpstreamError::Tls(format!("\"{host}\" is not a valid TLS server name")))?;
-    let tls = connector
-        .connect(server_name, tcp)
-        .await
-        .map_err(|error| UpstreamError::Tls(error.to_string()))?;
+    let tls = connector.connect(server_name, tcp).await.map_err(|error| UpstreamError::Tls(error.to_string()))?;
     Ok(Stream::ClientTls(Box::new(tls)))
 }
 
@@ -152,19 +138,12 @@ pub async fn connect(
 ) -> Result<UpstreamSession, UpstreamError> {
     let connection = &target.connection;
     let mut stream = open_transport(target).await?;
-    let mut startup: Vec<(&str, &str)> = vec![
-        ("user", &connection.user),
-        ("database", &connection.database),
-    ];
-    startup.extend(
-        parameters
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str())),
-    );
-    stream
-        .write_all(&frontend::startup_message(startup))
-        .await?;
-    authenticate(&mut stream, connection).await?;
+    let mut startup: Vec<(&str, &str)> = vec![("user", &connection.user), ("database", &connection.database)];
+    startup.extend(parameters.iter().map(|(key, value)| (key.as_str(), value.as_str())));
+    stream.write_all(&frontend::startup_message(startup)).await?;
+    // One buffer for the whole startup: a read may carry the end of authentication and what follows it.
+    let mut buffer = BytesMut::new();
+    authenticate(&mut stream, connection, &mut buffer).await?;
 
     let mut session = UpstreamSession {
         stream,
@@ -172,21 +151,18 @@ pub async fn connect(
         notice_messages: Vec::new(),
         backend_key: None,
         transaction_status: b'I',
+        early_bytes: Vec::new(),
     };
-    let mut buffer = BytesMut::new();
     loop {
         let message = read_message(&mut session.stream, &mut buffer).await?;
         match message[0] {
             backend::PARAMETER_STATUS => session.parameter_messages.extend_from_slice(&message),
-            backend::BACKEND_KEY_DATA => {
-                session.backend_key = Some(backend::backend_key(&message)?)
-            }
+            backend::BACKEND_KEY_DATA => session.backend_key = Some(backend::backend_key(&message)?),
             backend::NOTICE_RESPONSE => session.notice_messages.extend_from_slice(&message),
-            backend::ERROR_RESPONSE => {
-                return Err(UpstreamError::Refused(backend::error_fields(&message)?))
-            }
+            backend::ERROR_RESPONSE => return Err(UpstreamError::Refused(backend::error_fields(&message)?)),
             backend::READY_FOR_QUERY => {
                 session.transaction_status = *message.get(codec::HEADER_LEN).unwrap_or(&b'I');
+                session.early_bytes = buffer.to_vec();
                 return Ok(session);
             }
             other => {
@@ -199,23 +175,19 @@ pub async fn connect(
     }
 }
 
-async fn authenticate(stream: &mut Stream, connection: &Connection) -> Result<(), UpstreamError> {
-    let mut buffer = BytesMut::new();
-    let password = || {
-        connection
-            .password
-            .as_ref()
-            .map(|secret| secret.expose().as_bytes())
-            .ok_or(UpstreamError::NoPassword)
-    };
+async fn authenticate(
+    stream: &mut Stream,
+    connection: &Connection,
+    buffer: &mut BytesMut,
+) -> Result<(), UpstreamError> {
+    let password =
+        || connection.password.as_ref().map(|secret| secret.expose().as_bytes()).ok_or(UpstreamError::NoPassword);
     let mut scram: Option<ScramSha256> = None;
     loop {
-        let message = read_message(stream, &mut buffer).await?;
+        let message = read_message(stream, buffer).await?;
         match message[0] {
             backend::AUTHENTICATION => {}
-            backend::ERROR_RESPONSE => {
-                return Err(UpstreamError::Refused(backend::error_fields(&message)?))
-            }
+            backend::ERROR_RESPONSE => return Err(UpstreamError::Refused(backend::error_fields(&message)?)),
             other => {
                 return Err(UpstreamError::Protocol(format!(
                     "unexpected message '{}' during authentication",
@@ -226,50 +198,29 @@ async fn authenticate(stream: &mut Stream, connection: &Connection) -> Result<()
         match backend::authentication(&message)? {
             Authentication::Ok => return Ok(()),
             Authentication::CleartextPassword => {
-                stream
-                    .write_all(&frontend::password_message(password()?))
-                    .await?;
+                stream.write_all(&frontend::password_message(password()?)).await?;
             }
             Authentication::Md5Password { salt } => {
                 let hash = md5_hash(connection.user.as_bytes(), password()?, salt);
-                stream
-                    .write_all(&frontend::password_message(hash.as_bytes()))
-                    .await?;
+                stream.write_all(&frontend::password_message(hash.as_bytes())).await?;
             }
             Authentication::Sasl { mechanisms } => {
                 if !mechanisms.contains(&SCRAM_SHA_256) {
-                    return Err(UpstreamError::UnsupportedAuthentication(
-                        mechanisms.join(", "),
-                    ));
+                    return Err(UpstreamError::UnsupportedAuthentication(mechanisms.join(", ")));
                 }
                 // 'n': warden does not use channel binding, so offering -PLUS is not a downgrade.
                 let state = ScramSha256::new(password()?, ChannelBinding::unsupported());
-                stream
-                    .write_all(&frontend::sasl_initial_response(
-                        SCRAM_SHA_256,
-                        state.message(),
-                    ))
-                    .await?;
+                stream.write_all(&frontend::sasl_initial_response(SCRAM_SHA_256, state.message())).await?;
                 scram = Some(state);
             }
             Authentication::SaslContinue { data } => {
-                let state = scram
-                    .as_mut()
-                    .ok_or_else(|| UpstreamError::Protocol("SASLContinue before SASL".into()))?;
-                state
-                    .update(data)
-                    .map_err(|error| UpstreamError::Scram(error.to_string()))?;
-                stream
-                    .write_all(&frontend::sasl_response(state.message()))
-                    .await?;
+                let state = scram.as_mut().ok_or_else(|| UpstreamError::Protocol("SASLContinue before SASL".into()))?;
+                state.update(data).map_err(|error| UpstreamError::Scram(error.to_string()))?;
+                stream.write_all(&frontend::sasl_response(state.message())).await?;
             }
             Authentication::SaslFinal { data } => {
-                let state = scram
-                    .as_mut()
-                    .ok_or_else(|| UpstreamError::Protocol("SASLFinal before SASL".into()))?;
-                state
-                    .finish(data)
-                    .map_err(|error| UpstreamError::Scram(error.to_string()))?;
+                let state = scram.as_mut().ok_or_else(|| UpstreamError::Protocol("SASLFinal before SASL".into()))?;
+                state.finish(data).map_err(|error| UpstreamError::Scram(error.to_string()))?;
             }
             Authentication::Other(code) => {
                 let name = match code {
@@ -310,15 +261,9 @@ pub(crate) async fn read_message<S: AsyncRead + Unpin>(
 }
 
 /// Sends a CancelRequest for the upstream backend `(process_id, secret_key)` behind `target`.
-pub async fn cancel(
-    target: &Arc<UpstreamTarget>,
-    process_id: i32,
-    secret_key: i32,
-) -> Result<(), UpstreamError> {
+pub async fn cancel(target: &Arc<UpstreamTarget>, process_id: i32, secret_key: i32) -> Result<(), UpstreamError> {
     let mut stream = open_transport(target).await?;
-    stream
-        .write_all(&frontend::cancel_request(process_id, secret_key))
-        .await?;
+    stream.write_all(&frontend::cancel_request(process_id, secret_key)).await?;
     stream.flush().await?;
     // The server closes the connection once it has read the request; wait for that so it is delivered.
     let mut sink = [0u8; 16];

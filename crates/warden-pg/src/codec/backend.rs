@@ -71,18 +71,8 @@ impl Severity {
 }
 
 /// An ErrorResponse (or NoticeResponse, for `Severity::Notice`) in PostgreSQL's field layout.
-pub fn error_response(
-    out: &mut Vec<u8>,
-    severity: Severity,
-    code: &str,
-    message: &str,
-    detail: Option<&str>,
-) {
-    let tag = if severity == Severity::Notice {
-        NOTICE_RESPONSE
-    } else {
-        ERROR_RESPONSE
-    };
+pub fn error_response(out: &mut Vec<u8>, severity: Severity, code: &str, message: &str, detail: Option<&str>) {
+    let tag = if severity == Severity::Notice { NOTICE_RESPONSE } else { ERROR_RESPONSE };
     build(out, tag, |body| {
         for field in [b'S', b'V'] {
             body.push(field);
@@ -169,9 +159,7 @@ pub fn authentication(message: &[u8]) -> Result<Authentication<'_>, CodecError> 
         3 => Authentication::CleartextPassword,
         5 => {
             let salt = reader.take(4)?;
-            Authentication::Md5Password {
-                salt: [salt[0], salt[1], salt[2], salt[3]],
-            }
+            Authentication::Md5Password { salt: [salt[0], salt[1], salt[2], salt[3]] }
         }
         10 => {
             let mut mechanisms = Vec::new();
@@ -184,12 +172,8 @@ pub fn authentication(message: &[u8]) -> Result<Authentication<'_>, CodecError> 
             }
             Authentication::Sasl { mechanisms }
         }
-        11 => Authentication::SaslContinue {
-            data: reader.rest(),
-        },
-        12 => Authentication::SaslFinal {
-            data: reader.rest(),
-        },
+        11 => Authentication::SaslContinue { data: reader.rest() },
+        12 => Authentication::SaslFinal { data: reader.rest() },
         other => Authentication::Other(other),
     })
 }

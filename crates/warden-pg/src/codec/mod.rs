@@ -19,11 +19,7 @@ pub enum CodecError {
     #[error("invalid message length {length} for message type '{tag}'")]
     BadLength { tag: char, length: u32 },
     #[error("message type '{tag}' of {length} bytes exceeds the limit of {limit} bytes (limits.max_message_bytes)")]
-    TooLarge {
-        tag: char,
-        length: usize,
-        limit: usize,
-    },
+    TooLarge { tag: char, length: usize, limit: usize },
     #[error("malformed '{tag}' message: {reason}")]
     Malformed { tag: char, reason: &'static str },
 }
@@ -37,10 +33,7 @@ pub fn header(bytes: &[u8]) -> Option<Result<(u8, usize), CodecError>> {
     let tag = bytes[0];
     let length = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     if length < 4 {
-        return Some(Err(CodecError::BadLength {
-            tag: tag as char,
-            length,
-        }));
+        return Some(Err(CodecError::BadLength { tag: tag as char, length }));
     }
     Some(Ok((tag, length as usize + 1)))
 }
@@ -54,10 +47,7 @@ pub struct BodyReader<'a> {
 impl<'a> BodyReader<'a> {
     /// A reader over the body of the whole message `message` (header included).
     pub fn new(message: &'a [u8]) -> Self {
-        BodyReader {
-            tag: message[0],
-            body: &message[HEADER_LEN.min(message.len())..],
-        }
+        BodyReader { tag: message[0], body: &message[HEADER_LEN.min(message.len())..] }
     }
 
     pub fn over(tag: u8, body: &'a [u8]) -> Self {
@@ -65,18 +55,12 @@ impl<'a> BodyReader<'a> {
     }
 
     fn malformed(&self, reason: &'static str) -> CodecError {
-        CodecError::Malformed {
-            tag: self.tag as char,
-            reason,
-        }
+        CodecError::Malformed { tag: self.tag as char, reason }
     }
 
     pub fn cstr(&mut self) -> Result<&'a [u8], CodecError> {
-        let end = self
-            .body
-            .iter()
-            .position(|&byte| byte == 0)
-            .ok_or_else(|| self.malformed("string not NUL-terminated"))?;
+        let end =
+            self.body.iter().position(|&byte| byte == 0).ok_or_else(|| self.malformed("string not NUL-terminated"))?;
         let (text, rest) = self.body.split_at(end);
         self.body = &rest[1..];
         Ok(text)
@@ -88,10 +72,7 @@ impl<'a> BodyReader<'a> {
     }
 
     pub fn u8(&mut self) -> Result<u8, CodecError> {
-        let (&first, rest) = self
-            .body
-            .split_first()
-            .ok_or_else(|| self.malformed("message too short"))?;
+        let (&first, rest) = self.body.split_first().ok_or_else(|| self.malformed("message too short"))?;
         self.body = rest;
         Ok(first)
     }

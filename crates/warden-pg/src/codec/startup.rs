@@ -26,10 +26,7 @@ pub struct StartupMessage {
 
 impl StartupMessage {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.parameters
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value.as_str())
+        self.parameters.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str())
     }
 }
 
@@ -64,10 +61,7 @@ pub fn parse(body: &[u8]) -> Result<StartupPacket, CodecError> {
             if !reader.is_empty() {
                 return Err(malformed("cancel request has trailing bytes"));
             }
-            Ok(StartupPacket::CancelRequest {
-                process_id,
-                secret_key,
-            })
+            Ok(StartupPacket::CancelRequest { process_id, secret_key })
         }
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => Err(malformed("request has trailing bytes")),
         version => {
@@ -85,11 +79,7 @@ pub fn parse(body: &[u8]) -> Result<StartupPacket, CodecError> {
             if !reader.is_empty() {
                 return Err(malformed("startup packet has bytes after its terminator"));
             }
-            Ok(StartupPacket::Startup(StartupMessage {
-                major,
-                minor,
-                parameters,
-            }))
+            Ok(StartupPacket::Startup(StartupMessage { major, minor, parameters }))
         }
     }
 }

@@ -9,22 +9,12 @@ use super::{header, CodecError};
 fn header_rejects_short_lengths_and_waits_for_five_bytes() {
     assert_eq!(header(b"Q\0\0"), None);
     assert_eq!(header(b"Q\0\0\0\x08"), Some(Ok((b'Q', 9))));
-    assert_eq!(
-        header(b"Q\0\0\0\x03"),
-        Some(Err(CodecError::BadLength {
-            tag: 'Q',
-            length: 3
-        }))
-    );
+    assert_eq!(header(b"Q\0\0\0\x03"), Some(Err(CodecError::BadLength { tag: 'Q', length: 3 })));
 }
 
 #[test]
 fn startup_message_round_trip() {
-    let packet = frontend::startup_message([
-        ("user", "alice"),
-        ("database", "shop"),
-        ("application_name", "psql"),
-    ]);
+    let packet = frontend::startup_message([("user", "alice"), ("database", "shop"), ("application_name", "psql")]);
     let length = startup::packet_length(packet[..4].try_into().unwrap()).unwrap();
     assert_eq!(length, packet.len());
     let StartupPacket::Startup(message) = startup::parse(&packet[4..]).unwrap() else {
@@ -43,34 +33,16 @@ fn startup_packet_refusals() {
     // A parameter without its terminator.
     let mut body = startup::PROTOCOL_3_0.to_be_bytes().to_vec();
     body.extend_from_slice(b"user\0alice");
-    assert!(matches!(
-        startup::parse(&body),
-        Err(CodecError::Malformed { .. })
-    ));
+    assert!(matches!(startup::parse(&body), Err(CodecError::Malformed { .. })));
     let cancel = frontend::cancel_request(42, -7);
-    assert_eq!(
-        startup::parse(&cancel[4..]),
-        Ok(StartupPacket::CancelRequest {
-            process_id: 42,
-            secret_key: -7
-        })
-    );
-    assert_eq!(
-        startup::parse(&frontend::ssl_request()[4..]),
-        Ok(StartupPacket::SslRequest)
-    );
+    assert_eq!(startup::parse(&cancel[4..]), Ok(StartupPacket::CancelRequest { process_id: 42, secret_key: -7 }));
+    assert_eq!(startup::parse(&frontend::ssl_request()[4..]), Ok(StartupPacket::SslRequest));
 }
 
 #[test]
 fn error_response_round_trip() {
     let mut out = Vec::new();
-    backend::error_response(
-        &mut out,
-        Severity::Fatal,
-        "28P01",
-        "password authentication failed",
-        None,
-    );
+    backend::error_response(&mut out, Severity::Fatal, "28P01", "password authentication failed", None);
     let fields = backend::error_fields(&out).unwrap();
     assert_eq!(fields.code, "28P01");
     assert!(fields.is_fatal());
@@ -102,18 +74,11 @@ fn authentication_requests() {
     });
     assert_eq!(
         backend::authentication(&out).unwrap(),
-        Authentication::Sasl {
-            mechanisms: vec!["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
-        }
+        Authentication::Sasl { mechanisms: vec!["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"] }
     );
     let mut out = Vec::new();
-    super::build(&mut out, b'R', |body| {
-        body.extend_from_slice(&5i32.to_be_bytes())
-    });
-    assert!(
-        backend::authentication(&out).is_err(),
-        "md5 without salt is malformed"
-    );
+    super::build(&mut out, b'R', |body| body.extend_from_slice(&5i32.to_be_bytes()));
+    assert!(backend::authentication(&out).is_err(), "md5 without salt is malformed");
 }
 
 #[test]

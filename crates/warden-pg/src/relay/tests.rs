@@ -16,11 +16,7 @@ fn cstr_message(tag: u8, text: &str) -> Vec<u8> {
 }
 
 /// Scans `input` in one buffer; returns (forwardable bytes, inspected tags).
-fn scan_all(
-    framing: &mut Framing,
-    input: &[u8],
-    limit: Option<usize>,
-) -> (Result<usize, CodecError>, Vec<u8>) {
+fn scan_all(framing: &mut Framing, input: &[u8], limit: Option<usize>) -> (Result<usize, CodecError>, Vec<u8>) {
     let mut buffer = BytesMut::from(input);
     let mut seen = Vec::new();
     let step = framing.scan(
@@ -74,17 +70,7 @@ fn an_oversized_message_is_refused_from_its_header() {
     let header = [b'Q', 0x10, 0, 0, 0];
     let mut framing = Framing::default();
     let (forward, _) = scan_all(&mut framing, &header, Some(1 << 20));
-    assert!(
-        matches!(
-            forward,
-            Err(CodecError::TooLarge {
-                tag: 'Q',
-                limit: 1_048_576,
-                ..
-            })
-        ),
-        "{forward:?}"
-    );
+    assert!(matches!(forward, Err(CodecError::TooLarge { tag: 'Q', limit: 1_048_576, .. })), "{forward:?}");
     let (forward, _) = scan_all(&mut framing, &[b'S', 0, 0, 0, 2], None);
     assert!(matches!(forward, Err(CodecError::BadLength { .. })));
 }
@@ -101,15 +87,9 @@ fn server(tag: u8, text: &str) -> Vec<u8> {
     }
 }
 
-fn feed(
-    tracker: &mut Tracker,
-    tag: u8,
-    text: &str,
-) -> Option<(String, Option<u64>, Option<String>)> {
+fn feed(tracker: &mut Tracker, tag: u8, text: &str) -> Option<(String, Option<u64>, Option<String>)> {
     let bytes = server(tag, text);
-    tracker
-        .on_server_message(tag, &bytes)
-        .map(|event| (event.text.to_string(), event.rows, event.error))
+    tracker.on_server_message(tag, &bytes).map(|event| (event.text.to_string(), event.rows, event.error))
 }
 
 #[test]
@@ -118,10 +98,7 @@ fn simple_query_completes_at_ready_for_query_with_summed_rows() {
     tracker.push(PendingKind::Query, Arc::from("insert …; insert …"));
     assert_eq!(feed(&mut tracker, b'C', "INSERT 0 2"), None);
     assert_eq!(feed(&mut tracker, b'C', "INSERT 0 3"), None);
-    assert_eq!(
-        feed(&mut tracker, b'Z', "I"),
-        Some(("insert …; insert …".into(), Some(5), None))
-    );
+    assert_eq!(feed(&mut tracker, b'Z', "I"), Some(("insert …; insert …".into(), Some(5), None)));
     assert!(tracker.queue.is_empty());
 }
 
@@ -134,23 +111,13 @@ fn pipelined_executes_after_an_error_are_skipped_until_sync() {
     tracker.push(PendingKind::Sync, Arc::from(""));
     tracker.push(PendingKind::Execute, Arc::from("select 4"));
     tracker.push(PendingKind::Sync, Arc::from(""));
-    assert_eq!(
-        feed(&mut tracker, b'C', "SELECT 1"),
-        Some(("select 1".into(), Some(1), None))
-    );
+    assert_eq!(feed(&mut tracker, b'C', "SELECT 1"), Some(("select 1".into(), Some(1), None)));
     assert_eq!(
         feed(&mut tracker, b'E', "relation \"missing\" does not exist"),
-        Some((
-            "select * from missing".into(),
-            None,
-            Some("42P01: relation \"missing\" does not exist".into())
-        ))
+        Some(("select * from missing".into(), None, Some("42P01: relation \"missing\" does not exist".into())))
     );
     assert_eq!(feed(&mut tracker, b'Z', "I"), None);
-    assert_eq!(
-        feed(&mut tracker, b'C', "SELECT 1"),
-        Some(("select 4".into(), Some(1), None))
-    );
+    assert_eq!(feed(&mut tracker, b'C', "SELECT 1"), Some(("select 4".into(), Some(1), None)));
     assert_eq!(feed(&mut tracker, b'Z', "I"), None);
     assert!(tracker.queue.is_empty());
     assert_eq!(tracker.next_seq, 3);

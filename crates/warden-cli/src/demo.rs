@@ -1,0 +1,138 @@
+//! `warden demo`: a throwaway PostgreSQL with a small shop database, and a gateway in front of it.
+//!
+//! Everything lives in one temporary directory (the server's data, the config, the credential files and
+//! the gateway's SQLite state) and is removed on Ctrl-C.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+
+use anyhow::{Context, Result};
+use warden_config::{Config, ProcessEnvironment};
+use warden_testkit::TempPostgres;
+
+const SEED: &str = r#"
+CREATE TABLE customers (
+    id          serial PRIMARY KEY,
+    full_name   text NOT NULL,
+    email       text NOT NULL UNIQUE,
+    phone       text,
+    ssn         text,
+    card_number text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE orders (
+    id          serial PRIMARY KEY,
+    customer_id integer NOT NULL REFERENCES customers(id),
+    total_cents integer NOT NULL CHECK (total_cents >= 0),
+    status      text NOT NULL DEFAULT 'placed',
+    placed_at   timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO customers (full_name, email, phone, ssn, card_number) VALUES
+    ('Ada Lovelace',    'ada@example.com',     '+44 20 7946 0958', '078-05-1120', '4111 1111 1111 1111'),
+    ('Alan Turing',     'alan@example.org',    '+44 161 496 0123', '219-09-9999', '5500-0000-0000-0004'),
+    ('Grace Hopper',    'grace@example.net',   '+1 202 555 0143',  '123-45-6789', '3400 0000 0000 009'),
+    ('Edsger Dijkstra', 'edsger@example.nl',   '+31 20 555 0199',  '512-44-0912', '6011 0000 0000 0004'),
+    ('Barbara Liskov',  'barbara@example.com', '+1 617 555 0175',  '432-11-0987', '4012 8888 8888 1881');
+INSERT INTO orders (customer_id, total_cents, status)
+SELECT 1 + (n % 5), 500 + (n * 137) % 20000, (ARRAY['placed','paid','shipped','refunded'])[1 + n % 4]
+FROM generate_series(1, 40) AS n;
+"#;
+
+pub async fn run(port: u16) -> Result<()> {
+    eprintln!("Starting a throwaway PostgreSQL from the system binaries…");
+    let postgres = tokio::task::spawn_blocking(TempPostgres::start)
+        .await?
+        .context("cannot start the throwaway PostgreSQL (are the PostgreSQL server binaries installed?)")?;
+    let shop_password = random_password();
+    postgres.create_role("warden_shop", &shop_password, false)?;
+    postgres.create_database("shop", "warden_shop")?;
+    postgres.psql("shop", &format!("SET ROLE warden_shop;\n{SEED}"))?;
+
+    let directory = tempfile::Builder::new().prefix("warden-demo-").tempdir()?;
+    let password_file = directory.path().join("shop.password");
+    std::fs::write(&password_file, &shop_password)?;
+    restrict(&password_file)?;
+    let api_key = warden_identity::generate_api_key();
+    let listen = free_port(port)?;
+    let config_path = directory.path().join("warden.toml");
+    let config_text = format!(
+        r#"# Written by `warden demo`.
+[state]
+url = "sqlite://warden-data/warden.db"
+
+[listen]
+postgres = "{listen}"
+
+[[connection]]
+name = "shop"
+kind = "postgres"
+address = "{upstream}"
+database = "shop"
+user = "warden_shop"
+password = {{ file = "shop.password" }}
+tls = {{ mode = "disable" }}
+
+[[api_key]]
+name = "demo-agent"
+key = {{ sha256 = "{digest}" }}
+groups = ["agents"]
+"#,
+        upstream = postgres.address(),
+        digest = warden_identity::api_key_digest(&api_key),
+    );
+    std::fs::write(&config_path, config_text)?;
+    let config = Config::load(&config_path, &ProcessEnvironment).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let gateway = warden_gateway::Gateway::start(config).await?;
+    let address = gateway.postgres_address().context("gateway has no PostgreSQL listener")?;
+
+    println!(
+        r#"
+warden demo is running.
+
+  throwaway PostgreSQL  {upstream}  database "shop" (customers with PII, orders); warden holds its password
+  warden gateway        {address}
+  config                {config}
+
+Connect through warden. The password is your API key; the database's own password never leaves warden:
+
+  PGPASSWORD={api_key} psql "host={host} port={port} dbname=shop user=demo sslmode=disable"
+
+Then see what was recorded:
+
+  cargo run --release -- sessions list --config {config}
+
+Press Ctrl-C to stop the gateway and remove the database.
+"#,
+        upstream = postgres.address(),
+        config = config_path.display(),
+        host = address.ip(),
+        port = address.port(),
+    );
+    crate::wait_for_shutdown_signal().await?;
+    eprintln!("Stopping…");
+    gateway.shutdown().await;
+    tokio::task::spawn_blocking(move || postgres.stop()).await?;
+    drop(directory);
+    eprintln!("Removed the demo database and its files.");
+    Ok(())
+}
+
+/// `preferred` if it is free, else any free port.
+fn free_port(preferred: u16) -> Result<SocketAddr> {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, preferred));
+    if preferred != 0 && TcpListener::bind(address).is_ok() {
+        return Ok(address);
+    }
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?)
+}
+
+fn restrict(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// A random password for the demo's upstream role.
+fn random_password() -> String {
+    warden_identity::generate_api_key().replace("wk_", "pg_")
+}

@@ -1,0 +1,158 @@
+//! The `warden` command line: the binary's edge, where errors become messages and exit codes.
+//!
+//! Subcommands: `gateway` runs the gateway, `check` validates a config, `demo` is the one-command quick
+//! start, `sessions` reads what the gateway recorded, `api-key new` mints a key and its config entry.
+#![forbid(unsafe_code)]
+
+mod demo;
+mod sessions;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use warden_config::{Config, ProcessEnvironment};
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "warden: a layer-7 access gateway for databases and APIs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Gateway {
+        #[arg(long, short, env = "WARDEN_CONFIG", default_value = "warden.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and everything it points at; print each problem with file, line and field.
+    Check {
+        #[arg(long, short, env = "WARDEN_CONFIG", default_value = "warden.toml")]
+        config: PathBuf,
+    },
+    /// Start a throwaway PostgreSQL with an example shop database and a gateway in front of it.
+    Demo {
+        /// Port for the gateway's PostgreSQL listener (0 picks a free one).
+        #[arg(long, default_value_t = 15432)]
+        port: u16,
+    },
+    /// Sessions recorded in the state store.
+    Sessions {
+        #[command(subcommand)]
+        command: sessions::SessionsCommand,
+    },
+    /// API keys for service accounts.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Print a fresh API key (standard output) and the config entry to paste (standard error).
+    New {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+pub(crate) fn load_config(path: &std::path::Path) -> Result<Config> {
+    Config::load(path, &ProcessEnvironment).map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Gateway { config } => {
+            let config = load_config(&config)?;
+            runtime()?.block_on(gateway(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config: path } => match Config::load(&path, &ProcessEnvironment) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} connection(s), {} API key(s), state {})",
+                    path.display(),
+                    config.connections.len(),
+                    config.api_keys.len(),
+                    if config.state.is_sqlite() { "sqlite" } else { "postgres" }
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Demo { port } => {
+            runtime()?.block_on(demo::run(port))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sessions { command } => {
+            runtime()?.block_on(sessions::run(command))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ApiKey { command: ApiKeyCommand::New { name, groups } } => {
+            let key = warden_identity::generate_api_key();
+            println!("{key}");
+            let groups: Vec<String> = groups.iter().map(|group| format!("{group:?}")).collect();
+            eprintln!(
+                "\n# Add to warden.toml (the key above is shown once; warden keeps only its digest):\n[[api_key]]\nname = {name:?}\nkey = {{ sha256 = \"{}\" }}\ngroups = [{}]",
+                warden_identity::api_key_digest(&key),
+                groups.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn gateway(config: Config) -> Result<()> {
+    let gateway = warden_gateway::Gateway::start(config).await?;
+    wait_for_shutdown_signal().await?;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_shutdown_signal() -> Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

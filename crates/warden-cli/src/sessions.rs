@@ -1,0 +1,126 @@
+//! `warden sessions list|show`: read the recorded sessions and statements from the state store.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use warden_state::{SessionFilter, SessionRow, StateStore};
+
+#[derive(Subcommand)]
+pub enum SessionsCommand {
+    /// List sessions, newest first.
+    List {
+        #[arg(long, short, env = "WARDEN_CONFIG", default_value = "warden.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        identity: Option<String>,
+        #[arg(long)]
+        connection: Option<String>,
+        /// Only sessions started at or after this RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        since: Option<OffsetDateTime>,
+        /// Only sessions still open.
+        #[arg(long)]
+        active: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session and its statements.
+    Show {
+        id: String,
+        #[arg(long, short, env = "WARDEN_CONFIG", default_value = "warden.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|error| format!("expected an RFC 3339 time such as 2026-11-21T09:00:00Z: {error}"))
+}
+
+async fn open(config: &std::path::Path) -> Result<StateStore> {
+    let config = crate::load_config(config)?;
+    StateStore::open(config.state.url.expose()).await.context("cannot open the state store")
+}
+
+pub async fn run(command: SessionsCommand) -> Result<()> {
+    match command {
+        SessionsCommand::List { config, identity, connection, since, active, limit, json } => {
+            let store = open(&config).await?;
+            let filter = SessionFilter { identity, connection, since, active_only: active, limit: Some(limit) };
+            let sessions = store.list_sessions(&filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sessions)?);
+            } else {
+                print_sessions(&sessions);
+            }
+        }
+        SessionsCommand::Show { id, config, json } => {
+            let store = open(&config).await?;
+            let session = store.session(&id).await?.with_context(|| format!("no session with id {id}"))?;
+            let statements = store.statements(&id).await?;
+            if json {
+                let value = serde_json::json!({ "session": session, "statements": statements });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print_sessions(std::slice::from_ref(&session));
+                println!();
+                println!("{:>5}  {:>10}  {:>8}  STATEMENT", "SEQ", "DURATION", "ROWS");
+                for statement in statements {
+                    let rows = statement.rows.map_or_else(|| "-".to_string(), |rows| rows.to_string());
+                    let outcome = statement.error.map(|error| format!("  -- ERROR {error}")).unwrap_or_default();
+                    println!(
+                        "{:>5}  {:>8}ms  {:>8}  {}{}",
+                        statement.seq,
+                        format!("{:.3}", statement.duration_us as f64 / 1000.0),
+                        rows,
+                        one_line(&statement.text),
+                        outcome
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_sessions(sessions: &[SessionRow]) {
+    println!(
+        "{:<36}  {:<20}  {:<12}  {:<21}  {:<16}  {:<20}  {:>5}  END",
+        "ID", "STARTED", "IDENTITY", "CLIENT", "APPLICATION", "CONNECTION", "STMTS"
+    );
+    for session in sessions {
+        let started = session.started_at.format(&Rfc3339).unwrap_or_default();
+        let end = match (&session.ended_at, &session.end_reason) {
+            (None, _) => "active".to_string(),
+            (Some(_), Some(reason)) => reason.clone(),
+            (Some(_), None) => "ended".to_string(),
+        };
+        println!(
+            "{:<36}  {:<20}  {:<12}  {:<21}  {:<16}  {:<20}  {:>5}  {}",
+            session.id,
+            &started[..started.len().min(19)],
+            session.identity,
+            session.client_address,
+            session.application_name.as_deref().unwrap_or("-"),
+            session.connection,
+            session.statement_count,
+            end
+        );
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let collapsed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() > 120 {
+        format!("{}…", collapsed.chars().take(119).collect::<String>())
+    } else {
+        collapsed
+    }
+}

@@ -1,0 +1,170 @@
+//! The `warden` binary as an operator uses it: check, gateway (with its logs), sessions.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::raw::{self, RawClient};
+use crate::start_postgres;
+
+fn warden() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_field() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("warden.toml");
+    std::fs::write(
+        &path,
+        r#"[listen]
+postgres = "127.0.0.1:15432"
+
+[[connection]]
+name = "shop"
+kind = "postgres"
+address = "127.0.0.1:5432"
+database = "shop"
+user = "warden_shop"
+password = "hunter2"
+
+[[api_key]]
+name = "agent"
+key = { env = "WARDEN_TEST_UNSET_KEY_VARIABLE" }
+"#,
+    )
+    .unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let location = path.display().to_string();
+    assert!(
+        stderr.contains(&format!("{location}:10:12: connection[0].password: a literal secret is not allowed")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{location}:14:7: api_key[0].key: environment variable WARDEN_TEST_UNSET_KEY_VARIABLE is not set or empty"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "a refused secret is not echoed");
+
+    // The gateway refuses to start on the same errors.
+    let output = warden().arg("gateway").arg("--config").arg(&path).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("connection[0].password"));
+
+    std::fs::write(directory.path().join("pw"), "s3cret\n").unwrap();
+    let fixed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("password = \"hunter2\"", "password = { file = \"pw\" }")
+        .replace("{ env = \"WARDEN_TEST_UNSET_KEY_VARIABLE\" }", &format!("{{ sha256 = \"{}\" }}", "ab".repeat(32)));
+    std::fs::write(&path, fixed).unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 connection(s), 1 API key(s), state sqlite)"));
+}
+
+/// Runs `warden gateway` as its own process with debug logs, uses it, and reads its logs and records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_process_records_sessions_and_never_logs_secrets() {
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::write(directory.path().join("upstream.password"), &app.password).unwrap();
+    let api_key = warden_identity::generate_api_key();
+    let config = directory.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[listen]
+postgres = "127.0.0.1:0"
+
+[[connection]]
+name = "app"
+kind = "postgres"
+address = "{address}"
+database = "app"
+user = "app_owner"
+password = {{ file = "upstream.password" }}
+
+[[api_key]]
+name = "ci-agent"
+key = {{ sha256 = "{digest}" }}
+"#,
+            address = postgres.address(),
+            digest = warden_identity::api_key_digest(&api_key),
+        ),
+    )
+    .unwrap();
+    let mut child = warden()
+        .arg("gateway")
+        .arg("--config")
+        .arg(&config)
+        .env("WARDEN_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stderr.take().unwrap());
+    let mut log_text = String::new();
+    let address: std::net::SocketAddr = loop {
+        let mut line = String::new();
+        assert!(logs.read_line(&mut line).unwrap() > 0, "gateway exited:\n{log_text}");
+        log_text.push_str(&line);
+        if let Some(rest) = line.split("postgres=Some(").nth(1) {
+            break rest.split(')').next().unwrap().parse().unwrap();
+        }
+    };
+
+    let (mut client, _) = RawClient::login(
+        address,
+        &[("user", "ops"), ("database", "app"), ("application_name", "nightly-report")],
+        &api_key,
+    )
+    .await;
+    client.send(&raw::query("select 40 + 2")).await;
+    client.read_until_ready().await;
+    client.send(&raw::message(b'X', &[])).await;
+    assert!(client.read_message().await.is_none());
+    // A refused login too, so failure paths are logged.
+    let mut refused = RawClient::connect(address).await;
+    refused.send(&raw::startup_packet(&[("user", "ops"), ("database", "app")])).await;
+    refused.read_message().await;
+    refused.send(&raw::message(b'p', format!("{}\0", app.password).as_bytes())).await;
+    let reply = refused.read_message().await.unwrap();
+    assert_eq!(reply.error().0, "28P01");
+    // SIGTERM: the gateway flushes its records and exits cleanly.
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = child.wait().unwrap();
+    std::io::Read::read_to_string(&mut logs, &mut log_text).unwrap();
+    assert!(status.success(), "gateway exit: {status:?}\n{log_text}");
+    assert!(log_text.contains("session started"), "{log_text}");
+    assert!(!log_text.contains(&app.password), "the upstream password is in the logs:\n{log_text}");
+    assert!(!log_text.contains(&api_key), "the API key is in the logs");
+
+    let output = warden().args(["sessions", "list", "--json", "--config"]).arg(&config).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let sessions: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let session = &sessions[0];
+    assert_eq!(sessions.as_array().unwrap().len(), 1);
+    assert_eq!(session["identity"], "ci-agent");
+    assert_eq!(session["connection"], "app");
+    assert_eq!(session["user_name"], "ops");
+    assert_eq!(session["application_name"], "nightly-report");
+    assert_eq!(session["end_reason"], "client terminated");
+
+    let id = session["id"].as_str().unwrap();
+    let output = warden().args(["sessions", "show", id, "--json", "--config"]).arg(&config).output().unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["statements"][0]["text"], "select 40 + 2");
+    assert_eq!(shown["statements"][0]["rows"], 1);
+
+    let output = warden().args(["sessions", "show", id, "--config"]).arg(&config).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("select 40 + 2") && text.contains("ci-agent"), "{text}");
+    let output = warden()
+        .args(["sessions", "list", "--identity", "someone-else", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(), serde_json::json!([]));
+}

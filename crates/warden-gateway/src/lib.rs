@@ -1,0 +1,181 @@
+//! The gateway process: one validated [`Config`] in, running listeners out.
+//!
+//! This crate owns start-up and shutdown: it opens the state store, compiles each protocol front end's
+//! configuration, binds the listeners, and implements the front ends' [`SessionHooks`] by wiring identity
+//! verification and the state recorder together. It holds no protocol logic of its own.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use warden_config::Config;
+use warden_identity::{ApiKeyVerifier, AuthError, Identity};
+use warden_pg::{PgFrontend, PgFrontendConfig, SessionHooks, SessionInfo, StatementEvent};
+use warden_state::{Recorder, SessionStart, StateStore, StatementRecord};
+
+/// Events the recorder may queue before the data path starts dropping them (and counting the drops).
+const RECORDER_CAPACITY: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("state store {url}: {source}")]
+    State {
+        url: String,
+        #[source]
+        source: warden_state::StateError,
+    },
+    #[error("cannot listen on {address} (listen.{listener}): {source}")]
+    Bind {
+        listener: &'static str,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] warden_pg::tls::TlsError),
+    #[error("no listener configured")]
+    NoListener,
+}
+
+/// A running gateway. Dropping it without [`Gateway::shutdown`] stops accepting but does not flush.
+pub struct Gateway {
+    postgres_address: Option<SocketAddr>,
+    store: StateStore,
+    recorder: Recorder,
+    pg: Option<Arc<PgFrontend>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Opens the state store and starts every configured listener.
+    pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
+        let store = StateStore::open(config.state.url.expose())
+            .await
+            .map_err(|source| GatewayError::State { url: redact_url(config.state.url.expose()), source })?;
+        let recorder = store.recorder(RECORDER_CAPACITY);
+        let hooks =
+            Arc::new(GatewayHooks { verifier: ApiKeyVerifier::new(&config.api_keys), recorder: recorder.clone() });
+        let (shutdown, shutdown_receiver) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let Some(postgres) = config.listen.postgres else {
+            return Err(GatewayError::NoListener);
+        };
+        let listener = TcpListener::bind(postgres).await.map_err(|source| GatewayError::Bind {
+            listener: "postgres",
+            address: postgres,
+            source,
+        })?;
+        let postgres_address = listener.local_addr().ok();
+        let pg = PgFrontend::new(PgFrontendConfig::from_config(&config)?, hooks);
+        tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver)));
+        info!(
+            postgres = ?postgres_address,
+            state = store.backend(),
+            connections = config.connections.len(),
+            "warden gateway listening"
+        );
+        Ok(Gateway { postgres_address, store, recorder, pg: Some(pg), shutdown, tasks })
+    }
+
+    /// Where the PostgreSQL listener is bound (the real port when the config said port 0).
+    pub fn postgres_address(&self) -> Option<SocketAddr> {
+        self.postgres_address
+    }
+
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    /// Sessions currently relaying.
+    pub fn live_sessions(&self) -> usize {
+        self.pg.as_ref().map_or(0, |pg| pg.live_sessions())
+    }
+
+    /// Stops accepting new sessions and flushes what has been recorded. Live sessions are left to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        if let Err(error) = self.recorder.flush().await {
+            warn!(%error, "state store flush at shutdown failed");
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// `postgres://user:…@host/db` → `postgres://user@host/db`, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => {
+            let (userinfo, host) = rest.rsplit_once('@').expect("contains @");
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+struct GatewayHooks {
+    verifier: ApiKeyVerifier,
+    recorder: Recorder,
+}
+
+impl SessionHooks for GatewayHooks {
+    fn authenticate(&self, credential: &str) -> Result<Identity, AuthError> {
+        self.verifier.verify(credential, OffsetDateTime::now_utc())
+    }
+
+    fn session_started(&self, session: &SessionInfo) {
+        let start = SessionStart {
+            id: session.id.clone(),
+            identity: session.identity.name.clone(),
+            connection: session.connection.clone(),
+            client_address: session.client_address.to_string(),
+            user_name: session.user_name.clone(),
+            application_name: session.application_name.clone(),
+            started_at: session.started_at,
+        };
+        if let Err(error) = self.recorder.session_started(start) {
+            warn!(session = %session.id, %error, "session start not recorded");
+        }
+    }
+
+    fn statement(&self, session: &SessionInfo, statement: StatementEvent) {
+        let record = StatementRecord {
+            session_id: session.id.clone(),
+            seq: statement.seq,
+            started_at: statement.started_at,
+            duration: statement.duration,
+            text: statement.text.to_string(),
+            rows: statement.rows,
+            error: statement.error,
+        };
+        if let Err(error) = self.recorder.statement(record) {
+            warn!(session = %session.id, %error, "statement not recorded");
+        }
+    }
+
+    fn session_ended(&self, session: &SessionInfo, reason: &str) {
+        if let Err(error) =
+            self.recorder.session_ended(&session.id, OffsetDateTime::now_utc(), Some(reason.to_string()))
+        {
+            warn!(session = %session.id, %error, "session end not recorded");
+        }
+    }
+}

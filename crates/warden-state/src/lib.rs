@@ -1,0 +1,246 @@
+//! warden's state store: the sessions clients opened and the statements they ran, kept in SQLite
+//! (one gateway, the default) or PostgreSQL (several gateways sharing state).
+//!
+//! This crate owns the schema and its migrations (one set per dialect, embedded in the binary), the
+//! background writer that takes recorded events off the data path and stores them in batches
+//! ([`Recorder`]), and the read queries the admin API uses ([`StateStore::list_sessions`] and friends).
+//!
+//! Storage: timestamps are INTEGER microseconds since the Unix epoch (UTC) in SQLite and `timestamptz`
+//! in PostgreSQL; a session's statement count is a column the writer keeps up to date in the same
+//! transaction that inserts the statements, so listing sessions never counts statements.
+#![forbid(unsafe_code)]
+
+mod error;
+mod migrations;
+mod recorder;
+mod sql;
+
+#[cfg(test)]
+mod tests;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Postgres, Sqlite};
+use time::OffsetDateTime;
+
+pub use error::{redact_url, Fault, RecordError, StateError};
+pub use recorder::{Recorder, SessionStart, StatementRecord};
+
+use recorder::SessionEnd;
+use sql::{Batch, Dialect, Store};
+
+/// Sessions [`StateStore::list_sessions`] returns when the filter sets no limit.
+pub const DEFAULT_SESSION_LIMIT: u32 = 100;
+
+/// The state store: a pool of connections to SQLite or PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct StateStore {
+    backend: Backend,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").field("backend", &self.backend()).finish_non_exhaustive()
+    }
+}
+
+/// Which sessions [`StateStore::list_sessions`] returns; every field set narrows the selection.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub identity: Option<String>,
+    pub connection: Option<String>,
+    /// Sessions that started at or after this instant.
+    pub since: Option<OffsetDateTime>,
+    /// Sessions that have not ended.
+    pub active_only: bool,
+    /// At most this many sessions; [`DEFAULT_SESSION_LIMIT`] when unset.
+    pub limit: Option<u32>,
+}
+
+/// A stored session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub identity: String,
+    pub connection: String,
+    pub client_address: String,
+    pub user_name: String,
+    pub application_name: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    pub end_reason: Option<String>,
+    pub statement_count: i64,
+}
+
+/// A stored statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementRow {
+    pub session_id: String,
+    pub seq: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    pub duration_us: i64,
+    pub text: String,
+    pub rows: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl StateStore {
+    /// Opens the store at `url` and brings its schema up to date.
+    ///
+    /// `sqlite:///abs/path/warden.db` creates the parent directories and the file on first run and uses
+    /// a WAL journal, `synchronous = NORMAL`, a 5 s busy timeout and foreign keys.
+    /// `postgres://…` (or `postgresql://…`) is a server several gateways may share; concurrent
+    /// migrations are serialised by an advisory lock.
+    pub async fn open(url: &str) -> Result<StateStore, StateError> {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(open_sqlite(url).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(open_postgres(url).await?)
+        } else {
+            return Err(StateError::UnsupportedUrl { url: redact_url(url) });
+        };
+        Ok(StateStore { backend })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Starts a background writer task (on the current tokio runtime) and returns the handle the data
+    /// path records through. `capacity` (at least 1) bounds the queue of events waiting for the
+    /// writer; size it for a burst, e.g. a second of statements at peak rate.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn recorder(&self, capacity: usize) -> Recorder {
+        Recorder::start(self.backend.clone(), capacity)
+    }
+
+    /// Sessions matching `filter`, newest first.
+    pub async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.list_sessions(filter).await,
+            Backend::Postgres(store) => store.list_sessions(filter).await,
+        }
+    }
+
+    /// One session by id.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.session(id).await,
+            Backend::Postgres(store) => store.session(id).await,
+        }
+    }
+
+    /// A session's statements in `seq` order.
+    pub async fn statements(&self, session_id: &str) -> Result<Vec<StatementRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.statements(session_id).await,
+            Backend::Postgres(store) => store.statements(session_id).await,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Sqlite(Store<Sqlite>),
+    Postgres(Store<Postgres>),
+}
+
+impl Backend {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => Sqlite::NAME,
+            Backend::Postgres(_) => Postgres::NAME,
+        }
+    }
+
+    pub(crate) async fn write_batch(&self, batch: &Batch<'_>) -> Result<u64, sqlx::Error> {
+        match self {
+            Backend::Sqlite(store) => store.write_batch(batch).await,
+            Backend::Postgres(store) => store.write_batch(batch).await,
+        }
+    }
+
+    pub(crate) async fn write_start(&self, start: &SessionStart) -> Result<(), sqlx::Error> {
+        match self {
+            Backend::Sqlite(store) => store.write_start(start).await,
+            Backend::Postgres(store) => store.write_start(start).await,
+        }
+    }
+
+    pub(crate) async fn write_statement(&self, record: &StatementRecord) -> Result<(), sqlx::Error> {
+        match self {
+            Backend::Sqlite(store) => store.write_statement(record).await,
+            Backend::Postgres(store) => store.write_statement(record).await,
+        }
+    }
+
+    pub(crate) async fn write_end(&self, end: &SessionEnd) -> Result<(), sqlx::Error> {
+        match self {
+            Backend::Sqlite(store) => store.write_end(end).await,
+            Backend::Postgres(store) => store.write_end(end).await,
+        }
+    }
+}
+
+async fn open_sqlite(url: &str) -> Result<Store<Sqlite>, StateError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|source| StateError::InvalidUrl { url: redact_url(url), source })?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    let file = options.get_filename();
+    // An in-memory database ("sqlite::memory:") is named "file:…" and has no directory to create.
+    if !file.as_os_str().to_string_lossy().starts_with("file:") {
+        if let Some(directory) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(directory)
+                .await
+                .map_err(|source| StateError::CreateDirectory { path: directory.to_path_buf(), source })?;
+        }
+    }
+    // WAL lets readers (the admin API) run beside the one writer; four connections are plenty.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(|source| StateError::Connect { url: redact_url(url), source })?;
+    let migrate = |source| StateError::Migrate { backend: Sqlite::NAME, source };
+    migrations::sqlite()
+        .await
+        .map_err(migrate)?
+        .run(&pool)
+        .await
+        .map_err(|source| StateError::Migrate { backend: Sqlite::NAME, source })?;
+    Ok(Store { pool })
+}
+
+async fn open_postgres(url: &str) -> Result<Store<Postgres>, StateError> {
+    let options =
+        PgConnectOptions::from_str(url).map_err(|source| StateError::InvalidUrl { url: redact_url(url), source })?;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|source| StateError::Connect { url: redact_url(url), source })?;
+    let migrate = |source| StateError::Migrate { backend: Postgres::NAME, source };
+    migrations::postgres()
+        .await
+        .map_err(migrate)?
+        .run(&pool)
+        .await
+        .map_err(|source| StateError::Migrate { backend: Postgres::NAME, source })?;
+    Ok(Store { pool })
+}

@@ -1,0 +1,46 @@
+//! The schema migrations, one set per dialect, embedded in the binary.
+//!
+//! The SQL lives in `migrations/sqlite` and `migrations/postgres`; each file is listed here once, with
+//! its version. sqlx records applied versions (and checksums) in `_sqlx_migrations`, so running the
+//! set again is a no-op. Never edit an applied migration: add the next version instead.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+
+/// (version, description, SQL).
+type EmbeddedMigration = (i64, &'static str, &'static str);
+
+const SQLITE: &[EmbeddedMigration] =
+    &[(1, "sessions and statements", include_str!("../migrations/sqlite/0001_sessions_and_statements.sql"))];
+
+const POSTGRES: &[EmbeddedMigration] =
+    &[(1, "sessions and statements", include_str!("../migrations/postgres/0001_sessions_and_statements.sql"))];
+
+pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {
+    Migrator::new(Embedded(SQLITE)).await
+}
+
+pub(crate) async fn postgres() -> Result<Migrator, MigrateError> {
+    Migrator::new(Embedded(POSTGRES)).await
+}
+
+/// A migration set compiled into the binary, so a deployed gateway needs no migrations directory.
+#[derive(Debug)]
+struct Embedded(&'static [EmbeddedMigration]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(migrations)))
+    }
+}

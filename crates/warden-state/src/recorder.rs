@@ -1,0 +1,303 @@
+//! The data path's handle to the store ([`Recorder`]) and the background writer behind it.
+//!
+//! Recording never waits: an event goes into a bounded queue or, when the queue is full, is dropped
+//! and counted. One writer task per recorder drains the queue in batches of up to
+//! [`EVENTS_PER_BATCH`] events, gathered for at most [`LINGER`], and writes each batch in one
+//! transaction. A batch the database refuses
+//! (a duplicate statement, say) is written again event by event, so one bad row costs only itself.
+//! Statements of a session the store does not know (its start was dropped) are skipped and counted
+//! as write errors; ending an unknown session changes nothing. The writer never stops on a failed
+//! write; it logs it (never a statement's text), counts it, and carries on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::error::is_transient;
+use crate::sql::Batch;
+use crate::{Backend, RecordError, StateError};
+
+/// The most events the writer takes from the queue for one transaction.
+pub(crate) const EVENTS_PER_BATCH: usize = 1000;
+
+/// How long the writer lets a batch grow before committing it (a flush commits at once).
+const LINGER: Duration = Duration::from_millis(10);
+
+/// A client session that has just been accepted.
+#[derive(Debug, Clone)]
+pub struct SessionStart {
+    pub id: String,
+    pub identity: String,
+    pub connection: String,
+    pub client_address: String,
+    pub user_name: String,
+    pub application_name: Option<String>,
+    pub started_at: OffsetDateTime,
+}
+
+/// One statement a session ran, recorded once it finished.
+#[derive(Debug, Clone)]
+pub struct StatementRecord {
+    pub session_id: String,
+    /// The statement's position in its session, from 1 (or 0); unique per session.
+    pub seq: u64,
+    pub started_at: OffsetDateTime,
+    pub duration: Duration,
+    pub text: String,
+    pub rows: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// The end of a session.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionEnd {
+    pub(crate) id: String,
+    pub(crate) ended_at: OffsetDateTime,
+    pub(crate) end_reason: Option<String>,
+}
+
+pub(crate) enum Event {
+    Started(SessionStart),
+    Statement(StatementRecord),
+    Ended(SessionEnd),
+    /// Answered, with the number of events that failed since the previous flush, once every event
+    /// queued before it is committed.
+    Flush(oneshot::Sender<u64>),
+}
+
+/// What the recorders and their writer share.
+#[derive(Default)]
+struct Shared {
+    dropped_events: AtomicU64,
+    write_errors: AtomicU64,
+    /// Cuts the writer's [`LINGER`] short: a flush is queued, or the queue is more than half full.
+    hurry: Notify,
+}
+
+/// The handle the data path records sessions and statements through; cheap to clone.
+///
+/// Made by [`crate::StateStore::recorder`]. The writer task stops once every clone is dropped,
+/// after storing what was queued.
+#[derive(Clone)]
+pub struct Recorder {
+    sender: mpsc::Sender<Event>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("queued", &(self.sender.max_capacity() - self.sender.capacity()))
+            .field("capacity", &self.sender.max_capacity())
+            .field("dropped_events", &self.dropped_events())
+            .field("write_errors", &self.write_errors())
+            .finish()
+    }
+}
+
+impl Recorder {
+    /// Starts the writer task on the current tokio runtime; `capacity` (at least 1) bounds the queue.
+    pub(crate) fn start(backend: Backend, capacity: usize) -> Recorder {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(run_writer(backend, receiver, Arc::clone(&shared)));
+        Recorder { sender, shared }
+    }
+
+    /// Records that a session started. Never blocks; see [`RecordError`] for when the event is dropped.
+    pub fn session_started(&self, start: SessionStart) -> Result<(), RecordError> {
+        self.send(Event::Started(start))
+    }
+
+    /// Records that a session ended. Never blocks; see [`RecordError`] for when the event is dropped.
+    pub fn session_ended(
+        &self,
+        id: &str,
+        ended_at: OffsetDateTime,
+        end_reason: Option<String>,
+    ) -> Result<(), RecordError> {
+        self.send(Event::Ended(SessionEnd { id: id.to_string(), ended_at, end_reason }))
+    }
+
+    /// Records one finished statement. Never blocks; see [`RecordError`] for when the event is dropped.
+    pub fn statement(&self, record: StatementRecord) -> Result<(), RecordError> {
+        self.send(Event::Statement(record))
+    }
+
+    /// Waits until everything recorded (through any clone) before this call is committed to the store.
+    ///
+    /// Fails with [`StateError::WritesFailed`] if some of those events could not be stored since the
+    /// previous flush, and with [`StateError::WriterStopped`] if the writer task is gone.
+    pub async fn flush(&self) -> Result<(), StateError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Event::Flush(reply)).await.map_err(|_| StateError::WriterStopped)?;
+        self.shared.hurry.notify_one();
+        match answer.await {
+            Ok(0) => Ok(()),
+            Ok(failed) => Err(StateError::WritesFailed { failed }),
+            Err(_) => Err(StateError::WriterStopped),
+        }
+    }
+
+    /// Events refused because the queue was full or the writer had stopped.
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// Events the writer took from the queue but could not store.
+    pub fn write_errors(&self) -> u64 {
+        self.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, event: Event) -> Result<(), RecordError> {
+        let error = match self.sender.try_send(event) {
+            Ok(()) => {
+                // Two atomic loads; the notification itself is rare (only under load) and lock-free
+                // unless the writer is waiting on it.
+                if self.sender.capacity() * 2 < self.sender.max_capacity() {
+                    self.shared.hurry.notify_one();
+                }
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => RecordError::QueueFull,
+            Err(mpsc::error::TrySendError::Closed(_)) => RecordError::WriterStopped,
+        };
+        self.shared.dropped_events.fetch_add(1, Ordering::Relaxed);
+        Err(error)
+    }
+}
+
+async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, shared: Arc<Shared>) {
+    let mut events = Vec::with_capacity(EVENTS_PER_BATCH);
+    let mut failed_since_flush = 0;
+    while gather(&mut receiver, &mut events, &shared.hurry).await {
+        let failed = write_events(&backend, &events).await;
+        if failed > 0 {
+            shared.write_errors.fetch_add(failed, Ordering::Relaxed);
+            failed_since_flush += failed;
+        }
+        let mut answered_a_flush = false;
+        for event in events.drain(..) {
+            if let Event::Flush(reply) = event {
+                // The flusher may have given up waiting; nothing to do then.
+                let _ = reply.send(failed_since_flush);
+                answered_a_flush = true;
+            }
+        }
+        if answered_a_flush {
+            failed_since_flush = 0;
+        }
+    }
+    tracing::debug!(backend = backend.name(), "state writer stopped: every recorder is gone");
+}
+
+/// Waits for the next events and lets a small batch grow for up to [`LINGER`], unless a flush is
+/// waiting or the queue is filling up. Returns false once every recorder is gone and the queue is empty.
+///
+/// Each transaction has a fixed cost (begin, commit, a few round trips to SQLite's worker thread)
+/// that dwarfs a few rows' worth of inserts: measured here at 20,000 statements per second, a writer
+/// committing ~20-row batches spent ~12 µs of CPU per statement, one lingering 10 ms ~2.5 µs. The
+/// writer sleeps through the linger rather than waking for every event.
+async fn gather(receiver: &mut mpsc::Receiver<Event>, events: &mut Vec<Event>, hurry: &Notify) -> bool {
+    if receiver.recv_many(events, EVENTS_PER_BATCH).await == 0 {
+        return false;
+    }
+    let flush_waiting = |events: &[Event]| events.iter().any(|event| matches!(event, Event::Flush(_)));
+    if events.len() < EVENTS_PER_BATCH && !flush_waiting(events) {
+        tokio::select! {
+            () = tokio::time::sleep(LINGER) => {}
+            // A flush sends its event before notifying, so the drain below picks it up; a half-full
+            // queue must be drained before recording has to drop events.
+            () = hurry.notified() => {}
+        }
+        while events.len() < EVENTS_PER_BATCH && !receiver.is_empty() {
+            // Returns at once: the queue is not empty.
+            receiver.recv_many(events, EVENTS_PER_BATCH - events.len()).await;
+        }
+    }
+    true
+}
+
+/// Stores one batch; returns how many of its events could not be stored.
+async fn write_events(backend: &Backend, events: &[Event]) -> u64 {
+    let mut batch = Batch { starts: Vec::new(), statements: Vec::with_capacity(events.len()), ends: Vec::new() };
+    for event in events {
+        match event {
+            Event::Started(start) => batch.starts.push(start),
+            Event::Statement(record) => batch.statements.push(record),
+            Event::Ended(end) => batch.ends.push(end),
+            Event::Flush(_) => {}
+        }
+    }
+    let stored_events = batch.starts.len() + batch.statements.len() + batch.ends.len();
+    if stored_events == 0 {
+        return 0;
+    }
+    match backend.write_batch(&batch).await {
+        Ok(0) => 0,
+        Ok(orphaned) => {
+            tracing::error!(
+                backend = backend.name(),
+                statements = orphaned,
+                "statements of sessions the state store does not know were not stored; \
+                 their session start was probably dropped"
+            );
+            orphaned
+        }
+        Err(error) if is_transient(&error) => {
+            tracing::error!(
+                backend = backend.name(),
+                events = stored_events,
+                %error,
+                "cannot reach the state store; a batch of recorded events is lost"
+            );
+            stored_events as u64
+        }
+        Err(error) => {
+            tracing::warn!(
+                backend = backend.name(),
+                events = stored_events,
+                %error,
+                "the state store refused a batch; storing its events one by one"
+            );
+            write_one_by_one(backend, events).await
+        }
+    }
+}
+
+/// The slow path: each event in its own transaction, in recording order, so only bad ones fail.
+async fn write_one_by_one(backend: &Backend, events: &[Event]) -> u64 {
+    let mut failed = 0;
+    let mut unreachable = false;
+    for event in events {
+        let (result, kind, session_id, seq) = match event {
+            Event::Flush(_) => continue,
+            _ if unreachable => {
+                failed += 1;
+                continue;
+            }
+            Event::Started(start) => (backend.write_start(start).await, "session start", &start.id, None),
+            Event::Statement(record) => {
+                (backend.write_statement(record).await, "statement", &record.session_id, Some(record.seq))
+            }
+            Event::Ended(end) => (backend.write_end(end).await, "session end", &end.id, None),
+        };
+        if let Err(error) = result {
+            failed += 1;
+            unreachable = is_transient(&error);
+            // The statement's text and error are left out: they may hold personal data.
+            tracing::error!(
+                backend = backend.name(),
+                event = kind,
+                session_id = %session_id,
+                seq,
+                %error,
+                "cannot store a recorded event"
+            );
+        }
+    }
+    failed
+}

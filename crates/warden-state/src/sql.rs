@@ -1,0 +1,488 @@
+//! The SQL, written once for both dialects: batched writes and the read queries.
+//!
+//! SQLite and PostgreSQL differ here only in how a timestamp column is stored (INTEGER microseconds
+//! since the Unix epoch in SQLite, `timestamptz` in PostgreSQL); [`Dialect`] supplies the conversion,
+//! and every bound or read timestamp is an `i64` of microseconds on the Rust side. Placeholders (`?`
+//! versus `$1`) are written by [`SqlText`].
+//!
+//! Why not sqlx's QueryBuilder: its `build()` borrows the builder for a lifetime shorter than its
+//! arguments', which generic code over `Database` cannot reconcile (the arguments type is invariant
+//! there). Writing the text first and binding with `sqlx::query` afterwards has no such problem, and
+//! equal row counts give equal texts, which keeps the prepared-statement cache warm.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::marker::PhantomData;
+
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres, Row, Sqlite, Type};
+use time::OffsetDateTime;
+
+use crate::recorder::SessionEnd;
+use crate::{SessionFilter, SessionRow, SessionStart, StateError, StatementRecord, StatementRow};
+
+/// At most this many bind parameters in one statement: SQLite's limit since 3.32 (PostgreSQL allows 65,535).
+const MAX_BIND_PARAMETERS: usize = 32_766;
+
+/// Rows per multi-row statement. Batches are cut into chunks of this size (or fewer, to stay within
+/// the bind-parameter limit).
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// Statement text (and error text) per multi-row insert, give or take the last row.
+pub(crate) const BYTES_PER_STATEMENT: usize = 8 << 20;
+
+/// What differs between the two SQL dialects.
+pub(crate) trait Dialect: Database {
+    const NAME: &'static str;
+
+    /// The SQL around an `int8` expression of microseconds since the Unix epoch that converts it into
+    /// the type of a timestamp column: (before, after).
+    const TIMESTAMP_FROM_MICROS: (&'static str, &'static str);
+
+    /// An SQL expression reading the timestamp column `column` as `int8` microseconds since the Unix epoch.
+    fn micros_from_timestamp(column: &str) -> String;
+
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Writes the placeholder for the `index`th bind (from 1).
+    fn push_placeholder(sql: &mut String, index: usize);
+
+    /// [`Dialect::TIMESTAMP_FROM_MICROS`] applied to `micros`.
+    fn timestamp_from_micros(micros: &str) -> String {
+        let (before, after) = Self::TIMESTAMP_FROM_MICROS;
+        format!("{before}{micros}{after}")
+    }
+}
+
+impl Dialect for Sqlite {
+    const NAME: &'static str = "sqlite";
+
+    const TIMESTAMP_FROM_MICROS: (&'static str, &'static str) = ("", "");
+
+    fn micros_from_timestamp(column: &str) -> String {
+        column.to_string()
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn push_placeholder(sql: &mut String, _index: usize) {
+        sql.push('?');
+    }
+}
+
+impl Dialect for Postgres {
+    const NAME: &'static str = "postgres";
+
+    // Exact: the float8 product of an integer below 2^53 and one microsecond.
+    const TIMESTAMP_FROM_MICROS: (&'static str, &'static str) =
+        ("(timestamptz 'epoch' + (", ") * interval '1 microsecond')");
+
+    fn micros_from_timestamp(column: &str) -> String {
+        // extract() returns numeric since PostgreSQL 14, so this is exact.
+        format!("(extract(epoch from {column}) * 1000000)::int8")
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn push_placeholder(sql: &mut String, index: usize) {
+        write!(sql, "${index}").expect("writing to a String cannot fail");
+    }
+}
+
+/// One batch of recorded events, split by kind, each kind in recording order.
+pub(crate) struct Batch<'a> {
+    pub(crate) starts: Vec<&'a SessionStart>,
+    pub(crate) statements: Vec<&'a StatementRecord>,
+    pub(crate) ends: Vec<&'a SessionEnd>,
+}
+
+/// A pool of one dialect, with the queries the store runs against it.
+pub(crate) struct Store<DB: Database> {
+    pub(crate) pool: Pool<DB>,
+}
+
+impl<DB: Database> Clone for Store<DB> {
+    fn clone(&self) -> Self {
+        Store { pool: self.pool.clone() }
+    }
+}
+
+type DbQuery<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
+const SESSION_COLUMNS: &str = "id, identity, connection, client_address, user_name, application_name, started_at";
+const SESSION_BINDS: usize = 7;
+
+const STATEMENT_COLUMNS: &str = "session_id, seq, started_at, duration_us, text, rows, error";
+const STATEMENT_BINDS: usize = 7;
+
+impl<DB> Store<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// Writes a whole batch in one transaction: session starts, then statements, then statement
+    /// counters, then session ends. Applying the kinds in this order gives the same result as applying
+    /// the events one by one, because a statement only needs its session to exist, and an end only
+    /// touches its own session's row.
+    ///
+    /// Statements whose session does not exist (its start was dropped, or never recorded) are
+    /// skipped rather than failing the batch; the number skipped is returned.
+    pub(crate) async fn write_batch(&self, batch: &Batch<'_>) -> Result<u64, sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+
+        for chunk in batch.starts.chunks(rows_per_statement(SESSION_BINDS)) {
+            let sql = insert_sessions::<DB>(chunk.len());
+            let query = chunk.iter().fold(sqlx::query(&sql), |query, start| bind_session(query, start));
+            query.execute(&mut *transaction).await?;
+        }
+
+        let mut orphaned = 0;
+        for chunk in statement_chunks(&batch.statements) {
+            let mut sql = insert_statements::<DB>(chunk.len());
+            sql.push(" WHERE EXISTS (SELECT 1 FROM sessions WHERE sessions.id = v.column1)");
+            let query = chunk.iter().fold(sqlx::query(&sql.text), |query, record| bind_statement(query, record));
+            let result = query.execute(&mut *transaction).await?;
+            orphaned += (chunk.len() as u64).saturating_sub(DB::rows_affected(&result));
+        }
+
+        let counts = statement_counts(&batch.statements);
+        for chunk in counts.chunks(rows_per_statement(2)) {
+            let mut sql = SqlText::<DB>::new("WITH counts (id, n) AS (");
+            sql.values(chunk.len(), 2).push(
+                ") UPDATE sessions SET statement_count = sessions.statement_count + counts.n \
+                 FROM counts WHERE sessions.id = counts.id",
+            );
+            let query = chunk
+                .iter()
+                .fold(sqlx::query(&sql.text), |query, &(session_id, count)| query.bind(session_id).bind(count));
+            query.execute(&mut *transaction).await?;
+        }
+
+        for chunk in batch.ends.chunks(rows_per_statement(3)) {
+            let mut sql = SqlText::<DB>::new("WITH ended (id, ended_at, end_reason) AS (");
+            sql.values(chunk.len(), 3);
+            sql.push(") UPDATE sessions SET ended_at = ");
+            sql.push(&DB::timestamp_from_micros("ended.ended_at"));
+            sql.push(", end_reason = ended.end_reason FROM ended WHERE sessions.id = ended.id");
+            let query = chunk.iter().fold(sqlx::query(&sql.text), |query, end| {
+                query.bind(end.id.as_str()).bind(micros(end.ended_at)).bind(end.end_reason.as_deref())
+            });
+            query.execute(&mut *transaction).await?;
+        }
+
+        transaction.commit().await?;
+        Ok(orphaned)
+    }
+
+    /// Writes one session start (the slow path after a batch failed).
+    pub(crate) async fn write_start(&self, start: &SessionStart) -> Result<(), sqlx::Error> {
+        let sql = insert_sessions::<DB>(1);
+        bind_session(sqlx::query(&sql), start).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Writes one statement and counts it, in its own transaction (the slow path after a batch failed).
+    pub(crate) async fn write_statement(&self, record: &StatementRecord) -> Result<(), sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        let sql = insert_statements::<DB>(1);
+        bind_statement(sqlx::query(&sql.text), record).execute(&mut *transaction).await?;
+        let mut sql = SqlText::<DB>::new("UPDATE sessions SET statement_count = statement_count + 1 WHERE id = ");
+        sql.bind();
+        sqlx::query(&sql.text).bind(record.session_id.as_str()).execute(&mut *transaction).await?;
+        transaction.commit().await
+    }
+
+    /// Writes one session end (the slow path after a batch failed).
+    pub(crate) async fn write_end(&self, end: &SessionEnd) -> Result<(), sqlx::Error> {
+        let (before, after) = DB::TIMESTAMP_FROM_MICROS;
+        let mut sql = SqlText::<DB>::new("UPDATE sessions SET ended_at = ");
+        sql.push(before).bind().push(after);
+        sql.push(", end_reason = ").bind().push(" WHERE id = ").bind();
+        sqlx::query(&sql.text)
+            .bind(micros(end.ended_at))
+            .bind(end.end_reason.as_deref())
+            .bind(end.id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRow>, StateError> {
+        // The text and the binds follow the same conditions in the same order.
+        let mut sql = SqlText::<DB>::new(&session_select::<DB>());
+        sql.push(" WHERE 1 = 1");
+        if filter.identity.is_some() {
+            sql.push(" AND identity = ").bind();
+        }
+        if filter.connection.is_some() {
+            sql.push(" AND connection = ").bind();
+        }
+        if filter.since.is_some() {
+            let (before, after) = DB::TIMESTAMP_FROM_MICROS;
+            sql.push(" AND started_at >= ").push(before).bind().push(after);
+        }
+        if filter.active_only {
+            sql.push(" AND ended_at IS NULL");
+        }
+        sql.push(" ORDER BY started_at DESC, id DESC LIMIT ").bind();
+
+        let mut query = sqlx::query(&sql.text);
+        if let Some(identity) = &filter.identity {
+            query = query.bind(identity.as_str());
+        }
+        if let Some(connection) = &filter.connection {
+            query = query.bind(connection.as_str());
+        }
+        if let Some(since) = filter.since {
+            query = query.bind(micros(since));
+        }
+        let limit = filter.limit.unwrap_or(crate::DEFAULT_SESSION_LIMIT);
+        let rows = query
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "listing sessions", source })?;
+        rows.iter().map(session_row::<DB>).collect()
+    }
+
+    pub(crate) async fn session(&self, id: &str) -> Result<Option<SessionRow>, StateError> {
+        let mut sql = SqlText::<DB>::new(&session_select::<DB>());
+        sql.push(" WHERE id = ").bind();
+        let row = sqlx::query(&sql.text)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "reading a session", source })?;
+        row.as_ref().map(session_row::<DB>).transpose()
+    }
+
+    pub(crate) async fn statements(&self, session_id: &str) -> Result<Vec<StatementRow>, StateError> {
+        let mut sql = SqlText::<DB>::new(&format!(
+            "SELECT session_id, seq, {}, duration_us, text, rows, error FROM statements \
+             WHERE session_id = ",
+            DB::micros_from_timestamp("started_at")
+        ));
+        sql.bind().push(" ORDER BY seq");
+        let rows = sqlx::query(&sql.text)
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "reading a session's statements", source })?;
+        rows.iter()
+            .map(|row| {
+                Ok(StatementRow {
+                    session_id: get(row, 0)?,
+                    seq: get(row, 1)?,
+                    started_at: timestamp(get(row, 2)?)?,
+                    duration_us: get(row, 3)?,
+                    text: get(row, 4)?,
+                    rows: get(row, 5)?,
+                    error: get(row, 6)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// SQL text whose placeholders are written in the dialect's syntax, numbered as they are written.
+struct SqlText<DB> {
+    text: String,
+    binds: usize,
+    dialect: PhantomData<DB>,
+}
+
+impl<DB: Dialect> SqlText<DB> {
+    fn new(start: &str) -> Self {
+        SqlText { text: start.to_string(), binds: 0, dialect: PhantomData }
+    }
+
+    fn push(&mut self, sql: &str) -> &mut Self {
+        self.text.push_str(sql);
+        self
+    }
+
+    fn bind(&mut self) -> &mut Self {
+        self.binds += 1;
+        DB::push_placeholder(&mut self.text, self.binds);
+        self
+    }
+
+    /// `VALUES (…), (…)`: `rows` tuples of `columns` placeholders each.
+    fn values(&mut self, rows: usize, columns: usize) -> &mut Self {
+        self.text.reserve(rows * columns * 6 + 8);
+        self.text.push_str("VALUES ");
+        for row in 0..rows {
+            self.text.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..columns {
+                if column > 0 {
+                    self.text.push_str(", ");
+                }
+                self.bind();
+            }
+            self.text.push(')');
+        }
+        self
+    }
+}
+
+/// Inserts `rows` sessions, bound by [`bind_session`].
+fn insert_sessions<DB: Dialect>(rows: usize) -> String {
+    let mut sql = SqlText::<DB>::new(&format!(
+        "INSERT INTO sessions ({SESSION_COLUMNS}) SELECT column1, column2, column3, column4, \
+         column5, column6, {} FROM (",
+        DB::timestamp_from_micros("column7")
+    ));
+    sql.values(rows, SESSION_BINDS).push(") AS v");
+    sql.text
+}
+
+/// Inserts `rows` statements, bound by [`bind_statement`]; the caller may add a WHERE clause on `v`.
+fn insert_statements<DB: Dialect>(rows: usize) -> SqlText<DB> {
+    let mut sql = SqlText::<DB>::new(&format!(
+        "INSERT INTO statements ({STATEMENT_COLUMNS}) SELECT column1, column2, {}, column4, \
+         column5, column6, column7 FROM (",
+        DB::timestamp_from_micros("column3")
+    ));
+    sql.values(rows, STATEMENT_BINDS).push(") AS v");
+    sql
+}
+
+fn bind_session<'q, DB>(query: DbQuery<'q, DB>, start: &'q SessionStart) -> DbQuery<'q, DB>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    query
+        .bind(start.id.as_str())
+        .bind(start.identity.as_str())
+        .bind(start.connection.as_str())
+        .bind(start.client_address.as_str())
+        .bind(start.user_name.as_str())
+        .bind(start.application_name.as_deref())
+        .bind(micros(start.started_at))
+}
+
+fn bind_statement<'q, DB>(query: DbQuery<'q, DB>, record: &'q StatementRecord) -> DbQuery<'q, DB>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB>,
+{
+    query
+        .bind(record.session_id.as_str())
+        .bind(saturating_i64(record.seq))
+        .bind(micros(record.started_at))
+        .bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
+        .bind(record.text.as_str())
+        .bind(record.rows.map(saturating_i64))
+        .bind(record.error.as_deref())
+}
+
+fn session_select<DB: Dialect>() -> String {
+    format!(
+        "SELECT id, identity, connection, client_address, user_name, application_name, {}, {}, \
+         end_reason, statement_count FROM sessions",
+        DB::micros_from_timestamp("started_at"),
+        DB::micros_from_timestamp("ended_at")
+    )
+}
+
+fn session_row<DB>(row: &DB::Row) -> Result<SessionRow, StateError>
+where
+    DB: Database,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let ended_at: Option<i64> = get(row, 7)?;
+    Ok(SessionRow {
+        id: get(row, 0)?,
+        identity: get(row, 1)?,
+        connection: get(row, 2)?,
+        client_address: get(row, 3)?,
+        user_name: get(row, 4)?,
+        application_name: get(row, 5)?,
+        started_at: timestamp(get(row, 6)?)?,
+        ended_at: ended_at.map(timestamp).transpose()?,
+        end_reason: get(row, 8)?,
+        statement_count: get(row, 9)?,
+    })
+}
+
+fn get<'r, R, T>(row: &'r R, index: usize) -> Result<T, StateError>
+where
+    R: Row,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+    usize: ColumnIndex<R>,
+{
+    row.try_get(index).map_err(|source| StateError::Query { operation: "decoding a row", source })
+}
+
+/// Per session, how many statements of the batch belong to it.
+fn statement_counts<'a>(statements: &[&'a StatementRecord]) -> Vec<(&'a str, i64)> {
+    let mut counts: HashMap<&'a str, i64> = HashMap::new();
+    for record in statements {
+        *counts.entry(record.session_id.as_str()).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// Cuts statements into chunks of at most [`ROWS_PER_STATEMENT`] rows (within the bind-parameter
+/// limit) and about [`BYTES_PER_STATEMENT`] of text, so a run of huge statements cannot exceed a
+/// protocol message limit (PostgreSQL refuses messages over 1 GiB) or balloon one insert's memory.
+pub(crate) fn statement_chunks<'b, 'a>(
+    statements: &'b [&'a StatementRecord],
+) -> impl Iterator<Item = &'b [&'a StatementRecord]> {
+    let max_rows = rows_per_statement(STATEMENT_BINDS);
+    let mut rest = statements;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut rows = 0;
+        let mut bytes = 0;
+        while rows < rest.len() && rows < max_rows && (rows == 0 || bytes < BYTES_PER_STATEMENT) {
+            let record = rest[rows];
+            bytes += record.text.len() + record.error.as_ref().map_or(0, String::len);
+            rows += 1;
+        }
+        let (chunk, remaining) = rest.split_at(rows);
+        rest = remaining;
+        Some(chunk)
+    })
+}
+
+fn rows_per_statement(columns: usize) -> usize {
+    ROWS_PER_STATEMENT.min(MAX_BIND_PARAMETERS / columns)
+}
+
+/// Microseconds since the Unix epoch; saturates outside ±292,000 years.
+pub(crate) fn micros(at: OffsetDateTime) -> i64 {
+    let micros = at.unix_timestamp_nanos().div_euclid(1000);
+    i64::try_from(micros).unwrap_or(if micros < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn timestamp(micros: i64) -> Result<OffsetDateTime, StateError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).map_err(|_| StateError::CorruptRow {
+        what: format!("timestamp {micros} µs since the Unix epoch is out of range"),
+    })
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,467 @@
+//! The store against a real SQLite file in a temporary directory, and, when
+//! `WARDEN_TEST_STATE_PG_URL` names a server, against PostgreSQL.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+use super::*;
+
+async fn open_sqlite_in(directory: &Path) -> StateStore {
+    let url = format!("sqlite://{}", directory.join("warden.db").display());
+    StateStore::open(&url).await.expect("open the SQLite store")
+}
+
+/// A PostgreSQL store when the lead's harness names one; `None` (and a note) otherwise.
+async fn open_postgres_from_env() -> Option<StateStore> {
+    let Ok(url) = std::env::var("WARDEN_TEST_STATE_PG_URL") else {
+        eprintln!("WARDEN_TEST_STATE_PG_URL is unset; skipping the PostgreSQL variant");
+        return None;
+    };
+    Some(StateStore::open(&url).await.expect("open the PostgreSQL store"))
+}
+
+/// A prefix that keeps ids apart between runs against a shared PostgreSQL database.
+fn unique_prefix() -> String {
+    format!("{}-{}", std::process::id(), OffsetDateTime::now_utc().unix_timestamp_nanos())
+}
+
+fn start(id: &str, identity: &str, connection: &str, started_at: OffsetDateTime) -> SessionStart {
+    SessionStart {
+        id: id.to_string(),
+        identity: identity.to_string(),
+        connection: connection.to_string(),
+        client_address: "192.0.2.7:51234".to_string(),
+        user_name: "app".to_string(),
+        application_name: Some("psql".to_string()),
+        started_at,
+    }
+}
+
+fn statement(session_id: &str, seq: u64, text: &str) -> StatementRecord {
+    StatementRecord {
+        session_id: session_id.to_string(),
+        seq,
+        started_at: datetime!(2025-03-01 10:00:01.000001 UTC),
+        duration: Duration::from_micros(250),
+        text: text.to_string(),
+        rows: Some(1),
+        error: None,
+    }
+}
+
+/// Records a session, three statements (out of seq order) and its end, then reads it all back.
+async fn check_round_trip(store: &StateStore) {
+    let prefix = unique_prefix();
+    let id = format!("{prefix}-round-trip");
+    let identity = format!("{prefix}-alice@example.com");
+    let recorder = store.recorder(64);
+
+    let started_at = datetime!(2025-03-01 10:00:00.123456 UTC);
+    recorder.session_started(start(&id, &identity, "shop", started_at)).expect("queue has room");
+    let first = statement(&id, 1, "SELECT * FROM orders WHERE id = 7");
+    let third = StatementRecord {
+        seq: 3,
+        started_at: datetime!(2025-03-01 10:00:03 UTC),
+        duration: Duration::from_millis(12),
+        text: "DELETE FROM orders".to_string(),
+        rows: None,
+        error: Some("permission denied for table orders".to_string()),
+        ..statement(&id, 3, "")
+    };
+    let second = StatementRecord {
+        seq: 2,
+        started_at: datetime!(2025-03-01 10:00:02.5 UTC),
+        text: "UPDATE orders SET note = 'héllo ✓' WHERE id = 7".to_string(),
+        rows: Some(0),
+        ..statement(&id, 2, "")
+    };
+    for record in [first, third, second] {
+        recorder.statement(record).expect("queue has room");
+    }
+    let ended_at = datetime!(2025-03-01 10:05:00 UTC);
+    recorder.session_ended(&id, ended_at, Some("client closed the connection".to_string())).expect("queue has room");
+    recorder.flush().await.expect("everything recorded is stored");
+
+    let expected_session = SessionRow {
+        id: id.clone(),
+        identity: identity.clone(),
+        connection: "shop".to_string(),
+        client_address: "192.0.2.7:51234".to_string(),
+        user_name: "app".to_string(),
+        application_name: Some("psql".to_string()),
+        started_at,
+        ended_at: Some(ended_at),
+        end_reason: Some("client closed the connection".to_string()),
+        statement_count: 3,
+    };
+    assert_eq!(store.session(&id).await.expect("read the session"), Some(expected_session.clone()));
+    let listed = store
+        .list_sessions(&SessionFilter { identity: Some(identity), ..SessionFilter::default() })
+        .await
+        .expect("list sessions");
+    assert_eq!(listed, vec![expected_session]);
+
+    let statements = store.statements(&id).await.expect("read the statements");
+    let expected_statements = vec![
+        StatementRow {
+            session_id: id.clone(),
+            seq: 1,
+            started_at: datetime!(2025-03-01 10:00:01.000001 UTC),
+            duration_us: 250,
+            text: "SELECT * FROM orders WHERE id = 7".to_string(),
+            rows: Some(1),
+            error: None,
+        },
+        StatementRow {
+            session_id: id.clone(),
+            seq: 2,
+            started_at: datetime!(2025-03-01 10:00:02.5 UTC),
+            duration_us: 250,
+            text: "UPDATE orders SET note = 'héllo ✓' WHERE id = 7".to_string(),
+            rows: Some(0),
+            error: None,
+        },
+        StatementRow {
+            session_id: id.clone(),
+            seq: 3,
+            started_at: datetime!(2025-03-01 10:00:03 UTC),
+            duration_us: 12_000,
+            text: "DELETE FROM orders".to_string(),
+            rows: None,
+            error: Some("permission denied for table orders".to_string()),
+        },
+    ];
+    assert_eq!(statements, expected_statements);
+    assert_eq!(store.session("no-such-session").await.expect("read"), None);
+    assert_eq!(recorder.dropped_events(), 0);
+    assert_eq!(recorder.write_errors(), 0);
+}
+
+#[tokio::test]
+async fn open_creates_the_file_and_its_parent_directories() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let nested = directory.path().join("state/nested");
+    let store = open_sqlite_in(&nested).await;
+    assert_eq!(store.backend(), "sqlite");
+    assert!(nested.join("warden.db").is_file());
+}
+
+#[tokio::test]
+async fn reopening_an_existing_store_keeps_its_data() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    {
+        let store = open_sqlite_in(directory.path()).await;
+        let recorder = store.recorder(8);
+        recorder
+            .session_started(start("kept", "alice", "shop", datetime!(2025-01-01 0:00 UTC)))
+            .expect("queue has room");
+        recorder.flush().await.expect("stored");
+    }
+    // Migrations already applied must be recognised, not run again.
+    let store = open_sqlite_in(directory.path()).await;
+    let store_again = open_sqlite_in(directory.path()).await;
+    assert!(store.session("kept").await.expect("read").is_some());
+    assert!(store_again.session("kept").await.expect("read").is_some());
+}
+
+#[tokio::test]
+async fn sqlite_round_trip() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_round_trip(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_round_trip() {
+    let Some(store) = open_postgres_from_env().await else {
+        return;
+    };
+    assert_eq!(store.backend(), "postgres");
+    check_round_trip(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_filters() {
+    let Some(store) = open_postgres_from_env().await else {
+        return;
+    };
+    check_filters(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_bad_rows_fail_alone() {
+    let Some(store) = open_postgres_from_env().await else {
+        return;
+    };
+    check_bad_rows_fail_alone(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_filters() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_filters(&open_sqlite_in(directory.path()).await).await;
+}
+
+/// Five sessions over two identities and two connections; one of them still active.
+async fn check_filters(store: &StateStore) {
+    let prefix = unique_prefix();
+    let alice = format!("{prefix}-alice");
+    let bob = format!("{prefix}-bob");
+    let shop = format!("{prefix}-shop");
+    let crm = format!("{prefix}-crm");
+    let sessions = [
+        ("s1", &alice, &shop, datetime!(2025-02-01 09:00 UTC), true),
+        ("s2", &alice, &crm, datetime!(2025-02-02 09:00 UTC), true),
+        ("s3", &bob, &shop, datetime!(2025-02-03 09:00 UTC), false),
+        ("s4", &bob, &crm, datetime!(2025-02-04 09:00 UTC), true),
+        ("s5", &alice, &shop, datetime!(2025-02-05 09:00 UTC), true),
+    ];
+    let recorder = store.recorder(64);
+    for (id, identity, connection, started_at, ended) in &sessions {
+        let id = format!("{prefix}-{id}");
+        recorder.session_started(start(&id, identity, connection, *started_at)).expect("queue has room");
+        if *ended {
+            recorder.session_ended(&id, *started_at + Duration::from_secs(60), None).expect("queue has room");
+        }
+    }
+    recorder.flush().await.expect("stored");
+
+    let check = |filter: SessionFilter, expected: &'static [&'static str]| {
+        let prefix = prefix.clone();
+        async move {
+            let listed = store.list_sessions(&filter).await.expect("list sessions");
+            let ids: Vec<String> = listed.into_iter().map(|session| session.id).collect();
+            let expected: Vec<String> = expected.iter().map(|id| format!("{prefix}-{id}")).collect();
+            assert_eq!(ids, expected, "filter {filter:?}");
+        }
+    };
+    let alice_only = SessionFilter { identity: Some(alice.clone()), ..SessionFilter::default() };
+    check(alice_only.clone(), &["s5", "s2", "s1"]).await;
+    check(SessionFilter { connection: Some(shop.clone()), ..SessionFilter::default() }, &["s5", "s3", "s1"]).await;
+    check(
+        SessionFilter { identity: Some(alice.clone()), connection: Some(shop.clone()), ..SessionFilter::default() },
+        &["s5", "s1"],
+    )
+    .await;
+    check(SessionFilter { identity: Some(bob.clone()), active_only: true, ..SessionFilter::default() }, &["s3"]).await;
+    check(SessionFilter { since: Some(datetime!(2025-02-02 09:00 UTC)), ..alice_only.clone() }, &["s5", "s2"]).await;
+    check(SessionFilter { limit: Some(2), ..alice_only.clone() }, &["s5", "s2"]).await;
+    check(SessionFilter { identity: Some(format!("{prefix}-carol")), ..SessionFilter::default() }, &[]).await;
+    let session = store.session(&format!("{prefix}-s1")).await.expect("read").expect("s1 is stored");
+    assert_eq!(session.ended_at, Some(datetime!(2025-02-01 09:01 UTC)), "ended_at is stored");
+    assert_eq!(session.end_reason, None);
+}
+
+#[tokio::test]
+async fn the_default_limit_is_one_hundred() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let store = open_sqlite_in(directory.path()).await;
+    let recorder = store.recorder(256);
+    let base = datetime!(2025-01-01 0:00 UTC);
+    for index in 0..120u64 {
+        let started_at = base + Duration::from_secs(index);
+        recorder.session_started(start(&format!("s{index}"), "alice", "shop", started_at)).expect("queue has room");
+    }
+    recorder.flush().await.expect("stored");
+    let listed = store.list_sessions(&SessionFilter::default()).await.expect("list sessions");
+    assert_eq!(listed.len(), 100);
+    assert_eq!(listed[0].id, "s119", "newest first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_twenty_thousand_statements_all_land() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_many_statements(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_twenty_thousand_statements_all_land() {
+    let Some(store) = open_postgres_from_env().await else {
+        return;
+    };
+    check_many_statements(&store).await;
+}
+
+/// Records 20,000 statements of one session as fast as possible, flushes, and counts them.
+async fn check_many_statements(store: &StateStore) {
+    const STATEMENTS: u64 = 20_000;
+    let id = format!("{}-busy", unique_prefix());
+    // Room for everything, so the count below cannot depend on how fast the writer drains.
+    let recorder = store.recorder(STATEMENTS as usize + 16);
+
+    let began = Instant::now();
+    recorder.session_started(start(&id, "alice", "shop", OffsetDateTime::now_utc())).expect("queue has room");
+    for seq in 1..=STATEMENTS {
+        recorder
+            .statement(StatementRecord {
+                started_at: OffsetDateTime::now_utc(),
+                ..statement(&id, seq, "SELECT id, total FROM orders WHERE customer_id = $1")
+            })
+            .expect("queue has room");
+    }
+    let recorded = began.elapsed();
+    recorder.flush().await.expect("stored");
+    let flushed = began.elapsed();
+    eprintln!(
+        "{}: recorded {STATEMENTS} statements in {recorded:?}; recorded and flushed in {flushed:?} \
+         ({:.1} µs per statement)",
+        store.backend(),
+        flushed.as_secs_f64() * 1e6 / STATEMENTS as f64
+    );
+
+    assert_eq!(recorder.dropped_events(), 0);
+    assert_eq!(recorder.write_errors(), 0);
+    let statements = store.statements(&id).await.expect("read statements");
+    assert_eq!(statements.len() as u64, STATEMENTS);
+    assert!(statements.iter().zip(1..).all(|(row, seq)| row.seq == seq));
+    let session = store.session(&id).await.expect("read").expect("stored");
+    assert_eq!(session.statement_count, STATEMENTS as i64);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let store = open_sqlite_in(directory.path()).await;
+    // A current-thread runtime: the writer cannot run until this task awaits, so the queue of one
+    // is full after the first event.
+    let recorder = store.recorder(1);
+    recorder
+        .session_started(start("crowded", "alice", "shop", datetime!(2025-01-01 0:00 UTC)))
+        .expect("the first event fits");
+    assert_eq!(recorder.statement(statement("crowded", 1, "SELECT 1")), Err(RecordError::QueueFull));
+    assert_eq!(recorder.session_ended("crowded", datetime!(2025-01-01 0:01 UTC), None), Err(RecordError::QueueFull));
+    assert_eq!(recorder.dropped_events(), 2);
+
+    recorder.flush().await.expect("the queued event is stored");
+    let session = store.session("crowded").await.expect("read").expect("stored");
+    assert_eq!(session.statement_count, 0);
+    assert_eq!(session.ended_at, None);
+    assert_eq!(recorder.write_errors(), 0);
+}
+
+#[tokio::test]
+async fn sqlite_bad_rows_fail_alone() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_bad_rows_fail_alone(&open_sqlite_in(directory.path()).await).await;
+}
+
+/// A statement of an unknown session and a duplicate statement fail; the writer stores the rest of
+/// their batch and keeps going.
+async fn check_bad_rows_fail_alone(store: &StateStore) {
+    let prefix = unique_prefix();
+    let id = format!("{prefix}-good");
+    let recorder = store.recorder(64);
+    recorder.session_started(start(&id, "alice", "shop", datetime!(2025-01-01 0:00 UTC))).expect("queue has room");
+    recorder.statement(statement(&id, 1, "SELECT 1")).expect("queue has room");
+    recorder.statement(statement(&format!("{prefix}-unknown"), 1, "SELECT 2")).expect("queue has room");
+    recorder.statement(statement(&id, 2, "SELECT 3")).expect("queue has room");
+    assert!(matches!(recorder.flush().await, Err(StateError::WritesFailed { failed: 1 })));
+
+    // The duplicate fails the whole batch first, then alone on the one-by-one path.
+    recorder.statement(statement(&id, 3, "SELECT 4")).expect("queue has room");
+    recorder.statement(statement(&id, 2, "SELECT 3 again")).expect("queue has room");
+    recorder.session_ended(&id, datetime!(2025-01-01 0:10 UTC), Some("done".to_string())).expect("queue has room");
+    assert!(matches!(recorder.flush().await, Err(StateError::WritesFailed { failed: 1 })));
+
+    // Failures are reported once: the next flush is clean.
+    recorder.flush().await.expect("nothing failed since the last flush");
+    assert_eq!(recorder.write_errors(), 2);
+
+    let texts: Vec<String> =
+        store.statements(&id).await.expect("read statements").into_iter().map(|row| row.text).collect();
+    assert_eq!(texts, ["SELECT 1", "SELECT 3", "SELECT 4"]);
+    let session = store.session(&id).await.expect("read").expect("stored");
+    assert_eq!(session.statement_count, 3);
+    assert_eq!(session.end_reason.as_deref(), Some("done"));
+}
+
+#[test]
+fn a_stopped_writer_drops_events_and_fails_flush() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let store = runtime.block_on(open_sqlite_in(directory.path()));
+    // A writer spawned on a runtime that is then shut down stops with it.
+    let doomed = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a second runtime");
+    let recorder = doomed.block_on(async { store.recorder(4) });
+    drop(doomed);
+    assert_eq!(recorder.statement(statement("any", 1, "SELECT 1")), Err(RecordError::WriterStopped));
+    assert!(matches!(runtime.block_on(recorder.flush()), Err(StateError::WriterStopped)));
+    assert_eq!(recorder.dropped_events(), 1);
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused_without_their_password() {
+    let error =
+        StateStore::open("mysql://warden:hunter2@db.internal/warden").await.expect_err("mysql is not a state store");
+    let message = error.to_string();
+    assert!(matches!(error, StateError::UnsupportedUrl { .. }));
+    assert!(!message.contains("hunter2"), "{message}");
+    assert_eq!(error.fault(), Fault::Configuration);
+}
+
+#[test]
+fn urls_are_redacted() {
+    fn check(url: &str, expected: &str) {
+        assert_eq!(redact_url(url), expected, "redacting {url}");
+    }
+    check("postgres://warden:hunter2@db.internal:5432/warden", "postgres://warden@db.internal:5432/warden");
+    check("postgres://warden:hun/ter@2@db.internal/warden?sslmode=require", "postgres://warden@db.internal/warden");
+    check("postgresql://db.internal/warden?user=warden&password=hunter2", "postgresql://db.internal/warden");
+    check("postgres://warden@db.internal/warden", "postgres://warden@db.internal/warden");
+    check("sqlite:///var/lib/warden/warden.db", "sqlite:///var/lib/warden/warden.db");
+    check("sqlite:warden.db?mode=rwc", "sqlite:warden.db");
+}
+
+#[test]
+fn rows_serialize_with_rfc3339_timestamps() {
+    let row = SessionRow {
+        id: "s1".to_string(),
+        identity: "alice".to_string(),
+        connection: "shop".to_string(),
+        client_address: "192.0.2.7:51234".to_string(),
+        user_name: "app".to_string(),
+        application_name: None,
+        started_at: datetime!(2025-03-01 10:00:00.5 UTC),
+        ended_at: None,
+        end_reason: None,
+        statement_count: 0,
+    };
+    let json = serde_json::to_value(&row).expect("serialize");
+    assert_eq!(json["started_at"], "2025-03-01T10:00:00.5Z");
+    assert_eq!(json["ended_at"], serde_json::Value::Null);
+}
+
+#[test]
+fn statements_are_cut_by_rows_and_by_bytes() {
+    fn check(text_lengths: &[usize], expected_chunk_sizes: &[usize]) {
+        let records: Vec<StatementRecord> =
+            text_lengths.iter().zip(1..).map(|(&length, seq)| statement("s", seq, &"x".repeat(length))).collect();
+        let references: Vec<&StatementRecord> = records.iter().collect();
+        let sizes: Vec<usize> = sql::statement_chunks(&references).map(<[_]>::len).collect();
+        assert_eq!(sizes, expected_chunk_sizes, "text lengths {text_lengths:?}");
+    }
+    let big = sql::BYTES_PER_STATEMENT / 2;
+    check(&[], &[]);
+    check(&[10; 3], &[3]);
+    check(&[10; sql::ROWS_PER_STATEMENT * 2 + 1], &[sql::ROWS_PER_STATEMENT, sql::ROWS_PER_STATEMENT, 1]);
+    check(&[big, big, big, big, 10], &[2, 2, 1]);
+    check(&[sql::BYTES_PER_STATEMENT * 2, 10], &[1, 1]);
+}
+
+#[tokio::test]
+async fn sqlite_stores_huge_statements() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let store = open_sqlite_in(directory.path()).await;
+    let recorder = store.recorder(16);
+    recorder.session_started(start("huge", "alice", "shop", datetime!(2025-01-01 0:00 UTC))).expect("queue has room");
+    let text = format!("SELECT '{}'", "é".repeat(3 << 20));
+    for seq in 1..=4 {
+        recorder.statement(statement("huge", seq, &text)).expect("queue has room");
+    }
+    recorder.flush().await.expect("stored");
+    let statements = store.statements("huge").await.expect("read statements");
+    assert_eq!(statements.len(), 4);
+    assert!(statements.iter().all(|row| row.text == text));
+}

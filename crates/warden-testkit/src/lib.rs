@@ -1,0 +1,16 @@
+//! warden's test kit: a throwaway PostgreSQL server started from the system binaries ([`TempPostgres`]), and,
+//! with the `harness` feature, the in-process gateway harness ([`TestGateway`]).
+//!
+//! It is an ordinary library, not test-only code, because `warden demo` starts its demonstration database
+//! with it too. The server is driven only through its own command-line tools (`initdb`, `pg_ctl`, `psql`);
+//! only the harness links a client library (tokio-postgres), for tests.
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "harness")]
+mod harness;
+mod pgtemp;
+
+#[cfg(feature = "harness")]
+pub use harness::{AppDatabase, GatewayBuilder, TestGateway};
+
+pub use pgtemp::{AuthMethod, PgTempError, TempPostgres, TempPostgresOptions};
