@@ -1,5 +1,5 @@
-//! The store against a real SQLite file in a temporary directory, and, when
-//! `WARDEN_TEST_STATE_PG_URL` names a server, against PostgreSQL.
+//! The store against a real SQLite file in a temporary directory, and against a throwaway PostgreSQL
+//! started from the system binaries.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,13 +14,19 @@ async fn open_sqlite_in(directory: &Path) -> StateStore {
     StateStore::open(&url).await.expect("open the SQLite store")
 }
 
-/// A PostgreSQL store when the lead's harness names one; `None` (and a note) otherwise.
-async fn open_postgres_from_env() -> Option<StateStore> {
-    let Ok(url) = std::env::var("WARDEN_TEST_STATE_PG_URL") else {
-        eprintln!("WARDEN_TEST_STATE_PG_URL is unset; skipping the PostgreSQL variant");
-        return None;
-    };
-    Some(StateStore::open(&url).await.expect("open the PostgreSQL store"))
+/// A PostgreSQL store on a throwaway server; the server lives as long as the returned guard.
+async fn open_postgres() -> (StateStore, warden_testkit::TempPostgres) {
+    let postgres = tokio::task::spawn_blocking(|| {
+        let postgres = warden_testkit::TempPostgres::start().expect("throwaway PostgreSQL starts");
+        postgres.create_role("warden", "state-store-password", false).expect("create role");
+        postgres.create_database("warden_state", "warden").expect("create database");
+        postgres
+    })
+    .await
+    .expect("join");
+    let url = format!("postgres://warden:state-store-password@{}/warden_state", postgres.address());
+    let store = StateStore::open(&url).await.expect("open the PostgreSQL store");
+    (store, postgres)
 }
 
 /// A prefix that keeps ids apart between runs against a shared PostgreSQL database.
@@ -175,26 +181,20 @@ async fn sqlite_round_trip() {
 
 #[tokio::test]
 async fn postgres_round_trip() {
-    let Some(store) = open_postgres_from_env().await else {
-        return;
-    };
+    let (store, _postgres) = open_postgres().await;
     assert_eq!(store.backend(), "postgres");
     check_round_trip(&store).await;
 }
 
 #[tokio::test]
 async fn postgres_filters() {
-    let Some(store) = open_postgres_from_env().await else {
-        return;
-    };
+    let (store, _postgres) = open_postgres().await;
     check_filters(&store).await;
 }
 
 #[tokio::test]
 async fn postgres_bad_rows_fail_alone() {
-    let Some(store) = open_postgres_from_env().await else {
-        return;
-    };
+    let (store, _postgres) = open_postgres().await;
     check_bad_rows_fail_alone(&store).await;
 }
 
@@ -278,9 +278,7 @@ async fn sqlite_twenty_thousand_statements_all_land() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_twenty_thousand_statements_all_land() {
-    let Some(store) = open_postgres_from_env().await else {
-        return;
-    };
+    let (store, _postgres) = open_postgres().await;
     check_many_statements(&store).await;
 }
 

@@ -46,9 +46,16 @@ pub struct GatewayBuilder<'a> {
     listen_extra: String,
     limits: String,
     client_tls: Option<bool>,
+    state_url: Option<String>,
 }
 
 impl<'a> GatewayBuilder<'a> {
+    /// Keep state at this URL (e.g. a PostgreSQL one, given to warden through a secret file).
+    pub fn state_url(mut self, url: &str) -> Self {
+        self.state_url = Some(url.to_string());
+        self
+    }
+
     /// Point the connection somewhere else (e.g. a closed port).
     pub fn upstream_address(mut self, address: &str) -> Self {
         self.upstream_address = Some(address.to_string());
@@ -102,9 +109,16 @@ impl<'a> GatewayBuilder<'a> {
             tls_section =
                 format!("\n[listen.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\nrequired = {required}\n");
         }
+        let state_url = match &self.state_url {
+            Some(url) => {
+                std::fs::write(directory.path().join("state.url"), url).expect("write state URL");
+                "{ file = \"state.url\" }".to_string()
+            }
+            None => "\"sqlite://state/warden.db\"".to_string(),
+        };
         let config_text = format!(
             r#"[state]
-url = "sqlite://state/warden.db"
+url = {state_url}
 
 [listen]
 postgres = "127.0.0.1:0"
@@ -200,6 +214,7 @@ impl TestGateway {
             listen_extra: String::new(),
             limits: String::new(),
             client_tls: None,
+            state_url: None,
         }
     }
 

@@ -345,3 +345,20 @@ async fn terminate_ends_the_upstream_backend_and_the_session_is_recorded() {
     );
     assert!(statements[2].error.as_deref().unwrap().starts_with("42703"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_recorded_in_a_postgresql_state_store() {
+    let (postgres, app) = crate::start_postgres(Default::default()).await;
+    let state_url = format!("postgres://{}:{}@{}/app", app.role, app.password, postgres.address());
+    let gateway = warden_testkit::TestGateway::builder(&postgres, &app).state_url(&state_url).start().await;
+    assert_eq!(gateway.gateway().store().backend(), "postgres");
+    let client = gateway.connect().await;
+    client.batch_execute("select 1; select 2").await.unwrap();
+    drop(client);
+    wait_until(10, "the session and its statement to be recorded", || async {
+        gateway.flush().await;
+        let sessions = gateway.gateway().store().list_sessions(&Default::default()).await.unwrap();
+        sessions.len() == 1 && sessions[0].ended_at.is_some() && sessions[0].statement_count == 1
+    })
+    .await;
+}
