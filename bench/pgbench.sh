@@ -16,6 +16,7 @@
 #   CLIENTS    pgbench clients (-c)                              (default 8)
 #   JOBS       pgbench threads (-j)                              (default 2)
 #   WARDEN_BIN path to an already built warden binary; skips `cargo build --release -p warden-cli`
+#   UPSTREAM   how warden reaches PostgreSQL: tcp (127.0.0.1, like the direct runs) or unix (its socket) (default tcp)
 #   QUICK=1    smoke run: 1 round of 3 s (explicit ROUNDS/DURATION still win)
 #
 # Exit status: 0 when all runs succeeded (whether or not the target is met), non-zero on any failure.
@@ -224,6 +225,11 @@ GW_PORT=$(free_port)
 while [[ $GW_PORT == "$PG_PORT" ]]; do GW_PORT=$(free_port); done
 API_KEY_SHA=$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)
 
+case ${UPSTREAM:-tcp} in
+    tcp) UPSTREAM_ADDRESS="127.0.0.1:$PG_PORT" ;;
+    unix) UPSTREAM_ADDRESS="$PG_DIR/.s.PGSQL.$PG_PORT" ;;
+    *) die "UPSTREAM must be tcp or unix, not ${UPSTREAM}" ;;
+esac
 printf %s "$BENCH_PW" >"$TMP/bench.password"
 chmod 600 "$TMP/bench.password"
 cat >"$TMP/warden.toml" <<EOF
@@ -237,7 +243,7 @@ postgres = "127.0.0.1:$GW_PORT"
 [[connection]]
 name = "bench"
 kind = "postgres"
-address = "127.0.0.1:$PG_PORT"
+address = "$UPSTREAM_ADDRESS"
 database = "bench"
 user = "bench"
 password = { file = "bench.password" }
@@ -364,7 +370,7 @@ echo "kernel:     $(uname -sr)"
 echo "pgbench:    $("$PGBENCH" --version)"
 echo "postgres:   $PG_VERSION"
 echo "warden:     $("$WARDEN_BIN" --version 2>/dev/null || echo unknown) ($WARDEN_BIN)"
-echo "settings:   SCALE=$SCALE ROUNDS=$ROUNDS DURATION=${DURATION}s CLIENTS=$CLIENTS JOBS=$JOBS; pgbench -S (select-only), TCP 127.0.0.1, sslmode=disable"
+echo "settings:   SCALE=$SCALE ROUNDS=$ROUNDS DURATION=${DURATION}s CLIENTS=$CLIENTS JOBS=$JOBS UPSTREAM=${UPSTREAM:-tcp}; pgbench -S (select-only), clients over TCP 127.0.0.1, sslmode=disable"
 echo
 echo "== runs (warden CPU = gateway process CPU time over the run, % of one core)"
 printf '%-5s  %-8s  %12s  %12s  %7s  %11s  %11s  %10s\n' \

@@ -93,3 +93,45 @@ fn frontend_accessors() {
     let password = frontend::password_message(b"wk_secret");
     assert_eq!(frontend::password(&password).unwrap(), b"wk_secret");
 }
+
+mod never_panics {
+    //! Whatever bytes a client or an upstream sends, decoding returns a value or an error, never a panic.
+    use proptest::prelude::*;
+
+    use super::super::{backend, frontend, header, startup};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn startup_packets(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = startup::parse(&body);
+        }
+
+        #[test]
+        fn startup_lengths(word in any::<[u8; 4]>()) {
+            if let Ok(length) = startup::packet_length(word) {
+                prop_assert!((8..=10_000).contains(&length));
+            }
+        }
+
+        #[test]
+        fn tagged_messages(tag in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let mut message = vec![tag];
+            message.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            message.extend_from_slice(&body);
+            prop_assert_eq!(header(&message), Some(Ok((tag, message.len()))));
+            let _ = backend::error_fields(&message);
+            let _ = backend::authentication(&message);
+            let _ = backend::command_complete_rows(&message);
+            let _ = backend::parameter(&message);
+            let _ = backend::backend_key(&message);
+            let _ = frontend::query_text(&message);
+            let _ = frontend::parse_statement(&message);
+            let _ = frontend::bind_names(&message);
+            let _ = frontend::execute_portal(&message);
+            let _ = frontend::close_target(&message);
+            let _ = frontend::password(&message);
+        }
+    }
+}

@@ -122,3 +122,40 @@ fn pipelined_executes_after_an_error_are_skipped_until_sync() {
     assert!(tracker.queue.is_empty());
     assert_eq!(tracker.next_seq, 3);
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Arbitrary client bytes, split into arbitrary reads: framing forwards at most what it has, refuses
+        /// what breaks the protocol, and never panics; tracking never panics on arbitrary server bytes.
+        #[test]
+        fn framing_and_tracking(bytes in proptest::collection::vec(any::<u8>(), 0..512), split in 0usize..512) {
+            let split = split.min(bytes.len());
+            let mut framing = Framing::default();
+            let mut tracker = Tracker::default();
+            tracker.push(PendingKind::Query, Arc::from("q"));
+            tracker.push(PendingKind::Execute, Arc::from("e"));
+            tracker.push(PendingKind::Sync, Arc::from(""));
+            let mut buffer = BytesMut::from(&bytes[..split]);
+            for chunk in [&bytes[..0], &bytes[split..]] {
+                buffer.extend_from_slice(chunk);
+                let before = buffer.len();
+                match framing.scan(&mut buffer, Some(256), |_| true, |tag, message| {
+                    let _ = tracker.on_server_message(tag, message);
+                    Ok(())
+                }) {
+                    Step::Forward(forward) => {
+                        prop_assert!(forward <= before);
+                        buffer.advance(forward);
+                    }
+                    Step::Fail(_) => break,
+                }
+            }
+        }
+    }
+}
