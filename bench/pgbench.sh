@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# bench/pgbench.sh: pgbench select-only throughput, directly against PostgreSQL vs through warden.
+# bench/pgbench.sh: pgbench select-only throughput, directly against PostgreSQL vs through warden (and, on
+# request, through reference proxies: pgbouncer, haproxy).
 #
 # Builds the release binary, starts a throwaway PostgreSQL 15 (system binaries) and a warden gateway in
-# front of it, then runs `pgbench -S` in alternating rounds (direct / through warden, the order swapped
-# every round to cancel drift) for the simple and prepared query protocols, and prints a table, a
-# per-protocol summary and whether the target (warden TPS / direct TPS >= 0.85) is met.
-# Everything (PostgreSQL, the gateway, the temporary directory) is removed on exit, including Ctrl-C.
+# front of it (plus the reference proxies named in REFERENCE), then runs `pgbench -S` in rounds (direct /
+# through warden / through each reference, the order rotated every round to cancel drift) for the simple and
+# prepared query protocols, and prints a table, a per-protocol summary and whether the target (warden TPS /
+# direct TPS >= 0.85) is met. See bench/README.md for the output.
+# Everything (PostgreSQL, the gateway, the reference proxies, the temporary directory) is removed on exit,
+# including Ctrl-C.
 #
 # Usage: bench/pgbench.sh            (run as any user; as root, PostgreSQL runs as the `postgres` user)
 #
@@ -17,6 +20,13 @@
 #   JOBS       pgbench threads (-j)                              (default 2)
 #   WARDEN_BIN path to an already built warden binary; skips `cargo build --release -p warden-cli`
 #   UPSTREAM   how warden reaches PostgreSQL: tcp (127.0.0.1, like the direct runs) or unix (its socket) (default tcp)
+#              (the reference proxies reach it the same way)
+#   REFERENCE  comma-separated reference proxies to measure too: pgbouncer, haproxy      (default: none)
+#              Each runs on a free 127.0.0.1 port in front of the same PostgreSQL, and every round runs pgbench
+#              through it as well. pgbouncer: session pooling (a pass-through of client sessions), SCRAM on both
+#              sides, default_pool_size 20, max_client_conn 100, no TLS (run as `postgres` when root).
+#              haproxy: `mode tcp`, a plain TCP relay with no protocol awareness: a floor for any proxy's cost.
+#              A missing binary is installed with apt-get (needs root; otherwise the script stops).
 #   QUICK=1    smoke run: 1 round of 3 s (explicit ROUNDS/DURATION still win)
 #
 # Exit status: 0 when all runs succeeded (whether or not the target is met), non-zero on any failure.
@@ -42,6 +52,24 @@ for var in SCALE ROUNDS DURATION CLIENTS JOBS; do
     fi
 done
 
+# REFERENCE: comma-separated, whitespace around names ignored, duplicates dropped.
+REFERENCE=${REFERENCE:-}
+REFS=()
+IFS=',' read -r -a ref_names <<<"$REFERENCE"
+for ref in "${ref_names[@]}"; do
+    ref=${ref//[[:space:]]/}
+    [[ -n $ref ]] || continue
+    case $ref in
+        pgbouncer | haproxy) ;;
+        *)
+            echo "error: REFERENCE may name pgbouncer and haproxy, comma-separated (got '$ref' in '$REFERENCE')" >&2
+            exit 2
+            ;;
+    esac
+    [[ " ${REFS[*]} " == *" $ref "* ]] || REFS+=("$ref")
+done
+unset ref_names ref
+
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 
@@ -60,6 +88,9 @@ PG_DATA=""
 PG_STARTED=0
 GW_PID=""
 PGBENCH_PID=""
+# Reference proxies, by name: REF_PID is the proxy process (measured, stopped first); REF_LAUNCHER is the
+# background job that started it (runuser, when pgbouncer runs as `postgres`; the proxy itself otherwise).
+declare -A REF_PID=() REF_LAUNCHER=()
 
 as_pg() {
     # initdb and pg_ctl refuse to run as root.
@@ -68,6 +99,23 @@ as_pg() {
     else
         "$@"
     fi
+}
+
+# stop_pid LABEL PID: SIGTERM, SIGKILL after 5 s, then reaps it (when it is this shell's child).
+stop_pid() {
+    local label=$1 pid=$2
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "$label did not stop on SIGTERM within 5 s; killing it"
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    return 0
 }
 
 cleanup() {
@@ -90,6 +138,12 @@ cleanup() {
         fi
         wait "$GW_PID" 2>/dev/null
     fi
+    local ref
+    for ref in "${!REF_LAUNCHER[@]}"; do
+        stop_pid "$ref" "${REF_PID[$ref]:-}"
+        # runuser passes SIGTERM on to pgbouncer if its pid was not known yet, and exits when pgbouncer has.
+        stop_pid "$ref (launcher)" "${REF_LAUNCHER[$ref]}"
+    done
     if [[ $PG_STARTED == 1 ]]; then
         as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 >/dev/null 2>&1 ||
             log "pg_ctl stop failed (server already gone?)"
@@ -137,6 +191,46 @@ else
     WARDEN_BIN=$REPO_ROOT/target/release/warden
     [[ -x $WARDEN_BIN ]] || die "no binary at $WARDEN_BIN after the build"
 fi
+
+# ---------------------------------------------------------------- 1b. reference proxies' binaries
+
+declare -A REF_BIN=()
+# Debian installs both in /usr/sbin, which a non-root PATH may lack.
+find_sbin() {
+    local p
+    if p=$(command -v "$1" 2>/dev/null); then
+        printf '%s\n' "$p"
+        return 0
+    fi
+    for p in "/usr/sbin/$1" "/usr/local/sbin/$1" "/sbin/$1"; do
+        if [[ -x $p ]]; then
+            printf '%s\n' "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$1" >&2
+}
+for ref in "${REFS[@]}"; do
+    ref_path=$(find_sbin "$ref" || true)
+    if [[ -z $ref_path ]]; then
+        [[ $(id -u) == 0 ]] || die "REFERENCE names $ref, which is not installed, and installing it needs root: run" \
+            "'apt-get install -y --no-install-recommends $ref' as root (or run this script as root), or drop $ref from REFERENCE"
+        command -v apt-get >/dev/null 2>&1 || die "$ref is not installed and there is no apt-get to install it with"
+        log "$ref not found; installing it: apt-get install -y --no-install-recommends $ref"
+        if ! apt_install "$ref"; then
+            log "apt-get install $ref failed; running apt-get update -qq and trying again"
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+            apt_install "$ref" || die "apt-get install -y --no-install-recommends $ref failed"
+        fi
+        ref_path=$(find_sbin "$ref" || true)
+        [[ -n $ref_path ]] || die "$ref is still not found after installing it"
+    fi
+    REF_BIN[$ref]=$ref_path
+    log "reference $ref: ${REF_BIN[$ref]}"
+done
 
 # ---------------------------------------------------------------- 2. throwaway PostgreSQL
 
@@ -289,39 +383,179 @@ if [[ $ready != 1 ]]; then
 fi
 log "gateway is up"
 
+# ---------------------------------------------------------------- 4b. reference proxies
+
+# Clients reach each reference as the bench role with its password, like the direct runs.
+declare -A REF_PORT=() REF_LOG=() REF_VERSION=()
+USED_PORTS=" $PG_PORT $GW_PORT "
+pick_port() {
+    PICKED_PORT=$(free_port)
+    while [[ $USED_PORTS == *" $PICKED_PORT "* ]]; do PICKED_PORT=$(free_port); done
+    USED_PORTS+="$PICKED_PORT "
+}
+
+# ref_wait_ready NAME: waits up to 20 s for `select 1` through the reference, or stops the script.
+ref_wait_ready() {
+    local ref=$1 deadline=$((SECONDS + 20))
+    while ((SECONDS < deadline)); do
+        kill -0 "${REF_LAUNCHER[$ref]}" 2>/dev/null || break
+        if "${direct_env[@]}" PGCONNECT_TIMEOUT=2 "$PSQL" -X -q -At -h 127.0.0.1 -p "${REF_PORT[$ref]}" -U bench \
+            -d bench -c 'select 1' >/dev/null 2>"$TMP/ready-$ref.err"; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "---- last psql error:" >&2
+    cat "$TMP/ready-$ref.err" >&2 || true
+    echo "---- $ref log (${REF_LOG[$ref]}):" >&2
+    cat "${REF_LOG[$ref]}" >&2 || true
+    if kill -0 "${REF_LAUNCHER[$ref]}" 2>/dev/null; then
+        die "$ref did not accept a query within 20 s"
+    else
+        wait "${REF_LAUNCHER[$ref]}" || true
+        die "$ref exited during start-up"
+    fi
+}
+
+start_pgbouncer() {
+    local dir=$TMP/pgbouncer host
+    pick_port
+    REF_PORT[pgbouncer]=$PICKED_PORT
+    REF_LOG[pgbouncer]=$dir/pgbouncer.out
+    case ${UPSTREAM:-tcp} in
+        tcp) host=127.0.0.1 ;;
+        unix) host=$PG_DIR ;; # a host starting with / is a Unix socket directory
+    esac
+    mkdir -p "$dir"
+    chmod 700 "$dir"
+    # Plaintext password: pgbouncer then does SCRAM both with the clients and with PostgreSQL.
+    printf '"bench" "%s"\n' "$BENCH_PW" >"$dir/userlist.txt"
+    cat >"$dir/pgbouncer.ini" <<EOF
+;; Written by bench/pgbench.sh.
+[databases]
+bench = host=$host port=$PG_PORT dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${REF_PORT[pgbouncer]}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+client_tls_sslmode = disable
+server_tls_sslmode = disable
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+EOF
+    chmod 600 "$dir/userlist.txt" "$dir/pgbouncer.ini"
+    local -a launch=()
+    if [[ $(id -u) == 0 ]]; then
+        # pgbouncer refuses to run as root.
+        chown -R postgres: "$dir"
+        launch=(runuser -u postgres --)
+    fi
+    log "starting pgbouncer on 127.0.0.1:${REF_PORT[pgbouncer]}"
+    # In the foreground (no -d), as a job of this script; it logs to stderr and to its logfile.
+    (cd "$dir" && exec "${launch[@]}" "${REF_BIN[pgbouncer]}" "$dir/pgbouncer.ini") </dev/null >"${REF_LOG[pgbouncer]}" 2>&1 &
+    REF_LAUNCHER[pgbouncer]=$!
+    if [[ ${#launch[@]} == 0 ]]; then REF_PID[pgbouncer]=$!; fi
+    ref_wait_ready pgbouncer
+    if [[ -z ${REF_PID[pgbouncer]:-} ]]; then
+        local pid
+        pid=$(cat "$dir/pgbouncer.pid" 2>/dev/null || true)
+        [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == pgbouncer ]] ||
+            die "cannot find pgbouncer's process id (pidfile $dir/pgbouncer.pid: '$pid')"
+        REF_PID[pgbouncer]=$pid
+    fi
+    REF_VERSION[pgbouncer]=$("${REF_BIN[pgbouncer]}" --version 2>/dev/null | head -n1 || true)
+}
+
+start_haproxy() {
+    local dir=$TMP/haproxy server
+    pick_port
+    REF_PORT[haproxy]=$PICKED_PORT
+    REF_LOG[haproxy]=$dir/haproxy.out
+    case ${UPSTREAM:-tcp} in
+        tcp) server=127.0.0.1:$PG_PORT ;;
+        unix) server=unix@$PG_DIR/.s.PGSQL.$PG_PORT ;;
+    esac
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+# Written by bench/pgbench.sh: a plain TCP relay (threads: haproxy's default).
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+frontend bench
+    bind 127.0.0.1:${REF_PORT[haproxy]}
+    default_backend postgres
+
+backend postgres
+    server postgres $server
+EOF
+    "${REF_BIN[haproxy]}" -c -f "$dir/haproxy.cfg" >"$dir/check.out" 2>&1 ||
+        { cat "$dir/check.out" >&2; die "haproxy rejected its configuration ($dir/haproxy.cfg)"; }
+    log "starting haproxy on 127.0.0.1:${REF_PORT[haproxy]}"
+    # -db: stay in the foreground, as a job of this script.
+    "${REF_BIN[haproxy]}" -db -f "$dir/haproxy.cfg" </dev/null >"${REF_LOG[haproxy]}" 2>&1 &
+    REF_LAUNCHER[haproxy]=$!
+    REF_PID[haproxy]=$!
+    ref_wait_ready haproxy
+    REF_VERSION[haproxy]=$("${REF_BIN[haproxy]}" -v 2>/dev/null | head -n1 | sed 's/ - http.*//' || true)
+}
+
+for ref in "${REFS[@]}"; do
+    "start_$ref"
+    log "$ref is up"
+done
+
 # ---------------------------------------------------------------- 5. rounds
 
 CLK_TCK=$(getconf CLK_TCK)
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 now() { date +%s.%N; }
 
-declare -A TPS LAT CPU
+# The sides of every round: direct, then the proxies. SIDE_PID: the process whose CPU use is measured.
+SIDES=(direct warden "${REFS[@]}")
+declare -A SIDE_PID=([warden]=$GW_PID) SIDE_LOG=([warden]=$TMP/warden.log)
+for ref in "${REFS[@]}"; do
+    SIDE_PID[$ref]=${REF_PID[$ref]}
+    SIDE_LOG[$ref]=${REF_LOG[$ref]}
+done
+
+declare -A TPS LAT CPU POS
 RUN_TPS=""
 RUN_LAT=""
 RUN_CPU=""
 
-# run_one ROUND PROTOCOL SIDE: sets RUN_TPS, RUN_LAT and (through warden) RUN_CPU, the gateway's CPU use
-# over the run as a percentage of one core.
+# run_one ROUND PROTOCOL SIDE: sets RUN_TPS, RUN_LAT and (through a proxy) RUN_CPU, the proxy process's CPU
+# use over the run as a percentage of one core.
 run_one() {
     local round=$1 protocol=$2 side=$3
     local out=$TMP/pgbench-r$round-$protocol-$side.log
     local -a cmd
-    if [[ $side == direct ]]; then
-        cmd=("${direct_env[@]}" "$PGBENCH" "${direct_conn[@]}")
-    else
-        cmd=("${warden_env[@]}" "$PGBENCH" "${warden_conn[@]}")
-    fi
+    case $side in
+        direct) cmd=("${direct_env[@]}" "$PGBENCH" "${direct_conn[@]}") ;;
+        warden) cmd=("${warden_env[@]}" "$PGBENCH" "${warden_conn[@]}") ;;
+        *) cmd=("${direct_env[@]}" "$PGBENCH" -h 127.0.0.1 -p "${REF_PORT[$side]}" -U bench) ;;
+    esac
     cmd+=(-S -M "$protocol" -c "$CLIENTS" -j "$JOBS" -T "$DURATION" bench)
 
     log "round $round/$ROUNDS $protocol $side: pgbench -S -M $protocol -c $CLIENTS -j $JOBS -T $DURATION"
     local ticks0=0 t0 t1 rc=0
-    if [[ $side == warden ]]; then ticks0=$(proc_ticks "$GW_PID"); fi
+    if [[ $side != direct ]]; then ticks0=$(proc_ticks "${SIDE_PID[$side]}"); fi
     t0=$(now)
     run_bg "$out" "${cmd[@]}" || rc=$?
     t1=$(now)
     if ((rc != 0)); then
         cat "$out" >&2
-        if [[ $side == warden ]]; then echo "---- gateway log:" >&2; tail -n 50 "$TMP/warden.log" >&2; fi
+        if [[ $side != direct ]]; then echo "---- $side log:" >&2; tail -n 50 "${SIDE_LOG[$side]}" >&2; fi
         die "pgbench ($protocol, $side, round $round) exited with status $rc"
     fi
 
@@ -338,10 +572,10 @@ run_one() {
         die "cannot parse tps / latency from pgbench output ($protocol, $side, round $round)"
     fi
     RUN_CPU=""
-    if [[ $side == warden ]]; then
-        kill -0 "$GW_PID" 2>/dev/null || { cat "$TMP/warden.log" >&2; die "the gateway died during the run"; }
+    if [[ $side != direct ]]; then
+        kill -0 "${SIDE_PID[$side]}" 2>/dev/null || { cat "${SIDE_LOG[$side]}" >&2; die "$side died during the run"; }
         local ticks1
-        ticks1=$(proc_ticks "$GW_PID")
+        ticks1=$(proc_ticks "${SIDE_PID[$side]}")
         RUN_CPU=$(awk -v a="$ticks0" -v b="$ticks1" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
             'BEGIN { printf "%.0f", (b - a) / hz / (t1 - t0) * 100 }')
     fi
@@ -349,13 +583,18 @@ run_one() {
 
 PROTOCOLS=(simple prepared)
 for ((round = 1; round <= ROUNDS; round++)); do
-    if ((round % 2 == 1)); then order=(direct warden); else order=(warden direct); fi
+    # Rotate the order by one side every round, so that no side always runs first (two sides: alternate).
+    shift_by=$(((round - 1) % ${#SIDES[@]}))
+    order=("${SIDES[@]:shift_by}" "${SIDES[@]:0:shift_by}")
     for protocol in "${PROTOCOLS[@]}"; do
+        pos=0
         for side in "${order[@]}"; do
+            pos=$((pos + 1))
             run_one "$round" "$protocol" "$side"
             TPS[$round,$protocol,$side]=$RUN_TPS
             LAT[$round,$protocol,$side]=$RUN_LAT
-            if [[ $side == warden ]]; then CPU[$round,$protocol]=$RUN_CPU; fi
+            CPU[$round,$protocol,$side]=$RUN_CPU
+            POS[$round,$protocol,$side]=$pos
         done
     done
 done
@@ -371,43 +610,68 @@ echo "pgbench:    $("$PGBENCH" --version)"
 echo "postgres:   $PG_VERSION"
 echo "warden:     $("$WARDEN_BIN" --version 2>/dev/null || echo unknown) ($WARDEN_BIN)"
 echo "settings:   SCALE=$SCALE ROUNDS=$ROUNDS DURATION=${DURATION}s CLIENTS=$CLIENTS JOBS=$JOBS UPSTREAM=${UPSTREAM:-tcp}; pgbench -S (select-only), clients over TCP 127.0.0.1, sslmode=disable"
+for ref in "${REFS[@]}"; do
+    case $ref in
+        pgbouncer) how="pool_mode=session, auth_type=scram-sha-256 (plaintext auth_file), default_pool_size=20, max_client_conn=100, no TLS" ;;
+        haproxy) how="mode tcp (plain TCP relay), default threads, timeouts connect 5s / client and server 1h" ;;
+    esac
+    printf '%-12s%s (%s); %s\n' "$ref:" "${REF_VERSION[$ref]:-unknown}" "${REF_BIN[$ref]}" "$how"
+done
 echo
-echo "== runs (warden CPU = gateway process CPU time over the run, % of one core)"
-printf '%-5s  %-8s  %12s  %12s  %7s  %11s  %11s  %10s\n' \
-    round protocol "direct tps" "warden tps" ratio "direct ms" "warden ms" "warden CPU"
+echo "== runs (ratio = tps / direct tps of the same round and protocol; CPU = the proxy process's CPU time over"
+echo "   the run, % of one core; # = position in the round's run order, rotated every round)"
+runs_fmt='%-5s  %-8s  %-9s  %2s  %12s  %7s  %10s  %5s\n'
+printf "$runs_fmt" round protocol side "#" tps ratio "latency ms" CPU
 for ((round = 1; round <= ROUNDS; round++)); do
     for protocol in "${PROTOCOLS[@]}"; do
         d=${TPS[$round,$protocol,direct]}
-        w=${TPS[$round,$protocol,warden]}
-        printf '%-5s  %-8s  %12.1f  %12.1f  %7.3f  %11.3f  %11.3f  %9s%%\n' \
-            "$round" "$protocol" "$d" "$w" "$(awk -v d="$d" -v w="$w" 'BEGIN { print w / d }')" \
-            "${LAT[$round,$protocol,direct]}" "${LAT[$round,$protocol,warden]}" "${CPU[$round,$protocol]}"
+        for side in "${SIDES[@]}"; do
+            t=${TPS[$round,$protocol,$side]}
+            if [[ $side == direct ]]; then
+                ratio=- cpu=-
+            else
+                ratio=$(awk -v d="$d" -v t="$t" 'BEGIN { printf "%.3f", t / d }')
+                cpu=${CPU[$round,$protocol,$side]}%
+            fi
+            printf "$runs_fmt" "$round" "$protocol" "$side" "${POS[$round,$protocol,$side]}" \
+                "$(printf %.1f "$t")" "$ratio" "$(printf %.3f "${LAT[$round,$protocol,$side]}")" "$cpu"
+        done
     done
 done
 
 echo
-echo "== summary over $ROUNDS round(s)"
-printf '%-8s  %16s  %16s  %14s  %12s  %7s\n' protocol "mean direct tps" "mean warden tps" "ratio of means" "median ratio" target
+echo "== summary over $ROUNDS round(s) (ratio of means = mean tps / mean direct tps; target applies to warden only)"
+sum_fmt='%-8s  %-9s  %12s  %14s  %12s  %8s  %7s\n'
+printf "$sum_fmt" protocol side "mean tps" "ratio of means" "median ratio" "mean CPU" target
+mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.1f", s / NR }'; }
 all_met=1
 for protocol in "${PROTOCOLS[@]}"; do
-    directs=() wardens=() ratios=()
-    for ((round = 1; round <= ROUNDS; round++)); do
-        directs+=("${TPS[$round,$protocol,direct]}")
-        wardens+=("${TPS[$round,$protocol,warden]}")
-        ratios+=("$(awk -v d="${TPS[$round,$protocol,direct]}" -v w="${TPS[$round,$protocol,warden]}" 'BEGIN { printf "%.6f", w / d }')")
+    directs=()
+    for ((round = 1; round <= ROUNDS; round++)); do directs+=("${TPS[$round,$protocol,direct]}"); done
+    mean_d=$(mean "${directs[@]}")
+    printf "$sum_fmt" "$protocol" direct "$mean_d" - - - -
+    for side in "${SIDES[@]:1}"; do
+        values=() ratios=() cpus=()
+        for ((round = 1; round <= ROUNDS; round++)); do
+            values+=("${TPS[$round,$protocol,$side]}")
+            ratios+=("$(awk -v d="${TPS[$round,$protocol,direct]}" -v t="${TPS[$round,$protocol,$side]}" 'BEGIN { printf "%.6f", t / d }')")
+            cpus+=("${CPU[$round,$protocol,$side]}")
+        done
+        mean_t=$(mean "${values[@]}")
+        ratio_means=$(awk -v d="$mean_d" -v t="$mean_t" 'BEGIN { printf "%.3f", t / d }')
+        median=$(printf '%s\n' "${ratios[@]}" | sort -g |
+            awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+        mean_cpu=$(printf '%s\n' "${cpus[@]}" | awk '{ s += $1 } END { printf "%.0f%%", s / NR }')
+        met=-
+        if [[ $side == warden ]]; then
+            if awk -v r="$ratio_means" -v t="$TARGET" 'BEGIN { exit !(r >= t) }'; then met=met; else met="NOT met"; all_met=0; fi
+        fi
+        printf "$sum_fmt" "$protocol" "$side" "$mean_t" "$ratio_means" "$median" "$mean_cpu" "$met"
     done
-    mean_d=$(printf '%s\n' "${directs[@]}" | awk '{ s += $1 } END { printf "%.1f", s / NR }')
-    mean_w=$(printf '%s\n' "${wardens[@]}" | awk '{ s += $1 } END { printf "%.1f", s / NR }')
-    ratio_means=$(awk -v d="$mean_d" -v w="$mean_w" 'BEGIN { printf "%.3f", w / d }')
-    median=$(printf '%s\n' "${ratios[@]}" | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
-    if awk -v r="$ratio_means" -v t="$TARGET" 'BEGIN { exit !(r >= t) }'; then met=met; else met="NOT met"; all_met=0; fi
-    printf '%-8s  %16s  %16s  %14s  %12s  %7s\n' "$protocol" "$mean_d" "$mean_w" "$ratio_means" "$median" "$met"
 done
 echo
 echo "target: ratio >= $TARGET (warden mean tps / direct mean tps, per protocol)"
 if [[ $all_met == 1 ]]; then echo "target met for all protocols"; else echo "target NOT met"; fi
-
 echo
 gw_lines=$(grep -c . "$TMP/warden.log" || true)
 if [[ $gw_lines == 0 ]]; then
@@ -416,3 +680,13 @@ else
     echo "gateway log (WARDEN_LOG=warn): $gw_lines line(s); last 20:"
     tail -n 20 "$TMP/warden.log"
 fi
+for ref in "${REFS[@]}"; do
+    # pgbouncer: WARNING/ERROR/FATAL lines; haproxy: [WARNING]/[ALERT] lines (its [NOTICE] lines are routine).
+    problems=$(grep -E 'WARNING|ERROR|FATAL|ALERT' "${REF_LOG[$ref]}" || true)
+    if [[ -z $problems ]]; then
+        echo "$ref log: no warnings or errors"
+    else
+        echo "$ref log: $(grep -c . <<<"$problems") warning/error line(s); last 20:"
+        tail -n 20 <<<"$problems"
+    fi
+done

@@ -143,7 +143,7 @@ impl SessionHooks for GatewayHooks {
 
     fn session_started(&self, session: &SessionInfo) {
         let start = SessionStart {
-            id: session.id.clone(),
+            id: session.id.to_string(),
             identity: session.identity.name.clone(),
             connection: session.connection.clone(),
             client_address: session.client_address.to_string(),
@@ -162,7 +162,7 @@ impl SessionHooks for GatewayHooks {
             seq: statement.seq,
             started_at: statement.started_at,
             duration: statement.duration,
-            text: statement.text.to_string(),
+            text: statement.text,
             rows: statement.rows,
             error: statement.error,
         };

@@ -11,7 +11,8 @@ use warden_identity::{AuthError, Identity};
 /// One client session, as the hooks see it.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
-    pub id: String,
+    /// Shared by every record of the session.
+    pub id: Arc<str>,
     pub identity: Identity,
     pub connection: String,
     pub client_address: SocketAddr,

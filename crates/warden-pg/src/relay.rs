@@ -22,6 +22,11 @@ use crate::hooks::{SessionHooks, SessionInfo, StatementEvent};
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Requests (Query, Execute, Sync) a client may have in flight before warden ends the session: each costs
+/// warden a little memory until the server answers, and a client that pipelines without ever reading
+/// would otherwise grow that without bound.
+const MAX_IN_FLIGHT: usize = 100_000;
+
 /// How a relay ended.
 #[derive(Debug)]
 pub enum RelayEnd {
@@ -80,7 +85,13 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn push(&mut self, kind: PendingKind, text: Arc<str>) {
+    fn push(&mut self, kind: PendingKind, text: Arc<str>) -> Result<(), CodecError> {
+        if self.queue.len() >= MAX_IN_FLIGHT {
+            return Err(CodecError::LimitExceeded {
+                what: "requests in flight without a response (pipeline depth)",
+                limit: MAX_IN_FLIGHT,
+            });
+        }
         self.queue.push_back(Pending {
             kind,
             text,
@@ -89,6 +100,7 @@ impl Tracker {
             rows: None,
             error: None,
         });
+        Ok(())
     }
 
     fn finish(&mut self, pending: Pending) -> StatementEvent {
@@ -349,7 +361,7 @@ fn on_client_message(
     match tag {
         frontend::QUERY => {
             let text: Arc<str> = frontend::query_text(message)?.into();
-            tracker.lock().push(PendingKind::Query, text);
+            tracker.lock().push(PendingKind::Query, text)?;
         }
         frontend::PARSE => {
             let (name, query) = frontend::parse_statement(message)?;
@@ -371,9 +383,9 @@ fn on_client_message(
                 .get(portal)
                 .cloned()
                 .unwrap_or_else(|| Arc::from(format!("<unknown portal \"{portal}\">")));
-            tracker.lock().push(PendingKind::Execute, text);
+            tracker.lock().push(PendingKind::Execute, text)?;
         }
-        frontend::SYNC => tracker.lock().push(PendingKind::Sync, Arc::from("")),
+        frontend::SYNC => tracker.lock().push(PendingKind::Sync, Arc::from(""))?,
         frontend::CLOSE => {
             let (kind, name) = frontend::close_target(message)?;
             match kind {
@@ -385,7 +397,7 @@ fn on_client_message(
         frontend::FUNCTION_CALL => {
             let mut reader = codec::BodyReader::new(message);
             let oid = reader.i32()?;
-            tracker.lock().push(PendingKind::Query, Arc::from(format!("<function call {oid}>")));
+            tracker.lock().push(PendingKind::Query, Arc::from(format!("<function call {oid}>")))?;
         }
         frontend::TERMINATE => *terminated = true,
         _ => {}

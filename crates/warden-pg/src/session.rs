@@ -84,7 +84,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         crate::cancel::CancelTarget { upstream: target.clone(), process_id, secret_key }
     }));
     let session = SessionInfo {
-        id: new_session_id(),
+        id: new_session_id().into(),
         identity,
         connection: target.connection.name.clone(),
         client_address: peer,
@@ -235,23 +235,10 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
             Refusal::new("0A000", "replication connections are not supported through warden"),
         ));
     }
-    if config.tls_required && !stream.is_tls() {
-        return Err(Startup::Refused(
-            stream,
-            Refusal::new(
-                "28000",
-                "warden requires TLS on this listener (listen.tls.required); connect with sslmode=require",
-            ),
-        ));
-    }
-    if !stream.is_tls() && !peer.ip().is_loopback() && !config.allow_plaintext_password {
-        return Err(Startup::Refused(
-            stream,
-            Refusal::new(
-                "28000",
-                "warden will not accept a password over an unencrypted connection from a non-loopback address; connect with sslmode=require (or set listen.allow_plaintext_password)",
-            ),
-        ));
+    if let Err(refusal) =
+        transport_policy(stream.is_tls(), peer.ip(), config.tls_required, config.allow_plaintext_password)
+    {
+        return Err(Startup::Refused(stream, refusal));
     }
 
     // Authenticate: the password is the caller's API key.
@@ -311,6 +298,28 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
     Ok((stream, message, identity, upstream, target))
 }
 
+/// Whether a client on this transport may be asked for its password (its API key).
+fn transport_policy(
+    is_tls: bool,
+    peer: std::net::IpAddr,
+    tls_required: bool,
+    allow_plaintext_password: bool,
+) -> Result<(), Refusal> {
+    if tls_required && !is_tls {
+        return Err(Refusal::new(
+            "28000",
+            "warden requires TLS on this listener (listen.tls.required); connect with sslmode=require",
+        ));
+    }
+    if !is_tls && !peer.is_loopback() && !allow_plaintext_password {
+        return Err(Refusal::new(
+            "28000",
+            "warden will not accept a password over an unencrypted connection from a non-loopback address; connect with sslmode=require (or set listen.allow_plaintext_password)",
+        ));
+    }
+    Ok(())
+}
+
 fn upstream_refusal(connection: &str, error: &UpstreamError) -> Refusal {
     Refusal::new("08001", format!("could not connect to connection \"{connection}\": {error}"))
 }
@@ -351,4 +360,37 @@ async fn read_password(stream: &mut Stream) -> Result<Option<String>, Refusal> {
     let password = frontend::password(&message)?;
     let password = std::str::from_utf8(password).map_err(|_| Refusal::new("28P01", "password is not valid UTF-8"))?;
     Ok(Some(password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transport_policy;
+
+    fn check(is_tls: bool, peer: &str, tls_required: bool, allow_plaintext: bool, expected: Option<&str>) {
+        let result = transport_policy(is_tls, peer.parse().unwrap(), tls_required, allow_plaintext);
+        let refusal = result.err().map(|refusal| refusal.message);
+        match (refusal.as_deref(), expected) {
+            (None, None) => {}
+            (Some(message), Some(expected)) => assert!(message.contains(expected), "{message}"),
+            (actual, expected) => {
+                panic!("{is_tls} {peer} {tls_required} {allow_plaintext}: {actual:?} vs {expected:?}")
+            }
+        }
+    }
+
+    #[test]
+    fn a_password_over_plaintext_is_accepted_only_from_loopback_unless_allowed() {
+        check(false, "127.0.0.1", false, false, None);
+        check(false, "::1", false, false, None);
+        check(false, "203.0.113.9", false, false, Some("unencrypted connection from a non-loopback address"));
+        check(false, "2001:db8::1", false, false, Some("non-loopback"));
+        check(true, "203.0.113.9", false, false, None);
+        check(false, "203.0.113.9", false, true, None);
+    }
+
+    #[test]
+    fn required_tls_refuses_every_plaintext_client() {
+        check(false, "127.0.0.1", true, true, Some("requires TLS"));
+        check(true, "127.0.0.1", true, false, None);
+    }
 }

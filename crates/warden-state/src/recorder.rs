@@ -41,12 +41,13 @@ pub struct SessionStart {
 /// One statement a session ran, recorded once it finished.
 #[derive(Debug, Clone)]
 pub struct StatementRecord {
-    pub session_id: String,
+    /// Shared with the session's other records: recording a statement copies no strings.
+    pub session_id: std::sync::Arc<str>,
     /// The statement's position in its session, from 1 (or 0); unique per session.
     pub seq: u64,
     pub started_at: OffsetDateTime,
     pub duration: Duration,
-    pub text: String,
+    pub text: std::sync::Arc<str>,
     pub rows: Option<u64>,
     pub error: Option<String>,
 }
@@ -279,11 +280,11 @@ async fn write_one_by_one(backend: &Backend, events: &[Event]) -> u64 {
                 failed += 1;
                 continue;
             }
-            Event::Started(start) => (backend.write_start(start).await, "session start", &start.id, None),
+            Event::Started(start) => (backend.write_start(start).await, "session start", start.id.as_str(), None),
             Event::Statement(record) => {
-                (backend.write_statement(record).await, "statement", &record.session_id, Some(record.seq))
+                (backend.write_statement(record).await, "statement", &*record.session_id, Some(record.seq))
             }
-            Event::Ended(end) => (backend.write_end(end).await, "session end", &end.id, None),
+            Event::Ended(end) => (backend.write_end(end).await, "session end", end.id.as_str(), None),
         };
         if let Err(error) = result {
             failed += 1;

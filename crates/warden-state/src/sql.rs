@@ -26,7 +26,7 @@ const MAX_BIND_PARAMETERS: usize = 32_766;
 
 /// Rows per multi-row statement. Batches are cut into chunks of this size (or fewer, to stay within
 /// the bind-parameter limit).
-pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+pub(crate) const ROWS_PER_STATEMENT: usize = 512;
 
 /// Statement text (and error text) per multi-row insert, give or take the last row.
 pub(crate) const BYTES_PER_STATEMENT: usize = 8 << 20;
@@ -199,7 +199,7 @@ where
         bind_statement(sqlx::query(&sql.text), record).execute(&mut *transaction).await?;
         let mut sql = SqlText::<DB>::new("UPDATE sessions SET statement_count = statement_count + 1 WHERE id = ");
         sql.bind();
-        sqlx::query(&sql.text).bind(record.session_id.as_str()).execute(&mut *transaction).await?;
+        sqlx::query(&sql.text).bind(&*record.session_id).execute(&mut *transaction).await?;
         transaction.commit().await
     }
 
@@ -384,11 +384,11 @@ where
     for<'a> Option<i64>: Encode<'a, DB>,
 {
     query
-        .bind(record.session_id.as_str())
+        .bind(&*record.session_id)
         .bind(saturating_i64(record.seq))
         .bind(micros(record.started_at))
         .bind(i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX))
-        .bind(record.text.as_str())
+        .bind(&*record.text)
         .bind(record.rows.map(saturating_i64))
         .bind(record.error.as_deref())
 }
@@ -437,7 +437,7 @@ where
 fn statement_counts<'a>(statements: &[&'a StatementRecord]) -> Vec<(&'a str, i64)> {
     let mut counts: HashMap<&'a str, i64> = HashMap::new();
     for record in statements {
-        *counts.entry(record.session_id.as_str()).or_default() += 1;
+        *counts.entry(&*record.session_id).or_default() += 1;
     }
     counts.into_iter().collect()
 }
@@ -461,6 +461,9 @@ pub(crate) fn statement_chunks<'b, 'a>(
             bytes += record.text.len() + record.error.as_ref().map_or(0, String::len);
             rows += 1;
         }
+        // A power of two, so a busy writer cycles through a handful of INSERT texts that stay in the
+        // prepared-statement cache instead of parsing a new one for every batch size.
+        let rows = 1 << (usize::BITS - 1 - rows.leading_zeros());
         let (chunk, remaining) = rest.split_at(rows);
         rest = remaining;
         Some(chunk)

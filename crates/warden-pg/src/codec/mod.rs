@@ -22,6 +22,8 @@ pub enum CodecError {
     TooLarge { tag: char, length: usize, limit: usize },
     #[error("malformed '{tag}' message: {reason}")]
     Malformed { tag: char, reason: &'static str },
+    #[error("more than {limit} {what}")]
+    LimitExceeded { what: &'static str, limit: usize },
 }
 
 /// The header at the start of `bytes`, if five bytes are there: the tag and the total message size

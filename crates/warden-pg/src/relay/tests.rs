@@ -95,7 +95,7 @@ fn feed(tracker: &mut Tracker, tag: u8, text: &str) -> Option<(String, Option<u6
 #[test]
 fn simple_query_completes_at_ready_for_query_with_summed_rows() {
     let mut tracker = Tracker::default();
-    tracker.push(PendingKind::Query, Arc::from("insert …; insert …"));
+    tracker.push(PendingKind::Query, Arc::from("insert …; insert …")).unwrap();
     assert_eq!(feed(&mut tracker, b'C', "INSERT 0 2"), None);
     assert_eq!(feed(&mut tracker, b'C', "INSERT 0 3"), None);
     assert_eq!(feed(&mut tracker, b'Z', "I"), Some(("insert …; insert …".into(), Some(5), None)));
@@ -105,12 +105,12 @@ fn simple_query_completes_at_ready_for_query_with_summed_rows() {
 #[test]
 fn pipelined_executes_after_an_error_are_skipped_until_sync() {
     let mut tracker = Tracker::default();
-    tracker.push(PendingKind::Execute, Arc::from("select 1"));
-    tracker.push(PendingKind::Execute, Arc::from("select * from missing"));
-    tracker.push(PendingKind::Execute, Arc::from("select 3"));
-    tracker.push(PendingKind::Sync, Arc::from(""));
-    tracker.push(PendingKind::Execute, Arc::from("select 4"));
-    tracker.push(PendingKind::Sync, Arc::from(""));
+    tracker.push(PendingKind::Execute, Arc::from("select 1")).unwrap();
+    tracker.push(PendingKind::Execute, Arc::from("select * from missing")).unwrap();
+    tracker.push(PendingKind::Execute, Arc::from("select 3")).unwrap();
+    tracker.push(PendingKind::Sync, Arc::from("")).unwrap();
+    tracker.push(PendingKind::Execute, Arc::from("select 4")).unwrap();
+    tracker.push(PendingKind::Sync, Arc::from("")).unwrap();
     assert_eq!(feed(&mut tracker, b'C', "SELECT 1"), Some(("select 1".into(), Some(1), None)));
     assert_eq!(
         feed(&mut tracker, b'E', "relation \"missing\" does not exist"),
@@ -138,9 +138,9 @@ mod never_panics {
             let split = split.min(bytes.len());
             let mut framing = Framing::default();
             let mut tracker = Tracker::default();
-            tracker.push(PendingKind::Query, Arc::from("q"));
-            tracker.push(PendingKind::Execute, Arc::from("e"));
-            tracker.push(PendingKind::Sync, Arc::from(""));
+            tracker.push(PendingKind::Query, Arc::from("q")).unwrap();
+            tracker.push(PendingKind::Execute, Arc::from("e")).unwrap();
+            tracker.push(PendingKind::Sync, Arc::from("")).unwrap();
             let mut buffer = BytesMut::from(&bytes[..split]);
             for chunk in [&bytes[..0], &bytes[split..]] {
                 buffer.extend_from_slice(chunk);
@@ -158,4 +158,16 @@ mod never_panics {
             }
         }
     }
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_the_queue_without_bound() {
+    let mut tracker = Tracker::default();
+    for _ in 0..MAX_IN_FLIGHT {
+        tracker.push(PendingKind::Sync, Arc::from("")).unwrap();
+    }
+    assert!(matches!(
+        tracker.push(PendingKind::Sync, Arc::from("")),
+        Err(CodecError::LimitExceeded { limit: MAX_IN_FLIGHT, .. })
+    ));
 }
