@@ -319,10 +319,7 @@ where
     let mut names = ClientNames::default();
     let mut terminated = false;
     loop {
-        if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
-            buffer.reserve(READ_CHUNK);
-        }
-        match reader.read_buf(&mut buffer).await {
+        match read_more(reader, &mut buffer).await {
             Ok(0) => {
                 // Tell the upstream we are leaving, as a client would; ignore failures, we are closing.
                 let _ = writer.write_all(&frontend::terminate()).await;
@@ -339,11 +336,8 @@ where
             Step::Forward(forward) => forward,
             Step::Fail(error) => return RelayEnd::ClientProtocol(error),
         };
-        if forward > 0 {
-            if let Err(error) = write_all(writer, &buffer[..forward]).await {
-                return RelayEnd::UpstreamIo(error);
-            }
-            buffer.advance(forward);
+        if let Err(error) = forward_prefix(writer, &mut buffer, forward).await {
+            return RelayEnd::UpstreamIo(error);
         }
         if terminated {
             return RelayEnd::ClientTerminated;
@@ -423,10 +417,7 @@ where
     let mut first = true;
     loop {
         if !std::mem::take(&mut first) || buffer.is_empty() {
-            if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
-                buffer.reserve(READ_CHUNK);
-            }
-            match reader.read_buf(&mut buffer).await {
+            match read_more(reader, &mut buffer).await {
                 Ok(0) => return RelayEnd::UpstreamClosed,
                 Ok(_) => {}
                 Err(error) => return RelayEnd::UpstreamIo(error),
@@ -442,11 +433,8 @@ where
             Step::Forward(forward) => forward,
             Step::Fail(error) => return RelayEnd::UpstreamProtocol(error),
         };
-        if forward > 0 {
-            if let Err(error) = write_all(writer, &buffer[..forward]).await {
-                return RelayEnd::ClientIo(error);
-            }
-            buffer.advance(forward);
+        if let Err(error) = forward_prefix(writer, &mut buffer, forward).await {
+            return RelayEnd::ClientIo(error);
         }
         for event in completed.drain(..) {
             context.hooks.statement(context.session, event);
@@ -454,9 +442,26 @@ where
     }
 }
 
-async fn write_all<W: AsyncWrite + Unpin + ?Sized>(writer: &mut W, bytes: &[u8]) -> io::Result<()> {
-    writer.write_all(bytes).await?;
-    writer.flush().await
+/// Reads once into `buffer`, first making room when little is left.
+async fn read_more<R: AsyncRead + Unpin + ?Sized>(reader: &mut R, buffer: &mut BytesMut) -> io::Result<usize> {
+    if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+        buffer.reserve(READ_CHUNK);
+    }
+    reader.read_buf(buffer).await
+}
+
+/// Writes the first `count` bytes of `buffer` on, with one write, and drops them from the buffer.
+async fn forward_prefix<W: AsyncWrite + Unpin + ?Sized>(
+    writer: &mut W,
+    buffer: &mut BytesMut,
+    count: usize,
+) -> io::Result<()> {
+    if count > 0 {
+        writer.write_all(&buffer[..count]).await?;
+        writer.flush().await?;
+        buffer.advance(count);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

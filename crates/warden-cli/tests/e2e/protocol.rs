@@ -8,6 +8,11 @@ use tokio_postgres::AsyncMessage;
 use crate::raw::{self, RawClient};
 use crate::{fixture, sqlstate, wait_until};
 
+/// Backends the app role has open on the upstream server right now.
+async fn upstream_backends(superuser: &tokio_postgres::Client) -> i64 {
+    superuser.query_one("select count(*) from pg_stat_activity where usename = 'app_owner'", &[]).await.unwrap().get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_and_extended_queries_with_types() {
     let fixture = fixture().await;
@@ -222,25 +227,14 @@ async fn two_hundred_concurrent_sessions() {
         }));
     }
     barrier.wait().await;
-    let upstream: i64 = superuser
-        .query_one("select count(*) from pg_stat_activity where usename = 'app_owner'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let upstream = upstream_backends(&superuser).await;
     assert_eq!(upstream, 200, "every session holds its own upstream backend");
     assert_eq!(fixture.gateway.gateway().live_sessions(), 200);
     barrier.wait().await;
     for (i, session) in sessions.into_iter().enumerate() {
         assert_eq!(session.await.unwrap(), i as i32 + 1);
     }
-    wait_until(10, "upstream backends to end", || async {
-        let row = superuser
-            .query_one("select count(*) from pg_stat_activity where usename = 'app_owner'", &[])
-            .await
-            .unwrap();
-        row.get::<_, i64>(0) == 0
-    })
-    .await;
+    wait_until(10, "upstream backends to end", || async { upstream_backends(&superuser).await == 0 }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,14 +307,7 @@ async fn terminate_ends_the_upstream_backend_and_the_session_is_recorded() {
         assert!(client.simple_query("select nope").await.is_err());
         // Dropping the client sends Terminate.
     }
-    wait_until(10, "the upstream backend to exit", || async {
-        let row = superuser
-            .query_one("select count(*) from pg_stat_activity where usename = 'app_owner'", &[])
-            .await
-            .unwrap();
-        row.get::<_, i64>(0) == 0
-    })
-    .await;
+    wait_until(10, "the upstream backend to exit", || async { upstream_backends(&superuser).await == 0 }).await;
     wait_until(10, "the session to be recorded as ended", || async {
         fixture.gateway.flush().await;
         let sessions = fixture.gateway.gateway().store().list_sessions(&Default::default()).await.unwrap();
