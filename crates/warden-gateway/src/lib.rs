@@ -18,6 +18,9 @@ use warden_identity::{ApiKeyVerifier, AuthError, Identity};
 use warden_pg::{PgFrontend, PgFrontendConfig, SessionHooks, SessionInfo, StatementEvent};
 use warden_state::{Recorder, SessionStart, StateStore, StatementRecord};
 
+/// How long shutdown waits for live sessions to end after telling them to.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Events the recorder may queue before the data path starts dropping them (and counting the drops).
 const RECORDER_CAPACITY: usize = 65_536;
 
@@ -101,11 +104,18 @@ impl Gateway {
         self.pg.as_ref().map_or(0, |pg| pg.live_sessions())
     }
 
-    /// Stops accepting new sessions and flushes what has been recorded. Live sessions are left to finish.
+    /// Stops accepting, ends live sessions (each client is told why, each end is recorded; up to
+    /// [`SHUTDOWN_GRACE`] for them to finish), and flushes what has been recorded.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks.drain(..) {
             let _ = task.await;
+        }
+        if let Some(pg) = &self.pg {
+            let unfinished = pg.end_sessions(SHUTDOWN_GRACE).await;
+            if unfinished > 0 {
+                warn!(unfinished, "sessions still open after the shutdown grace period");
+            }
         }
         if let Err(error) = self.recorder.flush().await {
             warn!(%error, "state store flush at shutdown failed");

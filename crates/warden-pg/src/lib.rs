@@ -63,6 +63,8 @@ pub struct PgFrontend {
     hooks: Arc<dyn SessionHooks>,
     cancel: Arc<cancel::CancelRegistry>,
     sessions: Arc<Semaphore>,
+    /// Turns true when live sessions must end (gateway shutdown).
+    stop: watch::Sender<bool>,
 }
 
 impl PgFrontend {
@@ -73,7 +75,24 @@ impl PgFrontend {
             hooks,
             cancel: Arc::new(cancel::CancelRegistry::default()),
             sessions,
+            stop: watch::channel(false).0,
         })
+    }
+
+    /// Ends every live session: each client gets FATAL 57P01, its upstream a Terminate, and the session's
+    /// end is recorded. Then waits up to `grace` for them to finish; returns how many had not.
+    pub async fn end_sessions(&self, grace: std::time::Duration) -> usize {
+        self.stop.send_replace(true);
+        let limit = self.config().limits.max_sessions;
+        let all = u32::try_from(limit).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, self.sessions.acquire_many(all)).await {
+            Ok(_) => 0,
+            Err(_) => limit - self.sessions.available_permits(),
+        }
+    }
+
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     /// The configuration new sessions use.

@@ -40,6 +40,8 @@ pub enum RelayEnd {
     ClientProtocol(CodecError),
     /// The upstream sent something warden could not frame.
     UpstreamProtocol(CodecError),
+    /// The gateway is shutting down.
+    Stopped,
     ClientIo(io::Error),
     UpstreamIo(io::Error),
 }
@@ -52,6 +54,7 @@ impl RelayEnd {
             RelayEnd::UpstreamClosed => "upstream closed the connection".into(),
             RelayEnd::ClientProtocol(error) => format!("client protocol error: {error}"),
             RelayEnd::UpstreamProtocol(error) => format!("upstream protocol error: {error}"),
+            RelayEnd::Stopped => "gateway shutting down".into(),
             RelayEnd::ClientIo(error) => format!("client connection error: {error}"),
             RelayEnd::UpstreamIo(error) => format!("upstream connection error: {error}"),
         }
@@ -191,6 +194,8 @@ pub struct RelayContext<'a> {
     pub max_message_bytes: usize,
     /// Bytes the upstream sent right after its first ReadyForQuery, to relay before reading more.
     pub upstream_early_bytes: &'a [u8],
+    /// Ends the relay when it turns true.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Relays an established session until either side ends it. Each leg is a (read, write) pair.
@@ -208,9 +213,11 @@ where
     let tracker = Mutex::new(Tracker::default());
     let client_to_upstream = client_loop(client_read, upstream_write, &tracker, context.max_message_bytes);
     let upstream_to_client = upstream_loop(upstream_read, client_write, &tracker, &context);
+    let mut stop = context.stop.clone();
     tokio::select! {
         end = client_to_upstream => end,
         end = upstream_to_client => end,
+        _ = stop.wait_for(|stop| *stop) => RelayEnd::Stopped,
     }
 }
 

@@ -119,13 +119,20 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         hooks: frontend.hooks.as_ref(),
         max_message_bytes: config.limits.max_message_bytes,
         upstream_early_bytes: &early_bytes,
+        stop: frontend.stop_signal(),
     };
     let end = relay((&mut client_read, &mut client_write), (&mut upstream_read, &mut upstream_write), context).await;
-    if let RelayEnd::ClientProtocol(error) = &end {
+    let farewell = match &end {
+        RelayEnd::ClientProtocol(error) => Some(("08P01", error.to_string())),
+        RelayEnd::Stopped => Some(("57P01", "terminating connection because warden is shutting down".to_string())),
+        _ => None,
+    };
+    if let Some((code, message)) = farewell {
         let mut out = Vec::new();
-        backend::error_response(&mut out, Severity::Fatal, "08P01", &error.to_string(), None);
+        backend::error_response(&mut out, Severity::Fatal, code, &message, None);
         let _ = client_write.write_all(&out).await;
         let _ = client_write.flush().await;
+        let _ = upstream_write.write_all(&frontend::terminate()).await;
     }
     let _ = client_write.shutdown().await;
     let _ = upstream_write.shutdown().await;

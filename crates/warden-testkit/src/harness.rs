@@ -292,6 +292,11 @@ impl TestGateway {
         child.wait_with_output().expect("psql output")
     }
 
+    /// The state store, usable after [`TestGateway::stop`].
+    pub fn store(&self) -> warden_state::StateStore {
+        self.gateway().store().clone()
+    }
+
     /// Waits until everything the gateway recorded so far is in the state store.
     pub async fn flush(&self) {
         self.gateway().recorder().flush().await.expect("state flush");

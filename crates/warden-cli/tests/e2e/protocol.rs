@@ -349,3 +349,31 @@ async fn sessions_are_recorded_in_a_postgresql_state_store() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_live_sessions_why_and_records_their_end() {
+    let crate::Fixture { gateway, app: _app, postgres } = fixture().await;
+    let (mut client, _) =
+        RawClient::login(gateway.address(), &[("user", "agent"), ("database", "app")], &gateway.api_key).await;
+    client.send(&raw::query("select 1")).await;
+    client.read_until_ready().await;
+    let store = gateway.store();
+    gateway.stop().await;
+
+    let farewell = client.read_message().await.expect("a FATAL error before the close");
+    assert_eq!(farewell.tag, b'E');
+    assert_eq!(
+        farewell.error(),
+        ("57P01".to_string(), "terminating connection because warden is shutting down".to_string())
+    );
+    assert!(client.read_message().await.is_none(), "then the connection closes");
+
+    let sessions = store.list_sessions(&Default::default()).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].end_reason.as_deref(), Some("gateway shutting down"));
+    assert_eq!(sessions[0].statement_count, 1);
+
+    let (superuser, connection) = tokio_postgres::connect(&postgres.url("app"), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    wait_until(10, "the upstream backend to exit", || async { upstream_backends(&superuser).await == 0 }).await;
+}
