@@ -302,7 +302,8 @@ impl TestGateway {
         self.gateway().recorder().flush().await.expect("state flush");
     }
 
-    pub async fn stop(mut self) {
+    /// Shuts the gateway down (ending live sessions); the directory with its state stays until drop.
+    pub async fn stop(&mut self) {
         if let Some(gateway) = self.gateway.take() {
             gateway.shutdown().await;
         }

@@ -352,7 +352,7 @@ async fn sessions_are_recorded_in_a_postgresql_state_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_tells_live_sessions_why_and_records_their_end() {
-    let crate::Fixture { gateway, app: _app, postgres } = fixture().await;
+    let crate::Fixture { mut gateway, app: _app, postgres } = fixture().await;
     let (mut client, _) =
         RawClient::login(gateway.address(), &[("user", "agent"), ("database", "app")], &gateway.api_key).await;
     client.send(&raw::query("select 1")).await;
