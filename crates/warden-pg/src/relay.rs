@@ -67,6 +67,9 @@ enum PendingKind {
     Query,
     /// An extended-protocol Execute: completes at CommandComplete, EmptyQueryResponse, PortalSuspended or error.
     Execute,
+    /// An extended-protocol Parse: dropped at ParseComplete, recorded only when the server refuses it (a
+    /// statement that never ran still belongs in the record).
+    Parse,
     /// A Sync: its ReadyForQuery ends the batch.
     Sync,
 }
@@ -118,6 +121,13 @@ impl Tracker {
         }
     }
 
+    /// Drops the extended-protocol requests in front of the next Sync (or simple Query).
+    fn drop_until_sync(&mut self) {
+        while self.queue.front().is_some_and(|next| matches!(next.kind, PendingKind::Execute | PendingKind::Parse)) {
+            self.queue.pop_front();
+        }
+    }
+
     /// Applies one tracked server message; returns a completed statement, if any.
     fn on_server_message(&mut self, tag: u8, message: &[u8]) -> Option<StatementEvent> {
         match tag {
@@ -136,8 +146,14 @@ impl Tracker {
                         pending.rows = rows;
                         Some(self.finish(pending))
                     }
-                    PendingKind::Sync => None,
+                    PendingKind::Sync | PendingKind::Parse => None,
                 }
+            }
+            backend::PARSE_COMPLETE => {
+                if self.queue.front()?.kind == PendingKind::Parse {
+                    self.queue.pop_front();
+                }
+                None
             }
             backend::EMPTY_QUERY_RESPONSE | backend::PORTAL_SUSPENDED => {
                 if self.queue.front()?.kind == PendingKind::Execute {
@@ -158,23 +174,19 @@ impl Tracker {
                         front.error = Some(error);
                         None
                     }
-                    PendingKind::Execute => {
+                    PendingKind::Execute | PendingKind::Parse => {
                         let mut pending = self.queue.pop_front().expect("front exists");
                         pending.error = Some(error);
-                        // The server skips everything up to the next Sync: those Executes get no answer.
-                        while self.queue.front().is_some_and(|next| next.kind == PendingKind::Execute) {
-                            self.queue.pop_front();
-                        }
+                        // The server skips everything up to the next Sync: those requests get no answer.
+                        self.drop_until_sync();
                         Some(self.finish(pending))
                     }
                     PendingKind::Sync => None,
                 }
             }
             backend::READY_FOR_QUERY => {
-                // Executes still queued before a Sync were skipped after an error.
-                while self.queue.front().is_some_and(|next| next.kind == PendingKind::Execute) {
-                    self.queue.pop_front();
-                }
+                // Requests still queued before a Sync were skipped after an error.
+                self.drop_until_sync();
                 let pending = self.queue.pop_front()?;
                 match pending.kind {
                     PendingKind::Query => Some(self.finish(pending)),
@@ -302,6 +314,7 @@ fn server_message_tracked(tag: u8) -> bool {
     matches!(
         tag,
         backend::COMMAND_COMPLETE
+            | backend::PARSE_COMPLETE
             | backend::EMPTY_QUERY_RESPONSE
             | backend::PORTAL_SUSPENDED
             | backend::ERROR_RESPONSE
@@ -366,7 +379,9 @@ fn on_client_message(
         }
         frontend::PARSE => {
             let (name, query) = frontend::parse_statement(message)?;
-            names.statements.insert(name.to_string(), query.into());
+            let text: Arc<str> = query.into();
+            names.statements.insert(name.to_string(), text.clone());
+            tracker.lock().push(PendingKind::Parse, text)?;
         }
         frontend::BIND => {
             let (portal, statement) = frontend::bind_names(message)?;

@@ -305,6 +305,8 @@ async fn terminate_ends_the_upstream_backend_and_the_session_is_recorded() {
         client.batch_execute("create table r (n int)").await.unwrap();
         client.execute("insert into r select generate_series(1, 5)", &[]).await.unwrap();
         assert!(client.simple_query("select nope").await.is_err());
+        // A statement the server refuses at Parse never runs, but it is recorded.
+        assert_eq!(sqlstate(&client.prepare("selec 1").await.unwrap_err()), "42601");
         // Dropping the client sends Terminate.
     }
     wait_until(10, "the upstream backend to exit", || async { upstream_backends(&superuser).await == 0 }).await;
@@ -328,9 +330,11 @@ async fn terminate_ends_the_upstream_backend_and_the_session_is_recorded() {
             ("create table r (n int)".to_string(), None, false),
             ("insert into r select generate_series(1, 5)".to_string(), Some(5), false),
             ("select nope".to_string(), None, true),
+            ("selec 1".to_string(), None, true),
         ]
     );
     assert!(statements[2].error.as_deref().unwrap().starts_with("42703"));
+    assert!(statements[3].error.as_deref().unwrap().starts_with("42601: syntax error"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

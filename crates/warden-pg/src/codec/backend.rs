@@ -10,6 +10,7 @@ pub const READY_FOR_QUERY: u8 = b'Z';
 pub const ERROR_RESPONSE: u8 = b'E';
 pub const NOTICE_RESPONSE: u8 = b'N';
 pub const COMMAND_COMPLETE: u8 = b'C';
+pub const PARSE_COMPLETE: u8 = b'1';
 pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
 pub const PORTAL_SUSPENDED: u8 = b's';
 pub const DATA_ROW: u8 = b'D';

@@ -171,3 +171,23 @@ fn a_client_that_never_reads_cannot_grow_the_queue_without_bound() {
         Err(CodecError::LimitExceeded { limit: MAX_IN_FLIGHT, .. })
     ));
 }
+
+#[test]
+fn a_parse_the_server_refuses_is_recorded_and_what_follows_it_is_skipped() {
+    let mut tracker = Tracker::default();
+    tracker.push(PendingKind::Parse, Arc::from("select 1")).unwrap();
+    tracker.push(PendingKind::Execute, Arc::from("select 1")).unwrap();
+    tracker.push(PendingKind::Sync, Arc::from("")).unwrap();
+    tracker.push(PendingKind::Parse, Arc::from("selec 2")).unwrap();
+    tracker.push(PendingKind::Execute, Arc::from("selec 2")).unwrap();
+    tracker.push(PendingKind::Sync, Arc::from("")).unwrap();
+    assert_eq!(feed(&mut tracker, b'1', ""), None, "ParseComplete records nothing");
+    assert_eq!(feed(&mut tracker, b'C', "SELECT 1"), Some(("select 1".into(), Some(1), None)));
+    assert_eq!(feed(&mut tracker, b'Z', "I"), None);
+    assert_eq!(
+        feed(&mut tracker, b'E', "syntax error at or near \"selec\""),
+        Some(("selec 2".into(), None, Some("42P01: syntax error at or near \"selec\"".into())))
+    );
+    assert_eq!(feed(&mut tracker, b'Z', "I"), None);
+    assert!(tracker.queue.is_empty());
+}
