@@ -1,8 +1,8 @@
 //! The relay: both directions of an established session, message-framed, forwarding whole read buffers.
 //!
 //! Each direction reads into one buffer, walks the message headers in it, decodes only the messages that
-//! statement tracking needs (Query, Parse, Bind, Execute, Sync, Close from the client; CommandComplete,
-//! EmptyQueryResponse, PortalSuspended, ErrorResponse, ReadyForQuery from the server), and writes the
+//! statement tracking needs (Query, Parse, Bind, Execute, Sync, Close from the client; ParseComplete,
+//! CommandComplete, EmptyQueryResponse, PortalSuspended, ErrorResponse, ReadyForQuery from the server), and writes the
 //! processed bytes on with one write. Other messages, however large, stream through without being held
 //! whole. The two directions run concurrently so neither side's backpressure can deadlock the other.
 
