@@ -123,7 +123,9 @@ impl PgFrontend {
             };
             let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
                 warn!(%peer, limit = self.config().limits.max_sessions, "session limit reached");
-                tokio::spawn(refuse_busy(tcp, self.config().limits.max_sessions));
+                // Bounded like a startup, so a flood past the limit cannot park tasks forever.
+                let limits = self.config().limits.clone();
+                tokio::spawn(tokio::time::timeout(limits.startup_timeout, refuse_busy(tcp, limits.max_sessions)));
                 continue;
             };
             let frontend = self.clone();

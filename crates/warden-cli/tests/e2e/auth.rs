@@ -169,3 +169,21 @@ async fn the_upstream_password_never_reaches_the_client() {
     assert!(!received.contains(&fixture.app.password), "the upstream password leaked to the client");
     assert!(received.contains("division by zero"), "the transcript is real");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_over_the_limit_are_refused_with_53300_until_one_ends() {
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let gateway = TestGateway::builder(&postgres, &app).limits("max_sessions = 2").start().await;
+    let first = gateway.connect().await;
+    let second = gateway.connect().await;
+    let error = gateway.try_connect(&gateway.connection_string()).await.unwrap_err();
+    assert_eq!(sqlstate(&error), "53300");
+    assert_eq!(server_message(&error), "too many sessions: warden allows 2 (limits.max_sessions)");
+    assert_eq!(second.query_one("select 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+
+    drop(first);
+    crate::wait_until(10, "a session slot to free up", || async {
+        gateway.try_connect(&gateway.connection_string()).await.is_ok()
+    })
+    .await;
+}
