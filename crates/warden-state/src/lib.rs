@@ -95,7 +95,7 @@ impl StateStore {
     /// Opens the store at `url` and brings its schema up to date.
     ///
     /// `sqlite:///abs/path/warden.db` creates the parent directories and the file on first run and uses
-    /// a WAL journal, `synchronous = NORMAL`, a 5 s busy timeout and foreign keys.
+    /// a WAL journal, `synchronous = NORMAL`, a 5 s busy timeout, foreign keys and in-memory temporary storage.
     /// `postgres://…` (or `postgresql://…`) is a server several gateways may share; concurrent
     /// migrations are serialised by an advisory lock.
     pub async fn open(url: &str) -> Result<StateStore, StateError> {
@@ -200,7 +200,10 @@ async fn open_sqlite(url: &str) -> Result<Store<Sqlite>, StateError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Statement journals for the writer's multi-row INSERTs stay in memory: on disk SQLite creates,
+        // writes and unlinks a temporary file for every batch (measured: ~60% of the writer's syscalls).
+        .pragma("temp_store", "MEMORY");
     let file = options.get_filename();
     // An in-memory database ("sqlite::memory:") is named "file:…" and has no directory to create.
     if !file.as_os_str().to_string_lossy().starts_with("file:") {
