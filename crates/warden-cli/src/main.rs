@@ -85,8 +85,10 @@ fn init_logging() {
         .init();
 }
 
+/// The command's own runtime: one thread for accepting, signals and the state writer. Sessions run on the
+/// gateway's worker threads (`[runtime] workers`).
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 pub(crate) fn load_config(path: &std::path::Path) -> Result<Config> {

@@ -48,6 +48,7 @@ pub struct Config {
     pub state: StateConfig,
     pub listen: ListenConfig,
     pub limits: Limits,
+    pub runtime: RuntimeConfig,
     pub connections: Vec<Connection>,
     pub api_keys: Vec<ApiKey>,
     pub policy: PolicyConfig,
@@ -126,6 +127,20 @@ impl Default for Limits {
             startup_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// How the gateway uses the machine's cores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Worker threads sessions are spread over, each running its sessions start to end; the number of
+    /// cores when not set.
+    pub workers: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { workers: std::thread::available_parallelism().map_or(1, usize::from) }
     }
 }
 

@@ -9,6 +9,7 @@ pub(crate) struct RawConfig {
     pub state: Option<RawState>,
     pub listen: Option<Spanned<RawListen>>,
     pub limits: Option<RawLimits>,
+    pub runtime: Option<RawRuntime>,
     #[serde(default)]
     pub connection: Vec<Spanned<RawConnection>>,
     #[serde(default)]
@@ -46,6 +47,12 @@ pub(crate) struct RawLimits {
     pub max_sessions: Option<Spanned<i64>>,
     pub startup_timeout: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntime {
+    pub workers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -170,3 +170,14 @@ fn durations() {
     assert_eq!(parse_duration("5 weeks"), None);
     assert_eq!(parse_duration("s"), None);
 }
+
+#[test]
+fn runtime_workers() {
+    let config = parse(&format!("{VALID}\n[runtime]\nworkers = 3\n")).expect("valid");
+    assert_eq!(config.runtime.workers, 3);
+    assert!(parse(VALID).expect("valid").runtime.workers >= 1, "defaults to the number of cores");
+    check_invalid(
+        &format!("{VALID}\n[runtime]\nworkers = 0\n"),
+        &["27:11: runtime.workers: must be between 1 and 1024"],
+    );
+}

@@ -13,8 +13,8 @@ use crate::diagnostics::{ConfigError, Diagnostic, LineIndex};
 use crate::raw::{RawApiKey, RawConfig, RawConnection, RawListen, RawServerTls, RawUpstreamTls};
 use crate::secret::Secret;
 use crate::{
-    ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, PolicyConfig, ServerTls,
-    StateConfig, UpstreamAddress, UpstreamTls, UpstreamTlsMode,
+    ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, PolicyConfig, RuntimeConfig,
+    ServerTls, StateConfig, UpstreamAddress, UpstreamTls, UpstreamTlsMode,
 };
 
 pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
@@ -81,10 +81,11 @@ impl Checker<'_> {
         let state = self.check_state(raw.state);
         let listen = self.check_listen(raw.listen);
         let limits = self.check_limits(raw.limits);
+        let runtime = self.check_runtime(raw.runtime);
         let connections = self.check_connections(raw.connection);
         let api_keys = self.check_api_keys(raw.api_key);
         let policy = self.check_policy(raw.policy);
-        Config { source: self.path.clone(), state, listen, limits, connections, api_keys, policy }
+        Config { source: self.path.clone(), state, listen, limits, runtime, connections, api_keys, policy }
     }
 
     fn check_state(&mut self, raw: Option<crate::raw::RawState>) -> StateConfig {
@@ -210,6 +211,17 @@ impl Checker<'_> {
             }
         }
         limits
+    }
+
+    fn check_runtime(&mut self, raw: Option<crate::raw::RawRuntime>) -> RuntimeConfig {
+        let mut runtime = RuntimeConfig::default();
+        if let Some(workers) = raw.and_then(|raw| raw.workers) {
+            match usize::try_from(*workers.get_ref()) {
+                Ok(count) if (1..=1024).contains(&count) => runtime.workers = count,
+                _ => self.report(Some(workers.span()), "runtime.workers", "must be between 1 and 1024"),
+            }
+        }
+        runtime
     }
 
     fn duration(&mut self, raw: &Spanned<String>, field: &str) -> Option<Duration> {

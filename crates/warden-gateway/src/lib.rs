@@ -43,6 +43,52 @@ pub enum GatewayError {
     Tls(#[from] warden_pg::tls::TlsError),
     #[error("no listener configured")]
     NoListener,
+    #[error("cannot start worker thread: {0}")]
+    Worker(#[source] std::io::Error),
+}
+
+/// Threads that run sessions, each a single-threaded runtime: a session's reads, writes and wake-ups stay
+/// on one thread, with no work stealing between cores.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Workers {
+    fn start(count: usize) -> Result<Workers, GatewayError> {
+        let (stop, _) = watch::channel(false);
+        let mut handles = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for index in 0..count {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(GatewayError::Worker)?;
+            handles.push(runtime.handle().clone());
+            let mut stopped = stop.subscribe();
+            let thread = std::thread::Builder::new()
+                .name(format!("warden-worker-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    });
+                })
+                .map_err(GatewayError::Worker)?;
+            threads.push(thread);
+        }
+        Ok(Workers { handles, threads, stop })
+    }
+
+    /// Stops the threads (tasks still on them are dropped) and waits for them.
+    async fn stop(&mut self) {
+        self.stop.send_replace(true);
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
 }
 
 /// A running gateway. Dropping it without [`Gateway::shutdown`] stops accepting but does not flush.
@@ -53,6 +99,7 @@ pub struct Gateway {
     pg: Option<Arc<PgFrontend>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    workers: Workers,
 }
 
 impl Gateway {
@@ -75,15 +122,17 @@ impl Gateway {
             source,
         })?;
         let postgres_address = listener.local_addr().ok();
-        let pg = PgFrontend::new(PgFrontendConfig::from_config(&config)?, hooks);
+        let workers = Workers::start(config.runtime.workers)?;
+        let pg = PgFrontend::new(PgFrontendConfig::from_config(&config)?, hooks, workers.handles.clone());
         tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver)));
         info!(
             postgres = ?postgres_address,
             state = store.backend(),
             connections = config.connections.len(),
+            workers = config.runtime.workers,
             "warden gateway listening"
         );
-        Ok(Gateway { postgres_address, store, recorder, pg: Some(pg), shutdown, tasks })
+        Ok(Gateway { postgres_address, store, recorder, pg: Some(pg), shutdown, tasks, workers })
     }
 
     /// Where the PostgreSQL listener is bound (the real port when the config said port 0).
@@ -117,6 +166,7 @@ impl Gateway {
                 warn!(unfinished, "sessions still open after the shutdown grace period");
             }
         }
+        self.workers.stop().await;
         if let Err(error) = self.recorder.flush().await {
             warn!(%error, "state store flush at shutdown failed");
         }
@@ -126,6 +176,7 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        self.workers.stop.send_replace(true);
     }
 }
 

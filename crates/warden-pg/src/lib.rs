@@ -65,10 +65,19 @@ pub struct PgFrontend {
     sessions: Arc<Semaphore>,
     /// Turns true when live sessions must end (gateway shutdown).
     stop: watch::Sender<bool>,
+    /// Runtimes sessions run on, in turn; empty means the accepting runtime. Each session's sockets, reads
+    /// and writes stay on one thread, so relaying needs no cross-thread wake-ups.
+    workers: Vec<tokio::runtime::Handle>,
+    next_worker: std::sync::atomic::AtomicUsize,
 }
 
 impl PgFrontend {
-    pub fn new(config: PgFrontendConfig, hooks: Arc<dyn SessionHooks>) -> Arc<Self> {
+    /// A front end whose sessions run on `workers` in turn (on the accepting runtime when empty).
+    pub fn new(
+        config: PgFrontendConfig,
+        hooks: Arc<dyn SessionHooks>,
+        workers: Vec<tokio::runtime::Handle>,
+    ) -> Arc<Self> {
         let sessions = Arc::new(Semaphore::new(config.limits.max_sessions));
         Arc::new(PgFrontend {
             config: RwLock::new(Arc::new(config)),
@@ -76,6 +85,8 @@ impl PgFrontend {
             cancel: Arc::new(cancel::CancelRegistry::default()),
             sessions,
             stop: watch::channel(false).0,
+            workers,
+            next_worker: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -129,8 +140,27 @@ impl PgFrontend {
                 continue;
             };
             let frontend = self.clone();
-            tokio::spawn(async move {
-                session::run(frontend, tcp, peer).await;
+            if self.workers.is_empty() {
+                tokio::spawn(async move {
+                    session::run(frontend, tcp, peer).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            let index = self.next_worker.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.workers.len();
+            // Move the socket to the worker's reactor: deregister here, register there.
+            let tcp = match tcp.into_std() {
+                Ok(tcp) => tcp,
+                Err(error) => {
+                    warn!(%peer, %error, "cannot hand the connection to a worker");
+                    continue;
+                }
+            };
+            self.workers[index].spawn(async move {
+                match tokio::net::TcpStream::from_std(tcp) {
+                    Ok(tcp) => session::run(frontend, tcp, peer).await,
+                    Err(error) => warn!(%peer, %error, "cannot register the connection with its worker"),
+                }
                 drop(permit);
             });
         }
