@@ -168,21 +168,16 @@ impl PgFrontend {
 }
 
 /// Answers a client over the session limit with SQLSTATE 53300, after its startup packet.
-async fn refuse_busy(mut tcp: tokio::net::TcpStream, limit: usize) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut length_word = [0u8; 4];
-    if tcp.read_exact(&mut length_word).await.is_err() {
-        return;
-    }
-    let Ok(length) = codec::startup::packet_length(length_word) else {
-        return;
-    };
-    let mut body = vec![0u8; length - 4];
-    if tcp.read_exact(&mut body).await.is_err() {
-        return;
-    }
-    if matches!(codec::startup::parse(&body), Ok(codec::startup::StartupPacket::SslRequest)) {
-        let _ = tcp.write_all(b"N").await;
+async fn refuse_busy(tcp: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = stream::Stream::Tcp(tcp);
+    match session::read_startup_packet(&mut stream).await {
+        Ok(Some(codec::startup::StartupPacket::SslRequest)) => {
+            let _ = stream.write_all(b"N").await;
+        }
+        // A packet that parses badly still gets the refusal; one whose length is invalid does not.
+        Ok(Some(_)) | Err(codec::CodecError::Malformed { .. }) => {}
+        Ok(None) | Err(_) => return,
     }
     let mut out = Vec::new();
     codec::backend::error_response(
@@ -192,7 +187,7 @@ async fn refuse_busy(mut tcp: tokio::net::TcpStream, limit: usize) {
         &format!("too many sessions: warden allows {limit} (limits.max_sessions)"),
         None,
     );
-    let _ = tcp.write_all(&out).await;
+    let _ = stream.write_all(&out).await;
 }
 
 /// A time-ordered session id in UUID form (version 7 layout).

@@ -436,15 +436,8 @@ where
     buffer.extend_from_slice(early_bytes);
     let mut framing = Framing::default();
     let mut completed: Vec<StatementEvent> = Vec::new();
-    let mut first = true;
+    // Scan before reading: the buffer may already hold the upstream's early bytes.
     loop {
-        if !std::mem::take(&mut first) || buffer.is_empty() {
-            match read_more(reader, &mut buffer).await {
-                Ok(0) => return RelayEnd::UpstreamClosed,
-                Ok(_) => {}
-                Err(error) => return RelayEnd::UpstreamIo(error),
-            }
-        }
         let step = framing.scan(&mut buffer, None, server_message_tracked, |tag, message| {
             if let Some(event) = tracker.lock().on_server_message(tag, message) {
                 completed.push(event);
@@ -460,6 +453,11 @@ where
         }
         for event in completed.drain(..) {
             context.hooks.statement(context.session, event);
+        }
+        match read_more(reader, &mut buffer).await {
+            Ok(0) => return RelayEnd::UpstreamClosed,
+            Ok(_) => {}
+            Err(error) => return RelayEnd::UpstreamIo(error),
         }
     }
 }

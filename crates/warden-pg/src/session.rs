@@ -332,7 +332,7 @@ fn upstream_refusal(connection: &str, error: &UpstreamError) -> Refusal {
 }
 
 /// Reads one untagged startup-phase packet; `None` when the client closed before sending one.
-async fn read_startup_packet(stream: &mut Stream) -> Result<Option<StartupPacket>, CodecError> {
+pub(crate) async fn read_startup_packet(stream: &mut Stream) -> Result<Option<StartupPacket>, CodecError> {
     let mut length_word = [0u8; 4];
     match stream.read_exact(&mut length_word).await {
         Ok(_) => {}
