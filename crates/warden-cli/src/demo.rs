@@ -75,11 +75,16 @@ tls = {{ mode = "disable" }}
 name = "demo-agent"
 key = {{ sha256 = "{digest}" }}
 groups = ["agents"]
+
+[policy]
+files = ["policies/*.cedar"]
 "#,
         upstream = postgres.address(),
         digest = warden_identity::api_key_digest(&api_key),
     );
     std::fs::write(&config_path, config_text)?;
+    std::fs::create_dir(directory.path().join("policies"))?;
+    std::fs::write(directory.path().join("policies/shop.cedar"), DEMO_POLICIES)?;
     let config = Config::load(&config_path, &ProcessEnvironment).map_err(|error| anyhow::anyhow!("{error}"))?;
     let gateway = warden_gateway::Gateway::start(config).await?;
     let address = gateway.postgres_address().context("gateway has no PostgreSQL listener")?;
@@ -96,6 +101,13 @@ Connect through warden. The password is your API key; the database's own passwor
 
   PGPASSWORD={api_key} psql "host={host} port={port} dbname=shop user=demo sslmode=disable"
 
+Policies ({policies}) let the agent read the shop and write orders, and nothing else:
+
+  SELECT * FROM customers LIMIT 3;       -- allowed (read)
+  UPDATE orders SET total = total;       -- allowed (write on orders)
+  DELETE FROM orders;                    -- refused: policy "no-delete-without-where"
+  DROP TABLE customers;                  -- refused: no policy permits ddl
+
 Then see what was recorded:
 
   cargo run --release -- sessions list --config {config}
@@ -104,6 +116,7 @@ Press Ctrl-C to stop the gateway and remove the database.
 "#,
         upstream = postgres.address(),
         config = config_path.display(),
+        policies = directory.path().join("policies/shop.cedar").display(),
         host = address.ip(),
         port = address.port(),
     );
@@ -136,3 +149,22 @@ fn restrict(path: &std::path::Path) -> Result<()> {
 fn random_password() -> String {
     warden_identity::generate_api_key().replace("wk_", "pg_")
 }
+
+/// What the demo agent may do: read the shop, write orders, never delete without a WHERE, no DDL or admin.
+const DEMO_POLICIES: &str = r#"// Written by `warden demo`. Edit and send warden SIGHUP to reload.
+
+@id("agents-read-shop")
+permit (principal in Warden::Group::"agents",
+        action in [Warden::Action::"connect", Warden::Action::"read"],
+        resource in Warden::Connection::"shop");
+
+@id("agents-write-orders")
+permit (principal in Warden::Group::"agents",
+        action == Warden::Action::"write",
+        resource == Warden::Table::"shop/public.orders");
+
+@id("no-delete-without-where")
+forbid (principal, action == Warden::Action::"write", resource)
+when { context has statement && context.statement.kind == "delete"
+       && context.statement has has_where && !context.statement.has_where };
+"#;

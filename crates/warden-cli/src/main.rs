@@ -142,7 +142,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn gateway(config: Config) -> Result<()> {
     let gateway = warden_gateway::Gateway::start(config).await?;
-    wait_for_shutdown_signal().await?;
+    let mut hangup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let shutdown = wait_for_shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            result = &mut shutdown => break result?,
+            _ = hangup.recv() => match gateway.reload_policies() {
+                Ok(count) => tracing::info!(policies = count, "policies reloaded"),
+                Err(error) => tracing::error!("policy reload failed; the previous policies stay in force:\n{error}"),
+            },
+        }
+    }
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(())

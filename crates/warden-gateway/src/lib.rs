@@ -5,6 +5,8 @@
 //! verification and the state recorder together. It holds no protocol logic of its own.
 #![forbid(unsafe_code)]
 
+mod guard;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,7 +17,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use warden_config::Config;
 use warden_identity::{ApiKeyVerifier, AuthError, Identity};
-use warden_pg::{PgFrontend, PgFrontendConfig, SessionHooks, SessionInfo, StatementEvent};
+use warden_pg::{Admission, Admitted, PgFrontend, PgFrontendConfig, SessionHooks, SessionInfo, StatementEvent};
+use warden_policy::Policies;
+use warden_sql::Analyzer;
 use warden_state::{Recorder, SessionStart, StateStore, StatementRecord};
 
 /// How long shutdown waits for live sessions to end after telling them to.
@@ -41,6 +45,8 @@ pub enum GatewayError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] warden_pg::tls::TlsError),
+    #[error("policies: {0}")]
+    Policy(#[from] warden_policy::PolicyError),
     #[error("no listener configured")]
     NoListener,
     #[error("cannot start worker thread: {0}")]
@@ -94,6 +100,8 @@ impl Workers {
 /// A running gateway. Dropping it without [`Gateway::shutdown`] stops accepting but does not flush.
 pub struct Gateway {
     postgres_address: Option<SocketAddr>,
+    policy_files: Vec<std::path::PathBuf>,
+    policies: Arc<guard::PolicyStore>,
     store: StateStore,
     recorder: Recorder,
     pg: Option<Arc<PgFrontend>>,
@@ -109,8 +117,20 @@ impl Gateway {
             .await
             .map_err(|source| GatewayError::State { url: redact_url(config.state.url.expose()), source })?;
         let recorder = store.recorder(RECORDER_CAPACITY);
-        let hooks =
-            Arc::new(GatewayHooks { verifier: ApiKeyVerifier::new(&config.api_keys), recorder: recorder.clone() });
+        let policies = if config.policy.files.is_empty() {
+            warn!("no [policy] files configured: every session will be refused (default deny)");
+            Policies::empty()
+        } else {
+            Policies::load(&config.policy.files)?
+        };
+        info!(policies = policies.len(), "policies loaded");
+        let policies = Arc::new(guard::PolicyStore::new(policies));
+        let hooks = Arc::new(GatewayHooks {
+            verifier: ApiKeyVerifier::new(&config.api_keys),
+            recorder: recorder.clone(),
+            analyzer: Arc::new(Analyzer::default()),
+            policies: policies.clone(),
+        });
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let mut tasks = Vec::new();
         let Some(postgres) = config.listen.postgres else {
@@ -132,7 +152,28 @@ impl Gateway {
             workers = config.runtime.workers,
             "warden gateway listening"
         );
-        Ok(Gateway { postgres_address, store, recorder, pg: Some(pg), shutdown, tasks, workers })
+        Ok(Gateway {
+            postgres_address,
+            policy_files: config.policy.files.clone(),
+            policies,
+            store,
+            recorder,
+            pg: Some(pg),
+            shutdown,
+            tasks,
+            workers,
+        })
+    }
+
+    /// Reads the policy files again and, when they load and validate, puts them in force for every statement
+    /// judged from now on (live sessions keep running). On error the previous policies stay. Returns how many
+    /// policies are in force.
+    pub fn reload_policies(&self) -> Result<usize, warden_policy::PolicyError> {
+        let policies =
+            if self.policy_files.is_empty() { Policies::empty() } else { Policies::load(&self.policy_files)? };
+        let count = policies.len();
+        self.policies.replace(policies);
+        Ok(count)
     }
 
     /// Where the PostgreSQL listener is bound (the real port when the config said port 0).
@@ -195,11 +236,17 @@ fn redact_url(url: &str) -> String {
 struct GatewayHooks {
     verifier: ApiKeyVerifier,
     recorder: Recorder,
+    analyzer: Arc<Analyzer>,
+    policies: Arc<guard::PolicyStore>,
 }
 
 impl SessionHooks for GatewayHooks {
     fn authenticate(&self, credential: &str) -> Result<Identity, AuthError> {
         self.verifier.verify(credential, OffsetDateTime::now_utc())
+    }
+
+    fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String> {
+        guard::admit(admission, &self.analyzer, &self.policies)
     }
 
     fn session_started(&self, session: &SessionInfo) {

@@ -31,13 +31,75 @@ pub struct StatementEvent {
     pub duration: Duration,
     pub text: Arc<str>,
     pub rows: Option<u64>,
-    /// The upstream's error, `SQLSTATE: message`.
+    /// The upstream's error, or warden's refusal, `SQLSTATE: message`.
     pub error: Option<String>,
+    /// What warden decided before forwarding it, when a guard judged it.
+    pub verdict: Option<Arc<Verdict>>,
+}
+
+/// What warden decided about one query, as recorded with its statement.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Each statement's class, comma-separated (`read`, `read,write`).
+    pub classes: String,
+    /// The tables it touches, `schema.table`, comma-separated.
+    pub tables: String,
+    /// The policies that determined the decision, comma-separated.
+    pub policies: String,
+}
+
+/// A guard's answer about a query, a Parse or a function call.
+#[derive(Debug, Clone, Default)]
+pub struct Judgement {
+    pub verdict: Option<Arc<Verdict>>,
+    /// Set when the statement must not reach the upstream.
+    pub refusal: Option<StatementRefusal>,
+}
+
+/// Why a statement was refused: what the client gets as an ErrorResponse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementRefusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Judges a session's statements before they are forwarded. One per session, owned by its relay.
+pub trait StatementGuard: Send {
+    /// A simple-protocol Query (possibly several statements).
+    fn query(&mut self, text: &str) -> Judgement;
+    /// An extended-protocol Parse: judged here, once, for every later Bind/Execute of it.
+    fn parse(&mut self, statement_name: &str, text: &str) -> Judgement;
+    /// A fast-path FunctionCall, which names a function by OID and bypasses SQL.
+    fn function_call(&mut self, function_oid: i32) -> Judgement;
+    /// A ParameterStatus the upstream reported (at startup and whenever a reported setting changes).
+    fn server_parameter(&mut self, name: &str, value: &str);
+    /// The transaction status of each ReadyForQuery: `I` idle, `T` in a transaction block, `E` failed block.
+    fn transaction_status(&mut self, status: u8);
+}
+
+/// A session asking to start, after authentication and routing, before the upstream is connected.
+#[derive(Debug, Clone)]
+pub struct Admission<'a> {
+    pub identity: &'a Identity,
+    pub connection: &'a str,
+    pub client_address: SocketAddr,
+    /// The client's startup parameters (user, database and protocol extensions removed).
+    pub parameters: &'a [(String, String)],
+}
+
+/// An admitted session: its guard and the startup parameters to send upstream.
+pub struct Admitted {
+    pub guard: Box<dyn StatementGuard>,
+    pub upstream_parameters: Vec<(String, String)>,
 }
 
 pub trait SessionHooks: Send + Sync + 'static {
     /// Verifies the password a client presented (an API key).
     fn authenticate(&self, credential: &str) -> Result<Identity, AuthError>;
+    /// Decides whether the session may start (policy `connect`, startup parameters) and sets up its guard.
+    /// An `Err` is sent to the client as FATAL 42501.
+    fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String>;
     fn session_started(&self, session: &SessionInfo);
     fn statement(&self, session: &SessionInfo, statement: StatementEvent);
     fn session_ended(&self, session: &SessionInfo, reason: &str);

@@ -26,7 +26,10 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{error, warn};
 use warden_config::{Config, Limits};
 
-pub use hooks::{SessionHooks, SessionInfo, StatementEvent};
+pub use hooks::{
+    Admission, Admitted, Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard, StatementRefusal,
+    Verdict,
+};
 use upstream::UpstreamTarget;
 
 /// The PostgreSQL front end's compiled configuration: built once per config version.

@@ -16,8 +16,9 @@ use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::codec::backend::Severity;
 use crate::codec::{self, backend, frontend, CodecError};
-use crate::hooks::{SessionHooks, SessionInfo, StatementEvent};
+use crate::hooks::{Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard, Verdict};
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -81,6 +82,29 @@ struct Pending {
     started_at: OffsetDateTime,
     rows: Option<u64>,
     error: Option<String>,
+    verdict: Option<Arc<Verdict>>,
+    refusal: Option<Refused>,
+}
+
+/// A refused statement on its way: the upstream was sent a stand-in that fails, and its error is replaced by
+/// this one, so the refusal reaches the client in order and the upstream's transaction state matches it.
+struct Refused {
+    /// The ErrorResponse the client gets.
+    response: Vec<u8>,
+    /// `SQLSTATE: message`, for the record.
+    summary: String,
+}
+
+/// The stand-in sent upstream for a refused statement: it fails to parse, so it does nothing but fail
+/// (aborting a transaction block, or the rest of an extended-protocol batch, as a refusal by the server would).
+const STAND_IN: &str = "warden refused this statement";
+
+impl Refused {
+    fn new(code: &'static str, message: &str) -> Self {
+        let mut response = Vec::new();
+        backend::error_response(&mut response, Severity::Error, code, message, None);
+        Refused { response, summary: format!("{code}: {message}") }
+    }
 }
 
 /// The statements sent but not yet answered, shared by the two directions.
@@ -92,6 +116,11 @@ struct Tracker {
 
 impl Tracker {
     fn push(&mut self, kind: PendingKind, text: Arc<str>) -> Result<(), CodecError> {
+        self.push_judged(kind, text, Judgement::default()).map(|_| ())
+    }
+
+    /// Queues a judged request; returns whether it was refused.
+    fn push_judged(&mut self, kind: PendingKind, text: Arc<str>, judgement: Judgement) -> Result<bool, CodecError> {
         if self.queue.len() >= MAX_IN_FLIGHT {
             return Err(CodecError::LimitExceeded {
                 what: "requests in flight without a response (pipeline depth)",
@@ -105,8 +134,10 @@ impl Tracker {
             started_at: OffsetDateTime::now_utc(),
             rows: None,
             error: None,
+            verdict: judgement.verdict,
+            refusal: judgement.refusal.map(|refusal| Refused::new(refusal.code, &refusal.message)),
         });
-        Ok(())
+        Ok(self.queue.back().is_some_and(|pending| pending.refusal.is_some()))
     }
 
     fn finish(&mut self, pending: Pending) -> StatementEvent {
@@ -118,6 +149,7 @@ impl Tracker {
             text: pending.text,
             rows: pending.rows,
             error: pending.error,
+            verdict: pending.verdict,
         }
     }
 
@@ -128,8 +160,37 @@ impl Tracker {
         }
     }
 
-    /// Applies one tracked server message; returns a completed statement, if any.
-    fn on_server_message(&mut self, tag: u8, message: &[u8]) -> Option<StatementEvent> {
+    /// Applies one tracked server message; returns a completed statement, if any, and what to send the
+    /// client instead of the message when it answers a refused statement.
+    fn on_server_message(&mut self, tag: u8, message: &[u8]) -> (Option<StatementEvent>, Option<Vec<u8>>) {
+        if tag == backend::ERROR_RESPONSE {
+            if let Some(refused) = self.queue.front_mut().and_then(|front| front.refusal.take()) {
+                let event = self.on_error(refused.summary);
+                return (event, Some(refused.response));
+            }
+        }
+        (self.on_tracked_message(tag, message), None)
+    }
+
+    fn on_error(&mut self, error: String) -> Option<StatementEvent> {
+        let front = self.queue.front_mut()?;
+        match front.kind {
+            PendingKind::Query => {
+                front.error = Some(error);
+                None
+            }
+            PendingKind::Execute | PendingKind::Parse => {
+                let mut pending = self.queue.pop_front().expect("front exists");
+                pending.error = Some(error);
+                // The server skips everything up to the next Sync: those requests get no answer.
+                self.drop_until_sync();
+                Some(self.finish(pending))
+            }
+            PendingKind::Sync => None,
+        }
+    }
+
+    fn on_tracked_message(&mut self, tag: u8, message: &[u8]) -> Option<StatementEvent> {
         match tag {
             backend::COMMAND_COMPLETE => {
                 let rows = backend::command_complete_rows(message);
@@ -151,6 +212,7 @@ impl Tracker {
             }
             backend::PARSE_COMPLETE => {
                 if self.queue.front()?.kind == PendingKind::Parse {
+                    // An allowed Parse is recorded when it runs (Execute), not here.
                     self.queue.pop_front();
                 }
                 None
@@ -168,21 +230,7 @@ impl Tracker {
                     Ok(fields) => format!("{}: {}", fields.code, fields.message),
                     Err(_) => "malformed error response".to_string(),
                 };
-                let front = self.queue.front_mut()?;
-                match front.kind {
-                    PendingKind::Query => {
-                        front.error = Some(error);
-                        None
-                    }
-                    PendingKind::Execute | PendingKind::Parse => {
-                        let mut pending = self.queue.pop_front().expect("front exists");
-                        pending.error = Some(error);
-                        // The server skips everything up to the next Sync: those requests get no answer.
-                        self.drop_until_sync();
-                        Some(self.finish(pending))
-                    }
-                    PendingKind::Sync => None,
-                }
+                self.on_error(error)
             }
             backend::READY_FOR_QUERY => {
                 // Requests still queued before a Sync were skipped after an error.
@@ -208,6 +256,8 @@ pub struct RelayContext<'a> {
     pub upstream_early_bytes: &'a [u8],
     /// Ends the relay when it turns true.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Judges each query, Parse and function call before it is forwarded.
+    pub guard: Box<dyn StatementGuard>,
 }
 
 /// Relays an established session until either side ends it. Each leg is a (read, write) pair.
@@ -222,10 +272,14 @@ where
     UR: AsyncRead + Unpin + ?Sized,
     UW: AsyncWrite + Unpin + ?Sized,
 {
+    let RelayContext { session, hooks, max_message_bytes, upstream_early_bytes, stop, guard } = context;
     let tracker = Mutex::new(Tracker::default());
-    let client_to_upstream = client_loop(client_read, upstream_write, &tracker, context.max_message_bytes);
-    let upstream_to_client = upstream_loop(upstream_read, client_write, &tracker, &context);
-    let mut stop = context.stop.clone();
+    // Both directions run in this one task, so the lock is never contended; it only satisfies the borrow.
+    let guard = Mutex::new(guard);
+    let client_to_upstream = client_loop(client_read, upstream_write, &tracker, &guard, max_message_bytes);
+    let upstream_to_client =
+        upstream_loop(upstream_read, client_write, &tracker, &guard, (session, hooks), upstream_early_bytes);
+    let mut stop = stop;
     tokio::select! {
         end = client_to_upstream => end,
         end = upstream_to_client => end,
@@ -243,6 +297,12 @@ struct Framing {
 enum Step {
     /// Forward the buffer up to this offset and read more.
     Forward(usize),
+    /// Forward the buffer up to `forward`, send `with` in place of the `skip` bytes after it, and scan on.
+    Replace {
+        forward: usize,
+        skip: usize,
+        with: Vec<u8>,
+    },
     Fail(CodecError),
 }
 
@@ -254,7 +314,7 @@ impl Framing {
         buffer: &mut BytesMut,
         limit: Option<usize>,
         wants: impl Fn(u8) -> bool,
-        mut inspect: impl FnMut(u8, &[u8]) -> Result<(), CodecError>,
+        mut inspect: impl FnMut(u8, &[u8]) -> Result<Option<Vec<u8>>, CodecError>,
     ) -> Step {
         let mut position = 0;
         loop {
@@ -282,10 +342,11 @@ impl Framing {
                     buffer.reserve(total - available);
                     return Step::Forward(position);
                 }
-                if let Err(error) = inspect(tag, &buffer[position..position + total]) {
-                    return Step::Fail(error);
+                match inspect(tag, &buffer[position..position + total]) {
+                    Err(error) => return Step::Fail(error),
+                    Ok(Some(with)) => return Step::Replace { forward: position, skip: total, with },
+                    Ok(None) => position += total,
                 }
-                position += total;
             } else if available >= total {
                 position += total;
             } else {
@@ -313,7 +374,8 @@ fn client_message_tracked(tag: u8) -> bool {
 fn server_message_tracked(tag: u8) -> bool {
     matches!(
         tag,
-        backend::COMMAND_COMPLETE
+        backend::PARAMETER_STATUS
+            | backend::COMMAND_COMPLETE
             | backend::PARSE_COMPLETE
             | backend::EMPTY_QUERY_RESPONSE
             | backend::PORTAL_SUSPENDED
@@ -329,7 +391,13 @@ struct ClientNames {
     portals: HashMap<String, Arc<str>>,
 }
 
-async fn client_loop<R, W>(reader: &mut R, writer: &mut W, tracker: &Mutex<Tracker>, limit: usize) -> RelayEnd
+async fn client_loop<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    tracker: &Mutex<Tracker>,
+    guard: &Mutex<Box<dyn StatementGuard>>,
+    limit: usize,
+) -> RelayEnd
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
@@ -349,15 +417,20 @@ where
             Ok(_) => {}
             Err(error) => return RelayEnd::ClientIo(error),
         }
-        let step = framing.scan(&mut buffer, Some(limit), client_message_tracked, |tag, message| {
-            on_client_message(tag, message, &mut names, tracker, &mut terminated)
-        });
-        let forward = match step {
-            Step::Forward(forward) => forward,
-            Step::Fail(error) => return RelayEnd::ClientProtocol(error),
-        };
-        if let Err(error) = forward_prefix(writer, &mut buffer, forward).await {
-            return RelayEnd::UpstreamIo(error);
+        loop {
+            let step = framing.scan(&mut buffer, Some(limit), client_message_tracked, |tag, message| {
+                on_client_message(tag, message, &mut names, tracker, guard, &mut terminated)
+            });
+            let done = match step {
+                Step::Forward(forward) => forward_prefix(writer, &mut buffer, forward).await.map(|()| true),
+                Step::Replace { forward, skip, with } => replace(writer, &mut buffer, forward, skip, &with).await,
+                Step::Fail(error) => return RelayEnd::ClientProtocol(error),
+            };
+            match done {
+                Ok(true) => break,
+                Ok(false) => continue,
+                Err(error) => return RelayEnd::UpstreamIo(error),
+            }
         }
         if terminated {
             return RelayEnd::ClientTerminated;
@@ -365,23 +438,31 @@ where
     }
 }
 
+/// Tracks one client message; returns the stand-in to forward instead when the guard refused it.
 fn on_client_message(
     tag: u8,
     message: &[u8],
     names: &mut ClientNames,
     tracker: &Mutex<Tracker>,
+    guard: &Mutex<Box<dyn StatementGuard>>,
     terminated: &mut bool,
-) -> Result<(), CodecError> {
+) -> Result<Option<Vec<u8>>, CodecError> {
     match tag {
         frontend::QUERY => {
-            let text: Arc<str> = frontend::query_text(message)?.into();
-            tracker.lock().push(PendingKind::Query, text)?;
+            let text = frontend::query_text(message)?;
+            let judgement = guard.lock().query(text);
+            if tracker.lock().push_judged(PendingKind::Query, text.into(), judgement)? {
+                return Ok(Some(frontend::query(STAND_IN)));
+            }
         }
         frontend::PARSE => {
             let (name, query) = frontend::parse_statement(message)?;
+            let judgement = guard.lock().parse(name, query);
             let text: Arc<str> = query.into();
             names.statements.insert(name.to_string(), text.clone());
-            tracker.lock().push(PendingKind::Parse, text)?;
+            if tracker.lock().push_judged(PendingKind::Parse, text, judgement)? {
+                return Ok(Some(frontend::parse(name, STAND_IN)));
+            }
         }
         frontend::BIND => {
             let (portal, statement) = frontend::bind_names(message)?;
@@ -413,46 +494,65 @@ fn on_client_message(
         frontend::FUNCTION_CALL => {
             let mut reader = codec::BodyReader::new(message);
             let oid = reader.i32()?;
-            tracker.lock().push(PendingKind::Query, Arc::from(format!("<function call {oid}>")))?;
+            let judgement = guard.lock().function_call(oid);
+            let text = Arc::from(format!("<function call {oid}>"));
+            if tracker.lock().push_judged(PendingKind::Query, text, judgement)? {
+                return Ok(Some(frontend::query(STAND_IN)));
+            }
         }
         frontend::TERMINATE => *terminated = true,
         _ => {}
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn upstream_loop<R, W>(
     reader: &mut R,
     writer: &mut W,
     tracker: &Mutex<Tracker>,
-    context: &RelayContext<'_>,
+    guard: &Mutex<Box<dyn StatementGuard>>,
+    (session, hooks): (&SessionInfo, &dyn SessionHooks),
+    early_bytes: &[u8],
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let early_bytes = context.upstream_early_bytes;
     let mut buffer = BytesMut::with_capacity(READ_CHUNK.max(early_bytes.len()));
     buffer.extend_from_slice(early_bytes);
     let mut framing = Framing::default();
     let mut completed: Vec<StatementEvent> = Vec::new();
     // Scan before reading: the buffer may already hold the upstream's early bytes.
     loop {
-        let step = framing.scan(&mut buffer, None, server_message_tracked, |tag, message| {
-            if let Some(event) = tracker.lock().on_server_message(tag, message) {
-                completed.push(event);
+        loop {
+            let step = framing.scan(&mut buffer, None, server_message_tracked, |tag, message| {
+                if tag == backend::PARAMETER_STATUS {
+                    let (name, value) = backend::parameter_status_fields(message)?;
+                    guard.lock().server_parameter(name, value);
+                    return Ok(None);
+                }
+                if tag == backend::READY_FOR_QUERY {
+                    if let Some(&status) = message.get(codec::HEADER_LEN) {
+                        guard.lock().transaction_status(status);
+                    }
+                }
+                let (event, replacement) = tracker.lock().on_server_message(tag, message);
+                completed.extend(event);
+                Ok(replacement)
+            });
+            let done = match step {
+                Step::Forward(forward) => forward_prefix(writer, &mut buffer, forward).await.map(|()| true),
+                Step::Replace { forward, skip, with } => replace(writer, &mut buffer, forward, skip, &with).await,
+                Step::Fail(error) => return RelayEnd::UpstreamProtocol(error),
+            };
+            match done {
+                Ok(true) => break,
+                Ok(false) => continue,
+                Err(error) => return RelayEnd::ClientIo(error),
             }
-            Ok(())
-        });
-        let forward = match step {
-            Step::Forward(forward) => forward,
-            Step::Fail(error) => return RelayEnd::UpstreamProtocol(error),
-        };
-        if let Err(error) = forward_prefix(writer, &mut buffer, forward).await {
-            return RelayEnd::ClientIo(error);
         }
         for event in completed.drain(..) {
-            context.hooks.statement(context.session, event);
+            hooks.statement(session, event);
         }
         match read_more(reader, &mut buffer).await {
             Ok(0) => return RelayEnd::UpstreamClosed,
@@ -468,6 +568,24 @@ async fn read_more<R: AsyncRead + Unpin + ?Sized>(reader: &mut R, buffer: &mut B
         buffer.reserve(READ_CHUNK);
     }
     reader.read_buf(buffer).await
+}
+
+/// Writes the first `forward` bytes of `buffer` and then `with`, in one write, and drops `forward + skip`
+/// bytes from the buffer. Returns `false`: the rest of the buffer still needs scanning.
+async fn replace<W: AsyncWrite + Unpin + ?Sized>(
+    writer: &mut W,
+    buffer: &mut BytesMut,
+    forward: usize,
+    skip: usize,
+    with: &[u8],
+) -> io::Result<bool> {
+    let mut out = Vec::with_capacity(forward + with.len());
+    out.extend_from_slice(&buffer[..forward]);
+    out.extend_from_slice(with);
+    writer.write_all(&out).await?;
+    writer.flush().await?;
+    buffer.advance(forward + skip);
+    Ok(false)
 }
 
 /// Writes the first `count` bytes of `buffer` on, with one write, and drops them from the buffer.

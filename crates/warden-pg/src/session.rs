@@ -62,7 +62,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
             return;
         }
     };
-    let (mut client, message, identity, upstream, target) = match started {
+    let (mut client, message, identity, upstream, target, guard) = match started {
         Ok(established) => established,
         Err(Startup::Gone | Startup::Cancelled) => return,
         Err(Startup::Broken(reason)) => {
@@ -111,6 +111,17 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         "session started"
     );
 
+    // The guard learns the server's settings that change how SQL is lexed (standard_conforming_strings,
+    // client_encoding) from the same ParameterStatus messages the client gets.
+    let mut guard = guard;
+    let mut parameters = upstream.parameter_messages.as_slice();
+    while let Some(Ok((_, total))) = codec::header(parameters) {
+        let Some(message) = parameters.get(..total) else { break };
+        if let Ok((name, value)) = backend::parameter_status_fields(message) {
+            guard.server_parameter(name, value);
+        }
+        parameters = &parameters[total..];
+    }
     let (mut client_read, mut client_write) = client.into_split();
     let early_bytes = upstream.early_bytes;
     let (mut upstream_read, mut upstream_write) = upstream.stream.into_split();
@@ -120,6 +131,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         max_message_bytes: config.limits.max_message_bytes,
         upstream_early_bytes: &early_bytes,
         stop: frontend.stop_signal(),
+        guard,
     };
     let end = relay((&mut client_read, &mut client_write), (&mut upstream_read, &mut upstream_write), context).await;
     let farewell = match &end {
@@ -142,8 +154,14 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
     info!(session = %session.id, %reason, "session ended");
 }
 
-type Established =
-    (Stream, StartupMessage, warden_identity::Identity, upstream::UpstreamSession, Arc<upstream::UpstreamTarget>);
+type Established = (
+    Stream,
+    StartupMessage,
+    warden_identity::Identity,
+    upstream::UpstreamSession,
+    Arc<upstream::UpstreamTarget>,
+    Box<dyn crate::hooks::StatementGuard>,
+);
 
 async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Result<Established, Startup> {
     let config = frontend.config();
@@ -285,6 +303,21 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
         .filter(|(key, _)| !matches!(key.as_str(), "user" | "database" | "replication") && !key.starts_with("_pq_."))
         .cloned()
         .collect();
+    // Admit: the connect policy, and which startup parameters may reach the upstream.
+    let admission = crate::hooks::Admission {
+        identity: &identity,
+        connection: &target.connection.name,
+        client_address: peer,
+        parameters: &forwarded,
+    };
+    let admitted = match frontend.hooks.admit(&admission) {
+        Ok(admitted) => admitted,
+        Err(message) => {
+            info!(%peer, identity = %identity.name, connection = %target.connection.name, %message, "session not admitted");
+            return Err(Startup::Refused(stream, Refusal::new("42501", message)));
+        }
+    };
+    let forwarded = admitted.upstream_parameters;
     let connected = tokio::time::timeout(config.limits.connect_timeout, upstream::connect(&target, &forwarded)).await;
     let upstream = match connected {
         Ok(Ok(upstream)) => upstream,
@@ -302,7 +335,7 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
             ))
         }
     };
-    Ok((stream, message, identity, upstream, target))
+    Ok((stream, message, identity, upstream, target, admitted.guard))
 }
 
 /// Whether a client on this transport may be asked for its password (its API key).

@@ -22,8 +22,11 @@ pub fn analyze(text: &str, options: ParseOptions) -> Result<Analysis, SqlError> 
     if text.contains('\0') {
         return Err(SqlError::Nul);
     }
-    let parser_options =
-        if options.backslash_escapes { ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS } else { ParserOptions::DEFAULT };
+    let parser_options = if options.backslash_escapes {
+        ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS
+    } else {
+        ParserOptions::DEFAULT
+    };
     // The crate's result builder indexes into trees it assumes well formed; a panic there must refuse the
     // statement, not end the session's thread.
     let parsed = std::panic::catch_unwind(|| pg_query::parse(text, parser_options))
@@ -101,6 +104,9 @@ fn literal(value: &Value) -> Option<String> {
         }
         "TypeCast" => literal(field(body, "arg")),
         "String" => Some(string_field(body, "sval").to_string()),
+        "Integer" => Some(int_field(body, "ival").to_string()),
+        "Float" => Some(string_field(body, "fval").to_string()),
+        "Boolean" => Some(if bool_field(body, "boolval") { "true" } else { "false" }.to_string()),
         _ => None,
     }
 }
@@ -133,6 +139,10 @@ fn table_from_names(mut names: Vec<String>) -> Option<TableName> {
 
 /// Splits a relation name given as a string (`nextval('shop."Order_Seq"')`) as `regclass` input does.
 fn table_from_text(text: &str) -> Option<TableName> {
+    // Digits are an OID, which warden cannot map to a name.
+    if text.trim().bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
     let mut parts = Vec::new();
     let mut chars = text.trim().chars().peekable();
     loop {
@@ -181,8 +191,8 @@ struct Walk<'a> {
     /// Common-table-expression names visible at this point of the walk, innermost last.
     scopes: Vec<String>,
     accesses: BTreeSet<Access>,
-    /// The first data-modifying statement met (kind, has WHERE), for a SELECT that hides one in a CTE.
-    modifying: Option<(&'static str, Option<bool>)>,
+    /// Every data-modifying statement met (kind, has WHERE), the statement's own included.
+    modifying: Vec<(&'static str, Option<bool>)>,
     effect: Option<Effect>,
     notes: Vec<String>,
     depends_on_literals: &'a mut bool,
@@ -209,6 +219,11 @@ impl Walk<'_> {
                     if matches!(tag, "SelectStmt" | "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt") {
                         self.query(tag, body, place);
                         return;
+                    }
+                    if tag == "ExecuteStmt" {
+                        // EXECUTE inside another statement (CREATE TABLE AS EXECUTE): warden does not follow it.
+                        self.notes.push("runs a prepared statement warden does not follow".into());
+                        self.add(Class::Unclassified, Target::Connection);
                     }
                 }
                 if is_func_call(object) {
@@ -273,16 +288,18 @@ impl Walk<'_> {
         };
         if let Some(kind) = modifying {
             let has_where = matches!(kind, "update" | "delete").then(|| non_empty(field(body, "where_clause")));
-            if self.modifying.is_none() {
-                self.modifying = Some((kind, has_where));
-            }
+            self.modifying.push((kind, has_where));
             if let Some(relation) = field(body, "relation").as_object() {
                 self.range_var(relation, place, Some(Class::Write));
-                // Filtering or returning rows reads them, as the server's own privilege checks say.
+                // Filtering or returning rows reads them, as the server's own privilege checks say (MERGE's
+                // join condition always reads its target).
                 let returning = field(body, "returning_clause")
                     .as_object()
                     .is_some_and(|returning| non_empty(field(returning, "exprs")));
-                if has_where == Some(true) || returning {
+                let conflict_filter = field(body, "on_conflict_clause")
+                    .as_object()
+                    .is_some_and(|conflict| non_empty(field(conflict, "where_clause")));
+                if has_where == Some(true) || returning || kind == "merge" || conflict_filter {
                     self.range_var(relation, place, Some(Class::Read));
                 }
             }
@@ -340,14 +357,11 @@ impl Walk<'_> {
                     return;
                 };
                 if setting.eq_ignore_ascii_case("search_path") {
-                    let path = value.as_deref().and_then(crate::settings::parse_search_path);
-                    match (path, local.as_deref()) {
-                        (Some(path), Some("false")) => self.effect = Some(Effect::SearchPath(path)),
-                        _ => {
-                            self.notes.push("search_path changed in a way warden cannot follow".into());
-                            self.add(Class::Admin, Target::Connection);
-                        }
-                    }
+                    // A function call may run conditionally, later (a view, a prepared statement) or fail after
+                    // warden saw it: only a plain SET is followed.
+                    let _ = local;
+                    self.notes.push("search_path changed in a way warden cannot follow (use SET search_path)".into());
+                    self.add(Class::Admin, Target::Connection);
                     return;
                 }
                 let value = match &value {
@@ -385,12 +399,23 @@ fn classify(value: &Value, depends_on_literals: &mut bool) -> Statement {
         "ExplainStmt" => return explain(body, depends_on_literals),
         "PrepareStmt" => {
             let mut inner = classify(field(body, "query"), depends_on_literals);
+            if inner.effect.is_some() {
+                // What it would change happens at EXECUTE, which warden cannot tie to this PREPARE reliably.
+                inner.class = Class::Admin;
+                inner.accesses.push(Access { class: Class::Admin, target: Target::Connection });
+                inner.note = Some("prepared statement changes session state".into());
+            }
             inner.effect = Some(Effect::Prepare { name: string_field(body, "name").to_string() });
             return inner;
         }
         "DeclareCursorStmt" => return classify(field(body, "query"), depends_on_literals),
         "ExecuteStmt" => {
-            let mut statement = unclassified("execute", "takes the class of the prepared statement".into());
+            // Its class is the prepared statement's (the session substitutes it); its parameters can call
+            // functions of their own, judged here.
+            let mut walk = walk_with(Class::Unclassified, depends_on_literals);
+            walk.walk(field(body, "params"), Place { in_query: true, locking: false });
+            let mut statement = finish(Class::Unclassified, "execute", walk);
+            statement.note = Some("takes the class of the prepared statement".into());
             statement.effect = Some(Effect::Execute { name: string_field(body, "name").to_string() });
             return statement;
         }
@@ -402,8 +427,10 @@ fn classify(value: &Value, depends_on_literals: &mut bool) -> Statement {
         "VariableShowStmt" => (Class::Read, "show"),
         "TransactionStmt" => transaction(body),
         "DiscardStmt" => {
-            let all = int_field(body, "target") == DiscardMode::DiscardAll as i64;
-            (if all { Class::Admin } else { Class::Read }, "discard")
+            if int_field(body, "target") == DiscardMode::DiscardAll as i64 {
+                return simple(Class::Admin, "discard", Some(Effect::DiscardAll));
+            }
+            (Class::Read, "discard")
         }
         "CopyStmt" => return copy(body, depends_on_literals),
         "DropStmt" => return drop(body, depends_on_literals),
@@ -415,7 +442,14 @@ fn classify(value: &Value, depends_on_literals: &mut bool) -> Statement {
         "NotifyStmt" => (Class::Write, "notify"),
         "FetchStmt" => (Class::Read, if bool_field(body, "ismove") { "move" } else { "fetch" }),
         "ClosePortalStmt" => (Class::Read, "close"),
-        "ConstraintsSetStmt" => (Class::Read, "set"),
+        "ConstraintsSetStmt" => return simple(Class::Read, "set", None),
+        "CreateSchemaStmt" if non_empty(field(body, "schemaElts")) || non_empty(field(body, "schema_elts")) => {
+            return unclassified(
+                "create",
+                "CREATE SCHEMA with schema elements; create the schema, then its objects, as separate statements"
+                    .into(),
+            );
+        }
         "DoStmt" => (Class::Procedural, "do"),
         "CallStmt" => (Class::Procedural, "call"),
         "CreateFunctionStmt" => (Class::Procedural, "create"),
@@ -427,17 +461,28 @@ fn classify(value: &Value, depends_on_literals: &mut bool) -> Statement {
         "CheckPointStmt" => (Class::Admin, "checkpoint"),
         "LoadStmt" => (Class::Admin, "load"),
         "AlterSystemStmt" => (Class::Admin, "alter"),
-        "CreatedbStmt" | "CreateTableSpaceStmt" | "CreateExtensionStmt" | "CreateFdwStmt"
-        | "CreateForeignServerStmt" | "CreateUserMappingStmt" | "CreateSubscriptionStmt"
-        | "CreatePublicationStmt" | "CreatePlangStmt" => (Class::Admin, "create"),
-        "DropdbStmt" | "DropTableSpaceStmt" | "DropUserMappingStmt" | "DropSubscriptionStmt" => {
-            (Class::Admin, "drop")
-        }
-        "AlterDatabaseStmt" | "AlterDatabaseSetStmt" | "AlterDatabaseRefreshCollStmt" | "AlterTableSpaceOptionsStmt"
-        | "AlterTableMoveAllStmt" | "AlterExtensionStmt" | "AlterExtensionContentsStmt" | "AlterFdwStmt"
-        | "AlterForeignServerStmt" | "AlterUserMappingStmt" | "AlterSubscriptionStmt" | "AlterPublicationStmt" => {
-            (Class::Admin, "alter")
-        }
+        "CreatedbStmt"
+        | "CreateTableSpaceStmt"
+        | "CreateExtensionStmt"
+        | "CreateFdwStmt"
+        | "CreateForeignServerStmt"
+        | "CreateUserMappingStmt"
+        | "CreateSubscriptionStmt"
+        | "CreatePublicationStmt"
+        | "CreatePlangStmt" => (Class::Admin, "create"),
+        "DropdbStmt" | "DropTableSpaceStmt" | "DropUserMappingStmt" | "DropSubscriptionStmt" => (Class::Admin, "drop"),
+        "AlterDatabaseStmt"
+        | "AlterDatabaseSetStmt"
+        | "AlterDatabaseRefreshCollStmt"
+        | "AlterTableSpaceOptionsStmt"
+        | "AlterTableMoveAllStmt"
+        | "AlterExtensionStmt"
+        | "AlterExtensionContentsStmt"
+        | "AlterFdwStmt"
+        | "AlterForeignServerStmt"
+        | "AlterUserMappingStmt"
+        | "AlterSubscriptionStmt"
+        | "AlterPublicationStmt" => (Class::Admin, "alter"),
         "GrantStmt" | "GrantRoleStmt" => (Class::Dcl, if bool_field(body, "is_grant") { "grant" } else { "revoke" }),
         "CreateRoleStmt" | "CreatePolicyStmt" => (Class::Dcl, "create"),
         "AlterRoleStmt" | "AlterRoleSetStmt" | "AlterDefaultPrivilegesStmt" | "AlterPolicyStmt" | "AlterOwnerStmt" => {
@@ -459,7 +504,7 @@ fn classify(value: &Value, depends_on_literals: &mut bool) -> Statement {
         utility_class: base,
         scopes: Vec::new(),
         accesses: BTreeSet::new(),
-        modifying: None,
+        modifying: Vec::new(),
         effect: None,
         notes: Vec::new(),
         depends_on_literals,
@@ -475,16 +520,18 @@ fn finish(base: Class, kind: &str, walk: Walk<'_>) -> Statement {
         accesses.insert(Access { class: base, target: Target::Connection });
     }
     let class = accesses.iter().map(|access| access.class).max().unwrap_or(base);
-    let (kind, has_where) = match walk.modifying {
-        Some((modifying, has_where)) if matches!(kind, "select" | "insert" | "update" | "delete" | "merge") => {
-            if kind == "select" {
-                (modifying.to_string(), has_where)
-            } else {
-                // The statement's own kind wins; its WHERE is the one it was judged by.
-                (kind.to_string(), if modifying == kind { has_where } else { None })
-            }
-        }
-        _ => (kind.to_string(), None),
+    // A query that modifies data in several places (CTEs) takes the most destructive kind among them, and has a
+    // WHERE only if every UPDATE and DELETE in it has one: a filtered CTE must not vouch for an unfiltered DELETE.
+    let (kind, has_where) = if walk.modifying.is_empty()
+        || !matches!(kind, "select" | "insert" | "update" | "delete" | "merge")
+    {
+        (kind.to_string(), None)
+    } else {
+        let rank = |kind: &str| ["insert", "update", "merge", "delete"].iter().position(|k| *k == kind).unwrap_or(0);
+        let worst = walk.modifying.iter().map(|(kind, _)| *kind).max_by_key(|kind| rank(kind)).unwrap_or(kind);
+        let filtered: Vec<bool> = walk.modifying.iter().filter_map(|(_, has_where)| *has_where).collect();
+        let has_where = (!filtered.is_empty()).then(|| filtered.iter().all(|has_where| *has_where));
+        (worst.to_string(), has_where)
     };
     let note = (!walk.notes.is_empty()).then(|| walk.notes.join("; "));
     Statement { class, kind, has_where, accesses: accesses.into_iter().collect(), effect: walk.effect, note }
@@ -525,7 +572,7 @@ fn walk_with(base: Class, depends_on_literals: &mut bool) -> Walk<'_> {
         utility_class: base,
         scopes: Vec::new(),
         accesses: BTreeSet::new(),
-        modifying: None,
+        modifying: Vec::new(),
         effect: None,
         notes: Vec::new(),
         depends_on_literals,
@@ -537,7 +584,8 @@ fn explain(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Stateme
         options.iter().any(|option| match tagged(option) {
             Some(("DefElem", element)) if string_field(element, "defname") == "analyze" => {
                 // EXPLAIN (ANALYZE off) does not run the statement.
-                literal(field(element, "arg")).is_none_or(|value| !matches!(value.as_str(), "false" | "off" | "0"))
+                literal(field(element, "arg"))
+                    .is_none_or(|value| !matches!(value.to_ascii_lowercase().as_str(), "false" | "off" | "0" | "no"))
             }
             _ => false,
         })
@@ -573,9 +621,10 @@ fn set(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement {
     let args: &[Value] = field(body, "args").as_array().map(Vec::as_slice).unwrap_or_default();
     let is_local = bool_field(body, "is_local");
     let is = |kind: VariableSetKind| kind_value == kind as i64;
-    let statement_kind = if is(VariableSetKind::VarReset) || is(VariableSetKind::VarResetAll) { "reset" } else { "set" };
+    let statement_kind =
+        if is(VariableSetKind::VarReset) || is(VariableSetKind::VarResetAll) { "reset" } else { "set" };
     if is(VariableSetKind::VarResetAll) {
-        return simple(Class::Admin, "reset", None);
+        return simple(Class::Admin, "reset", Some(Effect::ResetSearchPath));
     }
     if is(VariableSetKind::VarSetMulti) {
         // SET TRANSACTION / SET SESSION CHARACTERISTICS AS TRANSACTION …: only READ WRITE matters.
@@ -660,7 +709,11 @@ fn copy(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement 
     };
     let mut walk = walk_with(base, depends_on_literals);
     if let Some(relation) = field(body, "relation").as_object() {
-        walk.range_var(relation, Place { in_query: false, locking: false }, Some(if is_from { Class::Write } else { Class::Read }));
+        walk.range_var(
+            relation,
+            Place { in_query: false, locking: false },
+            Some(if is_from { Class::Write } else { Class::Read }),
+        );
     }
     walk.walk(field(body, "query"), Place { in_query: false, locking: false });
     walk.walk(field(body, "where_clause"), Place { in_query: true, locking: false });
@@ -677,7 +730,27 @@ const TABLE_LIKE: [ObjectType; 5] = [
 
 fn drop(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement {
     let object_type = int_field(body, "remove_type");
-    let mut walk = walk_with(Class::Ddl, depends_on_literals);
+    let is = |kinds: &[ObjectType]| kinds.iter().any(|kind| *kind as i64 == object_type);
+    // Dropping what CREATE makes admin (extensions, servers, languages…) is admin too; dropping a row-security
+    // policy changes who sees what.
+    let class = if is(&[
+        ObjectType::ObjectExtension,
+        ObjectType::ObjectForeignServer,
+        ObjectType::ObjectFdw,
+        ObjectType::ObjectLanguage,
+        ObjectType::ObjectPublication,
+        ObjectType::ObjectSubscription,
+        ObjectType::ObjectTablespace,
+        ObjectType::ObjectDatabase,
+        ObjectType::ObjectEventTrigger,
+    ]) {
+        Class::Admin
+    } else if is(&[ObjectType::ObjectPolicy]) {
+        Class::Dcl
+    } else {
+        Class::Ddl
+    };
+    let mut walk = walk_with(class, depends_on_literals);
     if TABLE_LIKE.iter().any(|kind| *kind as i64 == object_type) {
         for object in field(body, "objects").as_array().map(Vec::as_slice).unwrap_or_default() {
             if let Some(table) = table_from_names(names(object)) {
@@ -693,11 +766,11 @@ fn drop(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement 
             let mut object_names = names(object);
             object_names.pop();
             if let Some(table) = table_from_names(object_names) {
-                walk.add(Class::Ddl, Target::Table(table));
+                walk.add(class, Target::Table(table));
             }
         }
     }
-    finish(Class::Ddl, "drop", walk)
+    finish(class, "drop", walk)
 }
 
 fn comment(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement {
@@ -707,8 +780,8 @@ fn comment(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Stateme
     if object_type == ObjectType::ObjectColumn as i64 {
         object_names.pop();
     }
-    let on_table = object_type == ObjectType::ObjectColumn as i64
-        || TABLE_LIKE.iter().any(|kind| *kind as i64 == object_type);
+    let on_table =
+        object_type == ObjectType::ObjectColumn as i64 || TABLE_LIKE.iter().any(|kind| *kind as i64 == object_type);
     if on_table {
         if let Some(table) = table_from_names(object_names) {
             walk.add(Class::Ddl, Target::Table(table));

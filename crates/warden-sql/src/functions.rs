@@ -37,6 +37,12 @@ const ADMIN: &[&str] = &[
     "pg_ls_logicalsnapdir",
     "pg_ls_logicalmapdir",
     "pg_ls_replslotdir",
+    "pg_ls_summariesdir",
+    "pg_clear_relation_stats",
+    "pg_clear_attribute_stats",
+    "pg_restore_relation_stats",
+    "pg_restore_attribute_stats",
+    "get_raw_page",
     "pg_stat_file",
     "pg_file_write",
     "pg_file_rename",
@@ -107,6 +113,8 @@ const PROCEDURAL: &[&str] = &[
     "database_to_xmlschema",
     "database_to_xml_and_xmlschema",
     "ts_stat",
+    "ts_rewrite",
+    "crosstab",
 ];
 
 /// The effect of calling `name` (qualified by `schema` when written so). Functions qualified with another

@@ -24,6 +24,12 @@ pub use cache::Analyzer;
 pub use key::cache_key;
 pub use settings::parse_search_path;
 
+/// The class of setting run-time parameter `name` to the literal `value` (as SET, `set_config` or a startup
+/// parameter would).
+pub fn setting_class(name: &str, value: &str) -> Class {
+    settings::setting_class(name, settings::SettingValue::Literal(value))
+}
+
 /// The action class of a statement, as policies name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {
@@ -123,8 +129,10 @@ pub enum Effect {
     Deallocate { name: Option<String> },
     /// `SET search_path …` for the session (schemas parsed, `$user` kept as written).
     SearchPath(Vec<String>),
-    /// `RESET search_path` / `SET search_path TO DEFAULT`: back to the session's initial path.
+    /// `RESET search_path` / `SET search_path TO DEFAULT` / `RESET ALL`: back to the session's initial path.
     ResetSearchPath,
+    /// `DISCARD ALL`: initial search_path, no prepared statements.
+    DiscardAll,
 }
 
 /// One statement of a query, analysed.

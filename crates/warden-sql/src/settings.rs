@@ -71,7 +71,10 @@ pub(crate) fn setting_class(name: &str, value: SettingValue<'_>) -> Class {
         | "track_io_timing"
         | "compute_query_id"
         | "default_tablespace"
-        | "temp_tablespaces" => Class::Admin,
+        | "temp_tablespaces"
+        | "event_triggers" => Class::Admin,
+        // Extension settings that switch auditing off (pgaudit.log, pgaudit.role…).
+        name if name.starts_with("pgaudit.") => Class::Admin,
         name if name.starts_with("log_") || name.starts_with("debug_") || name.starts_with("trace_") => Class::Admin,
         _ => Class::Read,
     }

@@ -47,7 +47,20 @@ pub struct GatewayBuilder<'a> {
     limits: String,
     client_tls: Option<bool>,
     state_url: Option<String>,
+    policies: String,
 }
+
+/// The policies a test gateway runs with unless a test gives its own: the `agent` identity (group `agents`)
+/// may do anything on its connection; the `reader` identity (group `readers`) may connect and read.
+pub const DEFAULT_POLICIES: &str = r#"
+@id("agents-do-anything")
+permit (principal in Warden::Group::"agents", action, resource);
+
+@id("readers-read")
+permit (principal in Warden::Group::"readers",
+        action in [Warden::Action::"connect", Warden::Action::"read"],
+        resource);
+"#;
 
 impl<'a> GatewayBuilder<'a> {
     /// Keep state at this URL (e.g. a PostgreSQL one, given to warden through a secret file).
@@ -86,6 +99,12 @@ impl<'a> GatewayBuilder<'a> {
         self
     }
 
+    /// Cedar policies to run with instead of [`DEFAULT_POLICIES`].
+    pub fn policies(mut self, text: &str) -> Self {
+        self.policies = text.to_string();
+        self
+    }
+
     /// Serve client-facing TLS with a fresh self-signed CA; `required` refuses plaintext clients.
     pub fn client_tls(mut self, required: bool) -> Self {
         self.client_tls = Some(required);
@@ -96,6 +115,9 @@ impl<'a> GatewayBuilder<'a> {
     pub async fn start(self) -> TestGateway {
         let directory = tempfile::Builder::new().prefix("warden-test-").tempdir().expect("create gateway temp dir");
         let api_key = warden_identity::generate_api_key();
+        let reader_key = warden_identity::generate_api_key();
+        std::fs::create_dir(directory.path().join("policies")).expect("create policies dir");
+        std::fs::write(directory.path().join("policies/test.cedar"), &self.policies).expect("write policies");
         let upstream_password = self.upstream_password.unwrap_or_else(|| self.app.password.clone());
         std::fs::write(directory.path().join("upstream.password"), &upstream_password).expect("write password file");
         if let Some(ca) = self.postgres.ca_cert_pem() {
@@ -140,6 +162,14 @@ tls = {connection_tls}
 name = "agent"
 key = {{ sha256 = "{digest}" }}
 groups = ["agents"]
+
+[[api_key]]
+name = "reader"
+key = {{ sha256 = "{reader_digest}" }}
+groups = ["readers"]
+
+[policy]
+files = ["policies/*.cedar"]
 "#,
             listen_extra = self.listen_extra,
             limits = self.limits,
@@ -148,6 +178,7 @@ groups = ["agents"]
             role = self.app.role,
             connection_tls = self.connection_tls,
             digest = warden_identity::api_key_digest(&api_key),
+            reader_digest = warden_identity::api_key_digest(&reader_key),
         );
         let config_path = directory.path().join("warden.toml");
         std::fs::write(&config_path, &config_text).expect("write config");
@@ -159,6 +190,7 @@ groups = ["agents"]
             gateway: Some(gateway),
             address,
             api_key,
+            reader_key,
             upstream_password,
             database: self.app.database.clone(),
             config_path,
@@ -194,6 +226,8 @@ pub struct TestGateway {
     address: SocketAddr,
     /// The key clients authenticate with (the `agent` identity).
     pub api_key: String,
+    /// The key of the `reader` identity (group `readers`).
+    pub reader_key: String,
     /// The upstream password warden holds; must never reach a client.
     pub upstream_password: String,
     pub database: String,
@@ -215,6 +249,7 @@ impl TestGateway {
             limits: String::new(),
             client_tls: None,
             state_url: None,
+            policies: DEFAULT_POLICIES.to_string(),
         }
     }
 
@@ -241,11 +276,15 @@ impl TestGateway {
 
     /// A libpq-style connection string for `agent` with the API key as password.
     pub fn connection_string(&self) -> String {
+        self.connection_string_with(&self.api_key)
+    }
+
+    /// A libpq-style connection string presenting `key`.
+    pub fn connection_string_with(&self, key: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=agent dbname={} password={} sslmode=disable",
+            "host=127.0.0.1 port={} user=agent dbname={} password={key} sslmode=disable",
             self.port(),
-            self.database,
-            self.api_key
+            self.database
         )
     }
 

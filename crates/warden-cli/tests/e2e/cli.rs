@@ -90,10 +90,18 @@ password = {{ file = "upstream.password" }}
 [[api_key]]
 name = "ci-agent"
 key = {{ sha256 = "{digest}" }}
+
+[policy]
+files = ["ci.cedar"]
 "#,
             address = postgres.address(),
             digest = warden_identity::api_key_digest(&api_key),
         ),
+    )
+    .unwrap();
+    std::fs::write(
+        directory.path().join("ci.cedar"),
+        "permit (principal == Warden::Identity::\"ci-agent\", action, resource in Warden::Connection::\"app\");\n",
     )
     .unwrap();
     let mut child = warden()

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod policy;
 mod protocol;
 mod raw;
 mod tls;

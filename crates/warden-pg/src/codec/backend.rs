@@ -190,3 +190,11 @@ pub fn backend_key(message: &[u8]) -> Result<(i32, i32), CodecError> {
     let mut reader = BodyReader::new(message);
     Ok((reader.i32()?, reader.i32()?))
 }
+
+/// A ParameterStatus message's name and value.
+pub fn parameter_status_fields(message: &[u8]) -> Result<(&str, &str), CodecError> {
+    let mut reader = BodyReader::new(message);
+    let name = reader.cstr_utf8()?;
+    let value = reader.cstr_utf8()?;
+    Ok((name, value))
+}

@@ -111,3 +111,26 @@ pub fn close_target(message: &[u8]) -> Result<(u8, &str), CodecError> {
     let kind = reader.u8()?;
     Ok((kind, reader.cstr_utf8()?))
 }
+
+/// A Query message with `text`.
+pub fn query(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 6);
+    out.push(QUERY);
+    out.extend_from_slice(&((text.len() + 5) as u32).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.push(0);
+    out
+}
+
+/// A Parse message for statement `name` with `text` and no parameter types.
+pub fn parse(name: &str, text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + text.len() + 9);
+    out.push(PARSE);
+    out.extend_from_slice(&((name.len() + text.len() + 8) as u32).to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out.extend_from_slice(text.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out
+}

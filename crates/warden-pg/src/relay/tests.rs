@@ -25,11 +25,12 @@ fn scan_all(framing: &mut Framing, input: &[u8], limit: Option<usize>) -> (Resul
         |tag| tag == b'Q',
         |tag, _| {
             seen.push(tag);
-            Ok(())
+            Ok(None)
         },
     );
     let result = match step {
         Step::Forward(forward) => Ok(forward),
+        Step::Replace { .. } => panic!("nothing is replaced here"),
         Step::Fail(error) => Err(error),
     };
     (result, seen)
@@ -89,7 +90,7 @@ fn server(tag: u8, text: &str) -> Vec<u8> {
 
 fn feed(tracker: &mut Tracker, tag: u8, text: &str) -> Option<(String, Option<u64>, Option<String>)> {
     let bytes = server(tag, text);
-    tracker.on_server_message(tag, &bytes).map(|event| (event.text.to_string(), event.rows, event.error))
+    tracker.on_server_message(tag, &bytes).0.map(|event| (event.text.to_string(), event.rows, event.error))
 }
 
 #[test]
@@ -147,13 +148,13 @@ mod never_panics {
                 let before = buffer.len();
                 match framing.scan(&mut buffer, Some(256), |_| true, |tag, message| {
                     let _ = tracker.on_server_message(tag, message);
-                    Ok(())
+                    Ok(None)
                 }) {
                     Step::Forward(forward) => {
                         prop_assert!(forward <= before);
                         buffer.advance(forward);
                     }
-                    Step::Fail(_) => break,
+                    Step::Fail(_) | Step::Replace { .. } => break,
                 }
             }
         }
@@ -190,4 +191,23 @@ fn a_parse_the_server_refuses_is_recorded_and_what_follows_it_is_skipped() {
     );
     assert_eq!(feed(&mut tracker, b'Z', "I"), None);
     assert!(tracker.queue.is_empty());
+}
+
+#[test]
+fn a_refused_statement_gets_warden_error_in_place_of_the_stand_in() {
+    let mut tracker = Tracker::default();
+    let judgement = crate::hooks::Judgement {
+        verdict: None,
+        refusal: Some(crate::hooks::StatementRefusal { code: "42501", message: "no policy permits write".into() }),
+    };
+    assert!(tracker.push_judged(PendingKind::Query, Arc::from("DELETE FROM t"), judgement).unwrap());
+    let upstream_error = server(backend::ERROR_RESPONSE, "42601");
+    let (event, replacement) = tracker.on_server_message(backend::ERROR_RESPONSE, &upstream_error);
+    assert!(event.is_none(), "a simple query completes at ReadyForQuery");
+    let replacement = replacement.expect("the stand-in's error is replaced");
+    let fields = backend::error_fields(&replacement).unwrap();
+    assert_eq!((fields.code.as_str(), fields.message.as_str()), ("42501", "no policy permits write"));
+    let event = feed(&mut tracker, backend::READY_FOR_QUERY, "I").expect("completed");
+    assert_eq!(event.0, "DELETE FROM t");
+    assert_eq!(event.2.as_deref(), Some("42501: no policy permits write"));
 }

@@ -89,8 +89,12 @@ fn classification_corpus() {
     for case in &cases {
         let actual = render_analysis(&case.sql);
         if actual != case.expected {
-            writeln!(failures, "=== {}\n{}\n--- expected\n{}\n--- actual\n{}\n", case.title, case.sql, case.expected, actual)
-                .unwrap();
+            writeln!(
+                failures,
+                "=== {}\n{}\n--- expected\n{}\n--- actual\n{}\n",
+                case.title, case.sql, case.expected, actual
+            )
+            .unwrap();
         }
         write!(blessed, "=== {}\n{}\n---\n{}\n\n", case.title, case.sql, actual).unwrap();
     }

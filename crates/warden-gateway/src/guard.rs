@@ -1,0 +1,449 @@
+//! The PostgreSQL statement guard: classify (warden-sql) → authorize (warden-policy) for every query, Parse and
+//! function call of a session, and the admission check (`connect`, startup parameters, read-only mode) before
+//! the upstream session opens.
+//!
+//! Decisions are cached per session by analysis (the analyzer hands out one shared analysis per statement
+//! shape), and the cache is dropped whenever an input of the decision changes: the policies, the session's
+//! `search_path` or its application_name.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use warden_identity::Identity;
+use warden_pg::{Admission, Admitted, Judgement, StatementGuard, StatementRefusal, Verdict};
+use warden_policy::{Action, Policies, Principal, RequestContext, Resource};
+use warden_sql::{Analysis, Analyzer, Class, Effect, ParseOptions, Statement, Target};
+
+/// Decisions a session keeps before starting over.
+const DECISION_CACHE: usize = 1024;
+
+/// Client encodings whose multibyte characters can contain a quote or backslash byte: PostgreSQL refuses them
+/// as server encodings for that reason, and warden cannot lex text in them safely.
+const UNSAFE_ENCODINGS: [&str; 6] = ["SJIS", "BIG5", "GBK", "GB18030", "UHC", "JOHAB"];
+
+/// The policies in force, swapped whole on reload.
+pub(crate) struct PolicyStore {
+    current: RwLock<(Arc<Policies>, u64)>,
+}
+
+impl PolicyStore {
+    pub(crate) fn new(policies: Policies) -> Self {
+        PolicyStore { current: RwLock::new((Arc::new(policies), 0)) }
+    }
+
+    pub(crate) fn get(&self) -> (Arc<Policies>, u64) {
+        let current = self.current.read();
+        (current.0.clone(), current.1)
+    }
+
+    pub(crate) fn replace(&self, policies: Policies) {
+        let mut current = self.current.write();
+        let generation = current.1 + 1;
+        *current = (Arc::new(policies), generation);
+    }
+}
+
+fn action_for(class: Class) -> Action {
+    match class {
+        Class::Read => Action::Read,
+        Class::Write => Action::Write,
+        Class::Ddl => Action::Ddl,
+        Class::Dcl => Action::Dcl,
+        Class::Procedural => Action::Procedural,
+        Class::Admin => Action::Admin,
+        Class::Unclassified => Action::Unclassified,
+    }
+}
+
+/// Splits a startup `options` value (`-c a=b --c=d`, backslash escapes a space) into settings.
+fn startup_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut settings = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let setting = if word == "-c" {
+            words.next().ok_or("startup option -c without a setting")?
+        } else if let Some(setting) = word.strip_prefix("--").or_else(|| word.strip_prefix("-c")) {
+            setting.to_string()
+        } else {
+            return Err(format!("startup option \"{word}\" is not a setting (-c name=value)"));
+        };
+        let (name, value) =
+            setting.split_once('=').ok_or_else(|| format!("startup option \"{setting}\" has no value"))?;
+        settings.push((name.replace('-', "_").to_ascii_lowercase(), value.to_string()));
+    }
+    Ok(settings)
+}
+
+/// Startup parameters that are client preferences, not settings worth a policy decision.
+fn harmless_parameter(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "application_name" | "client_encoding" | "datestyle" | "timezone" | "intervalstyle" | "extra_float_digits"
+    )
+}
+
+/// Decides whether a session may start, and builds its guard.
+pub(crate) fn admit(
+    admission: &Admission<'_>,
+    analyzer: &Arc<Analyzer>,
+    policies: &Arc<PolicyStore>,
+) -> Result<Admitted, String> {
+    let (current, _) = policies.get();
+    let identity = admission.identity;
+    let principal = Principal { name: &identity.name, groups: &identity.groups };
+    let connection = admission.connection;
+    let application_name =
+        admission.parameters.iter().find(|(name, _)| name == "application_name").map(|(_, value)| value.as_str());
+    let context = RequestContext {
+        client_address: Some(admission.client_address.ip()),
+        application_name,
+        statement_kind: None,
+        has_where: None,
+    };
+    let resource = Resource::Connection { name: connection, kind: "postgres" };
+    let verdict = current.authorize(&principal, Action::Connect, &resource, &context);
+    if !verdict.allowed {
+        return Err(format!("connection \"{connection}\": {}", verdict.reason(Action::Connect, &resource)));
+    }
+
+    // Startup parameters are settings applied before any statement: judge them as SET would be.
+    let mut settings: Vec<(String, String)> = Vec::new();
+    for (name, value) in admission.parameters {
+        if name == "options" {
+            settings.extend(startup_options(value).map_err(|error| format!("connection \"{connection}\": {error}"))?);
+        } else if !harmless_parameter(name) {
+            settings.push((name.to_ascii_lowercase(), value.clone()));
+        }
+    }
+    let mut search_path = vec!["$user".to_string(), "public".to_string()];
+    for (name, value) in &settings {
+        if name == "search_path" {
+            search_path = warden_sql::parse_search_path(value)
+                .ok_or_else(|| format!("connection \"{connection}\": startup search_path \"{value}\" is malformed"))?;
+            continue;
+        }
+        let class = warden_sql::setting_class(name, value);
+        if class == Class::Read {
+            continue;
+        }
+        let context = RequestContext { statement_kind: Some("set"), ..context };
+        let action = action_for(class);
+        let verdict = current.authorize(&principal, action, &resource, &context);
+        if !verdict.allowed {
+            return Err(format!(
+                "connection \"{connection}\": startup setting {name}={value} needs {class}: {}",
+                verdict.reason(action, &resource)
+            ));
+        }
+    }
+
+    // Defence in depth: an identity that may only read gets an upstream session that cannot write either.
+    let mut upstream_parameters = admission.parameters.to_vec();
+    let read_only = !current.grants_beyond_read(&principal, connection);
+    if read_only {
+        const READ_ONLY: &str = "-c default_transaction_read_only=on";
+        match upstream_parameters.iter_mut().find(|(name, _)| name == "options") {
+            Some((_, options)) => *options = format!("{options} {READ_ONLY}"),
+            None => upstream_parameters.push(("options".to_string(), READ_ONLY.to_string())),
+        }
+    }
+    let guard = SqlGuard {
+        analyzer: analyzer.clone(),
+        policies: policies.clone(),
+        identity: identity.clone(),
+        connection: connection.to_string(),
+        client_address: admission.client_address.ip(),
+        application_name: application_name.map(str::to_string),
+        initial_search_path: search_path.clone(),
+        search_path,
+        prepared: HashMap::new(),
+        options: ParseOptions::default(),
+        unsafe_encoding: None,
+        idle: true,
+        decisions: HashMap::new(),
+        decisions_generation: 0,
+    };
+    Ok(Admitted { guard: Box::new(guard), upstream_parameters })
+}
+
+/// One session's judge.
+pub(crate) struct SqlGuard {
+    analyzer: Arc<Analyzer>,
+    policies: Arc<PolicyStore>,
+    identity: Identity,
+    connection: String,
+    client_address: IpAddr,
+    application_name: Option<String>,
+    initial_search_path: Vec<String>,
+    search_path: Vec<String>,
+    /// SQL-level prepared statements (PREPARE name AS …), for EXECUTE.
+    prepared: HashMap<String, Statement>,
+    options: ParseOptions,
+    /// The client encoding, when it is one warden cannot lex.
+    unsafe_encoding: Option<String>,
+    /// The server was idle (not in a transaction block) at its last ReadyForQuery.
+    idle: bool,
+    /// Judgements by analysis (pointer; the entry keeps the analysis alive so the address stays unique).
+    decisions: HashMap<usize, (Arc<Analysis>, Judgement)>,
+    decisions_generation: u64,
+}
+
+/// One (action, resource) refusal.
+struct Denial {
+    reason: String,
+    policies: Vec<Arc<str>>,
+}
+
+impl SqlGuard {
+    fn refuse(&self, code: &'static str, message: String, verdict: Verdict) -> Judgement {
+        Judgement { verdict: Some(Arc::new(verdict)), refusal: Some(StatementRefusal { code, message }) }
+    }
+
+    /// Judges `text` (a Query, or a Parse when `parse` is set).
+    fn judge(&mut self, text: &str, parse: bool) -> Judgement {
+        if let Some(encoding) = &self.unsafe_encoding {
+            return self.refuse(
+                "0A000",
+                format!("warden cannot analyse SQL sent in client_encoding {encoding}; use UTF8"),
+                Verdict::default(),
+            );
+        }
+        let analysis = match self.analyzer.analyze(text, self.options) {
+            Ok(analysis) => analysis,
+            Err(error) => {
+                return self.refuse(
+                    error.sqlstate(),
+                    format!("warden could not analyse the statement: {error}"),
+                    Verdict { classes: "unclassified".into(), ..Verdict::default() },
+                );
+            }
+        };
+        let (policies, generation) = self.policies.get();
+        if generation != self.decisions_generation {
+            self.decisions.clear();
+            self.decisions_generation = generation;
+        }
+        let key = Arc::as_ptr(&analysis) as usize;
+        if let Some((_, judgement)) = self.decisions.get(&key) {
+            return judgement.clone();
+        }
+        let cacheable = analysis.statements.iter().all(|statement| statement.effect.is_none());
+        let judgement = self.decide(&analysis, &policies, parse);
+        if cacheable {
+            if self.decisions.len() >= DECISION_CACHE {
+                self.decisions.clear();
+            }
+            self.decisions.insert(key, (analysis, judgement.clone()));
+        }
+        judgement
+    }
+
+    fn decide(&mut self, analysis: &Analysis, policies: &Policies, parse: bool) -> Judgement {
+        let principal = Principal { name: &self.identity.name, groups: &self.identity.groups };
+        let mut classes = Vec::new();
+        let mut tables: Vec<String> = Vec::new();
+        let mut permitting: Vec<Arc<str>> = Vec::new();
+        let mut denial: Option<Denial> = None;
+        let single = analysis.statements.len() == 1;
+        for statement in &analysis.statements {
+            let mut statement = statement.clone();
+            match &statement.effect {
+                Some(Effect::Execute { name }) => match self.prepared.get(name) {
+                    Some(prepared) => {
+                        // The prepared statement's accesses, plus whatever the parameters call.
+                        let mut accesses = prepared.accesses.clone();
+                        accesses.extend(
+                            statement.accesses.iter().filter(|access| access.class != Class::Unclassified).cloned(),
+                        );
+                        let class = accesses.iter().map(|access| access.class).max().unwrap_or(prepared.class);
+                        statement = Statement { effect: statement.effect.clone(), accesses, class, ..prepared.clone() };
+                    }
+                    None => statement.note = Some(format!("prepared statement \"{name}\" is unknown to warden")),
+                },
+                // warden follows search_path only where it knows the change takes effect: a SET sent alone
+                // outside a transaction block. Anything else could be rolled back behind its back.
+                Some(Effect::SearchPath(_) | Effect::ResetSearchPath | Effect::DiscardAll)
+                    if parse || !self.idle || !single =>
+                {
+                    statement.class = Class::Admin;
+                    statement.accesses = vec![warden_sql::Access { class: Class::Admin, target: Target::Connection }];
+                }
+                _ => {}
+            }
+            classes.push(statement.class.as_str());
+            let context = RequestContext {
+                client_address: Some(self.client_address),
+                application_name: self.application_name.as_deref(),
+                statement_kind: Some(&statement.kind),
+                has_where: statement.has_where,
+            };
+            for access in &statement.accesses {
+                let action = action_for(access.class);
+                let resolved;
+                let resource = match &access.target {
+                    Target::Connection => Resource::Connection { name: &self.connection, kind: "postgres" },
+                    Target::Table(table) => {
+                        resolved = table.resolve(&self.search_path);
+                        let name = format!("{}.{}", resolved.0, resolved.1);
+                        if !tables.contains(&name) {
+                            tables.push(name);
+                        }
+                        Resource::Table { connection: &self.connection, schema: &resolved.0, table: &resolved.1 }
+                    }
+                };
+                let verdict = policies.authorize(&principal, action, &resource, &context);
+                if verdict.allowed {
+                    for policy in verdict.policies {
+                        if !permitting.contains(&policy) {
+                            permitting.push(policy);
+                        }
+                    }
+                } else if denial.is_none() {
+                    let mut reason = verdict.reason(action, &resource);
+                    if let Some(note) = &statement.note {
+                        reason.push_str(&format!(" ({note})"));
+                    }
+                    denial = Some(Denial { reason, policies: verdict.policies });
+                }
+            }
+        }
+        let verdict = |allowed: bool, policies: &[Arc<str>]| Verdict {
+            allowed,
+            classes: classes.join(","),
+            tables: tables.join(","),
+            policies: policies.iter().map(|id| id.as_ref()).collect::<Vec<_>>().join(","),
+        };
+        if let Some(denial) = denial {
+            let whole = if analysis.statements.len() > 1 { " (the whole query was refused)" } else { "" };
+            let message = format!("connection \"{}\": {}{whole}", self.connection, denial.reason);
+            return self.refuse("42501", message, verdict(false, &denial.policies));
+        }
+        // Allowed: follow the session state the statements change.
+        for statement in &analysis.statements {
+            match &statement.effect {
+                Some(Effect::Prepare { name }) => {
+                    self.prepared.insert(name.clone(), statement.clone());
+                }
+                Some(Effect::Deallocate { name: Some(name) }) => {
+                    self.prepared.remove(name);
+                }
+                Some(Effect::Deallocate { name: None }) => self.prepared.clear(),
+                Some(Effect::SearchPath(path)) => self.set_search_path(path.clone()),
+                Some(Effect::ResetSearchPath) => self.set_search_path(self.initial_search_path.clone()),
+                Some(Effect::DiscardAll) => {
+                    self.set_search_path(self.initial_search_path.clone());
+                    self.prepared.clear();
+                }
+                Some(Effect::Execute { .. }) | None => {}
+            }
+        }
+        Judgement { verdict: Some(Arc::new(verdict(true, &permitting))), refusal: None }
+    }
+
+    fn set_search_path(&mut self, path: Vec<String>) {
+        if path != self.search_path {
+            self.search_path = path;
+            self.decisions.clear();
+        }
+    }
+}
+
+impl StatementGuard for SqlGuard {
+    fn query(&mut self, text: &str) -> Judgement {
+        self.judge(text, false)
+    }
+
+    fn parse(&mut self, _statement_name: &str, text: &str) -> Judgement {
+        self.judge(text, true)
+    }
+
+    fn function_call(&mut self, function_oid: i32) -> Judgement {
+        let (policies, _) = self.policies.get();
+        let principal = Principal { name: &self.identity.name, groups: &self.identity.groups };
+        let resource = Resource::Connection { name: &self.connection, kind: "postgres" };
+        let context = RequestContext {
+            client_address: Some(self.client_address),
+            application_name: self.application_name.as_deref(),
+            statement_kind: Some("function call"),
+            has_where: None,
+        };
+        let verdict = policies.authorize(&principal, Action::Unclassified, &resource, &context);
+        let record = Verdict {
+            allowed: verdict.allowed,
+            classes: "unclassified".into(),
+            tables: String::new(),
+            policies: verdict.policies.iter().map(|id| id.as_ref()).collect::<Vec<_>>().join(","),
+        };
+        if verdict.allowed {
+            return Judgement { verdict: Some(Arc::new(record)), refusal: None };
+        }
+        let message = format!(
+            "connection \"{}\": fast-path call of function {function_oid} is unclassified: {}",
+            self.connection,
+            verdict.reason(Action::Unclassified, &resource)
+        );
+        self.refuse("42501", message, record)
+    }
+
+    fn server_parameter(&mut self, name: &str, value: &str) {
+        match name {
+            "standard_conforming_strings" => {
+                self.options.backslash_escapes = !value.eq_ignore_ascii_case("on");
+            }
+            "client_encoding" => {
+                let upper = value.to_ascii_uppercase();
+                self.unsafe_encoding = UNSAFE_ENCODINGS.contains(&upper.as_str()).then_some(upper);
+            }
+            "application_name" if self.application_name.as_deref() != Some(value) => {
+                self.application_name = Some(value.to_string());
+                self.decisions.clear();
+            }
+            _ => {}
+        }
+    }
+
+    fn transaction_status(&mut self, status: u8) {
+        self.idle = status == b'I';
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::startup_options;
+
+    #[test]
+    fn startup_options_are_split_like_the_server_does() {
+        let settings = startup_options("-c search_path=shop -csession_replication_role=replica --work-mem=64MB")
+            .expect("valid options");
+        assert_eq!(
+            settings,
+            vec![
+                ("search_path".to_string(), "shop".to_string()),
+                ("session_replication_role".to_string(), "replica".to_string()),
+                ("work_mem".to_string(), "64MB".to_string()),
+            ]
+        );
+        assert_eq!(startup_options(r"-c application_name=a\ b").unwrap()[0].1, "a b");
+        assert!(startup_options("-x").is_err());
+        assert!(startup_options("-c").is_err());
+    }
+}
