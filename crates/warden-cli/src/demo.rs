@@ -103,10 +103,10 @@ Connect through warden. The password is your API key; the database's own passwor
 
 Policies ({policies}) let the agent read the shop and write orders, and nothing else:
 
-  SELECT * FROM customers LIMIT 3;       -- allowed (read)
-  UPDATE orders SET total = total;       -- allowed (write on orders)
-  DELETE FROM orders;                    -- refused: policy "no-delete-without-where"
-  DROP TABLE customers;                  -- refused: no policy permits ddl
+  SELECT full_name, email FROM customers LIMIT 3;        -- allowed (read)
+  UPDATE orders SET status = 'shipped' WHERE id = 1;     -- allowed (write on orders)
+  DELETE FROM orders;                                    -- refused: policy "no-delete-without-where"
+  DROP TABLE customers;                                  -- refused: no policy permits ddl
 
 Then see what was recorded:
 
