@@ -290,12 +290,7 @@ impl SqlGuard {
                 _ => {}
             }
             classes.push(statement.class.as_str());
-            let context = RequestContext {
-                client_address: Some(self.client_address),
-                application_name: self.application_name.as_deref(),
-                statement_kind: Some(&statement.kind),
-                has_where: statement.has_where,
-            };
+            let context = self.context(&statement.kind, statement.has_where);
             for access in &statement.accesses {
                 let action = action_for(access.class);
                 let resolved;
@@ -359,6 +354,16 @@ impl SqlGuard {
         Judgement { verdict: Some(Arc::new(verdict(true, &permitting))), refusal: None }
     }
 
+    /// The policy context of a statement of `kind` in this session.
+    fn context<'a>(&'a self, kind: &'a str, has_where: Option<bool>) -> RequestContext<'a> {
+        RequestContext {
+            client_address: Some(self.client_address),
+            application_name: self.application_name.as_deref(),
+            statement_kind: Some(kind),
+            has_where,
+        }
+    }
+
     fn set_search_path(&mut self, path: Vec<String>) {
         if path != self.search_path {
             self.search_path = path;
@@ -380,12 +385,7 @@ impl StatementGuard for SqlGuard {
         let (policies, _) = self.policies.get();
         let principal = Principal { name: &self.identity.name, groups: &self.identity.groups };
         let resource = Resource::Connection { name: &self.connection, kind: "postgres" };
-        let context = RequestContext {
-            client_address: Some(self.client_address),
-            application_name: self.application_name.as_deref(),
-            statement_kind: Some("function call"),
-            has_where: None,
-        };
+        let context = self.context("function call", None);
         let verdict = policies.authorize(&principal, Action::Unclassified, &resource, &context);
         let record = Verdict {
             allowed: verdict.allowed,

@@ -628,13 +628,7 @@ fn set(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement {
     }
     if is(VariableSetKind::VarSetMulti) {
         // SET TRANSACTION / SET SESSION CHARACTERISTICS AS TRANSACTION …: only READ WRITE matters.
-        let read_write = args.iter().any(|arg| match tagged(arg) {
-            Some(("DefElem", element)) if string_field(element, "defname") == "transaction_read_only" => {
-                literal(field(element, "arg")).is_some_and(|value| matches!(value.as_str(), "0" | "false"))
-            }
-            _ => false,
-        });
-        return simple(if read_write { Class::Write } else { Class::Read }, "set", None);
+        return simple(if sets_read_write(args) { Class::Write } else { Class::Read }, "set", None);
     }
     let value = if is(VariableSetKind::VarSetValue) {
         match args.first().and_then(literal) {
@@ -663,6 +657,16 @@ fn set(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement {
     simple(setting_class(&name, setting), statement_kind, None)
 }
 
+/// Whether transaction options (`BEGIN READ WRITE`, `SET TRANSACTION READ WRITE`) leave read-only mode.
+fn sets_read_write(options: &[Value]) -> bool {
+    options.iter().any(|option| match tagged(option) {
+        Some(("DefElem", element)) if string_field(element, "defname") == "transaction_read_only" => {
+            literal(field(element, "arg")).is_some_and(|value| matches!(value.as_str(), "0" | "false"))
+        }
+        _ => false,
+    })
+}
+
 fn transaction(body: &Map<String, Value>) -> (Class, &'static str) {
     let kind = int_field(body, "kind");
     let is = |wanted: TransactionStmtKind| kind == wanted as i64;
@@ -675,14 +679,7 @@ fn transaction(body: &Map<String, Value>) -> (Class, &'static str) {
     if is(TransactionStmtKind::TransStmtRollbackPrepared) {
         return (Class::Admin, "rollback prepared");
     }
-    let read_write = field(body, "options").as_array().is_some_and(|options| {
-        options.iter().any(|option| match tagged(option) {
-            Some(("DefElem", element)) if string_field(element, "defname") == "transaction_read_only" => {
-                literal(field(element, "arg")).is_some_and(|value| matches!(value.as_str(), "0" | "false"))
-            }
-            _ => false,
-        })
-    });
+    let read_write = sets_read_write(field(body, "options").as_array().map(Vec::as_slice).unwrap_or_default());
     let name = if is(TransactionStmtKind::TransStmtBegin) || is(TransactionStmtKind::TransStmtStart) {
         "begin"
     } else if is(TransactionStmtKind::TransStmtCommit) {
