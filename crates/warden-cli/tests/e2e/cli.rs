@@ -62,7 +62,33 @@ key = { env = "WARDEN_TEST_UNSET_KEY_VARIABLE" }
     std::fs::write(&path, fixed).unwrap();
     let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 connection(s), 1 API key(s), state sqlite)"));
+    assert!(String::from_utf8_lossy(&output.stdout)
+        .contains("ok (1 connection(s), 1 API key(s), 0 policies, state sqlite)"));
+
+    // Policies are validated against warden's schema, each problem with its file, line and column.
+    std::fs::create_dir(directory.path().join("policies")).unwrap();
+    let policy = directory.path().join("policies/shop.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"ok\")\npermit (principal, action == Warden::Action::\"read\", resource);\n\n@id(\"typo\")\nforbid (principal, action, resource)\nwhen { context.statement.knd == \"delete\" };\n",
+    )
+    .unwrap();
+    let with_policies = std::fs::read_to_string(&path).unwrap() + "\n[policy]\nfiles = [\"policies/*.cedar\"]\n";
+    std::fs::write(&path, with_policies).unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("{}:6:", policy.display())), "{stderr}");
+    assert!(stderr.contains("knd"), "{stderr}");
+    let output = warden().arg("gateway").arg("--config").arg(&path).output().unwrap();
+    assert!(!output.status.success(), "the gateway refuses the same policies");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("knd"));
+
+    std::fs::write(&policy, "@id(\"ok\")\npermit (principal, action == Warden::Action::\"read\", resource);\n")
+        .unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 policies"));
 }
 
 /// Runs `warden gateway` as its own process with debug logs, uses it, and reads its logs and records.
