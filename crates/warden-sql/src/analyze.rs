@@ -143,33 +143,7 @@ fn table_from_text(text: &str) -> Option<TableName> {
     if text.trim().bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
-    let mut parts = Vec::new();
-    let mut chars = text.trim().chars().peekable();
-    loop {
-        let mut part = String::new();
-        if chars.next_if_eq(&'"').is_some() {
-            loop {
-                match chars.next()? {
-                    '"' if chars.next_if_eq(&'"').is_some() => part.push('"'),
-                    '"' => break,
-                    other => part.push(other),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| *c != '.') {
-                part.push(c.to_ascii_lowercase());
-            }
-        }
-        if part.is_empty() {
-            return None;
-        }
-        parts.push(part);
-        match chars.next() {
-            None => break,
-            Some('.') => continue,
-            Some(_) => return None,
-        }
-    }
+    let parts = crate::settings::split_identifiers(text, '.')?;
     if parts.len() > 3 {
         return None;
     }
@@ -307,7 +281,9 @@ impl Walk<'_> {
         let locking = tag == "SelectStmt" && non_empty(field(body, "locking_clause"));
         for (key, child) in body {
             match key.as_str() {
-                "with_clause" | "relation" if modifying.is_some() || key == "with_clause" => {}
+                // Walked above: the CTEs in their scopes, a data-modifying statement's target as written.
+                "with_clause" => {}
+                "relation" if modifying.is_some() => {}
                 // FOR UPDATE OF names FROM-list entries (aliases), not tables.
                 "locking_clause" => {}
                 "from_clause" if locking => self.walk(child, Place { locking: true, ..place }),
@@ -500,15 +476,7 @@ fn classify(value: &Value, depends_on_literals: &mut bool) -> Statement {
         tag if tag.starts_with("Drop") => (Class::Ddl, "drop"),
         tag => return unclassified(&statement_kind(tag), format!("warden does not classify {tag} statements")),
     };
-    let mut walk = Walk {
-        utility_class: base,
-        scopes: Vec::new(),
-        accesses: BTreeSet::new(),
-        modifying: Vec::new(),
-        effect: None,
-        notes: Vec::new(),
-        depends_on_literals,
-    };
+    let mut walk = walk_with(base, depends_on_literals);
     walk.walk(value, Place { in_query: false, locking: false });
     finish(base, kind, walk)
 }

@@ -83,7 +83,15 @@ pub(crate) fn setting_class(name: &str, value: SettingValue<'_>) -> Class {
 /// Splits a `search_path` value (`"$user", public, "My Schema"`) into schema names as the server reads it:
 /// unquoted names fold to lower case, quoted ones keep their case and `""` escapes. `None` when malformed.
 pub fn parse_search_path(value: &str) -> Option<Vec<String>> {
-    let mut schemas = Vec::new();
+    split_identifiers(value, ',')
+}
+
+/// Splits `value` into identifiers separated by `separator`, as the server's `SplitIdentifierString` does (for
+/// `search_path` with `,`, for a relation name given as text with `.`): whitespace around each is skipped,
+/// unquoted names fold to lower case, quoted ones keep their case and `""` escapes. An empty value is an empty
+/// list; an empty element is malformed.
+pub(crate) fn split_identifiers(value: &str, separator: char) -> Option<Vec<String>> {
+    let mut names = Vec::new();
     let mut chars = value.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -97,19 +105,18 @@ pub fn parse_search_path(value: &str) -> Option<Vec<String>> {
                 }
             }
         } else {
-            while let Some(c) = chars.next_if(|c| *c != ',' && !c.is_whitespace()) {
+            while let Some(c) = chars.next_if(|c| *c != separator && !c.is_whitespace()) {
                 name.push(c.to_ascii_lowercase());
             }
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if name.is_empty() {
-            // An empty path is valid; an empty element between commas is not.
-            return if schemas.is_empty() && chars.peek().is_none() { Some(schemas) } else { None };
+            return if names.is_empty() && chars.peek().is_none() { Some(names) } else { None };
         }
-        schemas.push(name);
+        names.push(name);
         match chars.next() {
-            None => return Some(schemas),
-            Some(',') => continue,
+            None => return Some(names),
+            Some(c) if c == separator => continue,
             Some(_) => return None,
         }
     }
