@@ -105,16 +105,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { config: path } => match Config::load(&path, &ProcessEnvironment) {
             Ok(config) => {
                 // The gateway refuses to start on the same policy errors.
-                let policies = if config.policy.files.is_empty() {
+                if config.policy.files.is_empty() {
                     eprintln!("{}: warning: no [policy] files: every session will be refused", path.display());
-                    warden_policy::Policies::empty()
-                } else {
-                    match warden_policy::Policies::load(&config.policy.files) {
-                        Ok(policies) => policies,
-                        Err(error) => {
-                            eprintln!("{error}");
-                            return Ok(ExitCode::FAILURE);
-                        }
+                }
+                let policies = match warden_policy::Policies::load(&config.policy.files) {
+                    Ok(policies) => policies,
+                    Err(error) => {
+                        eprintln!("{error}");
+                        return Ok(ExitCode::FAILURE);
                     }
                 };
                 println!(

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -23,25 +24,32 @@ const DECISION_CACHE: usize = 1024;
 /// as server encodings for that reason, and warden cannot lex text in them safely.
 const UNSAFE_ENCODINGS: [&str; 6] = ["SJIS", "BIG5", "GBK", "GB18030", "UHC", "JOHAB"];
 
-/// The policies in force, swapped whole on reload.
+/// The policies in force, swapped whole on reload. The generation counts reloads, so a session can tell its
+/// cached decisions are current with one atomic load instead of taking the lock.
 pub(crate) struct PolicyStore {
-    current: RwLock<(Arc<Policies>, u64)>,
+    current: RwLock<Arc<Policies>>,
+    generation: AtomicU64,
 }
 
 impl PolicyStore {
     pub(crate) fn new(policies: Policies) -> Self {
-        PolicyStore { current: RwLock::new((Arc::new(policies), 0)) }
+        PolicyStore { current: RwLock::new(Arc::new(policies)), generation: AtomicU64::new(0) }
     }
 
+    /// The policies and their generation, read together.
     pub(crate) fn get(&self) -> (Arc<Policies>, u64) {
         let current = self.current.read();
-        (current.0.clone(), current.1)
+        (current.clone(), self.generation.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub(crate) fn replace(&self, policies: Policies) {
         let mut current = self.current.write();
-        let generation = current.1 + 1;
-        *current = (Arc::new(policies), generation);
+        *current = Arc::new(policies);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -237,15 +245,13 @@ impl SqlGuard {
                 );
             }
         };
-        let (policies, generation) = self.policies.get();
-        if generation != self.decisions_generation {
-            self.decisions.clear();
-            self.decisions_generation = generation;
-        }
+        self.forget_stale_decisions(self.policies.generation());
         let key = Arc::as_ptr(&analysis) as usize;
         if let Some((_, judgement)) = self.decisions.get(&key) {
             return judgement.clone();
         }
+        let (policies, generation) = self.policies.get();
+        self.forget_stale_decisions(generation);
         let cacheable = analysis.statements.iter().all(|statement| statement.effect.is_none());
         let judgement = self.decide(&analysis, &policies, parse);
         if cacheable {
@@ -361,6 +367,14 @@ impl SqlGuard {
             application_name: self.application_name.as_deref(),
             statement_kind: Some(kind),
             has_where,
+        }
+    }
+
+    /// Drops the cached decisions when the policies were reloaded since they were made.
+    fn forget_stale_decisions(&mut self, generation: u64) {
+        if generation != self.decisions_generation {
+            self.decisions.clear();
+            self.decisions_generation = generation;
         }
     }
 

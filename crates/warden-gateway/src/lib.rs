@@ -117,12 +117,10 @@ impl Gateway {
             .await
             .map_err(|source| GatewayError::State { url: redact_url(config.state.url.expose()), source })?;
         let recorder = store.recorder(RECORDER_CAPACITY);
-        let policies = if config.policy.files.is_empty() {
+        if config.policy.files.is_empty() {
             warn!("no [policy] files configured: every session will be refused (default deny)");
-            Policies::empty()
-        } else {
-            Policies::load(&config.policy.files)?
-        };
+        }
+        let policies = Policies::load(&config.policy.files)?;
         info!(policies = policies.len(), "policies loaded");
         let policies = Arc::new(guard::PolicyStore::new(policies));
         let hooks = Arc::new(GatewayHooks {
@@ -169,8 +167,7 @@ impl Gateway {
     /// judged from now on (live sessions keep running). On error the previous policies stay. Returns how many
     /// policies are in force.
     pub fn reload_policies(&self) -> Result<usize, warden_policy::PolicyError> {
-        let policies =
-            if self.policy_files.is_empty() { Policies::empty() } else { Policies::load(&self.policy_files)? };
+        let policies = Policies::load(&self.policy_files)?;
         let count = policies.len();
         self.policies.replace(policies);
         Ok(count)
