@@ -1,10 +1,12 @@
 //! The `warden` command line: the binary's edge, where errors become messages and exit codes.
 //!
 //! Subcommands: `gateway` runs the gateway, `check` validates a config, `demo` is the one-command quick
-//! start, `sessions` reads what the gateway recorded, `api-key new` mints a key and its config entry.
+//! start, `policy explain` shows how statements would be judged, `sessions` reads what the gateway recorded,
+//! `api-key new` mints a key and its config entry.
 #![forbid(unsafe_code)]
 
 mod demo;
+mod policy;
 mod sessions;
 
 use std::path::PathBuf;
@@ -38,6 +40,11 @@ enum Command {
         /// Port for the gateway's PostgreSQL listener (0 picks a free one).
         #[arg(long, default_value_t = 15432)]
         port: u16,
+    },
+    /// Policies: explain how statements would be judged.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// Sessions recorded in the state store.
     Sessions {
@@ -132,6 +139,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Demo { port } => {
             runtime()?.block_on(demo::run(port))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { command } => {
+            policy::run(command)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sessions { command } => {

@@ -71,18 +71,33 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
             } else {
                 print_sessions(std::slice::from_ref(&session));
                 println!();
-                println!("{:>5}  {:>10}  {:>8}  STATEMENT", "SEQ", "DURATION", "ROWS");
+                println!(
+                    "{:>5}  {:>10}  {:>8}  {:<8}  {:<12}  STATEMENT",
+                    "SEQ", "DURATION", "ROWS", "DECISION", "CLASS"
+                );
                 for statement in statements {
                     let rows = statement.rows.map_or_else(|| "-".to_string(), |rows| rows.to_string());
                     let outcome = statement.error.map(|error| format!("  -- ERROR {error}")).unwrap_or_default();
+                    let (decision, classes) = match &statement.decision {
+                        Some(decision) => {
+                            (if decision.allowed { "allowed" } else { "denied" }, decision.classes.join(","))
+                        }
+                        None => ("-", "-".to_string()),
+                    };
                     println!(
-                        "{:>5}  {:>8}ms  {:>8}  {}{}",
+                        "{:>5}  {:>8}ms  {:>8}  {:<8}  {:<12}  {}{}",
                         statement.seq,
                         format!("{:.3}", statement.duration_us as f64 / 1000.0),
                         rows,
+                        decision,
+                        classes,
                         one_line(&statement.text),
                         outcome
                     );
+                    if let Some(decision) = &statement.decision {
+                        let list = |items: &[String]| if items.is_empty() { "-".to_string() } else { items.join(", ") };
+                        println!("{:>56}tables {}; policies {}", "", list(&decision.tables), list(&decision.policies));
+                    }
                 }
             }
         }
@@ -116,7 +131,8 @@ fn print_sessions(sessions: &[SessionRow]) {
     }
 }
 
-fn one_line(text: &str) -> String {
+/// `text` on one line, cut at 120 characters.
+pub(crate) fn one_line(text: &str) -> String {
     let collapsed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if collapsed.chars().count() > 120 {
         format!("{}…", collapsed.chars().take(119).collect::<String>())

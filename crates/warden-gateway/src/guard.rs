@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use warden_identity::Identity;
-use warden_pg::{Admission, Admitted, Judgement, StatementGuard, StatementRefusal, Verdict};
+use warden_pg::{Admission, Admitted, Annotation, Judgement, StatementGuard, StatementRefusal};
 use warden_policy::{Action, Policies, Principal, RequestContext, Resource};
 use warden_sql::{Analysis, Analyzer, Class, Effect, ParseOptions, Statement, Target};
+use warden_state::Decision;
 
 /// Decisions a session keeps before starting over.
 const DECISION_CACHE: usize = 1024;
@@ -109,6 +110,17 @@ fn harmless_parameter(name: &str) -> bool {
     )
 }
 
+/// The `connect` decision for `principal` on `connection`.
+pub(crate) fn connect_verdict(
+    policies: &Policies,
+    principal: &Principal<'_>,
+    connection: &str,
+    context: &RequestContext<'_>,
+) -> warden_policy::Verdict {
+    let resource = Resource::Connection { name: connection, kind: "postgres" };
+    policies.authorize(principal, Action::Connect, &resource, context)
+}
+
 /// Decides whether a session may start, and builds its guard.
 pub(crate) fn admit(
     admission: &Admission<'_>,
@@ -128,7 +140,7 @@ pub(crate) fn admit(
         has_where: None,
     };
     let resource = Resource::Connection { name: connection, kind: "postgres" };
-    let verdict = current.authorize(&principal, Action::Connect, &resource, &context);
+    let verdict = connect_verdict(&current, &principal, connection, &context);
     if !verdict.allowed {
         return Err(format!("connection \"{connection}\": {}", verdict.reason(Action::Connect, &resource)));
     }
@@ -142,7 +154,7 @@ pub(crate) fn admit(
             settings.push((name.to_ascii_lowercase(), value.clone()));
         }
     }
-    let mut search_path = vec!["$user".to_string(), "public".to_string()];
+    let mut search_path = default_search_path();
     for (name, value) in &settings {
         if name == "search_path" {
             search_path = warden_sql::parse_search_path(value)
@@ -174,23 +186,23 @@ pub(crate) fn admit(
             None => upstream_parameters.push(("options".to_string(), READ_ONLY.to_string())),
         }
     }
-    let guard = SqlGuard {
-        analyzer: analyzer.clone(),
-        policies: policies.clone(),
-        identity: identity.clone(),
-        connection: connection.to_string(),
-        client_address: admission.client_address.ip(),
-        application_name: application_name.map(str::to_string),
-        initial_search_path: search_path.clone(),
-        search_path,
-        prepared: HashMap::new(),
-        options: ParseOptions::default(),
-        unsafe_encoding: None,
-        idle: true,
-        decisions: HashMap::new(),
-        decisions_generation: 0,
-    };
+    let mut guard = SqlGuard::new(
+        analyzer.clone(),
+        policies.clone(),
+        identity.clone(),
+        connection,
+        Some(admission.client_address.ip()),
+        application_name,
+    );
+    guard.initial_search_path.clone_from(&search_path);
+    guard.search_path = search_path;
     Ok(Admitted { guard: Box::new(guard), upstream_parameters })
+}
+
+/// The server's default `search_path`. warden does not see `ALTER ROLE/DATABASE … SET search_path` made on the
+/// server, so unqualified names resolve against this unless the session sets its own.
+fn default_search_path() -> Vec<String> {
+    vec!["$user".to_string(), "public".to_string()]
 }
 
 /// One session's judge.
@@ -199,7 +211,7 @@ pub(crate) struct SqlGuard {
     policies: Arc<PolicyStore>,
     identity: Identity,
     connection: String,
-    client_address: IpAddr,
+    client_address: Option<IpAddr>,
     application_name: Option<String>,
     initial_search_path: Vec<String>,
     search_path: Vec<String>,
@@ -215,35 +227,89 @@ pub(crate) struct SqlGuard {
     decisions_generation: u64,
 }
 
-/// One (action, resource) refusal.
-struct Denial {
-    reason: String,
-    policies: Vec<Arc<str>>,
+/// One (action, resource) authorization a statement needed.
+#[derive(Debug, Clone)]
+pub(crate) struct Check {
+    pub(crate) action: Action,
+    /// `connection shop`, `table shop/public.orders`.
+    pub(crate) resource: String,
+    pub(crate) allowed: bool,
+    /// The determining policies: those that permitted it, or those that forbade it.
+    pub(crate) policies: Vec<Arc<str>>,
+    /// Why it is allowed or refused, as a client reads it.
+    pub(crate) reason: String,
+}
+
+/// One statement as the guard judged it.
+#[derive(Debug, Clone)]
+pub(crate) struct StatementDecision {
+    /// The statement as judged: an EXECUTE carries its prepared statement's accesses, a `search_path` change
+    /// warden cannot follow is judged `admin`.
+    pub(crate) statement: Statement,
+    /// The tables it touches, `schema.table` resolved against the session's `search_path`.
+    pub(crate) tables: Vec<String>,
+    pub(crate) checks: Vec<Check>,
+}
+
+impl StatementDecision {
+    pub(crate) fn allowed(&self) -> bool {
+        self.checks.iter().all(|check| check.allowed)
+    }
+
+    /// The determining policies: every permitting policy when allowed, else the forbidding ones.
+    pub(crate) fn policies(&self) -> Vec<Arc<str>> {
+        let allowed = self.allowed();
+        let mut policies: Vec<Arc<str>> = Vec::new();
+        for check in self.checks.iter().filter(|check| check.allowed == allowed) {
+            for policy in &check.policies {
+                if !policies.contains(policy) {
+                    policies.push(policy.clone());
+                }
+            }
+        }
+        policies
+    }
 }
 
 impl SqlGuard {
-    fn refuse(&self, code: &'static str, message: String, verdict: Verdict) -> Judgement {
-        Judgement { verdict: Some(Arc::new(verdict)), refusal: Some(StatementRefusal { code, message }) }
+    pub(crate) fn new(
+        analyzer: Arc<Analyzer>,
+        policies: Arc<PolicyStore>,
+        identity: Identity,
+        connection: &str,
+        client_address: Option<IpAddr>,
+        application_name: Option<&str>,
+    ) -> SqlGuard {
+        SqlGuard {
+            analyzer,
+            policies,
+            identity,
+            connection: connection.to_string(),
+            client_address,
+            application_name: application_name.map(str::to_string),
+            initial_search_path: default_search_path(),
+            search_path: default_search_path(),
+            prepared: HashMap::new(),
+            options: ParseOptions::default(),
+            unsafe_encoding: None,
+            idle: true,
+            decisions: HashMap::new(),
+            decisions_generation: 0,
+        }
+    }
+
+    fn refuse(&self, code: &'static str, message: String, decision: Decision) -> Judgement {
+        Judgement {
+            annotation: Some(Arc::new(decision) as Annotation),
+            refusal: Some(StatementRefusal { code, message }),
+        }
     }
 
     /// Judges `text` (a Query, or a Parse when `parse` is set).
     fn judge(&mut self, text: &str, parse: bool) -> Judgement {
-        if let Some(encoding) = &self.unsafe_encoding {
-            return self.refuse(
-                "0A000",
-                format!("warden cannot analyse SQL sent in client_encoding {encoding}; use UTF8"),
-                Verdict::default(),
-            );
-        }
-        let analysis = match self.analyzer.analyze(text, self.options) {
+        let analysis = match self.analyze(text) {
             Ok(analysis) => analysis,
-            Err(error) => {
-                return self.refuse(
-                    error.sqlstate(),
-                    format!("warden could not analyse the statement: {error}"),
-                    Verdict { classes: "unclassified".into(), ..Verdict::default() },
-                );
-            }
+            Err(refusal) => return refusal,
         };
         self.forget_stale_decisions(self.policies.generation());
         let key = Arc::as_ptr(&analysis) as usize;
@@ -253,7 +319,7 @@ impl SqlGuard {
         let (policies, generation) = self.policies.get();
         self.forget_stale_decisions(generation);
         let cacheable = analysis.statements.iter().all(|statement| statement.effect.is_none());
-        let judgement = self.decide(&analysis, &policies, parse);
+        let (judgement, _) = self.decide(&analysis, &policies, parse);
         if cacheable {
             if self.decisions.len() >= DECISION_CACHE {
                 self.decisions.clear();
@@ -263,40 +329,72 @@ impl SqlGuard {
         judgement
     }
 
-    fn decide(&mut self, analysis: &Analysis, policies: &Policies, parse: bool) -> Judgement {
-        let principal = Principal { name: &self.identity.name, groups: &self.identity.groups };
-        let mut classes = Vec::new();
-        let mut tables: Vec<String> = Vec::new();
-        let mut permitting: Vec<Arc<str>> = Vec::new();
-        let mut denial: Option<Denial> = None;
-        let single = analysis.statements.len() == 1;
-        for statement in &analysis.statements {
-            let mut statement = statement.clone();
-            match &statement.effect {
-                Some(Effect::Execute { name }) => match self.prepared.get(name) {
-                    Some(prepared) => {
-                        // The prepared statement's accesses, plus whatever the parameters call.
-                        let mut accesses = prepared.accesses.clone();
-                        accesses.extend(
-                            statement.accesses.iter().filter(|access| access.class != Class::Unclassified).cloned(),
-                        );
-                        let class = accesses.iter().map(|access| access.class).max().unwrap_or(prepared.class);
-                        statement = Statement { effect: statement.effect.clone(), accesses, class, ..prepared.clone() };
-                    }
-                    None => statement.note = Some(format!("prepared statement \"{name}\" is unknown to warden")),
-                },
-                // warden follows search_path only where it knows the change takes effect: a SET sent alone
-                // outside a transaction block. Anything else could be rolled back behind its back.
-                Some(Effect::SearchPath(_) | Effect::ResetSearchPath | Effect::DiscardAll)
-                    if parse || !self.idle || !single =>
-                {
-                    statement.class = Class::Admin;
-                    statement.accesses = vec![warden_sql::Access { class: Class::Admin, target: Target::Connection }];
+    /// The analysis of `text`, or the refusal of what warden cannot analyse.
+    fn analyze(&self, text: &str) -> Result<Arc<Analysis>, Judgement> {
+        let unclassified = || Decision { classes: vec!["unclassified".into()], ..Decision::default() };
+        if let Some(encoding) = &self.unsafe_encoding {
+            return Err(self.refuse(
+                "0A000",
+                format!("warden cannot analyse SQL sent in client_encoding {encoding}; use UTF8"),
+                unclassified(),
+            ));
+        }
+        self.analyzer.analyze(text, self.options).map_err(|error| {
+            self.refuse(error.sqlstate(), format!("warden could not analyse the statement: {error}"), unclassified())
+        })
+    }
+
+    /// Judges a query as a simple Query while the session is idle, bypassing the decision cache, and returns
+    /// each statement's decision with the judgement (for `warden policy explain`).
+    pub(crate) fn explain(&mut self, text: &str) -> (Judgement, Vec<StatementDecision>) {
+        let analysis = match self.analyze(text) {
+            Ok(analysis) => analysis,
+            Err(refusal) => return (refusal, Vec::new()),
+        };
+        let (policies, _) = self.policies.get();
+        self.decide(&analysis, &policies, false)
+    }
+
+    /// The statement as warden must judge it in this session's state.
+    fn as_judged(&self, statement: &Statement, parse: bool, single: bool) -> Statement {
+        let mut statement = statement.clone();
+        match &statement.effect {
+            Some(Effect::Execute { name }) => match self.prepared.get(name) {
+                Some(prepared) => {
+                    // The prepared statement's accesses, plus whatever the parameters call.
+                    let mut accesses = prepared.accesses.clone();
+                    accesses.extend(
+                        statement.accesses.iter().filter(|access| access.class != Class::Unclassified).cloned(),
+                    );
+                    let class = accesses.iter().map(|access| access.class).max().unwrap_or(prepared.class);
+                    statement = Statement { effect: statement.effect.clone(), accesses, class, ..prepared.clone() };
                 }
-                _ => {}
+                None => statement.note = Some(format!("prepared statement \"{name}\" is unknown to warden")),
+            },
+            // warden follows search_path only where it knows the change takes effect: a SET sent alone
+            // outside a transaction block. Anything else could be rolled back behind its back.
+            Some(Effect::SearchPath(_) | Effect::ResetSearchPath | Effect::DiscardAll)
+                if parse || !self.idle || !single =>
+            {
+                statement.class = Class::Admin;
+                statement.accesses = vec![warden_sql::Access { class: Class::Admin, target: Target::Connection }];
+                statement.note =
+                    Some("a search_path change is only followed when sent alone, outside a transaction".into());
             }
-            classes.push(statement.class.as_str());
+            _ => {}
+        }
+        statement
+    }
+
+    fn decide(&mut self, analysis: &Analysis, policies: &Policies, parse: bool) -> (Judgement, Vec<StatementDecision>) {
+        let principal = Principal { name: &self.identity.name, groups: &self.identity.groups };
+        let single = analysis.statements.len() == 1;
+        let mut decisions = Vec::with_capacity(analysis.statements.len());
+        for statement in &analysis.statements {
+            let statement = self.as_judged(statement, parse, single);
             let context = self.context(&statement.kind, statement.has_where);
+            let mut tables: Vec<String> = Vec::new();
+            let mut checks = Vec::with_capacity(statement.accesses.len());
             for access in &statement.accesses {
                 let action = action_for(access.class);
                 let resolved;
@@ -312,31 +410,44 @@ impl SqlGuard {
                     }
                 };
                 let verdict = policies.authorize(&principal, action, &resource, &context);
-                if verdict.allowed {
-                    for policy in verdict.policies {
-                        if !permitting.contains(&policy) {
-                            permitting.push(policy);
-                        }
-                    }
-                } else if denial.is_none() {
-                    let mut reason = verdict.reason(action, &resource);
-                    if let Some(note) = &statement.note {
-                        reason.push_str(&format!(" ({note})"));
-                    }
-                    denial = Some(Denial { reason, policies: verdict.policies });
+                let mut reason = verdict.reason(action, &resource);
+                if let (false, Some(note)) = (verdict.allowed, &statement.note) {
+                    reason.push_str(&format!(" ({note})"));
+                }
+                checks.push(Check {
+                    action,
+                    resource: resource.to_string(),
+                    allowed: verdict.allowed,
+                    policies: verdict.policies,
+                    reason,
+                });
+            }
+            decisions.push(StatementDecision { statement, tables, checks });
+        }
+
+        let mut record = Decision { allowed: true, ..Decision::default() };
+        for decision in &decisions {
+            record.classes.push(decision.statement.class.as_str().to_string());
+            for table in &decision.tables {
+                if !record.tables.contains(table) {
+                    record.tables.push(table.clone());
                 }
             }
         }
-        let verdict = |allowed: bool, policies: &[Arc<str>]| Verdict {
-            allowed,
-            classes: classes.join(","),
-            tables: tables.join(","),
-            policies: policies.iter().map(|id| id.as_ref()).collect::<Vec<_>>().join(","),
-        };
-        if let Some(denial) = denial {
+        let refused = decisions.iter().flat_map(|decision| &decision.checks).find(|check| !check.allowed);
+        if let Some(check) = refused {
+            record.allowed = false;
+            record.policies = check.policies.iter().map(|id| id.to_string()).collect();
             let whole = if analysis.statements.len() > 1 { " (the whole query was refused)" } else { "" };
-            let message = format!("connection \"{}\": {}{whole}", self.connection, denial.reason);
-            return self.refuse("42501", message, verdict(false, &denial.policies));
+            let message = format!("connection \"{}\": {}{whole}", self.connection, check.reason);
+            return (self.refuse("42501", message, record), decisions);
+        }
+        for decision in &decisions {
+            for policy in decision.policies() {
+                if !record.policies.iter().any(|known| **known == *policy) {
+                    record.policies.push(policy.to_string());
+                }
+            }
         }
         // Allowed: follow the session state the statements change.
         for statement in &analysis.statements {
@@ -357,13 +468,13 @@ impl SqlGuard {
                 Some(Effect::Execute { .. }) | None => {}
             }
         }
-        Judgement { verdict: Some(Arc::new(verdict(true, &permitting))), refusal: None }
+        (Judgement { annotation: Some(Arc::new(record) as Annotation), refusal: None }, decisions)
     }
 
     /// The policy context of a statement of `kind` in this session.
     fn context<'a>(&'a self, kind: &'a str, has_where: Option<bool>) -> RequestContext<'a> {
         RequestContext {
-            client_address: Some(self.client_address),
+            client_address: self.client_address,
             application_name: self.application_name.as_deref(),
             statement_kind: Some(kind),
             has_where,
@@ -401,14 +512,14 @@ impl StatementGuard for SqlGuard {
         let resource = Resource::Connection { name: &self.connection, kind: "postgres" };
         let context = self.context("function call", None);
         let verdict = policies.authorize(&principal, Action::Unclassified, &resource, &context);
-        let record = Verdict {
+        let record = Decision {
             allowed: verdict.allowed,
-            classes: "unclassified".into(),
-            tables: String::new(),
-            policies: verdict.policies.iter().map(|id| id.as_ref()).collect::<Vec<_>>().join(","),
+            classes: vec!["unclassified".into()],
+            tables: Vec::new(),
+            policies: verdict.policies.iter().map(|id| id.to_string()).collect(),
         };
         if verdict.allowed {
-            return Judgement { verdict: Some(Arc::new(record)), refusal: None };
+            return Judgement { annotation: Some(Arc::new(record) as Annotation), refusal: None };
         }
         let message = format!(
             "connection \"{}\": fast-path call of function {function_oid} is unclassified: {}",

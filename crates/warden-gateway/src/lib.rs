@@ -5,7 +5,12 @@
 //! verification and the state recorder together. It holds no protocol logic of its own.
 #![forbid(unsafe_code)]
 
+mod explain;
 mod guard;
+
+pub use explain::{
+    explain, CheckExplanation, ErrorExplanation, ExplainRequest, Explanation, QueryExplanation, StatementExplanation,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +25,7 @@ use warden_identity::{ApiKeyVerifier, AuthError, Identity};
 use warden_pg::{Admission, Admitted, PgFrontend, PgFrontendConfig, SessionHooks, SessionInfo, StatementEvent};
 use warden_policy::Policies;
 use warden_sql::Analyzer;
-use warden_state::{Recorder, SessionStart, StateStore, StatementRecord};
+use warden_state::{Decision, Recorder, SessionStart, StateStore, StatementRecord};
 
 /// How long shutdown waits for live sessions to end after telling them to.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -270,6 +275,7 @@ impl SessionHooks for GatewayHooks {
             text: statement.text,
             rows: statement.rows,
             error: statement.error,
+            decision: statement.annotation.and_then(|annotation| annotation.downcast::<Decision>().ok()),
         };
         if let Err(error) = self.recorder.statement(record) {
             warn!(session = %session.id, %error, "statement not recorded");

@@ -33,26 +33,21 @@ pub struct StatementEvent {
     pub rows: Option<u64>,
     /// The upstream's error, or warden's refusal, `SQLSTATE: message`.
     pub error: Option<String>,
-    /// What warden decided before forwarding it, when a guard judged it.
-    pub verdict: Option<Arc<Verdict>>,
+    /// What the guard attached to the statement when it judged it (for an Execute: what it attached to the
+    /// Parse of the prepared statement), handed back untouched.
+    pub annotation: Option<Annotation>,
 }
 
-/// What warden decided about one query, as recorded with its statement.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Verdict {
-    pub allowed: bool,
-    /// Each statement's class, comma-separated (`read`, `read,write`).
-    pub classes: String,
-    /// The tables it touches, `schema.table`, comma-separated.
-    pub tables: String,
-    /// The policies that determined the decision, comma-separated.
-    pub policies: String,
-}
+/// Whatever a [`StatementGuard`] wants recorded with a statement (its verdict, the classes and tables it
+/// saw). The protocol crate never looks inside: it carries the annotation from the judgement to the
+/// statement's [`StatementEvent`], so the guard and the recorder agree on its type without this crate
+/// knowing it, and recording copies nothing.
+pub type Annotation = Arc<dyn std::any::Any + Send + Sync>;
 
 /// A guard's answer about a query, a Parse or a function call.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Judgement {
-    pub verdict: Option<Arc<Verdict>>,
+    pub annotation: Option<Annotation>,
     /// Set when the statement must not reach the upstream.
     pub refusal: Option<StatementRefusal>,
 }

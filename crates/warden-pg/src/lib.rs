@@ -27,8 +27,8 @@ use tracing::{error, warn};
 use warden_config::{Config, Limits};
 
 pub use hooks::{
-    Admission, Admitted, Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard, StatementRefusal,
-    Verdict,
+    Admission, Admitted, Annotation, Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard,
+    StatementRefusal,
 };
 use upstream::UpstreamTarget;
 

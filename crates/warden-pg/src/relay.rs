@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::backend::Severity;
 use crate::codec::{self, backend, frontend, CodecError};
-use crate::hooks::{Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard, Verdict};
+use crate::hooks::{Annotation, Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard};
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -82,7 +82,7 @@ struct Pending {
     started_at: OffsetDateTime,
     rows: Option<u64>,
     error: Option<String>,
-    verdict: Option<Arc<Verdict>>,
+    annotation: Option<Annotation>,
     refusal: Option<Refused>,
 }
 
@@ -134,7 +134,7 @@ impl Tracker {
             started_at: OffsetDateTime::now_utc(),
             rows: None,
             error: None,
-            verdict: judgement.verdict,
+            annotation: judgement.annotation,
             refusal: judgement.refusal.map(|refusal| Refused::new(refusal.code, &refusal.message)),
         });
         Ok(self.queue.back().is_some_and(|pending| pending.refusal.is_some()))
@@ -149,7 +149,7 @@ impl Tracker {
             text: pending.text,
             rows: pending.rows,
             error: pending.error,
-            verdict: pending.verdict,
+            annotation: pending.annotation,
         }
     }
 
@@ -384,11 +384,12 @@ fn server_message_tracked(tag: u8) -> bool {
     )
 }
 
-/// The client's prepared statements and portals, by name, to know what an Execute runs.
+/// The client's prepared statements and portals, by name, to know what an Execute runs: its text, and what
+/// the guard attached to it at Parse.
 #[derive(Default)]
 struct ClientNames {
-    statements: HashMap<String, Arc<str>>,
-    portals: HashMap<String, Arc<str>>,
+    statements: HashMap<String, (Arc<str>, Option<Annotation>)>,
+    portals: HashMap<String, (Arc<str>, Option<Annotation>)>,
 }
 
 async fn client_loop<R, W>(
@@ -459,28 +460,28 @@ fn on_client_message(
             let (name, query) = frontend::parse_statement(message)?;
             let judgement = guard.lock().parse(name, query);
             let text: Arc<str> = query.into();
-            names.statements.insert(name.to_string(), text.clone());
+            names.statements.insert(name.to_string(), (text.clone(), judgement.annotation.clone()));
             if tracker.lock().push_judged(PendingKind::Parse, text, judgement)? {
                 return Ok(Some(frontend::parse(name, STAND_IN)));
             }
         }
         frontend::BIND => {
             let (portal, statement) = frontend::bind_names(message)?;
-            let text = names
+            let named = names
                 .statements
                 .get(statement)
                 .cloned()
-                .unwrap_or_else(|| Arc::from(format!("<unknown prepared statement \"{statement}\">")));
-            names.portals.insert(portal.to_string(), text);
+                .unwrap_or_else(|| (Arc::from(format!("<unknown prepared statement \"{statement}\">")), None));
+            names.portals.insert(portal.to_string(), named);
         }
         frontend::EXECUTE => {
             let portal = frontend::execute_portal(message)?;
-            let text = names
+            let (text, annotation) = names
                 .portals
                 .get(portal)
                 .cloned()
-                .unwrap_or_else(|| Arc::from(format!("<unknown portal \"{portal}\">")));
-            tracker.lock().push(PendingKind::Execute, text)?;
+                .unwrap_or_else(|| (Arc::from(format!("<unknown portal \"{portal}\">")), None));
+            tracker.lock().push_judged(PendingKind::Execute, text, Judgement { annotation, refusal: None })?;
         }
         frontend::SYNC => tracker.lock().push(PendingKind::Sync, Arc::from(""))?,
         frontend::CLOSE => {
@@ -540,6 +541,10 @@ where
                 completed.extend(event);
                 Ok(replacement)
             });
+            // Recorded before the client sees the answer, so whoever reads the record after the answer finds it.
+            for event in completed.drain(..) {
+                hooks.statement(session, event);
+            }
             let done = match step {
                 Step::Forward(forward) => forward_prefix(writer, &mut buffer, forward).await.map(|()| true),
                 Step::Replace { forward, skip, with } => replace(writer, &mut buffer, forward, skip, &with).await,
@@ -550,9 +555,6 @@ where
                 Ok(false) => continue,
                 Err(error) => return RelayEnd::ClientIo(error),
             }
-        }
-        for event in completed.drain(..) {
-            hooks.statement(session, event);
         }
         match read_more(reader, &mut buffer).await {
             Ok(0) => return RelayEnd::UpstreamClosed,

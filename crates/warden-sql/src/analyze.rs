@@ -4,12 +4,13 @@
 //! are then found by walking its whole tree generically (every `RangeVar` anywhere, so no subquery, lateral
 //! function or rule action can hide one), with common-table-expression names scoped as the server scopes
 //! them, and each table's role decided by where it sits: the target of INSERT/UPDATE/DELETE/MERGE is written,
-//! tables under FOR UPDATE/SHARE are written, tables inside any query are read, and a table named by a utility
+//! tables a FOR UPDATE/SHARE clause locks are written (resolved as the server resolves them, see [`Lock`]), tables
+//! inside any query are read, the source of `CREATE TABLE … (LIKE t)` is read, and a table named by a utility
 //! statement (TRUNCATE t, LOCK t, GRANT … ON t) takes that statement's class.
 
 use std::collections::BTreeSet;
 
-use pg_query::protobuf::{DiscardMode, ObjectType, TransactionStmtKind, VariableSetKind};
+use pg_query::protobuf::{AlterTableType, DiscardMode, ObjectType, TransactionStmtKind, VariableSetKind};
 use pg_query::ParserOptions;
 use serde_json::{Map, Value};
 
@@ -155,8 +156,76 @@ fn table_from_text(text: &str) -> Option<TableName> {
 struct Place {
     /// Inside a query (SELECT/INSERT/UPDATE/DELETE/MERGE): tables are read unless they are its target.
     in_query: bool,
-    /// Under a FOR UPDATE/SHARE clause's FROM list: tables are locked, which needs write.
+    /// A FOR UPDATE/SHARE clause locks what is met here: a table reference is locked (which needs write, as the
+    /// server requires UPDATE privilege for it), a query has every table of its FROM list locked.
     locking: bool,
+}
+
+/// Which FROM items of a query its FOR UPDATE/SHARE clauses lock, as the server's `transformLockingClause`
+/// decides: only the query's own FROM list (tables, also inside joins, and subqueries in FROM with every table of
+/// their own FROM lists), never a sublink (WHERE, select list, JOIN … ON), a function or a CTE reference.
+enum Lock {
+    None,
+    /// `FOR UPDATE` without `OF`, or pushed down into a locked subquery.
+    All,
+    /// `FOR UPDATE OF a, b`: the FROM items whose alias (or, without one, the table's bare name) is listed.
+    Named(Vec<String>),
+}
+
+impl Lock {
+    /// The locking clauses of a SELECT.
+    fn of_select(body: &Map<String, Value>) -> Lock {
+        let clauses: &[Value] = field(body, "locking_clause").as_array().map(Vec::as_slice).unwrap_or_default();
+        if clauses.is_empty() {
+            return Lock::None;
+        }
+        let mut named = Vec::new();
+        for clause in clauses {
+            let Some(("LockingClause", clause)) = tagged(clause) else {
+                return Lock::All;
+            };
+            let relations: &[Value] = field(clause, "locked_rels").as_array().map(Vec::as_slice).unwrap_or_default();
+            if relations.is_empty() {
+                return Lock::All;
+            }
+            for relation in relations {
+                // The server refuses a qualified name here; only the bare name matters.
+                match tagged(relation) {
+                    Some(("RangeVar", relation)) => named.push(string_field(relation, "relname").to_string()),
+                    // A shape warden does not know: lock everything rather than miss a table.
+                    _ => return Lock::All,
+                }
+            }
+        }
+        Lock::Named(named)
+    }
+
+    /// `FOR UPDATE OF` a name warden does not find among the FROM entries it resolves (the server would refuse
+    /// the statement, or warden misread it) locks everything: a lock is never missed.
+    fn resolved(self, from_clause: &Value) -> Lock {
+        let Lock::Named(named) = &self else {
+            return self;
+        };
+        let mut entries = Vec::new();
+        from_entry_names(from_clause, &mut entries);
+        if named.iter().all(|name| entries.iter().any(|entry| entry == name)) {
+            self
+        } else {
+            Lock::All
+        }
+    }
+
+    fn covers(&self, name: &str) -> bool {
+        match self {
+            Lock::None => false,
+            Lock::All => true,
+            Lock::Named(names) => names.iter().any(|named| named == name),
+        }
+    }
+
+    fn any(&self) -> bool {
+        !matches!(self, Lock::None)
+    }
 }
 
 struct Walk<'a> {
@@ -193,6 +262,14 @@ impl Walk<'_> {
                     if matches!(tag, "SelectStmt" | "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt") {
                         self.query(tag, body, place);
                         return;
+                    }
+                    if tag == "TableLikeClause" {
+                        // CREATE TABLE n (LIKE t): t's definition is copied, which the server checks as SELECT on t;
+                        // t itself is not changed.
+                        if let Some(relation) = field(body, "relation").as_object().filter(|body| is_range_var(body)) {
+                            self.range_var(relation, place, Some(Class::Read));
+                            return;
+                        }
                     }
                     if tag == "ExecuteStmt" {
                         // EXECUTE inside another statement (CREATE TABLE AS EXECUTE): warden does not follow it.
@@ -235,7 +312,16 @@ impl Walk<'_> {
     }
 
     fn query(&mut self, tag: &str, body: &Map<String, Value>, place: Place) {
-        let place = Place { in_query: true, ..place };
+        // A lock pushed down from an outer query (this is a locked subquery in its FROM) locks every table of this
+        // query's FROM list; otherwise only this query's own clauses lock, and only in its FROM list.
+        let lock = if place.locking {
+            Lock::All
+        } else if tag == "SelectStmt" {
+            Lock::of_select(body).resolved(field(body, "from_clause"))
+        } else {
+            Lock::None
+        };
+        let place = Place { in_query: true, locking: false };
         let scope_depth = self.scopes.len();
         if let Some(with) = field(body, "with_clause").as_object() {
             let ctes: Vec<&Map<String, Value>> = field(with, "ctes")
@@ -278,18 +364,18 @@ impl Walk<'_> {
                 }
             }
         }
-        let locking = tag == "SelectStmt" && non_empty(field(body, "locking_clause"));
         for (key, child) in body {
             match key.as_str() {
                 // Walked above: the CTEs in their scopes, a data-modifying statement's target as written.
                 "with_clause" => {}
                 "relation" if modifying.is_some() => {}
-                // FOR UPDATE OF names FROM-list entries (aliases), not tables.
+                // Resolved into `lock` above: FOR UPDATE OF names FROM-list entries (aliases), not tables.
                 "locking_clause" => {}
-                "from_clause" if locking => self.walk(child, Place { locking: true, ..place }),
+                "from_clause" => self.walk_from_entry(child, &lock, place),
+                // The server refuses FOR UPDATE on a set operation; should one get here, both sides are locked.
                 "larg" | "rarg" => {
                     if let Some(select) = child.as_object() {
-                        self.query("SelectStmt", select, place);
+                        self.query("SelectStmt", select, Place { locking: lock.any(), ..place });
                     }
                 }
                 "into_clause" => {
@@ -303,6 +389,67 @@ impl Walk<'_> {
             }
         }
         self.scopes.truncate(scope_depth);
+    }
+
+    /// A FROM-list entry of a query whose locking clauses are `lock`. Only what the server itself locks is
+    /// marked locked; an entry of a shape not known here is locked whole when anything is, so a lock is never missed.
+    fn walk_from_entry(&mut self, value: &Value, lock: &Lock, place: Place) {
+        if let Value::Array(items) = value {
+            for item in items {
+                self.walk_from_entry(item, lock, place);
+            }
+            return;
+        }
+        let Some((tag, body)) = tagged(value) else {
+            self.walk(value, Place { locking: lock.any(), ..place });
+            return;
+        };
+        match tag {
+            "RangeVar" => {
+                let name = alias(body).unwrap_or_else(|| string_field(body, "relname"));
+                self.range_var(body, Place { locking: lock.covers(name), ..place }, None);
+            }
+            // TABLESAMPLE: the sampled table is an ordinary FROM entry; its arguments are expressions.
+            "RangeTableSample" => {
+                for (key, child) in body {
+                    if key == "relation" {
+                        self.walk_from_entry(child, lock, place);
+                    } else {
+                        self.walk(child, place);
+                    }
+                }
+            }
+            "JoinExpr" => {
+                // The tables of a join are entries of this query, locked by their own names. Naming the join
+                // itself is refused by the server; should it get here, everything in the join is locked.
+                let all = Lock::All;
+                let named_join = [field(body, "alias"), field(body, "join_using_alias")]
+                    .into_iter()
+                    .filter_map(|alias| alias.as_object())
+                    .any(|alias| lock.covers(string_field(alias, "aliasname")));
+                let inner = if named_join { &all } else { lock };
+                for (key, child) in body {
+                    match key.as_str() {
+                        "larg" | "rarg" => self.walk_from_entry(child, inner, place),
+                        // ON conditions hold sublinks, which are queries of their own: never locked.
+                        _ => self.walk(child, place),
+                    }
+                }
+            }
+            // A locked subquery has every table of its own FROM list locked (not its sublinks). Since PostgreSQL
+            // 16 a subquery needs no alias; the server then names it `unnamed_subquery`.
+            "RangeSubselect" => {
+                let locked = lock.covers(alias(body).unwrap_or("unnamed_subquery"));
+                for (key, child) in body {
+                    let locking = key == "subquery" && locked;
+                    self.walk(child, Place { locking, ..place });
+                }
+            }
+            // Functions, XMLTABLE and JSON_TABLE in FROM are never locked; a table can only be in their
+            // arguments' sublinks, which are queries of their own.
+            "RangeFunction" | "RangeTableFunc" | "JsonTable" => self.walk(value, place),
+            _ => self.walk(value, Place { locking: lock.any(), ..place }),
+        }
     }
 
     fn func_call(&mut self, body: &Map<String, Value>) {
@@ -351,6 +498,36 @@ impl Walk<'_> {
             }
         }
     }
+}
+
+/// The names `FOR UPDATE OF` can match among the FROM entries [`Walk::walk_from_entry`] resolves, joins included.
+fn from_entry_names<'a>(value: &'a Value, entries: &mut Vec<&'a str>) {
+    if let Value::Array(items) = value {
+        for item in items {
+            from_entry_names(item, entries);
+        }
+        return;
+    }
+    match tagged(value) {
+        Some(("RangeVar", body)) => entries.push(alias(body).unwrap_or_else(|| string_field(body, "relname"))),
+        Some(("RangeTableSample", body)) => from_entry_names(field(body, "relation"), entries),
+        Some(("RangeSubselect", body)) => entries.push(alias(body).unwrap_or("unnamed_subquery")),
+        Some(("JoinExpr", body)) => {
+            for alias in [field(body, "alias"), field(body, "join_using_alias")] {
+                if let Some(alias) = alias.as_object() {
+                    entries.push(string_field(alias, "aliasname"));
+                }
+            }
+            from_entry_names(field(body, "larg"), entries);
+            from_entry_names(field(body, "rarg"), entries);
+        }
+        _ => {}
+    }
+}
+
+/// The alias a FROM entry is given (`orders o` → `o`), if any.
+fn alias(body: &Map<String, Value>) -> Option<&str> {
+    field(body, "alias").as_object().map(|alias| string_field(alias, "aliasname")).filter(|name| !name.is_empty())
 }
 
 fn is_range_var(object: &Map<String, Value>) -> bool {
@@ -410,7 +587,10 @@ fn classify(value: &Value, depends_on_literals: &mut bool) -> Statement {
         }
         "CopyStmt" => return copy(body, depends_on_literals),
         "DropStmt" => return drop(body, depends_on_literals),
-        "CommentStmt" => return comment(body, depends_on_literals),
+        "CommentStmt" => return on_object(body, Class::Ddl, "comment", depends_on_literals),
+        // A security label decides what a label-based provider (sepgsql) lets roles do with the object.
+        "SecLabelStmt" => return on_object(body, Class::Dcl, "security label", depends_on_literals),
+        "AlterTableStmt" => return alter_table(body, depends_on_literals),
         "TruncateStmt" => (Class::Ddl, "truncate"),
         "RefreshMatViewStmt" => (Class::Ddl, "refresh"),
         "ListenStmt" => (Class::Read, "listen"),
@@ -445,7 +625,10 @@ fn classify(value: &Value, depends_on_literals: &mut bool) -> Statement {
         | "CreateUserMappingStmt"
         | "CreateSubscriptionStmt"
         | "CreatePublicationStmt"
-        | "CreatePlangStmt" => (Class::Admin, "create"),
+        | "CreatePlangStmt"
+        // An event trigger runs its function on every DDL command (or login) in the database; dropping one is
+        // admin too.
+        | "CreateEventTrigStmt" => (Class::Admin, "create"),
         "DropdbStmt" | "DropTableSpaceStmt" | "DropUserMappingStmt" | "DropSubscriptionStmt" => (Class::Admin, "drop"),
         "AlterDatabaseStmt"
         | "AlterDatabaseSetStmt"
@@ -458,15 +641,22 @@ fn classify(value: &Value, depends_on_literals: &mut bool) -> Statement {
         | "AlterForeignServerStmt"
         | "AlterUserMappingStmt"
         | "AlterSubscriptionStmt"
-        | "AlterPublicationStmt" => (Class::Admin, "alter"),
+        | "AlterPublicationStmt"
+        | "AlterEventTrigStmt" => (Class::Admin, "alter"),
         "GrantStmt" | "GrantRoleStmt" => (Class::Dcl, if bool_field(body, "is_grant") { "grant" } else { "revoke" }),
         "CreateRoleStmt" | "CreatePolicyStmt" => (Class::Dcl, "create"),
         "AlterRoleStmt" | "AlterRoleSetStmt" | "AlterDefaultPrivilegesStmt" | "AlterPolicyStmt" | "AlterOwnerStmt" => {
             (Class::Dcl, "alter")
         }
-        "DropRoleStmt" | "DropOwnedStmt" => (Class::Dcl, "drop"),
+        "DropRoleStmt" => (Class::Dcl, "drop"),
+        "DropOwnedStmt" => {
+            // DROP OWNED revokes the role's privileges and drops every object it owns in the database, tables
+            // included: both halves must be authorized.
+            let mut statement = simple(Class::Dcl, "drop", None);
+            statement.accesses.insert(0, Access { class: Class::Ddl, target: Target::Connection });
+            return statement;
+        }
         "ReassignOwnedStmt" => (Class::Dcl, "reassign"),
-        "SecLabelStmt" => (Class::Dcl, "security label"),
         "CreateTableAsStmt" | "ViewStmt" | "IndexStmt" | "RuleStmt" | "CreateTrigStmt" | "CompositeTypeStmt"
         | "DefineStmt" => (Class::Ddl, "create"),
         "RenameStmt" | "AlterObjectSchemaStmt" => (Class::Ddl, "alter"),
@@ -738,9 +928,11 @@ fn drop(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement 
     finish(class, "drop", walk)
 }
 
-fn comment(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement {
+/// COMMENT ON / SECURITY LABEL ON an object: against its table when it is one (or a column of one), else against
+/// the connection.
+fn on_object(body: &Map<String, Value>, class: Class, kind: &str, depends_on_literals: &mut bool) -> Statement {
     let object_type = int_field(body, "objtype");
-    let mut walk = walk_with(Class::Ddl, depends_on_literals);
+    let mut walk = walk_with(class, depends_on_literals);
     let mut object_names = names(field(body, "object"));
     if object_type == ObjectType::ObjectColumn as i64 {
         object_names.pop();
@@ -749,10 +941,52 @@ fn comment(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Stateme
         object_type == ObjectType::ObjectColumn as i64 || TABLE_LIKE.iter().any(|kind| *kind as i64 == object_type);
     if on_table {
         if let Some(table) = table_from_names(object_names) {
-            walk.add(Class::Ddl, Target::Table(table));
+            walk.add(class, Target::Table(table));
         }
     }
-    finish(Class::Ddl, "comment", walk)
+    finish(class, kind, walk)
+}
+
+/// ALTER TABLE, and ALTER INDEX/SEQUENCE/VIEW/MATERIALIZED VIEW/FOREIGN TABLE/TYPE, which share its node. Most
+/// subcommands change the definition (ddl); handing the object to another owner or switching its row-level
+/// security changes who may see or do what (dcl). Each class the subcommands need is asked for the table.
+fn alter_table(body: &Map<String, Value>, depends_on_literals: &mut bool) -> Statement {
+    let dcl = [
+        AlterTableType::AtChangeOwner,
+        AlterTableType::AtEnableRowSecurity,
+        AlterTableType::AtDisableRowSecurity,
+        AlterTableType::AtForceRowSecurity,
+        AlterTableType::AtNoForceRowSecurity,
+    ];
+    let mut classes = BTreeSet::new();
+    for command in field(body, "cmds").as_array().map(Vec::as_slice).unwrap_or_default() {
+        let class = match tagged(command) {
+            Some(("AlterTableCmd", command))
+                if dcl.iter().any(|subtype| *subtype as i64 == int_field(command, "subtype")) =>
+            {
+                Class::Dcl
+            }
+            _ => Class::Ddl,
+        };
+        classes.insert(class);
+    }
+    if classes.is_empty() {
+        classes.insert(Class::Ddl);
+    }
+    // Tables named inside the subcommands (REFERENCES t, INHERIT t, ATTACH PARTITION t) change definition: ddl.
+    let mut walk = walk_with(Class::Ddl, depends_on_literals);
+    let place = Place { in_query: false, locking: false };
+    for (key, child) in body {
+        match child.as_object() {
+            Some(relation) if key == "relation" && is_range_var(relation) => {
+                for class in &classes {
+                    walk.range_var(relation, place, Some(*class));
+                }
+            }
+            _ => walk.walk(child, place),
+        }
+    }
+    finish(classes.last().copied().unwrap_or(Class::Ddl), "alter", walk)
 }
 
 #[cfg(test)]

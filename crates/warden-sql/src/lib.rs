@@ -16,6 +16,7 @@ mod cache;
 mod functions;
 mod key;
 mod settings;
+mod split;
 
 use std::fmt;
 
@@ -23,6 +24,7 @@ pub use analyze::analyze;
 pub use cache::Analyzer;
 pub use key::cache_key;
 pub use settings::parse_search_path;
+pub use split::split_statements;
 
 /// The class of setting run-time parameter `name` to the literal `value` (as SET, `set_config` or a startup
 /// parameter would).

@@ -89,6 +89,21 @@ pub struct StatementRow {
     pub text: String,
     pub rows: Option<i64>,
     pub error: Option<String>,
+    /// What warden decided before forwarding it; absent for statements no guard judged.
+    pub decision: Option<Decision>,
+}
+
+/// What warden decided about a statement (or a query of several) before forwarding it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Each statement's action class, in order (`["read", "write"]`).
+    pub classes: Vec<String>,
+    /// The tables it touches, `schema.table`, each once.
+    pub tables: Vec<String>,
+    /// The policies that determined the decision: those that permitted it, or those that forbade it (empty
+    /// when it was refused because no policy permits it).
+    pub policies: Vec<String>,
 }
 
 impl StateStore {

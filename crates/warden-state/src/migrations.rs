@@ -14,11 +14,15 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Mig
 /// (version, description, SQL).
 type EmbeddedMigration = (i64, &'static str, &'static str);
 
-const SQLITE: &[EmbeddedMigration] =
-    &[(1, "sessions and statements", include_str!("../migrations/sqlite/0001_sessions_and_statements.sql"))];
+const SQLITE: &[EmbeddedMigration] = &[
+    (1, "sessions and statements", include_str!("../migrations/sqlite/0001_sessions_and_statements.sql")),
+    (2, "statement decisions", include_str!("../migrations/sqlite/0002_statement_decisions.sql")),
+];
 
-const POSTGRES: &[EmbeddedMigration] =
-    &[(1, "sessions and statements", include_str!("../migrations/postgres/0001_sessions_and_statements.sql"))];
+const POSTGRES: &[EmbeddedMigration] = &[
+    (1, "sessions and statements", include_str!("../migrations/postgres/0001_sessions_and_statements.sql")),
+    (2, "statement decisions", include_str!("../migrations/postgres/0002_statement_decisions.sql")),
+];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {
     Migrator::new(Embedded(SQLITE)).await

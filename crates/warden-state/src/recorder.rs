@@ -50,6 +50,8 @@ pub struct StatementRecord {
     pub text: std::sync::Arc<str>,
     pub rows: Option<u64>,
     pub error: Option<String>,
+    /// What warden decided before forwarding it; shared by every statement judged the same way.
+    pub decision: Option<std::sync::Arc<crate::Decision>>,
 }
 
 /// The end of a session.

@@ -19,7 +19,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use time::OffsetDateTime;
 
 use crate::recorder::SessionEnd;
-use crate::{SessionFilter, SessionRow, SessionStart, StateError, StatementRecord, StatementRow};
+use crate::{Decision, SessionFilter, SessionRow, SessionStart, StateError, StatementRecord, StatementRow};
 
 /// At most this many bind parameters in one statement: SQLite's limit since 3.32 (PostgreSQL allows 65,535).
 const MAX_BIND_PARAMETERS: usize = 32_766;
@@ -116,8 +116,9 @@ type DbQuery<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
 const SESSION_COLUMNS: &str = "id, identity, connection, client_address, user_name, application_name, started_at";
 const SESSION_BINDS: usize = 7;
 
-const STATEMENT_COLUMNS: &str = "session_id, seq, started_at, duration_us, text, rows, error";
-const STATEMENT_BINDS: usize = 7;
+const STATEMENT_COLUMNS: &str =
+    "session_id, seq, started_at, duration_us, text, rows, error, decision, classes, tables, policies";
+const STATEMENT_BINDS: usize = 11;
 
 impl<DB> Store<DB>
 where
@@ -126,6 +127,8 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    String: Type<DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'r> String: Decode<'r, DB> + Type<DB>,
@@ -269,8 +272,8 @@ where
 
     pub(crate) async fn statements(&self, session_id: &str) -> Result<Vec<StatementRow>, StateError> {
         let mut sql = SqlText::<DB>::new(&format!(
-            "SELECT session_id, seq, {}, duration_us, text, rows, error FROM statements \
-             WHERE session_id = ",
+            "SELECT session_id, seq, {}, duration_us, text, rows, error, decision, classes, tables, policies \
+             FROM statements WHERE session_id = ",
             DB::micros_from_timestamp("started_at")
         ));
         sql.bind().push(" ORDER BY seq");
@@ -289,6 +292,7 @@ where
                     text: get(row, 4)?,
                     rows: get(row, 5)?,
                     error: get(row, 6)?,
+                    decision: decision_from_columns(get(row, 7)?, [get(row, 8)?, get(row, 9)?, get(row, 10)?])?,
                 })
             })
             .collect()
@@ -351,7 +355,7 @@ fn insert_sessions<DB: Dialect>(rows: usize) -> String {
 fn insert_statements<DB: Dialect>(rows: usize) -> SqlText<DB> {
     let mut sql = SqlText::<DB>::new(&format!(
         "INSERT INTO statements ({STATEMENT_COLUMNS}) SELECT column1, column2, {}, column4, \
-         column5, column6, column7 FROM (",
+         column5, column6, column7, column8, column9, column10, column11 FROM (",
         DB::timestamp_from_micros("column3")
     ));
     sql.values(rows, STATEMENT_BINDS).push(") AS v");
@@ -380,6 +384,8 @@ where
     DB: Database,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
     for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> Option<String>: Encode<'a, DB>,
+    String: Type<DB>,
     for<'a> i64: Encode<'a, DB> + Type<DB>,
     for<'a> Option<i64>: Encode<'a, DB>,
 {
@@ -391,6 +397,31 @@ where
         .bind(&*record.text)
         .bind(record.rows.map(saturating_i64))
         .bind(record.error.as_deref())
+        .bind(record.decision.as_ref().map(|decision| if decision.allowed { "allowed" } else { "denied" }))
+        .bind(record.decision.as_ref().map(|decision| json_list(&decision.classes)))
+        .bind(record.decision.as_ref().map(|decision| json_list(&decision.tables)))
+        .bind(record.decision.as_ref().map(|decision| json_list(&decision.policies)))
+}
+
+/// A list of strings as a JSON array, the way list columns are stored.
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).expect("a list of strings always serializes")
+}
+
+/// The list columns of a statement row back into a [`Decision`]; `None` when the statement was not judged.
+fn decision_from_columns(decision: Option<String>, lists: [Option<String>; 3]) -> Result<Option<Decision>, StateError> {
+    let Some(decision) = decision else { return Ok(None) };
+    let allowed = match decision.as_str() {
+        "allowed" => true,
+        "denied" => false,
+        other => return Err(StateError::CorruptRow { what: format!("statement decision \"{other}\"") }),
+    };
+    let [classes, tables, policies] = lists.map(|list| match list {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str::<Vec<String>>(&text)
+            .map_err(|error| StateError::CorruptRow { what: format!("statement decision list {text:?}: {error}") }),
+    });
+    Ok(Some(Decision { allowed, classes: classes?, tables: tables?, policies: policies? }))
 }
 
 fn session_select<DB: Dialect>() -> String {
@@ -458,7 +489,7 @@ pub(crate) fn statement_chunks<'b, 'a>(
         let mut bytes = 0;
         while rows < rest.len() && rows < max_rows && (rows == 0 || bytes < BYTES_PER_STATEMENT) {
             let record = rest[rows];
-            bytes += record.text.len() + record.error.as_ref().map_or(0, String::len);
+            bytes += record.text.len() + record.error.as_ref().map_or(0, String::len) + decision_bytes(record);
             rows += 1;
         }
         // A power of two, so a busy writer cycles through a handful of INSERT texts that stay in the
@@ -467,6 +498,17 @@ pub(crate) fn statement_chunks<'b, 'a>(
         let (chunk, remaining) = rest.split_at(rows);
         rest = remaining;
         Some(chunk)
+    })
+}
+
+/// Roughly how much text a statement's decision adds to an insert.
+fn decision_bytes(record: &StatementRecord) -> usize {
+    record.decision.as_ref().map_or(0, |decision| {
+        [&decision.classes, &decision.tables, &decision.policies]
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|item| item.len() + 3)
+            .sum()
     })
 }
 

@@ -2,6 +2,7 @@
 //! started from the system binaries.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use time::macros::datetime;
@@ -55,6 +56,25 @@ fn statement(session_id: &str, seq: u64, text: &str) -> StatementRecord {
         text: text.into(),
         rows: Some(1),
         error: None,
+        decision: None,
+    }
+}
+
+fn allowed_update() -> Decision {
+    Decision {
+        allowed: true,
+        classes: vec!["write".into()],
+        tables: vec!["public.orders".into(), "shop.\"odd,name\"".into()],
+        policies: vec!["agents-write-orders".into(), "policies/shop.cedar:12".into()],
+    }
+}
+
+fn denied_delete() -> Decision {
+    Decision {
+        allowed: false,
+        classes: vec!["write".into()],
+        tables: vec!["public.orders".into()],
+        policies: vec!["no-unbounded-delete".into()],
     }
 }
 
@@ -74,7 +94,8 @@ async fn check_round_trip(store: &StateStore) {
         duration: Duration::from_millis(12),
         text: "DELETE FROM orders".into(),
         rows: None,
-        error: Some("permission denied for table orders".to_string()),
+        error: Some("42501: forbidden by policy no-unbounded-delete".to_string()),
+        decision: Some(Arc::new(denied_delete())),
         ..statement(&id, 3, "")
     };
     let second = StatementRecord {
@@ -82,6 +103,7 @@ async fn check_round_trip(store: &StateStore) {
         started_at: datetime!(2025-03-01 10:00:02.5 UTC),
         text: "UPDATE orders SET note = 'héllo ✓' WHERE id = 7".into(),
         rows: Some(0),
+        decision: Some(Arc::new(allowed_update())),
         ..statement(&id, 2, "")
     };
     for record in [first, third, second] {
@@ -120,6 +142,7 @@ async fn check_round_trip(store: &StateStore) {
             text: "SELECT * FROM orders WHERE id = 7".to_string(),
             rows: Some(1),
             error: None,
+            decision: None,
         },
         StatementRow {
             session_id: id.clone(),
@@ -129,6 +152,7 @@ async fn check_round_trip(store: &StateStore) {
             text: "UPDATE orders SET note = 'héllo ✓' WHERE id = 7".to_string(),
             rows: Some(0),
             error: None,
+            decision: Some(allowed_update()),
         },
         StatementRow {
             session_id: id.clone(),
@@ -137,7 +161,8 @@ async fn check_round_trip(store: &StateStore) {
             duration_us: 12_000,
             text: "DELETE FROM orders".to_string(),
             rows: None,
-            error: Some("permission denied for table orders".to_string()),
+            error: Some("42501: forbidden by policy no-unbounded-delete".to_string()),
+            decision: Some(denied_delete()),
         },
     ];
     assert_eq!(statements, expected_statements);

@@ -202,3 +202,100 @@ files = ["ci.cedar"]
         .unwrap();
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(), serde_json::json!([]));
 }
+
+/// `warden policy explain` predicts what the gateway does: the same refusal, word for word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_explain_predicts_the_gateway_decision() {
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let gateway = warden_testkit::TestGateway::builder(&postgres, &app)
+        .policies(
+            r#"
+@id("agents-all")
+permit (principal in Warden::Group::"agents", action, resource);
+
+@id("readers-read")
+permit (principal in Warden::Group::"readers",
+        action in [Warden::Action::"connect", Warden::Action::"read"],
+        resource);
+
+@id("no-unbounded-deletes")
+forbid (principal, action == Warden::Action::"write", resource)
+when { context has statement && context.statement.kind == "delete"
+       && context.statement has has_where && !context.statement.has_where };
+"#,
+        )
+        .start()
+        .await;
+    let query = "SELECT * FROM t /* DELETE */; DELETE FROM t";
+    let output = warden()
+        .args(["policy", "explain", "--identity", "agent", "--connection", &app.database, "--json", "--sql"])
+        .arg(query)
+        .args(["--sql", "PREPARE wipe AS DELETE FROM t WHERE id > 0", "--sql", "EXECUTE wipe"])
+        .arg("--config")
+        .arg(&gateway.config_path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let explanation: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(explanation["connect"]["allowed"], true);
+    assert_eq!(explanation["read_only"], false);
+    let first = &explanation["queries"][0];
+    assert_eq!(first["allowed"], false);
+    let statements = first["statements"].as_array().unwrap();
+    assert_eq!(statements.len(), 2);
+    assert_eq!(statements[0]["sql"], "SELECT * FROM t /* DELETE */");
+    assert_eq!(statements[0]["class"], "read");
+    assert_eq!(statements[0]["allowed"], true);
+    assert_eq!(statements[0]["policies"], serde_json::json!(["agents-all"]));
+    assert_eq!(statements[1]["sql"], "DELETE FROM t");
+    assert_eq!((&statements[1]["class"], &statements[1]["kind"]), (&"write".into(), &"delete".into()));
+    assert_eq!(statements[1]["has_where"], false);
+    assert_eq!(statements[1]["tables"], serde_json::json!(["public.t"]));
+    assert_eq!(statements[1]["allowed"], false);
+    assert_eq!(statements[1]["policies"], serde_json::json!(["no-unbounded-deletes"]));
+    // EXECUTE is judged as what was prepared.
+    let execute = &explanation["queries"][2]["statements"][0];
+    assert_eq!((&execute["class"], &execute["allowed"]), (&"write".into(), &true.into()));
+
+    // The gateway refuses the same query with the message explain predicted.
+    let client = gateway.connect().await;
+    client.batch_execute("CREATE TABLE t (id int)").await.expect("setup");
+    let error = client.simple_query(query).await.expect_err("refused");
+    assert_eq!(crate::sqlstate(&error), first["error"]["code"].as_str().unwrap());
+    assert_eq!(crate::server_message(&error), first["error"]["message"].as_str().unwrap());
+
+    // Text output, for a reader: read-only session, and the refusal reason.
+    let output = warden()
+        .args([
+            "policy",
+            "explain",
+            "--identity",
+            "reader",
+            "--connection",
+            &app.database,
+            "--sql",
+            "DELETE FROM t WHERE id = 1",
+        ])
+        .arg("--config")
+        .arg(&gateway.config_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("session: read-only"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "denied write on table {0}/public.t: no policy permits write on table {0}/public.t",
+            app.database
+        )),
+        "{stdout}"
+    );
+    // An identity the config does not name needs its groups.
+    let output = warden()
+        .args(["policy", "explain", "--identity", "nobody", "--connection", &app.database, "--sql", "SELECT 1"])
+        .arg("--config")
+        .arg(&gateway.config_path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("pass --groups"));
+}

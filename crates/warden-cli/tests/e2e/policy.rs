@@ -166,3 +166,73 @@ permit (principal in Warden::Group::"agents",
     );
     gateway.try_connect(&gateway.connection_string()).await.expect("the agent connects without it");
 }
+
+const NO_UNBOUNDED_DELETES: &str = r#"
+@id("agents-all")
+permit (principal in Warden::Group::"agents", action, resource);
+
+@id("no-unbounded-deletes")
+forbid (principal, action == Warden::Action::"write", resource)
+when { context has statement && context.statement.kind == "delete"
+       && context.statement has has_where && !context.statement.has_where };
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_record_carries_its_class_tables_decision_and_policies() {
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let gateway = TestGateway::builder(&postgres, &app).policies(NO_UNBOUNDED_DELETES).start().await;
+    let client = gateway.connect().await;
+    client.batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)").await.expect("setup");
+    // Simple protocol: allowed and refused.
+    client.simple_query("SELECT count(*) FROM t").await.expect("simple read");
+    client.simple_query("DELETE FROM t").await.expect_err("unbounded delete refused");
+    // Extended protocol: the decision made at Parse is recorded with the Execute that ran it.
+    let rows = client.query("SELECT id FROM public.t WHERE id = $1", &[&1i32]).await.expect("extended read");
+    assert_eq!(rows.len(), 1);
+    client.execute("DELETE FROM t", &[]).await.expect_err("extended unbounded delete refused");
+    drop(client);
+    gateway.flush().await;
+
+    let store = gateway.store();
+    let sessions = store.list_sessions(&Default::default()).await.expect("list sessions");
+    let session = &sessions[0];
+    let statements = store.statements(&session.id).await.expect("read statements");
+    assert_eq!(statements.len(), 5, "{statements:#?}");
+    let decision = |text: &str| {
+        let statement = statements
+            .iter()
+            .find(|statement| statement.text == text)
+            .unwrap_or_else(|| panic!("no record of {text:?} in {statements:#?}"));
+        (statement.decision.clone().expect("judged"), statement.error.clone())
+    };
+
+    let (setup, _) = decision("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)");
+    assert!(setup.allowed);
+    assert_eq!(setup.classes, ["ddl", "write"]);
+    assert_eq!(setup.tables, ["public.t"]);
+    assert_eq!(setup.policies, ["agents-all"]);
+
+    let (read, error) = decision("SELECT count(*) FROM t");
+    assert_eq!(
+        (read.allowed, read.classes.as_slice(), read.tables.as_slice()),
+        (true, &["read".to_string()][..], &["public.t".to_string()][..])
+    );
+    assert_eq!(error, None);
+
+    let (extended, error) = decision("SELECT id FROM public.t WHERE id = $1");
+    assert!(extended.allowed && error.is_none());
+    assert_eq!(extended.classes, ["read"]);
+    assert_eq!(extended.policies, ["agents-all"]);
+
+    let refused: Vec<_> = statements.iter().filter(|statement| statement.text == "DELETE FROM t").collect();
+    assert_eq!(refused.len(), 2, "both refusals are recorded: {statements:#?}");
+    for statement in refused {
+        let decision = statement.decision.as_ref().expect("judged");
+        assert!(!decision.allowed);
+        assert_eq!(decision.classes, ["write"]);
+        assert_eq!(decision.tables, ["public.t"]);
+        assert_eq!(decision.policies, ["no-unbounded-deletes"]);
+        let error = statement.error.as_deref().expect("refused");
+        assert!(error.starts_with("42501: ") && error.contains("no-unbounded-deletes"), "{error}");
+    }
+}

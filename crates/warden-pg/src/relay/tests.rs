@@ -197,7 +197,7 @@ fn a_parse_the_server_refuses_is_recorded_and_what_follows_it_is_skipped() {
 fn a_refused_statement_gets_warden_error_in_place_of_the_stand_in() {
     let mut tracker = Tracker::default();
     let judgement = crate::hooks::Judgement {
-        verdict: None,
+        annotation: None,
         refusal: Some(crate::hooks::StatementRefusal { code: "42501", message: "no policy permits write".into() }),
     };
     assert!(tracker.push_judged(PendingKind::Query, Arc::from("DELETE FROM t"), judgement).unwrap());

@@ -128,3 +128,41 @@ fn backslash_escaping_sessions_parse_as_the_server_would() {
     assert_eq!(escaping.statements.len(), 2, "{escaping:?}");
     assert_eq!(escaping.statements[1].class, Class::Ddl);
 }
+
+#[test]
+fn every_statement_of_the_corpus_is_well_formed() {
+    let text = std::fs::read_to_string(golden_path()).expect("golden file");
+    let (_, cases) = parse_golden(&text);
+    for case in &cases {
+        let Ok(analysis) = analyze(&case.sql, ParseOptions::default()) else {
+            continue;
+        };
+        for statement in &analysis.statements {
+            let accesses = &statement.accesses;
+            assert!(!accesses.is_empty(), "{}: no access", case.title);
+            assert!(accesses.windows(2).all(|pair| pair[0] < pair[1]), "{}: {accesses:?} not sorted", case.title);
+            let highest = accesses.iter().map(|access| access.class).max();
+            assert_eq!(Some(statement.class), highest, "{}: class is not its highest access", case.title);
+        }
+    }
+}
+
+/// A FROM entry of a shape `walk_from_entry` does not know (a future grammar's) is locked whole when the query locks
+/// anything, and left alone when it locks nothing.
+#[test]
+fn unknown_from_entries_are_locked_whole() {
+    let entry = serde_json::json!({"FutureFromEntry": {"relation": {"RangeVar": {
+        "catalogname": "", "schemaname": "shop", "relname": "orders", "inh": true, "relpersistence": "p", "alias": null
+    }}}});
+    let orders = || Target::Table(TableName { schema: Some("shop".into()), name: "orders".into() });
+    let place = Place { in_query: true, locking: false };
+    let mut depends_on_literals = false;
+
+    let mut walk = walk_with(Class::Read, &mut depends_on_literals);
+    walk.walk_from_entry(&entry, &Lock::Named(vec!["elsewhere".into()]), place);
+    assert!(walk.accesses.contains(&Access { class: Class::Write, target: orders() }), "{:?}", walk.accesses);
+
+    let mut walk = walk_with(Class::Read, &mut depends_on_literals);
+    walk.walk_from_entry(&entry, &Lock::None, place);
+    assert_eq!(walk.accesses.into_iter().collect::<Vec<_>>(), vec![Access { class: Class::Read, target: orders() }]);
+}
