@@ -7,8 +7,13 @@
 # through warden / through each reference, the order rotated every round to cancel drift) for the simple and
 # prepared query protocols, and prints a table, a per-protocol summary and whether the target (warden TPS /
 # direct TPS >= 0.85) is met. See bench/README.md for the output.
-# Everything (PostgreSQL, the gateway, the reference proxies, the temporary directory) is removed on exit,
-# including Ctrl-C.
+# warden runs with a policy set shaped like a real deployment's (written to $TMP/policies/bench.cedar): the bench
+# identity may connect and read the pgbench tables; the other policies name other groups, connections and
+# statements. With BASELINE_BIN or BASELINE_REF, a second warden binary (typically one from before policies
+# existed) runs with the same configuration as the side `warden-baseline`, and the summary shows the cost of
+# policies: warden TPS / warden-baseline TPS (target >= 0.95).
+# Everything (PostgreSQL, the gateways, the reference proxies, a baseline build, its git worktree, the temporary
+# directory) is stopped or removed on exit, including Ctrl-C.
 #
 # Usage: bench/pgbench.sh            (run as any user; as root, PostgreSQL runs as the `postgres` user)
 #
@@ -27,6 +32,13 @@
 #              sides, default_pool_size 20, max_client_conn 100, no TLS (run as `postgres` when root).
 #              haproxy: `mode tcp`, a plain TCP relay with no protocol awareness: a floor for any proxy's cost.
 #              A missing binary is installed with apt-get (needs root; otherwise the script stops).
+#   BASELINE_BIN path to another warden binary (e.g. built from a commit before policies existed), measured as
+#              the side `warden-baseline` with the same configuration (a pre-policy binary ignores [policy]);
+#              the summary adds warden / warden-baseline per protocol, target >= 0.95         (default: none)
+#   BASELINE_REF a git revision to build and use as BASELINE_BIN (e.g. b923f0a, the commit before policies):
+#              `git worktree add` under target/baseline/, `cargo build --release -p warden-cli` with
+#              CARGO_TARGET_DIR=target/baseline; the binary is kept as target/baseline/bins/warden-<commit> and
+#              reused by later runs; the worktree is removed. Give BASELINE_BIN or BASELINE_REF, not both.
 #   QUICK=1    smoke run: 1 round of 3 s (explicit ROUNDS/DURATION still win)
 #
 # Exit status: 0 when all runs succeeded (whether or not the target is met), non-zero on any failure.
@@ -44,6 +56,7 @@ DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-8}
 JOBS=${JOBS:-2}
 TARGET=0.85
+BASELINE_TARGET=0.95
 
 for var in SCALE ROUNDS DURATION CLIENTS JOBS; do
     if ! [[ ${!var} =~ ^[1-9][0-9]*$ ]]; then
@@ -70,6 +83,13 @@ for ref in "${ref_names[@]}"; do
 done
 unset ref_names ref
 
+BASELINE_BIN=${BASELINE_BIN:-}
+BASELINE_REF=${BASELINE_REF:-}
+if [[ -n $BASELINE_BIN && -n $BASELINE_REF ]]; then
+    echo "error: give BASELINE_BIN or BASELINE_REF, not both" >&2
+    exit 2
+fi
+
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 
@@ -87,7 +107,10 @@ PG_BIN=""
 PG_DATA=""
 PG_STARTED=0
 GW_PID=""
+BASE_PID=""   # the warden-baseline gateway
 PGBENCH_PID=""
+BUILD_PID=""  # the baseline's cargo build: leader of its own process group (setsid), so rustc goes with it
+BASELINE_WORKTREE=""
 # Reference proxies, by name: REF_PID is the proxy process (measured, stopped first); REF_LAUNCHER is the
 # background job that started it (runuser, when pgbouncer runs as `postgres`; the proxy itself otherwise).
 declare -A REF_PID=() REF_LAUNCHER=()
@@ -118,6 +141,35 @@ stop_pid() {
     return 0
 }
 
+# stop_group LABEL PID: like stop_pid, for the process group PID leads (and its leader, this shell's child).
+stop_group() {
+    local label=$1 pid=$2
+    [[ -n $pid ]] || return 0
+    if kill -0 -- "-$pid" 2>/dev/null; then
+        kill -TERM -- "-$pid" 2>/dev/null
+        for _ in $(seq 50); do
+            kill -0 -- "-$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 -- "-$pid" 2>/dev/null; then
+            log "$label did not stop on SIGTERM within 5 s; killing it"
+            kill -KILL -- "-$pid" 2>/dev/null
+        fi
+    fi
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# Removes the baseline's git worktree (its build cache under target/baseline stays).
+remove_worktree() {
+    [[ -n $BASELINE_WORKTREE ]] || return 0
+    if ! git -C "$REPO_ROOT" worktree remove --force "$BASELINE_WORKTREE" >/dev/null 2>&1; then
+        rm -rf -- "$BASELINE_WORKTREE"
+        git -C "$REPO_ROOT" worktree prune >/dev/null 2>&1
+    fi
+    BASELINE_WORKTREE=""
+}
+
 cleanup() {
     local status=$?
     trap '' INT TERM
@@ -126,6 +178,7 @@ cleanup() {
         kill -TERM "$PGBENCH_PID" 2>/dev/null
         wait "$PGBENCH_PID" 2>/dev/null
     fi
+    stop_group "baseline build" "$BUILD_PID"
     if [[ -n $GW_PID ]] && kill -0 "$GW_PID" 2>/dev/null; then
         kill -TERM "$GW_PID" 2>/dev/null
         for _ in $(seq 50); do
@@ -138,6 +191,7 @@ cleanup() {
         fi
         wait "$GW_PID" 2>/dev/null
     fi
+    stop_pid "baseline gateway" "$BASE_PID"
     local ref
     for ref in "${!REF_LAUNCHER[@]}"; do
         stop_pid "$ref" "${REF_PID[$ref]:-}"
@@ -148,6 +202,7 @@ cleanup() {
         as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 >/dev/null 2>&1 ||
             log "pg_ctl stop failed (server already gone?)"
     fi
+    remove_worktree
     if [[ -n $TMP && -d $TMP ]]; then
         rm -rf -- "$TMP"
     fi
@@ -190,6 +245,50 @@ else
     (cd "$REPO_ROOT" && cargo build --release -p warden-cli) || die "cargo build failed"
     WARDEN_BIN=$REPO_ROOT/target/release/warden
     [[ -x $WARDEN_BIN ]] || die "no binary at $WARDEN_BIN after the build"
+fi
+
+# ---------------------------------------------------------------- 1a. baseline warden binary (optional)
+
+BASELINE_DESC=""
+if [[ -n $BASELINE_REF ]]; then
+    command -v git >/dev/null 2>&1 || die "BASELINE_REF needs git"
+    command -v setsid >/dev/null 2>&1 || die "BASELINE_REF needs setsid (util-linux) to run the baseline build"
+    BASELINE_SHA=$(git -C "$REPO_ROOT" rev-parse --verify --quiet "$BASELINE_REF^{commit}") ||
+        die "BASELINE_REF=$BASELINE_REF is not a commit of $REPO_ROOT"
+    BASELINE_CACHE=$REPO_ROOT/target/baseline
+    BASELINE_BIN=$BASELINE_CACHE/bins/warden-$BASELINE_SHA
+    BASELINE_DESC="BASELINE_REF=$BASELINE_REF, commit $BASELINE_SHA"
+    if [[ -x $BASELINE_BIN ]]; then
+        log "baseline: reusing $BASELINE_BIN (built earlier from $BASELINE_REF)"
+    else
+        mkdir -p "$BASELINE_CACHE/bins"
+        BASELINE_WORKTREE=$(mktemp -d "$BASELINE_CACHE/worktree.XXXXXX")
+        log "baseline: git worktree add $BASELINE_WORKTREE $BASELINE_SHA"
+        git -C "$REPO_ROOT" worktree add --detach "$BASELINE_WORKTREE" "$BASELINE_SHA" >&2 ||
+            die "git worktree add failed"
+        log "baseline: cargo build --release -p warden-cli (in $BASELINE_WORKTREE, CARGO_TARGET_DIR=$BASELINE_CACHE)"
+        # In the background and in its own process group (setsid does not fork here: a job of a script is not a
+        # group leader), so that a signal interrupts the wait and cleanup can stop cargo with its rustc processes.
+        (cd "$BASELINE_WORKTREE" && CARGO_TARGET_DIR=$BASELINE_CACHE exec setsid -w cargo build --release -p warden-cli) </dev/null >&2 &
+        BUILD_PID=$!
+        rc=0
+        wait "$BUILD_PID" || rc=$?
+        BUILD_PID=""
+        ((rc == 0)) || die "baseline build failed (cargo build exited with status $rc)"
+        [[ -x $BASELINE_CACHE/release/warden ]] || die "no binary at $BASELINE_CACHE/release/warden after the baseline build"
+        cp "$BASELINE_CACHE/release/warden" "$BASELINE_BIN.tmp.$$"
+        mv -f "$BASELINE_BIN.tmp.$$" "$BASELINE_BIN"
+        remove_worktree
+        log "baseline: built $BASELINE_BIN"
+    fi
+elif [[ -n $BASELINE_BIN ]]; then
+    [[ -x $BASELINE_BIN ]] || die "BASELINE_BIN=$BASELINE_BIN is not an executable file"
+    BASELINE_BIN=$(cd "$(dirname "$BASELINE_BIN")" && pwd)/$(basename "$BASELINE_BIN")
+    BASELINE_DESC="BASELINE_BIN"
+    log "using BASELINE_BIN=$BASELINE_BIN as the warden-baseline side"
+fi
+if [[ -n $BASELINE_BIN && $BASELINE_BIN -ef $WARDEN_BIN ]]; then
+    log "note: the baseline binary is the warden binary itself; warden / warden-baseline then measures only noise"
 fi
 
 # ---------------------------------------------------------------- 1b. reference proxies' binaries
@@ -313,10 +412,15 @@ log "pgbench -i -s $SCALE"
 run_bg "$TMP/pgbench-init.log" "${direct_env[@]}" "$PGBENCH" -i -q -s "$SCALE" "${direct_conn[@]}" bench ||
     { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
 
-# ---------------------------------------------------------------- 4. warden gateway
+# ---------------------------------------------------------------- 4. warden gateways
 
 GW_PORT=$(free_port)
 while [[ $GW_PORT == "$PG_PORT" ]]; do GW_PORT=$(free_port); done
+BASE_PORT=""
+if [[ -n $BASELINE_BIN ]]; then
+    BASE_PORT=$(free_port)
+    while [[ $BASE_PORT == "$PG_PORT" || $BASE_PORT == "$GW_PORT" ]]; do BASE_PORT=$(free_port); done
+fi
 API_KEY_SHA=$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)
 
 case ${UPSTREAM:-tcp} in
@@ -326,13 +430,118 @@ case ${UPSTREAM:-tcp} in
 esac
 printf %s "$BENCH_PW" >"$TMP/bench.password"
 chmod 600 "$TMP/bench.password"
-cat >"$TMP/warden.toml" <<EOF
+
+# The policy set: shaped like a real deployment's. The bench identity (group "bench") may connect from loopback
+# and read the pgbench tables, the connection itself (SELECT 1) and the system catalogs (pgbench's start-up looks
+# up pgbench_accounts there); nothing else grants it more than read, so its upstream sessions are read-only
+# (default_transaction_read_only) and pgbench's start-up housekeeping (VACUUM pgbench_branches / pgbench_tellers,
+# TRUNCATE pgbench_history), which pgbench runs before the timed part and whose errors it ignores, is refused.
+# The other policies name other groups, another connection, or statements pgbench -S does not send, and do not
+# apply to the bench identity; those whose scope covers (connection bench, read) are still evaluated.
+POLICY_FILE=$TMP/policies/bench.cedar
+mkdir -p "$TMP/policies"
+cat >"$POLICY_FILE" <<'EOF'
+// Written by bench/pgbench.sh: a policy set shaped like a real deployment's.
+
+// ---- the load-test client: read-only, from this host
+@id("bench-connect-from-loopback")
+permit (principal in Warden::Group::"bench",
+        action == Warden::Action::"connect",
+        resource == Warden::Connection::"bench")
+when { context.client has address && context.client.address.isLoopback() };
+
+@id("bench-read-pgbench-tables")
+permit (principal in Warden::Group::"bench",
+        action == Warden::Action::"read",
+        resource is Warden::Table in Warden::Connection::"bench")
+when { resource.schema == "public"
+       && ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"].contains(resource.name) };
+
+// Statements that read no table (SELECT 1, SELECT version()) are authorized on the connection.
+@id("bench-read-without-tables")
+permit (principal in Warden::Group::"bench",
+        action == Warden::Action::"read",
+        resource == Warden::Connection::"bench");
+
+// ---- everyone: clients look up tables, types and settings in the system catalogs
+@id("catalog-read")
+permit (principal,
+        action == Warden::Action::"read",
+        resource is Warden::Table)
+when { resource.schema == "pg_catalog" || resource.schema == "information_schema" };
+
+// ---- other groups
+@id("readers-read-bench")
+permit (principal in Warden::Group::"readers",
+        action in [Warden::Action::"connect", Warden::Action::"read"],
+        resource in Warden::Connection::"bench");
+
+@id("analysts-read-warehouse")
+permit (principal in Warden::Group::"analysts",
+        action in [Warden::Action::"connect", Warden::Action::"read"],
+        resource in Warden::Connection::"warehouse");
+
+@id("app-connect")
+permit (principal in Warden::Group::"app",
+        action == Warden::Action::"connect",
+        resource == Warden::Connection::"bench");
+
+@id("app-update-balances")
+permit (principal in Warden::Group::"app",
+        action in [Warden::Action::"read", Warden::Action::"write"],
+        resource is Warden::Table in Warden::Connection::"bench")
+when { ["pgbench_accounts", "pgbench_tellers", "pgbench_branches"].contains(resource.name)
+       && context has statement && ["select", "update"].contains(context.statement.kind) };
+
+@id("app-append-history")
+permit (principal in Warden::Group::"app",
+        action == Warden::Action::"write",
+        resource == Warden::Table::"bench/public.pgbench_history")
+when { context has statement && context.statement.kind == "insert" };
+
+@id("oncall-admin-from-bastion")
+permit (principal in Warden::Group::"oncall",
+        action,
+        resource)
+when { context.client has address && context.client.address.isInRange(ip("10.20.0.0/24")) };
+
+// ---- guard rails, for everyone
+@id("no-unbounded-delete-or-update")
+forbid (principal,
+        action == Warden::Action::"write",
+        resource)
+when { context has statement && ["delete", "update"].contains(context.statement.kind)
+       && context.statement has has_where && !context.statement.has_where };
+
+@id("internal-addresses-only")
+forbid (principal, action, resource)
+when { context.client has address
+       && !context.client.address.isLoopback()
+       && !context.client.address.isInRange(ip("10.0.0.0/8")) };
+
+@id("app-not-interactive")
+forbid (principal in Warden::Group::"app", action, resource)
+when { context.client has application_name
+       && (["psql", "pgcli", "DBeaver"].contains(context.client.application_name)
+           || context.client.application_name like "pgAdmin*") };
+
+@id("schema-changes-by-migrations-only")
+forbid (principal,
+        action in [Warden::Action::"ddl", Warden::Action::"dcl"],
+        resource)
+unless { principal in Warden::Group::"migrations" };
+EOF
+
+# write_config FILE PORT STATE_DIRECTORY: the gateways' configuration. warden and warden-baseline get the same one
+# (connection, API key, policy files) but for the listening port and the state store.
+write_config() {
+    cat >"$1" <<EOF
 # Written by bench/pgbench.sh.
 [state]
-url = "sqlite://warden-data/warden.db"
+url = "sqlite://$3/warden.db"
 
 [listen]
-postgres = "127.0.0.1:$GW_PORT"
+postgres = "127.0.0.1:$2"
 
 [[connection]]
 name = "bench"
@@ -346,48 +555,76 @@ tls = { mode = "disable" }
 [[api_key]]
 name = "bench"
 key = { sha256 = "$API_KEY_SHA" }
-EOF
+groups = ["bench"]
 
-log "starting warden gateway on 127.0.0.1:$GW_PORT"
-WARDEN_LOG=warn "$WARDEN_BIN" gateway --config "$TMP/warden.toml" </dev/null >"$TMP/warden.stdout" 2>"$TMP/warden.log" &
-GW_PID=$!
+[policy]
+files = ["policies/*.cedar"]
+EOF
+}
+write_config "$TMP/warden.toml" "$GW_PORT" warden-data
+if [[ -n $BASELINE_BIN ]]; then write_config "$TMP/warden-baseline.toml" "$BASE_PORT" warden-baseline-data; fi
+
+# warden check validates the configuration and the policies against warden's Cedar schema.
+"$WARDEN_BIN" check --config "$TMP/warden.toml" >"$TMP/check.out" 2>&1 ||
+    { cat "$TMP/check.out" >&2; die "warden check rejected the generated configuration or its policies ($TMP/warden.toml)"; }
+log "$(tail -n1 "$TMP/check.out")"
+if [[ -n $BASELINE_BIN ]]; then
+    "$BASELINE_BIN" check --config "$TMP/warden-baseline.toml" >"$TMP/check-baseline.out" 2>&1 ||
+        { cat "$TMP/check-baseline.out" >&2; die "the baseline binary rejected the configuration ($TMP/warden-baseline.toml)"; }
+fi
 
 warden_env=(env PGPASSWORD="$API_KEY" PGSSLMODE=disable)
 warden_conn=(-h 127.0.0.1 -p "$GW_PORT" -U bench-client)
+baseline_conn=(-h 127.0.0.1 -p "$BASE_PORT" -U bench-client)
 
-ready=0
-deadline=$((SECONDS + 20))
-while ((SECONDS < deadline)); do
-    if ! kill -0 "$GW_PID" 2>/dev/null; then
-        break
+# start_gateway PID_VAR LABEL BIN CONFIG PORT LOG: starts a gateway, stores its pid in PID_VAR and waits up to 20 s
+# for `select 1` through it (or stops the script).
+start_gateway() {
+    local pid_var=$1 label=$2 bin=$3 config=$4 port=$5 log_file=$6
+    log "starting $label on 127.0.0.1:$port"
+    WARDEN_LOG=warn "$bin" gateway --config "$config" </dev/null >"$log_file.stdout" 2>"$log_file" &
+    local pid=$!
+    printf -v "$pid_var" '%s' "$pid"
+
+    local ready=0 deadline=$((SECONDS + 20))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
+        if "${warden_env[@]}" PGCONNECT_TIMEOUT=2 "$PSQL" -X -q -At -h 127.0.0.1 -p "$port" -U bench-client -d bench \
+            -c 'select 1' >/dev/null 2>"$TMP/ready.err"; then
+            ready=1
+            break
+        fi
+        sleep 0.2
+    done
+    if [[ $ready != 1 ]]; then
+        echo "---- last psql error:" >&2
+        cat "$TMP/ready.err" >&2 || true
+        echo "---- $label log ($log_file):" >&2
+        cat "$log_file" "$log_file.stdout" >&2 || true
+        if kill -0 "$pid" 2>/dev/null; then
+            die "the $label did not accept a query within 20 s"
+        else
+            wait "$pid" || true
+            printf -v "$pid_var" '%s' ""
+            die "the $label exited during start-up"
+        fi
     fi
-    if "${warden_env[@]}" PGCONNECT_TIMEOUT=2 "$PSQL" -X -q -At "${warden_conn[@]}" -d bench -c 'select 1' \
-        >/dev/null 2>"$TMP/ready.err"; then
-        ready=1
-        break
-    fi
-    sleep 0.2
-done
-if [[ $ready != 1 ]]; then
-    echo "---- last psql error:" >&2
-    cat "$TMP/ready.err" >&2 || true
-    echo "---- gateway log ($TMP/warden.log):" >&2
-    cat "$TMP/warden.log" "$TMP/warden.stdout" >&2 || true
-    if kill -0 "$GW_PID" 2>/dev/null; then
-        die "the gateway did not accept a query within 20 s"
-    else
-        wait "$GW_PID" || true
-        GW_PID=""
-        die "the gateway exited during start-up"
-    fi
+    log "$label is up"
+}
+
+start_gateway GW_PID "warden gateway" "$WARDEN_BIN" "$TMP/warden.toml" "$GW_PORT" "$TMP/warden.log"
+if [[ -n $BASELINE_BIN ]]; then
+    start_gateway BASE_PID "baseline gateway" "$BASELINE_BIN" "$TMP/warden-baseline.toml" "$BASE_PORT" \
+        "$TMP/warden-baseline.log"
 fi
-log "gateway is up"
 
 # ---------------------------------------------------------------- 4b. reference proxies
 
 # Clients reach each reference as the bench role with its password, like the direct runs.
 declare -A REF_PORT=() REF_LOG=() REF_VERSION=()
-USED_PORTS=" $PG_PORT $GW_PORT "
+USED_PORTS=" $PG_PORT $GW_PORT $BASE_PORT "
 pick_port() {
     PICKED_PORT=$(free_port)
     while [[ $USED_PORTS == *" $PICKED_PORT "* ]]; do PICKED_PORT=$(free_port); done
@@ -522,14 +759,20 @@ proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; 
 now() { date +%s.%N; }
 
 # The sides of every round: direct, then the proxies. SIDE_PID: the process whose CPU use is measured.
-SIDES=(direct warden "${REFS[@]}")
+SIDES=(direct warden)
 declare -A SIDE_PID=([warden]=$GW_PID) SIDE_LOG=([warden]=$TMP/warden.log)
+if [[ -n $BASELINE_BIN ]]; then
+    SIDES+=(warden-baseline)
+    SIDE_PID[warden-baseline]=$BASE_PID
+    SIDE_LOG[warden-baseline]=$TMP/warden-baseline.log
+fi
+SIDES+=("${REFS[@]}")
 for ref in "${REFS[@]}"; do
     SIDE_PID[$ref]=${REF_PID[$ref]}
     SIDE_LOG[$ref]=${REF_LOG[$ref]}
 done
 
-declare -A TPS LAT CPU POS
+declare -A TPS LAT CPU POS MEAN_TPS
 RUN_TPS=""
 RUN_LAT=""
 RUN_CPU=""
@@ -543,6 +786,7 @@ run_one() {
     case $side in
         direct) cmd=("${direct_env[@]}" "$PGBENCH" "${direct_conn[@]}") ;;
         warden) cmd=("${warden_env[@]}" "$PGBENCH" "${warden_conn[@]}") ;;
+        warden-baseline) cmd=("${warden_env[@]}" "$PGBENCH" "${baseline_conn[@]}") ;;
         *) cmd=("${direct_env[@]}" "$PGBENCH" -h 127.0.0.1 -p "${REF_PORT[$side]}" -U bench) ;;
     esac
     cmd+=(-S -M "$protocol" -c "$CLIENTS" -j "$JOBS" -T "$DURATION" bench)
@@ -609,6 +853,10 @@ echo "kernel:     $(uname -sr)"
 echo "pgbench:    $("$PGBENCH" --version)"
 echo "postgres:   $PG_VERSION"
 echo "warden:     $("$WARDEN_BIN" --version 2>/dev/null || echo unknown) ($WARDEN_BIN)"
+echo "policies:   $(grep -c '^@id(' "$POLICY_FILE") in $POLICY_FILE (shaped like a deployment's; see bench/README.md), identity bench in group bench, read-only"
+if [[ -n $BASELINE_BIN ]]; then
+    echo "baseline:   $("$BASELINE_BIN" --version 2>/dev/null || echo unknown) ($BASELINE_BIN; $BASELINE_DESC), same configuration"
+fi
 echo "settings:   SCALE=$SCALE ROUNDS=$ROUNDS DURATION=${DURATION}s CLIENTS=$CLIENTS JOBS=$JOBS UPSTREAM=${UPSTREAM:-tcp}; pgbench -S (select-only), clients over TCP 127.0.0.1, sslmode=disable"
 for ref in "${REFS[@]}"; do
     case $ref in
@@ -620,7 +868,7 @@ done
 echo
 echo "== runs (ratio = tps / direct tps of the same round and protocol; CPU = the proxy process's CPU time over"
 echo "   the run, % of one core; # = position in the round's run order, rotated every round)"
-runs_fmt='%-5s  %-8s  %-9s  %2s  %12s  %7s  %10s  %5s\n'
+runs_fmt='%-5s  %-8s  %-15s  %2s  %12s  %7s  %10s  %5s\n'
 printf "$runs_fmt" round protocol side "#" tps ratio "latency ms" CPU
 for ((round = 1; round <= ROUNDS; round++)); do
     for protocol in "${PROTOCOLS[@]}"; do
@@ -641,10 +889,18 @@ done
 
 echo
 echo "== summary over $ROUNDS round(s) (ratio of means = mean tps / mean direct tps; target applies to warden only)"
-sum_fmt='%-8s  %-9s  %12s  %14s  %12s  %8s  %7s\n'
+if [[ -n $BASELINE_BIN ]]; then
+    echo "   (warden/baseline: the ratios are warden tps / warden-baseline tps, the cost of policies)"
+fi
+sum_fmt='%-8s  %-15s  %12s  %14s  %12s  %8s  %7s\n'
 printf "$sum_fmt" protocol side "mean tps" "ratio of means" "median ratio" "mean CPU" target
 mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.1f", s / NR }'; }
+median() {
+    printf '%s\n' "$@" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 all_met=1
+baseline_met=1
 for protocol in "${PROTOCOLS[@]}"; do
     directs=()
     for ((round = 1; round <= ROUNDS; round++)); do directs+=("${TPS[$round,$protocol,direct]}"); done
@@ -659,19 +915,33 @@ for protocol in "${PROTOCOLS[@]}"; do
         done
         mean_t=$(mean "${values[@]}")
         ratio_means=$(awk -v d="$mean_d" -v t="$mean_t" 'BEGIN { printf "%.3f", t / d }')
-        median=$(printf '%s\n' "${ratios[@]}" | sort -g |
-            awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+        median=$(median "${ratios[@]}")
         mean_cpu=$(printf '%s\n' "${cpus[@]}" | awk '{ s += $1 } END { printf "%.0f%%", s / NR }')
         met=-
         if [[ $side == warden ]]; then
             if awk -v r="$ratio_means" -v t="$TARGET" 'BEGIN { exit !(r >= t) }'; then met=met; else met="NOT met"; all_met=0; fi
         fi
         printf "$sum_fmt" "$protocol" "$side" "$mean_t" "$ratio_means" "$median" "$mean_cpu" "$met"
+        MEAN_TPS[$protocol,$side]=$mean_t
     done
+    if [[ -n $BASELINE_BIN ]]; then
+        # The cost of policies: warden over the baseline binary, same configuration, same rounds.
+        ratios=()
+        for ((round = 1; round <= ROUNDS; round++)); do
+            ratios+=("$(awk -v b="${TPS[$round,$protocol,warden-baseline]}" -v t="${TPS[$round,$protocol,warden]}" 'BEGIN { printf "%.6f", t / b }')")
+        done
+        ratio_means=$(awk -v b="${MEAN_TPS[$protocol,warden-baseline]}" -v t="${MEAN_TPS[$protocol,warden]}" 'BEGIN { printf "%.3f", t / b }')
+        if awk -v r="$ratio_means" -v t="$BASELINE_TARGET" 'BEGIN { exit !(r >= t) }'; then met=met; else met="NOT met"; baseline_met=0; fi
+        printf "$sum_fmt" "$protocol" warden/baseline - "$ratio_means" "$(median "${ratios[@]}")" - "$met"
+    fi
 done
 echo
 echo "target: ratio >= $TARGET (warden mean tps / direct mean tps, per protocol)"
 if [[ $all_met == 1 ]]; then echo "target met for all protocols"; else echo "target NOT met"; fi
+if [[ -n $BASELINE_BIN ]]; then
+    echo "policy-cost target: ratio >= $BASELINE_TARGET (warden mean tps / warden-baseline mean tps, per protocol: policies on within 5% of off)"
+    if [[ $baseline_met == 1 ]]; then echo "policy-cost target met for all protocols"; else echo "policy-cost target NOT met"; fi
+fi
 echo
 gw_lines=$(grep -c . "$TMP/warden.log" || true)
 if [[ $gw_lines == 0 ]]; then
@@ -679,6 +949,15 @@ if [[ $gw_lines == 0 ]]; then
 else
     echo "gateway log (WARDEN_LOG=warn): $gw_lines line(s); last 20:"
     tail -n 20 "$TMP/warden.log"
+fi
+if [[ -n $BASELINE_BIN ]]; then
+    gw_lines=$(grep -c . "$TMP/warden-baseline.log" || true)
+    if [[ $gw_lines == 0 ]]; then
+        echo "baseline gateway log (WARDEN_LOG=warn): empty"
+    else
+        echo "baseline gateway log (WARDEN_LOG=warn): $gw_lines line(s); last 20:"
+        tail -n 20 "$TMP/warden-baseline.log"
+    fi
 fi
 for ref in "${REFS[@]}"; do
     # pgbouncer: WARNING/ERROR/FATAL lines; haproxy: [WARNING]/[ALERT] lines (its [NOTICE] lines are routine).

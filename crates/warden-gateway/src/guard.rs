@@ -199,6 +199,18 @@ pub(crate) fn admit(
     Ok(Admitted { guard: Box::new(guard), upstream_parameters })
 }
 
+/// The statement guard a session of `identity` on `connection` gets once admitted (default `search_path`, no
+/// startup settings), outside a gateway: for benchmarks and fuzzing.
+pub fn session_guard(
+    policies: Policies,
+    analyzer: Arc<Analyzer>,
+    identity: Identity,
+    connection: &str,
+) -> Box<dyn StatementGuard> {
+    let policies = Arc::new(PolicyStore::new(policies));
+    Box::new(SqlGuard::new(analyzer, policies, identity, connection, None, None))
+}
+
 /// The server's default `search_path`. warden does not see `ALTER ROLE/DATABASE … SET search_path` made on the
 /// server, so unqualified names resolve against this unless the session sets its own.
 fn default_search_path() -> Vec<String> {

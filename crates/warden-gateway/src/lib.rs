@@ -8,6 +8,8 @@
 mod explain;
 mod guard;
 
+pub use guard::session_guard;
+
 pub use explain::{
     explain, CheckExplanation, ErrorExplanation, ExplainRequest, Explanation, QueryExplanation, StatementExplanation,
 };

@@ -20,7 +20,7 @@
 //!
 //! **Per request**, the identity and resource entities and the context are built directly as Cedar values (see
 //! `authorize.rs` for why not through `cedar-policy`'s public constructors). With twelve policies a request costs
-//! about 10–15 µs in a release build (`cargo run --release -p warden-policy --example authorize_speed`), most of it
+//! about 10–15 µs in a release build (`cargo bench -p warden-gateway --bench statement`), most of it
 //! Cedar evaluating the five or six policies in the slice.
 //!
 //! **Fail closed.** Cedar skips a policy whose condition fails to evaluate. For a `permit` that is safe (it cannot
