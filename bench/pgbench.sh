@@ -950,6 +950,13 @@ else
     echo "gateway log (WARDEN_LOG=warn): $gw_lines line(s); last 20:"
     tail -n 20 "$TMP/warden.log"
 fi
+# pgbench's start-up housekeeping (VACUUM, TRUNCATE) is refused through warden by the policies; pgbench reports it
+# and carries on, before the timed part. Shown from one run (every run sends the same).
+refused=$(sed -n 's/^.*pgbench: error: ERROR: *//p' "$TMP/pgbench-r1-simple-warden.log" | awk '!seen[$0]++')
+if [[ -n $refused ]]; then
+    echo "refused through warden at pgbench start-up (pgbench ignores these errors; before the timed part):"
+    sed 's/^/  /' <<<"$refused"
+fi
 if [[ -n $BASELINE_BIN ]]; then
     gw_lines=$(grep -c . "$TMP/warden-baseline.log" || true)
     if [[ $gw_lines == 0 ]]; then

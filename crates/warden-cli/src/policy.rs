@@ -67,7 +67,7 @@ pub(crate) fn run(command: PolicyCommand) -> Result<()> {
         sql
     };
     let policies = warden_policy::Policies::load(&config.policy.files).map_err(|error| anyhow::anyhow!("{error}"))?;
-    let identity = Identity { name: identity, groups, kind: IdentityKind::ApiKey, expires_at: None };
+    let identity = Identity::new(identity, groups, IdentityKind::ApiKey);
     let explanation = warden_gateway::explain(
         policies,
         &ExplainRequest {

@@ -52,6 +52,10 @@ pub struct Config {
     pub connections: Vec<Connection>,
     pub api_keys: Vec<ApiKey>,
     pub policy: PolicyConfig,
+    /// OpenID Connect issuers whose ID/access tokens are accepted as credentials.
+    pub oidc: Vec<OidcIssuer>,
+    pub tokens: TokenConfig,
+    pub admin: AdminConfig,
 }
 
 impl Config {
@@ -83,6 +87,14 @@ pub struct StateConfig {
 impl StateConfig {
     pub fn is_sqlite(&self) -> bool {
         self.url.expose().starts_with("sqlite:")
+    }
+
+    /// The directory of a SQLite state file, where the gateway keeps its other local state (the token signing
+    /// key); `None` for a PostgreSQL store.
+    pub fn directory(&self) -> Option<PathBuf> {
+        let rest = self.url.expose().strip_prefix("sqlite://")?;
+        let file = rest.split_once('?').map_or(rest, |(file, _)| file);
+        Path::new(file).parent().map(Path::to_path_buf)
     }
 }
 
@@ -224,6 +236,59 @@ pub struct ApiKey {
 pub struct PolicyConfig {
     /// Policy file patterns, resolved against the config file's directory.
     pub files: Vec<PathBuf>,
+}
+
+/// An OpenID Connect issuer (`[[oidc]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcIssuer {
+    /// The `iss` its tokens carry; discovery is at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The `aud` a token must carry to be accepted here.
+    pub audience: String,
+    /// The claim listing the identity's groups (`Warden::Group` memberships); `groups` by default.
+    pub groups_claim: String,
+    /// The claim naming the identity (`Warden::Identity`); `sub` by default.
+    pub name_claim: String,
+    /// The JWKS URL, when not taken from discovery.
+    pub jwks_url: Option<String>,
+}
+
+/// warden-issued tokens (`[tokens]`).
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// The Ed25519 signing key (PKCS#8 PEM). When absent, the gateway creates one in the SQLite state directory
+    /// on first run.
+    pub signing_key: Option<Secret>,
+    /// Lifetime of a token whose request names none.
+    pub default_ttl: Duration,
+    /// Longest lifetime a token may be issued with (and never beyond its parent's).
+    pub max_ttl: Duration,
+    /// How long a session may outlive its credential's expiry before it is ended.
+    pub expiry_grace: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            signing_key: None,
+            default_ttl: Duration::from_secs(15 * 60),
+            max_ttl: Duration::from_secs(12 * 3600),
+            expiry_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// Who administers the gateway through its admin API (`[admin]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Members of this group may revoke identities, tokens and sessions.
+    pub group: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { group: "admin".to_string() }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub api_key: Vec<Spanned<RawApiKey>>,
     pub policy: Option<RawPolicy>,
+    #[serde(default)]
+    pub oidc: Vec<Spanned<RawOidc>>,
+    pub tokens: Option<RawTokens>,
+    pub admin: Option<RawAdmin>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,4 +94,29 @@ pub(crate) struct RawApiKey {
 pub(crate) struct RawPolicy {
     #[serde(default)]
     pub files: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOidc {
+    pub issuer: Spanned<String>,
+    pub audience: Spanned<String>,
+    pub groups_claim: Option<Spanned<String>>,
+    pub name_claim: Option<Spanned<String>>,
+    pub jwks_url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTokens {
+    pub signing_key: Option<Spanned<toml::Value>>,
+    pub default_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Spanned<String>>,
+    pub expiry_grace: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub group: Option<Spanned<String>>,
 }

@@ -146,7 +146,10 @@ fn state_url_with_literal_password_is_refused() {
     let text = VALID.replace("sqlite://data/warden.db", "postgres://warden:pw@db/warden");
     check_invalid(
         &text,
-        &["3:7: state.url: a password in a literal URL is not allowed; use url = { env = \"…\" } or { file = \"…\" }"],
+        &[
+            "3:7: state.url: a password in a literal URL is not allowed; use url = { env = \"…\" } or { file = \"…\" }",
+            "3:7: tokens.signing_key: a PostgreSQL state store is shared by several gateways: name their common token signing key in [tokens] signing_key = { file = \"…\" } or { env = \"…\" }",
+        ],
     );
 }
 
@@ -180,4 +183,55 @@ fn runtime_workers() {
         &format!("{VALID}\n[runtime]\nworkers = 0\n"),
         &["27:11: runtime.workers: must be between 1 and 1024"],
     );
+}
+
+#[test]
+fn oidc_issuers_tokens_and_admin() {
+    let text = format!(
+        "{VALID}\n[[oidc]]\nissuer = \"https://idp.example.com/\"\naudience = \"warden\"\n\n\
+         [[oidc]]\nissuer = \"http://127.0.0.1:8123\"\naudience = \"warden\"\ngroups_claim = \"roles\"\n\
+         name_claim = \"email\"\njwks_url = \"http://127.0.0.1:8123/keys\"\n\n\
+         [tokens]\ndefault_ttl = \"5m\"\nmax_ttl = \"2h\"\nexpiry_grace = \"0s\"\n\n[admin]\ngroup = \"platform\"\n"
+    );
+    let config = parse(&text).expect("valid config");
+    assert_eq!(
+        config.oidc[0],
+        OidcIssuer {
+            issuer: "https://idp.example.com".into(),
+            audience: "warden".into(),
+            groups_claim: "groups".into(),
+            name_claim: "sub".into(),
+            jwks_url: None,
+        }
+    );
+    assert_eq!((config.oidc[1].groups_claim.as_str(), config.oidc[1].name_claim.as_str()), ("roles", "email"));
+    assert_eq!(config.tokens.default_ttl, Duration::from_secs(300));
+    assert_eq!(config.tokens.max_ttl, Duration::from_secs(7200));
+    assert_eq!(config.tokens.expiry_grace, Duration::ZERO);
+    assert!(config.tokens.signing_key.is_none());
+    assert_eq!(config.admin.group, "platform");
+    assert_eq!(config.state.directory(), Some(Path::new("/etc/warden/data").to_path_buf()));
+
+    let defaults = parse(VALID).expect("valid config");
+    assert_eq!(defaults.tokens.default_ttl, Duration::from_secs(900));
+    assert_eq!(defaults.admin.group, "admin");
+}
+
+#[test]
+fn oidc_and_token_problems_are_pointed_at() {
+    check_invalid(
+        &format!(
+            "{VALID}\n[[oidc]]\nissuer = \"http://idp.example.com\"\naudience = \"\"\n\n\
+             [tokens]\ndefault_ttl = \"2h\"\nmax_ttl = \"1h\"\n"
+        ),
+        &[
+            "27:10: oidc[0].issuer: \"http://idp.example.com\" must be an https:// URL (plain http only on a loopback host)",
+            "28:12: oidc[0].audience: must not be empty",
+            "31:15: tokens.default_ttl: the default lifetime is longer than tokens.max_ttl",
+        ],
+    );
+    // Gateways sharing a PostgreSQL store must share a signing key.
+    let shared = VALID.replace("sqlite://data/warden.db", "postgres://warden@db/warden");
+    let error = parse(&shared).expect_err("refused");
+    assert!(error.to_string().contains("tokens.signing_key"), "{error}");
 }

@@ -10,11 +10,13 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::diagnostics::{ConfigError, Diagnostic, LineIndex};
-use crate::raw::{RawApiKey, RawConfig, RawConnection, RawListen, RawServerTls, RawUpstreamTls};
+use crate::raw::{
+    RawAdmin, RawApiKey, RawConfig, RawConnection, RawListen, RawOidc, RawServerTls, RawTokens, RawUpstreamTls,
+};
 use crate::secret::Secret;
 use crate::{
-    ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, PolicyConfig, RuntimeConfig,
-    ServerTls, StateConfig, UpstreamAddress, UpstreamTls, UpstreamTlsMode,
+    AdminConfig, ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, OidcIssuer,
+    PolicyConfig, RuntimeConfig, ServerTls, StateConfig, TokenConfig, UpstreamAddress, UpstreamTls, UpstreamTlsMode,
 };
 
 pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
@@ -24,6 +26,7 @@ pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Co
         lines: LineIndex::new(text),
         env,
         diagnostics: Vec::new(),
+        state_url: None,
     };
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -54,6 +57,8 @@ struct Checker<'e> {
     lines: LineIndex,
     env: &'e dyn Environment,
     diagnostics: Vec<Diagnostic>,
+    /// Where `[state] url` is written, for diagnostics about what the state store implies.
+    state_url: Option<Range<usize>>,
 }
 
 impl Checker<'_> {
@@ -85,7 +90,22 @@ impl Checker<'_> {
         let connections = self.check_connections(raw.connection);
         let api_keys = self.check_api_keys(raw.api_key);
         let policy = self.check_policy(raw.policy);
-        Config { source: self.path.clone(), state, listen, limits, runtime, connections, api_keys, policy }
+        let oidc = self.check_oidc(raw.oidc);
+        let tokens = self.check_tokens(raw.tokens, &state);
+        let admin = self.check_admin(raw.admin);
+        Config {
+            source: self.path.clone(),
+            state,
+            listen,
+            limits,
+            runtime,
+            connections,
+            api_keys,
+            policy,
+            oidc,
+            tokens,
+            admin,
+        }
     }
 
     fn check_state(&mut self, raw: Option<crate::raw::RawState>) -> StateConfig {
@@ -93,6 +113,7 @@ impl Checker<'_> {
             StateConfig { url: Secret::new(format!("sqlite://{}", self.base.join("warden-data/warden.db").display())) };
         let Some(raw) = raw else { return default };
         let span = raw.url.span();
+        self.state_url = Some(span.clone());
         let url = match raw.url.get_ref() {
             toml::Value::String(url) => {
                 if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -538,6 +559,124 @@ impl Checker<'_> {
             files.push(resolved);
         }
         PolicyConfig { files }
+    }
+}
+
+impl Checker<'_> {
+    fn check_oidc(&mut self, raw: Vec<Spanned<RawOidc>>) -> Vec<OidcIssuer> {
+        let mut issuers: Vec<OidcIssuer> = Vec::new();
+        for (index, raw) in raw.into_iter().enumerate() {
+            let raw = raw.into_inner();
+            let prefix = format!("oidc[{index}]");
+            let issuer = raw.issuer.get_ref().trim_end_matches('/').to_string();
+            self.oidc_url(&raw.issuer, &format!("{prefix}.issuer"));
+            if issuers.iter().any(|known| known.issuer == issuer) {
+                self.report(
+                    Some(raw.issuer.span()),
+                    &format!("{prefix}.issuer"),
+                    format!("issuer {issuer} is configured twice"),
+                );
+            }
+            if raw.audience.get_ref().is_empty() {
+                self.report(Some(raw.audience.span()), &format!("{prefix}.audience"), "must not be empty");
+            }
+            if let Some(url) = &raw.jwks_url {
+                self.oidc_url(url, &format!("{prefix}.jwks_url"));
+            }
+            let claim = |value: Option<Spanned<String>>, default: &str| {
+                value.map(Spanned::into_inner).filter(|claim| !claim.is_empty()).unwrap_or_else(|| default.to_string())
+            };
+            issuers.push(OidcIssuer {
+                issuer,
+                audience: raw.audience.into_inner(),
+                groups_claim: claim(raw.groups_claim, "groups"),
+                name_claim: claim(raw.name_claim, "sub"),
+                jwks_url: raw.jwks_url.map(Spanned::into_inner),
+            });
+        }
+        issuers
+    }
+
+    /// An issuer or JWKS URL: https, or http on a loopback host (a local test issuer).
+    fn oidc_url(&mut self, raw: &Spanned<String>, field: &str) {
+        let url = raw.get_ref();
+        let loopback_http = url
+            .strip_prefix("http://")
+            .map(|rest| rest.split(['/', '?']).next().unwrap_or(""))
+            .is_some_and(|authority| {
+                let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+                matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+            });
+        let https = url.strip_prefix("https://").is_some_and(|rest| !rest.is_empty());
+        if !https && !loopback_http {
+            self.report(
+                Some(raw.span()),
+                field,
+                format!("\"{url}\" must be an https:// URL (plain http only on a loopback host)"),
+            );
+        }
+    }
+
+    fn check_tokens(&mut self, raw: Option<RawTokens>, state: &StateConfig) -> TokenConfig {
+        let mut tokens = TokenConfig::default();
+        let Some(raw) = raw else {
+            if !state.is_sqlite() {
+                self.report(
+                    self.state_url.clone(),
+                    "tokens.signing_key",
+                    "a PostgreSQL state store is shared by several gateways: name their common token signing key \
+                     in [tokens] signing_key = { file = \"…\" } or { env = \"…\" }",
+                );
+            }
+            return tokens;
+        };
+        match &raw.signing_key {
+            Some(key) => tokens.signing_key = self.secret(key, "tokens.signing_key", false),
+            None if !state.is_sqlite() => self.report(
+                self.state_url.clone(),
+                "tokens.signing_key",
+                "a PostgreSQL state store is shared by several gateways: name their common token signing key \
+                 with signing_key = { file = \"…\" } or { env = \"…\" }",
+            ),
+            None => {}
+        }
+        if let Some(value) = &raw.default_ttl {
+            if let Some(duration) = self.duration(value, "tokens.default_ttl") {
+                tokens.default_ttl = duration;
+            }
+        }
+        if let Some(value) = &raw.max_ttl {
+            if let Some(duration) = self.duration(value, "tokens.max_ttl") {
+                tokens.max_ttl = duration;
+            }
+        }
+        if tokens.default_ttl > tokens.max_ttl {
+            let span = raw.default_ttl.as_ref().or(raw.max_ttl.as_ref()).map(Spanned::span);
+            self.report(span, "tokens.default_ttl", "the default lifetime is longer than tokens.max_ttl");
+        }
+        if let Some(value) = &raw.expiry_grace {
+            match parse_duration(value.get_ref()) {
+                Some(duration) => tokens.expiry_grace = duration,
+                None => self.report(
+                    Some(value.span()),
+                    "tokens.expiry_grace",
+                    format!("\"{}\" is not a duration such as \"0s\", \"30s\" or \"5m\"", value.get_ref()),
+                ),
+            }
+        }
+        tokens
+    }
+
+    fn check_admin(&mut self, raw: Option<RawAdmin>) -> AdminConfig {
+        let mut admin = AdminConfig::default();
+        if let Some(group) = raw.and_then(|raw| raw.group) {
+            if group.get_ref().is_empty() {
+                self.report(Some(group.span()), "admin.group", "must not be empty");
+            } else {
+                admin.group = group.into_inner();
+            }
+        }
+        admin
     }
 }
 

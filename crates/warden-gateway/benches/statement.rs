@@ -99,7 +99,7 @@ fn measure(name: &'static str, mut operation: impl FnMut()) -> Case {
 }
 
 fn identity() -> Identity {
-    Identity { name: "agent-1".into(), groups: vec!["agents".into()], kind: IdentityKind::ApiKey, expires_at: None }
+    Identity::new("agent-1", vec!["agents".into()], IdentityKind::ApiKey)
 }
 
 fn policies() -> Policies {

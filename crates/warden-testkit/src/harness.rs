@@ -131,12 +131,18 @@ impl<'a> GatewayBuilder<'a> {
             tls_section =
                 format!("\n[listen.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\nrequired = {required}\n");
         }
-        let state_url = match &self.state_url {
+        let (state_url, tokens_section) = match &self.state_url {
             Some(url) => {
                 std::fs::write(directory.path().join("state.url"), url).expect("write state URL");
-                "{ file = \"state.url\" }".to_string()
+                // Gateways sharing a PostgreSQL store share a signing key, named in the config.
+                let (_, pem) = warden_identity::SigningKey::generate().expect("generate a signing key");
+                std::fs::write(directory.path().join("token-signing-key.pem"), pem).expect("write signing key");
+                (
+                    "{ file = \"state.url\" }".to_string(),
+                    "\n[tokens]\nsigning_key = { file = \"token-signing-key.pem\" }\n".to_string(),
+                )
             }
-            None => "\"sqlite://state/warden.db\"".to_string(),
+            None => ("\"sqlite://state/warden.db\"".to_string(), String::new()),
         };
         let config_text = format!(
             r#"[state]
@@ -170,7 +176,7 @@ groups = ["readers"]
 
 [policy]
 files = ["policies/*.cedar"]
-"#,
+{tokens_section}"#,
             listen_extra = self.listen_extra,
             limits = self.limits,
             database = self.app.database,
