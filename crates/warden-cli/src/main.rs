@@ -5,9 +5,11 @@
 //! `api-key new` mints a key and its config entry.
 #![forbid(unsafe_code)]
 
+mod admin_client;
 mod demo;
 mod policy;
 mod sessions;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +52,11 @@ enum Command {
     Sessions {
         #[command(subcommand)]
         command: sessions::SessionsCommand,
+    },
+    /// warden tokens: short-lived credentials for workflow nodes, through the gateway's admin API.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
     },
     /// API keys for service accounts.
     ApiKey {
@@ -143,6 +150,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Policy { command } => {
             policy::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { command } => {
+            runtime()?.block_on(token::run(command))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sessions { command } => {

@@ -70,6 +70,19 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print_sessions(std::slice::from_ref(&session));
+                if let Some(credential) = &session.credential {
+                    let mut line = format!("credential: {credential}");
+                    if let Some(token) = &session.token_id {
+                        line.push_str(&format!(" {token}"));
+                    }
+                    if let Some(run) = &session.run {
+                        line.push_str(&format!(", run {run}"));
+                    }
+                    if let Some(node) = &session.node {
+                        line.push_str(&format!(", node {node}"));
+                    }
+                    println!("{line}");
+                }
                 println!();
                 println!(
                     "{:>5}  {:>10}  {:>8}  {:<8}  {:<12}  STATEMENT",

@@ -168,7 +168,20 @@ impl Checker<'_> {
             Some(address) => listen.postgres = self.socket_address(address, "listen.postgres"),
             None => self.report(Some(raw_span), "listen.postgres", "no listener configured; set listen.postgres"),
         }
-        listen.admin = raw.admin.and_then(|address| self.socket_address(&address, "listen.admin"));
+        listen.admin = raw.admin.and_then(|address| {
+            let parsed = self.socket_address(&address, "listen.admin")?;
+            if !parsed.ip().is_loopback() {
+                // Bearer credentials must not cross a network in clear.
+                self.report(
+                    Some(address.span()),
+                    "listen.admin",
+                    "the admin API is served without TLS: listen on a loopback address (e.g. \"127.0.0.1:18081\") \
+                     and reach it through a TLS-terminating proxy or an SSH tunnel",
+                );
+                return None;
+            }
+            Some(parsed)
+        });
         listen.tls = raw.tls.and_then(|tls| self.check_server_tls(tls));
         listen.allow_plaintext_password = raw.allow_plaintext_password.unwrap_or(false);
         listen

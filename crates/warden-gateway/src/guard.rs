@@ -140,6 +140,14 @@ pub(crate) fn admit(
         has_where: None,
     };
     let resource = Resource::Connection { name: connection, kind: "postgres" };
+    if let Some(scope) = &identity.token {
+        if !scope.allows_connection(connection) {
+            return Err(format!("connection \"{connection}\": token {} does not allow this connection", scope.id));
+        }
+        if !scope.allows_action("connect") {
+            return Err(format!("connection \"{connection}\": token {} does not allow connect", scope.id));
+        }
+    }
     let verdict = connect_verdict(&current, &principal, connection, &context);
     if !verdict.allowed {
         return Err(format!("connection \"{connection}\": {}", verdict.reason(Action::Connect, &resource)));
@@ -167,6 +175,11 @@ pub(crate) fn admit(
         }
         let context = RequestContext { statement_kind: Some("set"), ..context };
         let action = action_for(class);
+        if let Some(refusal) = token_refusal(identity, action) {
+            return Err(format!(
+                "connection \"{connection}\": startup setting {name}={value} needs {class}: {refusal}"
+            ));
+        }
         let verdict = current.authorize(&principal, action, &resource, &context);
         if !verdict.allowed {
             return Err(format!(
@@ -178,7 +191,13 @@ pub(crate) fn admit(
 
     // Defence in depth: an identity that may only read gets an upstream session that cannot write either.
     let mut upstream_parameters = admission.parameters.to_vec();
-    let read_only = !current.grants_beyond_read(&principal, connection);
+    let token_read_only = identity.token.as_ref().is_some_and(|scope| {
+        scope
+            .actions
+            .as_ref()
+            .is_some_and(|actions| actions.iter().all(|action| action == "read" || action == "connect"))
+    });
+    let read_only = token_read_only || !current.grants_beyond_read(&principal, connection);
     if read_only {
         const READ_ONLY: &str = "-c default_transaction_read_only=on";
         match upstream_parameters.iter_mut().find(|(name, _)| name == "options") {
@@ -209,6 +228,13 @@ pub fn session_guard(
 ) -> Box<dyn StatementGuard> {
     let policies = Arc::new(PolicyStore::new(policies));
     Box::new(SqlGuard::new(analyzer, policies, identity, connection, None, None))
+}
+
+/// Why the identity's token does not allow `action`, if it does not.
+fn token_refusal(identity: &Identity, action: Action) -> Option<String> {
+    let scope = identity.token.as_ref()?;
+    let name = action.to_string();
+    (!scope.allows_action(&name)).then(|| format!("token {} does not allow {name}", scope.id))
 }
 
 /// The server's default `search_path`. warden does not see `ALTER ROLE/DATABASE … SET search_path` made on the
@@ -421,8 +447,17 @@ impl SqlGuard {
                         Resource::Table { connection: &self.connection, schema: &resolved.0, table: &resolved.1 }
                     }
                 };
-                let verdict = policies.authorize(&principal, action, &resource, &context);
-                let mut reason = verdict.reason(action, &resource);
+                let (verdict, mut reason) = match token_refusal(&self.identity, action) {
+                    // The token narrows the identity: what it does not allow is refused before any policy.
+                    Some(refusal) => {
+                        (warden_policy::Verdict { allowed: false, policies: Vec::new(), errors: Vec::new() }, refusal)
+                    }
+                    None => {
+                        let verdict = policies.authorize(&principal, action, &resource, &context);
+                        let reason = verdict.reason(action, &resource);
+                        (verdict, reason)
+                    }
+                };
                 if let (false, Some(note)) = (verdict.allowed, &statement.note) {
                     reason.push_str(&format!(" ({note})"));
                 }
@@ -523,7 +558,10 @@ impl StatementGuard for SqlGuard {
         let principal = Principal { name: &self.identity.name, groups: &self.identity.groups };
         let resource = Resource::Connection { name: &self.connection, kind: "postgres" };
         let context = self.context("function call", None);
-        let verdict = policies.authorize(&principal, Action::Unclassified, &resource, &context);
+        let mut verdict = policies.authorize(&principal, Action::Unclassified, &resource, &context);
+        if token_refusal(&self.identity, Action::Unclassified).is_some() {
+            verdict = warden_policy::Verdict { allowed: false, policies: Vec::new(), errors: Vec::new() };
+        }
         let record = Decision {
             allowed: verdict.allowed,
             classes: vec!["unclassified".into()],

@@ -5,9 +5,12 @@
 //! verification and the state recorder together. It holds no protocol logic of its own.
 #![forbid(unsafe_code)]
 
+mod admin;
+mod auth;
 mod explain;
 mod guard;
 
+pub use auth::{Authenticator, SIGNING_KEY_FILE};
 pub use guard::session_guard;
 
 pub use explain::{
@@ -23,8 +26,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use warden_config::Config;
-use warden_identity::{ApiKeyVerifier, AuthError, Identity};
-use warden_pg::{Admission, Admitted, PgFrontend, PgFrontendConfig, SessionHooks, SessionInfo, StatementEvent};
+use warden_pg::{
+    Admission, Admitted, AuthFuture, PgFrontend, PgFrontendConfig, SessionHooks, SessionInfo, StatementEvent,
+};
 use warden_policy::Policies;
 use warden_sql::Analyzer;
 use warden_state::{Decision, Recorder, SessionStart, StateStore, StatementRecord};
@@ -54,6 +58,8 @@ pub enum GatewayError {
     Tls(#[from] warden_pg::tls::TlsError),
     #[error("policies: {0}")]
     Policy(#[from] warden_policy::PolicyError),
+    #[error("tokens: {0}")]
+    Token(#[from] warden_identity::TokenError),
     #[error("no listener configured")]
     NoListener,
     #[error("cannot start worker thread: {0}")]
@@ -107,6 +113,7 @@ impl Workers {
 /// A running gateway. Dropping it without [`Gateway::shutdown`] stops accepting but does not flush.
 pub struct Gateway {
     postgres_address: Option<SocketAddr>,
+    admin_address: Option<SocketAddr>,
     policy_files: Vec<std::path::PathBuf>,
     policies: Arc<guard::PolicyStore>,
     store: StateStore,
@@ -130,14 +137,42 @@ impl Gateway {
         let policies = Policies::load(&config.policy.files)?;
         info!(policies = policies.len(), "policies loaded");
         let policies = Arc::new(guard::PolicyStore::new(policies));
+        let tokens = Arc::new(auth::token_issuer(&config)?);
+        info!(key_id = tokens.signing_key().key_id(), "token signing key loaded");
+        let authenticator = Arc::new(auth::Authenticator::new(&config, tokens));
+        let (shutdown, shutdown_receiver) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let admin_address = match config.listen.admin {
+            Some(address) => {
+                let listener = TcpListener::bind(address).await.map_err(|source| GatewayError::Bind {
+                    listener: "admin",
+                    address,
+                    source,
+                })?;
+                let bound = listener.local_addr().ok();
+                let state = Arc::new(admin::AdminState {
+                    authenticator: authenticator.clone(),
+                    connections: config.connections.iter().map(|connection| connection.name.clone()).collect(),
+                });
+                let mut stop = shutdown_receiver.clone();
+                tasks.push(tokio::spawn(async move {
+                    let serve = axum::serve(listener, admin::router(state)).with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    });
+                    if let Err(error) = serve.await {
+                        warn!(%error, "admin API stopped");
+                    }
+                }));
+                bound
+            }
+            None => None,
+        };
         let hooks = Arc::new(GatewayHooks {
-            verifier: ApiKeyVerifier::new(&config.api_keys),
+            authenticator: authenticator.clone(),
             recorder: recorder.clone(),
             analyzer: Arc::new(Analyzer::default()),
             policies: policies.clone(),
         });
-        let (shutdown, shutdown_receiver) = watch::channel(false);
-        let mut tasks = Vec::new();
         let Some(postgres) = config.listen.postgres else {
             return Err(GatewayError::NoListener);
         };
@@ -152,6 +187,7 @@ impl Gateway {
         tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver)));
         info!(
             postgres = ?postgres_address,
+            admin = ?admin_address,
             state = store.backend(),
             connections = config.connections.len(),
             workers = config.runtime.workers,
@@ -159,6 +195,7 @@ impl Gateway {
         );
         Ok(Gateway {
             postgres_address,
+            admin_address,
             policy_files: config.policy.files.clone(),
             policies,
             store,
@@ -178,6 +215,11 @@ impl Gateway {
         let count = policies.len();
         self.policies.replace(policies);
         Ok(count)
+    }
+
+    /// Where the admin API is bound, when configured (the real port when the config said port 0).
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
     }
 
     /// Where the PostgreSQL listener is bound (the real port when the config said port 0).
@@ -238,15 +280,15 @@ fn redact_url(url: &str) -> String {
 }
 
 struct GatewayHooks {
-    verifier: ApiKeyVerifier,
+    authenticator: Arc<auth::Authenticator>,
     recorder: Recorder,
     analyzer: Arc<Analyzer>,
     policies: Arc<guard::PolicyStore>,
 }
 
 impl SessionHooks for GatewayHooks {
-    fn authenticate(&self, credential: &str) -> Result<Identity, AuthError> {
-        self.verifier.verify(credential, OffsetDateTime::now_utc())
+    fn authenticate<'a>(&'a self, credential: &'a str) -> AuthFuture<'a> {
+        Box::pin(self.authenticator.authenticate(credential, OffsetDateTime::now_utc()))
     }
 
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String> {
@@ -262,6 +304,10 @@ impl SessionHooks for GatewayHooks {
             user_name: session.user_name.clone(),
             application_name: session.application_name.clone(),
             started_at: session.started_at,
+            credential: Some(session.identity.kind.as_str().to_string()),
+            token_id: session.identity.token.as_ref().map(|scope| scope.id.clone()),
+            run: session.identity.token.as_ref().and_then(|scope| scope.run.clone()),
+            node: session.identity.token.as_ref().and_then(|scope| scope.node.clone()),
         };
         if let Err(error) = self.recorder.session_started(start) {
             warn!(session = %session.id, %error, "session start not recorded");

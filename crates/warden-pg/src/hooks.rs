@@ -89,9 +89,12 @@ pub struct Admitted {
     pub upstream_parameters: Vec<(String, String)>,
 }
 
+/// The answer to [`SessionHooks::authenticate`]: verifying a credential may need IO (an OIDC issuer's keys).
+pub type AuthFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Identity, AuthError>> + Send + 'a>>;
+
 pub trait SessionHooks: Send + Sync + 'static {
-    /// Verifies the password a client presented (an API key).
-    fn authenticate(&self, credential: &str) -> Result<Identity, AuthError>;
+    /// Verifies the password a client presented (an API key, a warden token or an OIDC token).
+    fn authenticate<'a>(&'a self, credential: &'a str) -> AuthFuture<'a>;
     /// Decides whether the session may start (policy `connect`, startup parameters) and sets up its guard.
     /// An `Err` is sent to the client as FATAL 42501.
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String>;

@@ -27,7 +27,7 @@ use tracing::{error, warn};
 use warden_config::{Config, Limits};
 
 pub use hooks::{
-    Admission, Admitted, Annotation, Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard,
+    Admission, Admitted, Annotation, AuthFuture, Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard,
     StatementRefusal,
 };
 use upstream::UpstreamTarget;

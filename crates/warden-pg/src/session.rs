@@ -275,7 +275,7 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
         Ok(None) => return Err(Startup::Gone),
         Err(refusal) => return Err(Startup::Refused(stream, refusal)),
     };
-    let identity = match frontend.hooks.authenticate(&password) {
+    let identity = match frontend.hooks.authenticate(&password).await {
         Ok(identity) => identity,
         Err(error) => {
             info!(%peer, user, %error, "authentication failed");

@@ -76,6 +76,12 @@ pub struct SessionRow {
     pub ended_at: Option<OffsetDateTime>,
     pub end_reason: Option<String>,
     pub statement_count: i64,
+    /// How the session authenticated: `api_key`, `warden_token`, `oidc`.
+    pub credential: Option<String>,
+    /// For a warden token: its id, and the workflow run and node it was issued for.
+    pub token_id: Option<String>,
+    pub run: Option<String>,
+    pub node: Option<String>,
 }
 
 /// A stored statement.

@@ -17,11 +17,13 @@ type EmbeddedMigration = (i64, &'static str, &'static str);
 const SQLITE: &[EmbeddedMigration] = &[
     (1, "sessions and statements", include_str!("../migrations/sqlite/0001_sessions_and_statements.sql")),
     (2, "statement decisions", include_str!("../migrations/sqlite/0002_statement_decisions.sql")),
+    (3, "session credentials", include_str!("../migrations/sqlite/0003_session_credentials.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "sessions and statements", include_str!("../migrations/postgres/0001_sessions_and_statements.sql")),
     (2, "statement decisions", include_str!("../migrations/postgres/0002_statement_decisions.sql")),
+    (3, "session credentials", include_str!("../migrations/postgres/0003_session_credentials.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

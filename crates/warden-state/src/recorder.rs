@@ -36,6 +36,12 @@ pub struct SessionStart {
     pub user_name: String,
     pub application_name: Option<String>,
     pub started_at: OffsetDateTime,
+    /// How the session authenticated: `api_key`, `warden_token`, `oidc`.
+    pub credential: Option<String>,
+    /// For a warden token: its id and workflow labels.
+    pub token_id: Option<String>,
+    pub run: Option<String>,
+    pub node: Option<String>,
 }
 
 /// One statement a session ran, recorded once it finished.

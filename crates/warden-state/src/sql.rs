@@ -113,8 +113,9 @@ impl<DB: Database> Clone for Store<DB> {
 
 type DbQuery<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
 
-const SESSION_COLUMNS: &str = "id, identity, connection, client_address, user_name, application_name, started_at";
-const SESSION_BINDS: usize = 7;
+const SESSION_COLUMNS: &str = "id, identity, connection, client_address, user_name, application_name, started_at, \
+                               credential, token_id, run, node";
+const SESSION_BINDS: usize = 11;
 
 const STATEMENT_COLUMNS: &str =
     "session_id, seq, started_at, duration_us, text, rows, error, decision, classes, tables, policies";
@@ -344,7 +345,7 @@ impl<DB: Dialect> SqlText<DB> {
 fn insert_sessions<DB: Dialect>(rows: usize) -> String {
     let mut sql = SqlText::<DB>::new(&format!(
         "INSERT INTO sessions ({SESSION_COLUMNS}) SELECT column1, column2, column3, column4, \
-         column5, column6, {} FROM (",
+         column5, column6, {}, column8, column9, column10, column11 FROM (",
         DB::timestamp_from_micros("column7")
     ));
     sql.values(rows, SESSION_BINDS).push(") AS v");
@@ -377,6 +378,10 @@ where
         .bind(start.user_name.as_str())
         .bind(start.application_name.as_deref())
         .bind(micros(start.started_at))
+        .bind(start.credential.as_deref())
+        .bind(start.token_id.as_deref())
+        .bind(start.run.as_deref())
+        .bind(start.node.as_deref())
 }
 
 fn bind_statement<'q, DB>(query: DbQuery<'q, DB>, record: &'q StatementRecord) -> DbQuery<'q, DB>
@@ -427,7 +432,7 @@ fn decision_from_columns(decision: Option<String>, lists: [Option<String>; 3]) -
 fn session_select<DB: Dialect>() -> String {
     format!(
         "SELECT id, identity, connection, client_address, user_name, application_name, {}, {}, \
-         end_reason, statement_count FROM sessions",
+         end_reason, statement_count, credential, token_id, run, node FROM sessions",
         DB::micros_from_timestamp("started_at"),
         DB::micros_from_timestamp("ended_at")
     )
@@ -452,6 +457,10 @@ where
         ended_at: ended_at.map(timestamp).transpose()?,
         end_reason: get(row, 8)?,
         statement_count: get(row, 9)?,
+        credential: get(row, 10)?,
+        token_id: get(row, 11)?,
+        run: get(row, 12)?,
+        node: get(row, 13)?,
     })
 }
 

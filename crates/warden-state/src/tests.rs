@@ -44,6 +44,10 @@ fn start(id: &str, identity: &str, connection: &str, started_at: OffsetDateTime)
         user_name: "app".to_string(),
         application_name: Some("psql".to_string()),
         started_at,
+        credential: Some("warden_token".to_string()),
+        token_id: Some("tok_0123".to_string()),
+        run: Some("run-7".to_string()),
+        node: Some("planner".to_string()),
     }
 }
 
@@ -124,6 +128,10 @@ async fn check_round_trip(store: &StateStore) {
         ended_at: Some(ended_at),
         end_reason: Some("client closed the connection".to_string()),
         statement_count: 3,
+        credential: Some("warden_token".to_string()),
+        token_id: Some("tok_0123".to_string()),
+        run: Some("run-7".to_string()),
+        node: Some("planner".to_string()),
     };
     assert_eq!(store.session(&id).await.expect("read the session"), Some(expected_session.clone()));
     let listed = store
@@ -450,6 +458,10 @@ fn rows_serialize_with_rfc3339_timestamps() {
         ended_at: None,
         end_reason: None,
         statement_count: 0,
+        credential: None,
+        token_id: None,
+        run: None,
+        node: None,
     };
     let json = serde_json::to_value(&row).expect("serialize");
     assert_eq!(json["started_at"], "2025-03-01T10:00:00.5Z");

@@ -150,6 +150,7 @@ url = {state_url}
 
 [listen]
 postgres = "127.0.0.1:0"
+admin = "127.0.0.1:0"
 {listen_extra}
 {tls_section}
 [limits]
@@ -262,6 +263,11 @@ impl TestGateway {
     /// A gateway with defaults in front of `app`.
     pub async fn start(postgres: &TempPostgres, app: &AppDatabase) -> TestGateway {
         TestGateway::builder(postgres, app).start().await
+    }
+
+    /// The admin API's base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.gateway().admin_address().expect("the test gateway has an admin listener"))
     }
 
     pub fn address(&self) -> SocketAddr {

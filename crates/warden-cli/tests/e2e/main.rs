@@ -7,6 +7,7 @@ mod policy;
 mod protocol;
 mod raw;
 mod tls;
+mod tokens;
 mod tools;
 
 use warden_testkit::{AppDatabase, TempPostgres, TestGateway};

@@ -1,0 +1,98 @@
+//! warden tokens end to end: issued through the admin API with `warden token issue`, used as the PostgreSQL
+//! password, narrowing what the parent credential may do, and labelling the session record.
+
+use std::process::Command;
+
+use crate::{server_message, sqlstate, start_postgres};
+use warden_testkit::TestGateway;
+
+/// `warden token issue` with `credential` as WARDEN_TOKEN; (success, stdout, stderr).
+fn issue(gateway: &TestGateway, credential: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["token", "issue", "--admin-url", &gateway.admin_url()])
+        .args(args)
+        .env("WARDEN_TOKEN", credential)
+        .env_remove("WARDEN_CONFIG")
+        .output()
+        .expect("run warden token issue");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_token_narrows_its_parent_and_labels_the_session() {
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let gateway = TestGateway::start(&postgres, &app).await;
+    let agent = gateway.connect().await;
+    agent.batch_execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)").await.expect("setup");
+
+    // The agent's API key issues a read-only token for one node of a run.
+    let (ok, token, stderr) = issue(
+        &gateway,
+        &gateway.api_key,
+        &[
+            "--connection",
+            &app.database,
+            "--action",
+            "connect",
+            "--action",
+            "read",
+            "--run",
+            "run-7",
+            "--node",
+            "planner",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(token.starts_with("wt_"), "{token}");
+    assert!(stderr.contains("expires at"), "{stderr}");
+
+    let node = gateway.try_connect(&gateway.connection_string_with(&token)).await.expect("the token is a password");
+    let rows = node.query("SELECT id FROM t", &[]).await.expect("the token may read");
+    assert_eq!(rows.len(), 1);
+    let error = node.batch_execute("INSERT INTO t VALUES (2)").await.expect_err("the token may not write");
+    assert_eq!(sqlstate(&error), "42501");
+    assert!(server_message(&error).contains("does not allow write"), "{}", server_message(&error));
+    node.query("SELECT 1", &[]).await.expect("the session goes on");
+
+    // A child of that token cannot ask for more than it holds.
+    let (ok, _, stderr) = issue(&gateway, &token, &["--action", "write"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("403") && stderr.contains("action \"write\" is not allowed to the parent token"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = issue(&gateway, &token, &["--run", "run-8"]);
+    assert!(!ok && stderr.contains("run \"run-7\""), "{stderr}");
+    // A narrower child is fine, and keeps the run.
+    let (ok, child, stderr) = issue(&gateway, &token, &["--node", "summariser", "--ttl", "60s"]);
+    assert!(ok, "{stderr}");
+    let summariser = gateway.try_connect(&gateway.connection_string_with(&child)).await.expect("child connects");
+    summariser.query("SELECT id FROM t", &[]).await.expect("child reads");
+
+    // A tampered token is refused at authentication.
+    let mut tampered = token.clone();
+    let last = tampered.pop().expect("non-empty");
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let error = gateway.try_connect(&gateway.connection_string_with(&tampered)).await.expect_err("tampered");
+    assert_eq!(sqlstate(&error), "28P01");
+    assert!(server_message(&error).contains("warden token refused"), "{}", server_message(&error));
+    // A bad credential for the admin API is refused too.
+    let (ok, _, stderr) = issue(&gateway, "wk_not-a-key", &[]);
+    assert!(!ok && stderr.contains("401"), "{stderr}");
+
+    drop((node, summariser));
+    gateway.flush().await;
+    let sessions = gateway.store().list_sessions(&Default::default()).await.expect("sessions");
+    let labelled: Vec<_> = sessions.iter().filter(|session| session.run.as_deref() == Some("run-7")).collect();
+    assert_eq!(labelled.len(), 2, "{sessions:#?}");
+    assert!(labelled.iter().all(|session| session.credential.as_deref() == Some("warden_token")));
+    let mut nodes: Vec<_> = labelled.iter().filter_map(|session| session.node.as_deref()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["planner", "summariser"]);
+    let api_key_session = sessions.iter().find(|session| session.token_id.is_none()).expect("the agent's own session");
+    assert_eq!(api_key_session.credential.as_deref(), Some("api_key"));
+}

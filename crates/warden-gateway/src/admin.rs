@@ -1,0 +1,144 @@
+//! The admin API (`[listen] admin`): JSON over HTTP for the `warden` commands that act on a running gateway.
+//!
+//! Every request authenticates with `Authorization: Bearer <credential>`, any credential the gateway accepts (an
+//! API key, a warden token, an OIDC token). Routes:
+//! - `POST /v1/tokens`: issue a warden token narrowing the caller's credential.
+//!
+//! Errors are `{"error": "…"}` with 400 (malformed request), 401 (no or bad credential) or 403 (refused).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Json, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tracing::info;
+use warden_identity::{Identity, TokenError, TokenRequest};
+
+use crate::auth::Authenticator;
+
+/// What the admin API needs from the gateway.
+pub(crate) struct AdminState {
+    pub(crate) authenticator: Arc<Authenticator>,
+    /// Connection names the config defines.
+    pub(crate) connections: HashSet<String>,
+}
+
+pub(crate) fn router(state: Arc<AdminState>) -> Router {
+    Router::new().route("/v1/tokens", post(issue_token)).with_state(state)
+}
+
+/// An error answer.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// The caller, from its bearer credential.
+async fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no credential: send Authorization: Bearer <token>"))?;
+    let credential = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header is not \"Bearer <token>\""))?;
+    state
+        .authenticator
+        .authenticate(credential, OffsetDateTime::now_utc())
+        .await
+        .map_err(|error| ApiError::new(StatusCode::UNAUTHORIZED, error.to_string()))
+}
+
+/// `POST /v1/tokens` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    connections: Option<Vec<String>>,
+    actions: Option<Vec<String>>,
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    labels: Labels,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Labels {
+    run: Option<String>,
+    node: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenAnswer {
+    token: String,
+    id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+/// Action names a token may be narrowed to: the policy actions.
+fn known_action(name: &str) -> bool {
+    warden_policy::Action::ALL.iter().any(|action| action.to_string() == name)
+}
+
+async fn issue_token(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: Result<Json<TokenBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<TokenAnswer>, ApiError> {
+    let parent = caller(&state, &headers).await?;
+    let Json(body) = body.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text()))?;
+    for connection in body.connections.iter().flatten() {
+        if !state.connections.contains(connection) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("no connection named \"{connection}\"")));
+        }
+    }
+    for action in body.actions.iter().flatten() {
+        if !known_action(action) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("unknown action \"{action}\"")));
+        }
+    }
+    let request = TokenRequest {
+        connections: body.connections,
+        actions: body.actions,
+        ttl: body.ttl_seconds.map(Duration::from_secs),
+        run: body.labels.run,
+        node: body.labels.node,
+    };
+    let issued =
+        state.authenticator.tokens().issue(&parent, &request, OffsetDateTime::now_utc()).map_err(
+            |error| match error {
+                TokenError::Refused(reason) => ApiError::new(StatusCode::FORBIDDEN, reason),
+                other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+            },
+        )?;
+    info!(
+        identity = %parent.name,
+        token = %issued.id,
+        parent = parent.token.as_ref().map(|scope| scope.id.as_str()),
+        run = issued.scope.run.as_deref(),
+        node = issued.scope.node.as_deref(),
+        expires_at = %issued.expires_at,
+        "token issued"
+    );
+    Ok(Json(TokenAnswer { token: issued.token, id: issued.id, expires_at: issued.expires_at }))
+}
