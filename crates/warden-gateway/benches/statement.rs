@@ -136,6 +136,7 @@ fn main() {
         application_name: Some("pgbench"),
         statement_kind: Some("select"),
         has_where: None,
+        token: None,
     };
     cases.push(measure("authorize one (read, table), 12 policies", || {
         black_box(loaded.authorize(&principal, Action::Read, black_box(&resource), &context));

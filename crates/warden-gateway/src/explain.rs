@@ -89,6 +89,7 @@ pub fn explain(policies: Policies, request: &ExplainRequest<'_>) -> Explanation 
         application_name: request.application_name,
         statement_kind: None,
         has_where: None,
+        token: None,
     };
     let verdict = guard::connect_verdict(&policies, &principal, request.connection, &context);
     let resource = Resource::Connection { name: request.connection, kind: "postgres" };

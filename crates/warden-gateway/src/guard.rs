@@ -138,6 +138,7 @@ pub(crate) fn admit(
         application_name,
         statement_kind: None,
         has_where: None,
+        token: token_context(identity),
     };
     let resource = Resource::Connection { name: connection, kind: "postgres" };
     if let Some(scope) = &identity.token {
@@ -228,6 +229,15 @@ pub fn session_guard(
 ) -> Box<dyn StatementGuard> {
     let policies = Arc::new(PolicyStore::new(policies));
     Box::new(SqlGuard::new(analyzer, policies, identity, connection, None, None))
+}
+
+/// `context.token` for a session authenticated with a warden token.
+fn token_context(identity: &Identity) -> Option<warden_policy::TokenContext<'_>> {
+    identity.token.as_ref().map(|scope| warden_policy::TokenContext {
+        id: &scope.id,
+        run: scope.run.as_deref(),
+        node: scope.node.as_deref(),
+    })
 }
 
 /// Why the identity's token does not allow `action`, if it does not.
@@ -525,6 +535,7 @@ impl SqlGuard {
             application_name: self.application_name.as_deref(),
             statement_kind: Some(kind),
             has_where,
+            token: token_context(&self.identity),
         }
     }
 

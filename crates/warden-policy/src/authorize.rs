@@ -258,6 +258,17 @@ fn build_context(core: &CoreNames, context: &RequestContext) -> Result<ast::Cont
         }
         pairs.insert("statement".into(), ast::Value::record_arc(Arc::new(statement), None));
     }
+    if let Some(token) = &context.token {
+        let mut record = BTreeMap::new();
+        record.insert("id".into(), ast::Value::from(token.id));
+        if let Some(run) = token.run {
+            record.insert("run".into(), ast::Value::from(run));
+        }
+        if let Some(node) = token.node {
+            record.insert("node".into(), ast::Value::from(node));
+        }
+        pairs.insert("token".into(), ast::Value::record_arc(Arc::new(record), None));
+    }
     Ok(ast::Context::Value(Arc::new(pairs)))
 }
 

@@ -132,6 +132,14 @@ pub struct Principal<'a> {
     pub groups: &'a [String],
 }
 
+/// `context.token`: a warden token's id and labels.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenContext<'a> {
+    pub id: &'a str,
+    pub run: Option<&'a str>,
+    pub node: Option<&'a str>,
+}
+
 /// What policies may read as `context`. Absent fields are absent attributes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestContext<'a> {
@@ -143,6 +151,8 @@ pub struct RequestContext<'a> {
     pub statement_kind: Option<&'a str>,
     /// `context.statement.has_where`; ignored unless `statement_kind` is `Some`.
     pub has_where: Option<bool>,
+    /// `context.token`, when the session authenticated with a warden token.
+    pub token: Option<TokenContext<'a>>,
 }
 
 /// A loaded, validated set of policies, ready to answer requests. Immutable; cheap to share in an `Arc`.

@@ -94,6 +94,33 @@ when { context.client has application_name && context.client.application_name ==
     const NOBODY: (&str, &[&str]) = ("mallory", &[]);
 
     #[test]
+    fn token_labels_are_in_context() {
+        let policies = super::policies(
+            r#"
+@id("agents") permit (principal in Warden::Group::"agents", action, resource);
+@id("planner-reads-only")
+forbid (principal, action == Warden::Action::"write", resource)
+when { context has token && context.token has node && context.token.node == "planner" };
+"#,
+        );
+        let token = |node| crate::TokenContext { id: "tok_1", run: Some("run-7"), node };
+        let planner = RequestContext { token: Some(token(Some("planner"))), ..statement("insert", None) };
+        check(
+            &policies,
+            AGENT,
+            Action::Write,
+            ORDERS,
+            planner,
+            r#"policy "planner-reads-only" forbids write on table shop/public.orders"#,
+        );
+        let writer = RequestContext { token: Some(token(Some("writer"))), ..statement("insert", None) };
+        check(&policies, AGENT, Action::Write, ORDERS, writer, r#"permitted by policy "agents""#);
+        let unlabelled = RequestContext { token: Some(token(None)), ..statement("insert", None) };
+        check(&policies, AGENT, Action::Write, ORDERS, unlabelled, r#"permitted by policy "agents""#);
+        check(&policies, AGENT, Action::Write, ORDERS, statement("insert", None), r#"permitted by policy "agents""#);
+    }
+
+    #[test]
     fn permit_by_group() {
         let policies = policies(POLICIES);
         check(
