@@ -8,6 +8,7 @@
 mod admin_client;
 mod demo;
 mod policy;
+mod revoke;
 mod sessions;
 mod token;
 
@@ -58,6 +59,8 @@ enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// Revoke an identity, a token or a session: new authentications are refused and live sessions end at once.
+    Revoke(revoke::RevokeArgs),
     /// API keys for service accounts.
     ApiKey {
         #[command(subcommand)]
@@ -150,6 +153,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Policy { command } => {
             policy::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revoke(args) => {
+            runtime()?.block_on(revoke::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { command } => {

@@ -3,6 +3,8 @@
 //! Every request authenticates with `Authorization: Bearer <credential>`, any credential the gateway accepts (an
 //! API key, a warden token, an OIDC token). Routes:
 //! - `POST /v1/tokens`: issue a warden token narrowing the caller's credential.
+//! - `POST /v1/revocations` (`[admin] group` only): revoke an identity, a token (and its descendants) or a
+//!   session; live sessions it covers are ended at once.
 //!
 //! Errors are `{"error": "…"}` with 400 (malformed request), 401 (no or bad credential) or 403 (refused).
 
@@ -20,17 +22,26 @@ use time::OffsetDateTime;
 use tracing::info;
 use warden_identity::{Identity, TokenError, TokenRequest};
 
+use warden_pg::PgFrontend;
+use warden_state::{Revocation, RevocationKind, RevocationRow, StateStore};
+
 use crate::auth::Authenticator;
+use crate::revoke::{self, Revocations};
 
 /// What the admin API needs from the gateway.
 pub(crate) struct AdminState {
     pub(crate) authenticator: Arc<Authenticator>,
     /// Connection names the config defines.
     pub(crate) connections: HashSet<String>,
+    /// Members may revoke.
+    pub(crate) admin_group: String,
+    pub(crate) store: StateStore,
+    pub(crate) revocations: Arc<Revocations>,
+    pub(crate) pg: Arc<PgFrontend>,
 }
 
 pub(crate) fn router(state: Arc<AdminState>) -> Router {
-    Router::new().route("/v1/tokens", post(issue_token)).with_state(state)
+    Router::new().route("/v1/tokens", post(issue_token)).route("/v1/revocations", post(revoke)).with_state(state)
 }
 
 /// An error answer.
@@ -141,4 +152,70 @@ async fn issue_token(
         "token issued"
     );
     Ok(Json(TokenAnswer { token: issued.token, id: issued.id, expires_at: issued.expires_at }))
+}
+
+/// `POST /v1/revocations` body: exactly one of identity, token, session.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevocationBody {
+    identity: Option<String>,
+    token: Option<String>,
+    session: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct RevocationAnswer {
+    id: i64,
+    kind: RevocationKind,
+    subject: String,
+    /// Live sessions on this gateway ended by it (other gateways end theirs within a second).
+    sessions_ended: usize,
+}
+
+async fn revoke(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: Result<Json<RevocationBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RevocationAnswer>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    if !caller.groups.iter().any(|group| *group == state.admin_group) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("revoking needs membership of group \"{}\" ([admin] group)", state.admin_group),
+        ));
+    }
+    let Json(body) = body.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text()))?;
+    let (kind, subject) = match (body.identity, body.token, body.session) {
+        (Some(identity), None, None) => (RevocationKind::Identity, identity),
+        (None, Some(token), None) => (RevocationKind::Token, token),
+        (None, None, Some(session)) => (RevocationKind::Session, session),
+        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "name exactly one of identity, token, session")),
+    };
+    if subject.is_empty() || subject.len() > 256 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "the revoked name must be 1 to 256 characters"));
+    }
+    let revocation = Revocation {
+        kind,
+        subject: subject.clone(),
+        reason: body.reason.filter(|reason| !reason.is_empty()),
+        revoked_by: caller.name.clone(),
+        revoked_at: OffsetDateTime::now_utc(),
+    };
+    // Durable first: a revocation the store does not hold would be forgotten at the next restart.
+    let id = state.store.revoke(&revocation).await.map_err(|error| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the revocation could not be stored: {error}"))
+    })?;
+    let row = RevocationRow {
+        id,
+        kind,
+        subject: subject.clone(),
+        reason: revocation.reason,
+        revoked_by: revocation.revoked_by,
+        revoked_at: revocation.revoked_at,
+    };
+    state.revocations.apply_local(&row);
+    let sessions_ended = revoke::end_sessions(&state.pg, &row);
+    info!(kind = kind.as_str(), %subject, by = %caller.name, sessions_ended, "revoked");
+    Ok(Json(RevocationAnswer { id, kind, subject, sessions_ended }))
 }

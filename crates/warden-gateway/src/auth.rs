@@ -1,11 +1,16 @@
-//! Who is calling: every credential the gateway accepts, tried by its shape. `wk_…` is an API key, `wt_…` a warden
-//! token; anything else is refused as an unknown key. Shared by every front end and the admin API.
+//! Who is calling: every credential the gateway accepts, tried by its shape. `wt_…` is a warden token, a JWT
+//! (three dot-separated parts) an OIDC token when issuers are configured, anything else an API key. Shared by
+//! every front end and the admin API.
 
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 use warden_config::Config;
-use warden_identity::{ApiKeyVerifier, AuthError, Identity, SigningKey, TokenError, TokenIssuer, ISSUED_TOKEN_PREFIX};
+
+use crate::revoke::Revocations;
+use warden_identity::{
+    ApiKeyVerifier, AuthError, Identity, OidcVerifier, SigningKey, TokenError, TokenIssuer, ISSUED_TOKEN_PREFIX,
+};
 
 /// The file a gateway with SQLite state keeps its token signing key in, beside the database.
 pub const SIGNING_KEY_FILE: &str = "token-signing-key.pem";
@@ -14,19 +19,31 @@ pub const SIGNING_KEY_FILE: &str = "token-signing-key.pem";
 pub struct Authenticator {
     api_keys: ApiKeyVerifier,
     tokens: Arc<TokenIssuer>,
+    oidc: OidcVerifier,
+    revocations: Arc<Revocations>,
 }
 
 impl Authenticator {
-    pub fn new(config: &Config, tokens: Arc<TokenIssuer>) -> Authenticator {
-        Authenticator { api_keys: ApiKeyVerifier::new(&config.api_keys), tokens }
+    pub(crate) fn new(config: &Config, tokens: Arc<TokenIssuer>, revocations: Arc<Revocations>) -> Authenticator {
+        Authenticator {
+            api_keys: ApiKeyVerifier::new(&config.api_keys),
+            tokens,
+            oidc: OidcVerifier::new(&config.oidc),
+            revocations,
+        }
     }
 
     /// The identity `credential` establishes at `now`.
     pub async fn authenticate(&self, credential: &str, now: OffsetDateTime) -> Result<Identity, AuthError> {
-        if credential.starts_with(ISSUED_TOKEN_PREFIX) {
-            return self.tokens.verify(credential, now);
-        }
-        self.api_keys.verify(credential, now)
+        let identity = if credential.starts_with(ISSUED_TOKEN_PREFIX) {
+            self.tokens.verify(credential, now)?
+        } else if !self.oidc.is_empty() && credential.split('.').count() == 3 {
+            self.oidc.verify(credential, now).await?
+        } else {
+            self.api_keys.verify(credential, now)?
+        };
+        self.revocations.check(&identity)?;
+        Ok(identity)
     }
 
     pub fn tokens(&self) -> &Arc<TokenIssuer> {

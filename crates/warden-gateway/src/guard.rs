@@ -126,6 +126,7 @@ pub(crate) fn admit(
     admission: &Admission<'_>,
     analyzer: &Arc<Analyzer>,
     policies: &Arc<PolicyStore>,
+    expiry_grace: std::time::Duration,
 ) -> Result<Admitted, String> {
     let (current, _) = policies.get();
     let identity = admission.identity;
@@ -216,7 +217,9 @@ pub(crate) fn admit(
     );
     guard.initial_search_path.clone_from(&search_path);
     guard.search_path = search_path;
-    Ok(Admitted { guard: Box::new(guard), upstream_parameters })
+    // A session lives no longer than its credential (plus the configured grace).
+    let ends_at = identity.expires_at.map(|expires_at| expires_at + expiry_grace);
+    Ok(Admitted { guard: Box::new(guard), upstream_parameters, ends_at })
 }
 
 /// The statement guard a session of `identity` on `connection` gets once admitted (default `search_path`, no

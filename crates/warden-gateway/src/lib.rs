@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod explain;
 mod guard;
+mod revoke;
 
 pub use auth::{Authenticator, SIGNING_KEY_FILE};
 pub use guard::session_guard;
@@ -139,36 +140,17 @@ impl Gateway {
         let policies = Arc::new(guard::PolicyStore::new(policies));
         let tokens = Arc::new(auth::token_issuer(&config)?);
         info!(key_id = tokens.signing_key().key_id(), "token signing key loaded");
-        let authenticator = Arc::new(auth::Authenticator::new(&config, tokens));
+        let revocations = Arc::new(revoke::Revocations::default());
+        let loaded = revoke::load(&store, &revocations)
+            .await
+            .map_err(|source| GatewayError::State { url: redact_url(config.state.url.expose()), source })?;
+        info!(revocations = loaded, "revocations loaded");
+        let authenticator = Arc::new(auth::Authenticator::new(&config, tokens, revocations.clone()));
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let mut tasks = Vec::new();
-        let admin_address = match config.listen.admin {
-            Some(address) => {
-                let listener = TcpListener::bind(address).await.map_err(|source| GatewayError::Bind {
-                    listener: "admin",
-                    address,
-                    source,
-                })?;
-                let bound = listener.local_addr().ok();
-                let state = Arc::new(admin::AdminState {
-                    authenticator: authenticator.clone(),
-                    connections: config.connections.iter().map(|connection| connection.name.clone()).collect(),
-                });
-                let mut stop = shutdown_receiver.clone();
-                tasks.push(tokio::spawn(async move {
-                    let serve = axum::serve(listener, admin::router(state)).with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|stop| *stop).await;
-                    });
-                    if let Err(error) = serve.await {
-                        warn!(%error, "admin API stopped");
-                    }
-                }));
-                bound
-            }
-            None => None,
-        };
         let hooks = Arc::new(GatewayHooks {
             authenticator: authenticator.clone(),
+            expiry_grace: config.tokens.expiry_grace,
             recorder: recorder.clone(),
             analyzer: Arc::new(Analyzer::default()),
             policies: policies.clone(),
@@ -182,9 +164,47 @@ impl Gateway {
             source,
         })?;
         let postgres_address = listener.local_addr().ok();
+        let admin_listener = match config.listen.admin {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| GatewayError::Bind {
+                listener: "admin",
+                address,
+                source,
+            })?),
+            None => None,
+        };
         let workers = Workers::start(config.runtime.workers)?;
         let pg = PgFrontend::new(PgFrontendConfig::from_config(&config)?, hooks, workers.handles.clone());
-        tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver)));
+        tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver.clone())));
+        tasks.push(tokio::spawn(revoke::poll(
+            store.clone(),
+            revocations.clone(),
+            pg.clone(),
+            shutdown_receiver.clone(),
+        )));
+        let admin_address = match admin_listener {
+            Some(listener) => {
+                let bound = listener.local_addr().ok();
+                let state = Arc::new(admin::AdminState {
+                    authenticator: authenticator.clone(),
+                    connections: config.connections.iter().map(|connection| connection.name.clone()).collect(),
+                    admin_group: config.admin.group.clone(),
+                    store: store.clone(),
+                    revocations,
+                    pg: pg.clone(),
+                });
+                let mut stop = shutdown_receiver;
+                tasks.push(tokio::spawn(async move {
+                    let serve = axum::serve(listener, admin::router(state)).with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    });
+                    if let Err(error) = serve.await {
+                        warn!(%error, "admin API stopped");
+                    }
+                }));
+                bound
+            }
+            None => None,
+        };
         info!(
             postgres = ?postgres_address,
             admin = ?admin_address,
@@ -281,6 +301,7 @@ fn redact_url(url: &str) -> String {
 
 struct GatewayHooks {
     authenticator: Arc<auth::Authenticator>,
+    expiry_grace: std::time::Duration,
     recorder: Recorder,
     analyzer: Arc<Analyzer>,
     policies: Arc<guard::PolicyStore>,
@@ -292,7 +313,7 @@ impl SessionHooks for GatewayHooks {
     }
 
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String> {
-        guard::admit(admission, &self.analyzer, &self.policies)
+        guard::admit(admission, &self.analyzer, &self.policies, self.expiry_grace)
     }
 
     fn session_started(&self, session: &SessionInfo) {

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod api_key;
+mod oidc;
 mod token;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 pub use api_key::{api_key_digest, generate_api_key, ApiKeyVerifier};
+pub use oidc::OidcVerifier;
 pub use token::{IssuedToken, SigningKey, TokenError, TokenIssuer, TokenRequest, TokenScope, ISSUED_TOKEN_PREFIX};
 
 /// An authenticated caller.

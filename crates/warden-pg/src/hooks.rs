@@ -87,6 +87,15 @@ pub struct Admission<'a> {
 pub struct Admitted {
     pub guard: Box<dyn StatementGuard>,
     pub upstream_parameters: Vec<(String, String)>,
+    /// When the session must end (its credential expires, plus any grace); it is then ended with FATAL 57P01.
+    pub ends_at: Option<OffsetDateTime>,
+}
+
+/// Why warden ends a live session: the FATAL error its client gets and the end recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// The answer to [`SessionHooks::authenticate`]: verifying a credential may need IO (an OIDC issuer's keys).

@@ -27,8 +27,8 @@ use tracing::{error, warn};
 use warden_config::{Config, Limits};
 
 pub use hooks::{
-    Admission, Admitted, Annotation, AuthFuture, Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard,
-    StatementRefusal,
+    Admission, Admitted, Annotation, AuthFuture, Ending, Judgement, SessionHooks, SessionInfo, StatementEvent,
+    StatementGuard, StatementRefusal,
 };
 use upstream::UpstreamTarget;
 
@@ -60,6 +60,24 @@ impl PgFrontendConfig {
     }
 }
 
+/// A session in the relay phase.
+struct LiveSession {
+    info: SessionInfo,
+    ending: watch::Sender<Option<Ending>>,
+}
+
+/// Removes a session from the live set when its relay ends.
+pub(crate) struct LiveHandle {
+    frontend: Arc<PgFrontend>,
+    id: Arc<str>,
+}
+
+impl Drop for LiveHandle {
+    fn drop(&mut self) {
+        self.frontend.live.lock().remove(&self.id);
+    }
+}
+
 /// The PostgreSQL listener's shared state.
 pub struct PgFrontend {
     config: RwLock<Arc<PgFrontendConfig>>,
@@ -68,6 +86,8 @@ pub struct PgFrontend {
     sessions: Arc<Semaphore>,
     /// Turns true when live sessions must end (gateway shutdown).
     stop: watch::Sender<bool>,
+    /// Sessions in the relay phase, by id, each with the switch that ends it alone.
+    live: parking_lot::Mutex<HashMap<Arc<str>, LiveSession>>,
     /// Runtimes sessions run on, in turn; empty means the accepting runtime. Each session's sockets, reads
     /// and writes stay on one thread, so relaying needs no cross-thread wake-ups.
     workers: Vec<tokio::runtime::Handle>,
@@ -88,6 +108,7 @@ impl PgFrontend {
             cancel: Arc::new(cancel::CancelRegistry::default()),
             sessions,
             stop: watch::channel(false).0,
+            live: parking_lot::Mutex::new(HashMap::new()),
             workers,
             next_worker: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -103,6 +124,25 @@ impl PgFrontend {
             Ok(_) => 0,
             Err(_) => limit - self.sessions.available_permits(),
         }
+    }
+
+    /// Ends every live session `select` picks: its client gets FATAL `ending.code` with `ending.message`, its
+    /// upstream a Terminate, and its end is recorded. Returns how many were picked.
+    pub fn end_sessions_where(&self, select: impl Fn(&SessionInfo) -> bool, ending: &Ending) -> usize {
+        let live = self.live.lock();
+        let mut ended = 0;
+        for session in live.values().filter(|session| select(&session.info)) {
+            session.ending.send_replace(Some(ending.clone()));
+            ended += 1;
+        }
+        ended
+    }
+
+    /// Registers a session entering the relay phase; it is forgotten when the returned handle drops.
+    pub(crate) fn register_live(self: &Arc<Self>, info: &SessionInfo) -> (LiveHandle, watch::Receiver<Option<Ending>>) {
+        let (sender, receiver) = watch::channel(None);
+        self.live.lock().insert(info.id.clone(), LiveSession { info: info.clone(), ending: sender });
+        (LiveHandle { frontend: self.clone(), id: info.id.clone() }, receiver)
     }
 
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {

@@ -43,6 +43,8 @@ pub enum RelayEnd {
     UpstreamProtocol(CodecError),
     /// The gateway is shutting down.
     Stopped,
+    /// warden ended the session (revocation, credential expiry); the client gets this FATAL error.
+    Ended(crate::hooks::Ending),
     ClientIo(io::Error),
     UpstreamIo(io::Error),
 }
@@ -56,6 +58,7 @@ impl RelayEnd {
             RelayEnd::ClientProtocol(error) => format!("client protocol error: {error}"),
             RelayEnd::UpstreamProtocol(error) => format!("upstream protocol error: {error}"),
             RelayEnd::Stopped => "gateway shutting down".into(),
+            RelayEnd::Ended(ending) => format!("ended by warden: {}", ending.message),
             RelayEnd::ClientIo(error) => format!("client connection error: {error}"),
             RelayEnd::UpstreamIo(error) => format!("upstream connection error: {error}"),
         }
@@ -256,6 +259,10 @@ pub struct RelayContext<'a> {
     pub upstream_early_bytes: &'a [u8],
     /// Ends the relay when it turns true.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Ends the relay with this ending when one is sent (revocation).
+    pub ending: tokio::sync::watch::Receiver<Option<crate::hooks::Ending>>,
+    /// Ends the relay at this instant (credential expiry), with this ending.
+    pub deadline: Option<(tokio::time::Instant, crate::hooks::Ending)>,
     /// Judges each query, Parse and function call before it is forwarded.
     pub guard: Box<dyn StatementGuard>,
 }
@@ -272,7 +279,8 @@ where
     UR: AsyncRead + Unpin + ?Sized,
     UW: AsyncWrite + Unpin + ?Sized,
 {
-    let RelayContext { session, hooks, max_message_bytes, upstream_early_bytes, stop, guard } = context;
+    let RelayContext { session, hooks, max_message_bytes, upstream_early_bytes, stop, ending, deadline, guard } =
+        context;
     let tracker = Mutex::new(Tracker::default());
     // Both directions run in this one task, so the lock is never contended; it only satisfies the borrow.
     let guard = Mutex::new(guard);
@@ -280,10 +288,26 @@ where
     let upstream_to_client =
         upstream_loop(upstream_read, client_write, &tracker, &guard, (session, hooks), upstream_early_bytes);
     let mut stop = stop;
+    let mut ending = ending;
+    let expiry = async {
+        match deadline {
+            Some((at, ending)) => {
+                tokio::time::sleep_until(at).await;
+                ending
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         end = client_to_upstream => end,
         end = upstream_to_client => end,
         _ = stop.wait_for(|stop| *stop) => RelayEnd::Stopped,
+        ended = ending.wait_for(Option::is_some) => match ended {
+            Ok(ending) => RelayEnd::Ended(ending.clone().expect("waited for some")),
+            // The sender is gone only when the front end is: treat as shutdown.
+            Err(_) => RelayEnd::Stopped,
+        },
+        ending = expiry => RelayEnd::Ended(ending),
     }
 }
 

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
+
+use crate::hooks::Ending;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
@@ -62,7 +64,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
             return;
         }
     };
-    let (mut client, message, identity, upstream, target, guard) = match started {
+    let (mut client, message, identity, upstream, target, guard, ends_at) = match started {
         Ok(established) => established,
         Err(Startup::Gone | Startup::Cancelled) => return,
         Err(Startup::Broken(reason)) => {
@@ -80,6 +82,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         }
     };
 
+    let upstream_key = upstream.backend_key;
     let cancel_key = frontend.cancel.register(upstream.backend_key.map(|(process_id, secret_key)| {
         crate::cancel::CancelTarget { upstream: target.clone(), process_id, secret_key }
     }));
@@ -103,6 +106,19 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         return;
     }
     frontend.hooks.session_started(&session);
+    let (live, ending) = frontend.register_live(&session);
+    let deadline = ends_at.map(|ends_at| {
+        let remaining = (ends_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+        let at = tokio::time::Instant::now() + std::time::Duration::try_from(remaining).unwrap_or_default();
+        let ending = Ending {
+            code: "57P01",
+            message: format!(
+                "terminating connection: the credential of identity \"{}\" expired",
+                session.identity.name
+            ),
+        };
+        (at, ending)
+    });
     info!(
         session = %session.id,
         identity = %session.identity.name,
@@ -131,15 +147,28 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         max_message_bytes: config.limits.max_message_bytes,
         upstream_early_bytes: &early_bytes,
         stop: frontend.stop_signal(),
+        ending,
+        deadline,
         guard,
     };
     let end = relay((&mut client_read, &mut client_write), (&mut upstream_read, &mut upstream_write), context).await;
     let farewell = match &end {
         RelayEnd::ClientProtocol(error) => Some(("08P01", error.to_string())),
         RelayEnd::Stopped => Some(("57P01", "terminating connection because warden is shutting down".to_string())),
+        RelayEnd::Ended(ending) => Some((ending.code, ending.message.clone())),
         _ => None,
     };
     if let Some((code, message)) = farewell {
+        // A backend busy with a query reads neither Terminate nor a closed socket until the query ends: cancel
+        // it first, so an ended session stops its work upstream too.
+        if let (RelayEnd::Ended(_) | RelayEnd::Stopped, Some((process_id, secret_key))) = (&end, upstream_key) {
+            let cancel = upstream::cancel(&target, process_id, secret_key);
+            match tokio::time::timeout(config.limits.connect_timeout, cancel).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => warn!(session = %session.id, %error, "could not cancel the upstream query"),
+                Err(_) => warn!(session = %session.id, "cancelling the upstream query timed out"),
+            }
+        }
         let mut out = Vec::new();
         backend::error_response(&mut out, Severity::Fatal, code, &message, None);
         let _ = client_write.write_all(&out).await;
@@ -149,6 +178,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
     let _ = client_write.shutdown().await;
     let _ = upstream_write.shutdown().await;
     drop(cancel_key);
+    drop(live);
     let reason = end.describe();
     frontend.hooks.session_ended(&session, &reason);
     info!(session = %session.id, %reason, "session ended");
@@ -161,6 +191,7 @@ type Established = (
     upstream::UpstreamSession,
     Arc<upstream::UpstreamTarget>,
     Box<dyn crate::hooks::StatementGuard>,
+    Option<OffsetDateTime>,
 );
 
 async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Result<Established, Startup> {
@@ -335,7 +366,7 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
             ))
         }
     };
-    Ok((stream, message, identity, upstream, target, admitted.guard))
+    Ok((stream, message, identity, upstream, target, admitted.guard, admitted.ends_at))
 }
 
 /// Whether a client on this transport may be asked for its password (its API key).

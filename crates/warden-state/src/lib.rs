@@ -99,6 +99,61 @@ pub struct StatementRow {
     pub decision: Option<Decision>,
 }
 
+/// What a revocation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationKind {
+    /// Every credential of the identity, now and later.
+    Identity,
+    /// A warden token and every token issued from it.
+    Token,
+    /// One live session.
+    Session,
+}
+
+impl RevocationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Identity => "identity",
+            RevocationKind::Token => "token",
+            RevocationKind::Session => "session",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<RevocationKind> {
+        match text {
+            "identity" => Some(RevocationKind::Identity),
+            "token" => Some(RevocationKind::Token),
+            "session" => Some(RevocationKind::Session),
+            _ => None,
+        }
+    }
+}
+
+/// A revocation to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub kind: RevocationKind,
+    /// The identity name, token id or session id.
+    pub subject: String,
+    pub reason: Option<String>,
+    /// The identity that revoked it.
+    pub revoked_by: String,
+    pub revoked_at: OffsetDateTime,
+}
+
+/// A stored revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevocationRow {
+    pub id: i64,
+    pub kind: RevocationKind,
+    pub subject: String,
+    pub reason: Option<String>,
+    pub revoked_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+}
+
 /// What warden decided about a statement (or a query of several) before forwarding it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub struct Decision {
@@ -159,6 +214,22 @@ impl StateStore {
         match &self.backend {
             Backend::Sqlite(store) => store.session(id).await,
             Backend::Postgres(store) => store.session(id).await,
+        }
+    }
+
+    /// Records a revocation, durably, before returning its id.
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<i64, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.revoke(revocation).await,
+            Backend::Postgres(store) => store.revoke(revocation).await,
+        }
+    }
+
+    /// Revocations with an id above `after`, oldest first.
+    pub async fn revocations_after(&self, after: i64) -> Result<Vec<RevocationRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.revocations_after(after).await,
+            Backend::Postgres(store) => store.revocations_after(after).await,
         }
     }
 

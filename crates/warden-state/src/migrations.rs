@@ -18,12 +18,14 @@ const SQLITE: &[EmbeddedMigration] = &[
     (1, "sessions and statements", include_str!("../migrations/sqlite/0001_sessions_and_statements.sql")),
     (2, "statement decisions", include_str!("../migrations/sqlite/0002_statement_decisions.sql")),
     (3, "session credentials", include_str!("../migrations/sqlite/0003_session_credentials.sql")),
+    (4, "revocations", include_str!("../migrations/sqlite/0004_revocations.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
     (1, "sessions and statements", include_str!("../migrations/postgres/0001_sessions_and_statements.sql")),
     (2, "statement decisions", include_str!("../migrations/postgres/0002_statement_decisions.sql")),
     (3, "session credentials", include_str!("../migrations/postgres/0003_session_credentials.sql")),
+    (4, "revocations", include_str!("../migrations/postgres/0004_revocations.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

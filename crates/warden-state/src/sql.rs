@@ -19,7 +19,10 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use time::OffsetDateTime;
 
 use crate::recorder::SessionEnd;
-use crate::{Decision, SessionFilter, SessionRow, SessionStart, StateError, StatementRecord, StatementRow};
+use crate::{
+    Decision, Revocation, RevocationKind, RevocationRow, SessionFilter, SessionRow, SessionStart, StateError,
+    StatementRecord, StatementRow,
+};
 
 /// At most this many bind parameters in one statement: SQLite's limit since 3.32 (PostgreSQL allows 65,535).
 const MAX_BIND_PARAMETERS: usize = 32_766;
@@ -269,6 +272,51 @@ where
             .await
             .map_err(|source| StateError::Query { operation: "reading a session", source })?;
         row.as_ref().map(session_row::<DB>).transpose()
+    }
+
+    pub(crate) async fn revoke(&self, revocation: &Revocation) -> Result<i64, StateError> {
+        let (before, after) = DB::TIMESTAMP_FROM_MICROS;
+        let mut sql =
+            SqlText::<DB>::new("INSERT INTO revocations (kind, subject, reason, revoked_by, revoked_at) VALUES (");
+        sql.bind().push(", ").bind().push(", ").bind().push(", ").bind().push(", ");
+        sql.push(before).bind().push(after).push(") RETURNING id");
+        let row = sqlx::query(&sql.text)
+            .bind(revocation.kind.as_str())
+            .bind(revocation.subject.as_str())
+            .bind(revocation.reason.as_deref())
+            .bind(revocation.revoked_by.as_str())
+            .bind(micros(revocation.revoked_at))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "recording a revocation", source })?;
+        get(&row, 0)
+    }
+
+    pub(crate) async fn revocations_after(&self, after: i64) -> Result<Vec<RevocationRow>, StateError> {
+        let mut sql = SqlText::<DB>::new(&format!(
+            "SELECT id, kind, subject, reason, revoked_by, {} FROM revocations WHERE id > ",
+            DB::micros_from_timestamp("revoked_at")
+        ));
+        sql.bind().push(" ORDER BY id");
+        let rows = sqlx::query(&sql.text)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "reading revocations", source })?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = get(row, 1)?;
+                Ok(RevocationRow {
+                    id: get(row, 0)?,
+                    kind: RevocationKind::parse(&kind)
+                        .ok_or_else(|| StateError::CorruptRow { what: format!("revocation kind \"{kind}\"") })?,
+                    subject: get(row, 2)?,
+                    reason: get(row, 3)?,
+                    revoked_by: get(row, 4)?,
+                    revoked_at: timestamp(get(row, 5)?)?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn statements(&self, session_id: &str) -> Result<Vec<StatementRow>, StateError> {

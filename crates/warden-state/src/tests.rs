@@ -219,6 +219,39 @@ async fn postgres_round_trip() {
     check_round_trip(&store).await;
 }
 
+/// Revocations come back in order, past any id a gateway has already seen.
+async fn check_revocations(store: &StateStore) {
+    let at = datetime!(2026-11-21 10:00:00 UTC);
+    let seen = store.revocations_after(0).await.expect("read").last().map_or(0, |row| row.id);
+    let revoke = |kind, subject: &str| Revocation {
+        kind,
+        subject: subject.to_string(),
+        reason: Some("offboarded".to_string()),
+        revoked_by: "alice".to_string(),
+        revoked_at: at,
+    };
+    let first = store.revoke(&revoke(RevocationKind::Identity, "contractor-7")).await.expect("revoke");
+    let second = store.revoke(&revoke(RevocationKind::Token, "tok_abc")).await.expect("revoke");
+    assert!(second > first && first > seen);
+    let rows = store.revocations_after(seen).await.expect("read");
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].kind, rows[0].subject.as_str()), (RevocationKind::Identity, "contractor-7"));
+    assert_eq!((rows[1].kind, rows[1].subject.as_str(), rows[1].revoked_at), (RevocationKind::Token, "tok_abc", at));
+    assert_eq!(store.revocations_after(second).await.expect("read"), Vec::new());
+}
+
+#[tokio::test]
+async fn sqlite_revocations() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_revocations(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_revocations() {
+    let (store, _postgres) = open_postgres().await;
+    check_revocations(&store).await;
+}
+
 #[tokio::test]
 async fn postgres_filters() {
     let (store, _postgres) = open_postgres().await;

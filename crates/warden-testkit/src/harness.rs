@@ -116,6 +116,7 @@ impl<'a> GatewayBuilder<'a> {
         let directory = tempfile::Builder::new().prefix("warden-test-").tempdir().expect("create gateway temp dir");
         let api_key = warden_identity::generate_api_key();
         let reader_key = warden_identity::generate_api_key();
+        let admin_key = warden_identity::generate_api_key();
         std::fs::create_dir(directory.path().join("policies")).expect("create policies dir");
         std::fs::write(directory.path().join("policies/test.cedar"), &self.policies).expect("write policies");
         let upstream_password = self.upstream_password.unwrap_or_else(|| self.app.password.clone());
@@ -175,6 +176,11 @@ name = "reader"
 key = {{ sha256 = "{reader_digest}" }}
 groups = ["readers"]
 
+[[api_key]]
+name = "operator"
+key = {{ sha256 = "{admin_digest}" }}
+groups = ["admin"]
+
 [policy]
 files = ["policies/*.cedar"]
 {tokens_section}"#,
@@ -186,6 +192,7 @@ files = ["policies/*.cedar"]
             connection_tls = self.connection_tls,
             digest = warden_identity::api_key_digest(&api_key),
             reader_digest = warden_identity::api_key_digest(&reader_key),
+            admin_digest = warden_identity::api_key_digest(&admin_key),
         );
         let config_path = directory.path().join("warden.toml");
         std::fs::write(&config_path, &config_text).expect("write config");
@@ -198,6 +205,7 @@ files = ["policies/*.cedar"]
             address,
             api_key,
             reader_key,
+            admin_key,
             upstream_password,
             database: self.app.database.clone(),
             config_path,
@@ -235,6 +243,8 @@ pub struct TestGateway {
     pub api_key: String,
     /// The key of the `reader` identity (group `readers`).
     pub reader_key: String,
+    /// The `operator` identity (group `admin`): may revoke through the admin API; no policy grants it data access.
+    pub admin_key: String,
     /// The upstream password warden holds; must never reach a client.
     pub upstream_password: String,
     pub database: String,

@@ -8,6 +8,8 @@
 
 #[cfg(feature = "harness")]
 mod harness;
+#[cfg(feature = "oidc")]
+pub mod oidc;
 mod pgtemp;
 
 #[cfg(feature = "harness")]

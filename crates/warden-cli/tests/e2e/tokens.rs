@@ -96,3 +96,115 @@ async fn a_node_token_narrows_its_parent_and_labels_the_session() {
     let api_key_session = sessions.iter().find(|session| session.token_id.is_none()).expect("the agent's own session");
     assert_eq!(api_key_session.credential.as_deref(), Some("api_key"));
 }
+
+/// `warden revoke` with `credential` as WARDEN_TOKEN; (success, stdout, stderr).
+fn revoke(gateway: &TestGateway, credential: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["revoke", "--admin-url", &gateway.admin_url()])
+        .args(args)
+        .env("WARDEN_TOKEN", credential)
+        .env_remove("WARDEN_CONFIG")
+        .output()
+        .expect("run warden revoke");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_identity_ends_its_running_psql_session_and_refuses_it_from_then_on() {
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let gateway = TestGateway::start(&postgres, &app).await;
+    let (direct, connection) =
+        tokio_postgres::connect(&postgres.url(&app.database), tokio_postgres::NoTls).await.expect("direct");
+    tokio::spawn(connection);
+
+    // The reader runs a long query in psql.
+    let psql = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &gateway.port().to_string(), "-U", "reader", "-d", &app.database])
+        .args(["-c", "SELECT pg_sleep(60)"])
+        .env("PGPASSWORD", &gateway.reader_key)
+        .env("PGSSLMODE", "disable")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql starts");
+    crate::wait_until(10, "the reader's query to run upstream", || {
+        let direct = &direct;
+        async move {
+            let rows = direct
+                .query("SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(60)'", &[])
+                .await
+                .expect("pg_stat_activity");
+            !rows.is_empty()
+        }
+    })
+    .await;
+    let agent = gateway.connect().await;
+
+    // Only the admin group may revoke.
+    let (ok, _, stderr) = revoke(&gateway, &gateway.api_key, &["--identity", "reader"]);
+    assert!(!ok && stderr.contains("403") && stderr.contains("group \"admin\""), "{stderr}");
+
+    let revoked_at = std::time::Instant::now();
+    let (ok, stdout, stderr) =
+        revoke(&gateway, &gateway.admin_key, &["--identity", "reader", "--reason", "offboarded"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "revoked identity reader; 1 live session(s) ended");
+    let output = tokio::task::spawn_blocking(move || psql.wait_with_output().expect("psql ends")).await.unwrap();
+    let ended_after = revoked_at.elapsed();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("terminating connection: identity \"reader\" has been revoked (offboarded)"), "{stderr}");
+    assert!(ended_after < std::time::Duration::from_secs(5), "psql ended {ended_after:?} after the revocation");
+    // The query stopped upstream too (its backend got Terminate and went away).
+    crate::wait_until(10, "the reader's backend to go", || {
+        let direct = &direct;
+        async move {
+            let rows = direct
+                .query("SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'", &[])
+                .await
+                .expect("pg_stat_activity");
+            rows.is_empty()
+        }
+    })
+    .await;
+
+    // From now on the identity is refused, and the agent is untouched.
+    let error = gateway.try_connect(&gateway.connection_string_with(&gateway.reader_key)).await.expect_err("revoked");
+    assert_eq!(sqlstate(&error), "28P01");
+    assert!(server_message(&error).contains("identity \"reader\" has been revoked"), "{}", server_message(&error));
+    agent.query("SELECT 1", &[]).await.expect("the agent's session goes on");
+
+    // Revoking a token ends its sessions and refuses it and every token issued from it.
+    let (_, parent, _) = issue(&gateway, &gateway.api_key, &["--run", "run-9"]);
+    let (_, child, _) = issue(&gateway, &parent, &["--node", "child"]);
+    let parent_session = gateway.try_connect(&gateway.connection_string_with(&parent)).await.expect("parent");
+    let child_session = gateway.try_connect(&gateway.connection_string_with(&child)).await.expect("child");
+    let parent_id = token_id(&parent);
+    let (ok, stdout, stderr) = revoke(&gateway, &gateway.admin_key, &["--token", &parent_id]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, format!("revoked token {parent_id}; 2 live session(s) ended"));
+    for session in [&parent_session, &child_session] {
+        let error = session.query("SELECT 1", &[]).await.expect_err("ended");
+        assert!(error.is_closed() || server_message(&error).contains("has been revoked"), "{error}");
+    }
+    let error = gateway.try_connect(&gateway.connection_string_with(&child)).await.expect_err("child refused");
+    assert!(
+        server_message(&error).contains(&format!("token {parent_id} has been revoked")),
+        "{}",
+        server_message(&error)
+    );
+    agent.query("SELECT 1", &[]).await.expect("the agent's own session goes on");
+}
+
+/// The `jti` of a `wt_` token (its id), read from the unverified payload.
+fn token_id(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.strip_prefix("wt_").unwrap().split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    claims["jti"].as_str().unwrap().to_string()
+}
