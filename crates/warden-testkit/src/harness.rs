@@ -44,6 +44,7 @@ pub struct GatewayBuilder<'a> {
     upstream_password: Option<String>,
     connection_tls: String,
     listen_extra: String,
+    config_extra: String,
     limits: String,
     client_tls: Option<bool>,
     state_url: Option<String>,
@@ -96,6 +97,12 @@ impl<'a> GatewayBuilder<'a> {
     /// Lines for `[limits]`.
     pub fn limits(mut self, lines: &str) -> Self {
         self.limits = lines.to_string();
+        self
+    }
+
+    /// Whole sections appended to the config (`[[oidc]]`, `[tokens]`…).
+    pub fn config_extra(mut self, text: &str) -> Self {
+        self.config_extra = text.to_string();
         self
     }
 
@@ -183,7 +190,9 @@ groups = ["admin"]
 
 [policy]
 files = ["policies/*.cedar"]
-{tokens_section}"#,
+{tokens_section}
+{config_extra}"#,
+            config_extra = self.config_extra,
             listen_extra = self.listen_extra,
             limits = self.limits,
             database = self.app.database,
@@ -263,6 +272,7 @@ impl TestGateway {
             upstream_password: None,
             connection_tls: "{ mode = \"disable\" }".to_string(),
             listen_extra: String::new(),
+            config_extra: String::new(),
             limits: String::new(),
             client_tls: None,
             state_url: None,

@@ -208,3 +208,69 @@ fn token_id(token: &str) -> String {
     let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     claims["jti"].as_str().unwrap().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oidc_token_is_a_password_and_its_groups_meet_the_policies() {
+    let issuer = warden_testkit::oidc::TestIssuer::start().await;
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let gateway = TestGateway::builder(&postgres, &app)
+        .config_extra(&format!("[[oidc]]\nissuer = \"{}\"\naudience = \"warden\"\n", issuer.issuer()))
+        .start()
+        .await;
+
+    // A human in group "readers" (DEFAULT_POLICIES: connect and read) signs in with their IdP token.
+    let mut claims = issuer.claims("alice@example.com", "warden");
+    claims["groups"] = serde_json::json!(["readers"]);
+    let token = issuer.mint(claims.clone());
+    let alice = gateway.try_connect(&gateway.connection_string_with(&token)).await.expect("OIDC login");
+    alice.query("SELECT 1", &[]).await.expect("readers read");
+    let error = alice.batch_execute("CREATE TABLE nope (id int)").await.expect_err("readers do not write");
+    assert_eq!(sqlstate(&error), "42501");
+
+    // Forgeries are refused at authentication, with the reason.
+    for (forged, reason) in [
+        (issuer.alg_none(claims.clone()), "alg none"),
+        (issuer.hs256_with_public_key(claims.clone()), "HS256"),
+        (issuer.mint(issuer.claims("alice@example.com", "someone-else")), "audience"),
+    ] {
+        let error = gateway.try_connect(&gateway.connection_string_with(&forged)).await.expect_err("forged");
+        assert_eq!(sqlstate(&error), "28P01");
+        let message = server_message(&error);
+        assert!(message.contains("OIDC token refused") && message.contains(reason), "{reason}: {message}");
+    }
+
+    // The human can hand a workflow node a narrower warden token of their own.
+    let (ok, node_token, stderr) =
+        issue(&gateway, &token, &["--node", "notebook", "--action", "connect", "--action", "read"]);
+    assert!(ok, "{stderr}");
+    let node = gateway.try_connect(&gateway.connection_string_with(&node_token)).await.expect("node connects");
+    node.query("SELECT 1", &[]).await.expect("node reads");
+    drop((alice, node));
+    gateway.flush().await;
+    let sessions = gateway.store().list_sessions(&Default::default()).await.expect("sessions");
+    assert!(sessions
+        .iter()
+        .any(|session| session.identity == "alice@example.com" && session.credential.as_deref() == Some("oidc")));
+    assert!(sessions
+        .iter()
+        .any(|session| session.identity == "alice@example.com" && session.node.as_deref() == Some("notebook")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_its_token_expires() {
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let gateway = TestGateway::start(&postgres, &app).await;
+    let (ok, token, stderr) = issue(&gateway, &gateway.api_key, &["--ttl", "2s", "--node", "short-lived"]);
+    assert!(ok, "{stderr}");
+    let session = gateway.try_connect(&gateway.connection_string_with(&token)).await.expect("connects");
+    // A query that would outlive the token is cut off at its expiry.
+    let started = std::time::Instant::now();
+    let error = session.query("SELECT pg_sleep(30)", &[]).await.expect_err("ended at expiry");
+    let elapsed = started.elapsed();
+    assert!(error.is_closed() || server_message(&error).contains("expired"), "{error:?}");
+    assert!(elapsed < std::time::Duration::from_secs(10), "the session outlived its token: {elapsed:?}");
+    gateway.flush().await;
+    let sessions = gateway.store().list_sessions(&Default::default()).await.expect("sessions");
+    let ended = sessions.iter().find(|row| row.node.as_deref() == Some("short-lived")).expect("recorded");
+    assert!(ended.end_reason.as_deref().is_some_and(|reason| reason.contains("expired")), "{ended:?}");
+}
