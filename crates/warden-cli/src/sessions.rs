@@ -1,12 +1,17 @@
-//! `warden sessions list|show`: read the recorded sessions and statements from the state store.
+//! `warden sessions list|show`: the recorded sessions and statements, from the gateway's admin API (when
+//! `--admin-url` is given or `WARDEN_TOKEN` is set), or read straight from the state store the config names
+//! (offline, e.g. after the gateway stopped).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use hyper::Method;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use warden_state::{SessionFilter, SessionRow, StateStore};
+use warden_state::{SessionFilter, SessionRow, StateStore, StatementRow};
+
+use crate::admin_client::AdminClient;
 
 #[derive(Subcommand)]
 pub enum SessionsCommand {
@@ -28,6 +33,9 @@ pub enum SessionsCommand {
         limit: u32,
         #[arg(long)]
         json: bool,
+        /// The admin API, e.g. http://127.0.0.1:18081 (with WARDEN_TOKEN set, default: the config's [listen] admin).
+        #[arg(long)]
+        admin_url: Option<String>,
     },
     /// One session and its statements.
     Show {
@@ -36,12 +44,37 @@ pub enum SessionsCommand {
         config: PathBuf,
         #[arg(long)]
         json: bool,
+        /// The admin API, e.g. http://127.0.0.1:18081 (with WARDEN_TOKEN set, default: the config's [listen] admin).
+        #[arg(long)]
+        admin_url: Option<String>,
     },
 }
 
 fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|error| format!("expected an RFC 3339 time such as 2026-11-21T09:00:00Z: {error}"))
+}
+
+/// The admin API client when the command should go through it: `--admin-url` given, or `WARDEN_TOKEN` set.
+fn api(admin_url: Option<&str>, config: &std::path::Path) -> Result<Option<AdminClient>> {
+    let token_set = std::env::var("WARDEN_TOKEN").is_ok_and(|token| !token.is_empty());
+    if admin_url.is_none() && !token_set {
+        return Ok(None);
+    }
+    AdminClient::new(admin_url, config).map(Some)
+}
+
+/// Percent-encodes a query or path value.
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 async fn open(config: &std::path::Path) -> Result<StateStore> {
@@ -51,20 +84,51 @@ async fn open(config: &std::path::Path) -> Result<StateStore> {
 
 pub async fn run(command: SessionsCommand) -> Result<()> {
     match command {
-        SessionsCommand::List { config, identity, connection, since, active, limit, json } => {
-            let store = open(&config).await?;
+        SessionsCommand::List { config, identity, connection, since, active, limit, json, admin_url } => {
             let filter = SessionFilter { identity, connection, since, active_only: active, limit: Some(limit) };
-            let sessions = store.list_sessions(&filter).await?;
+            let sessions = match api(admin_url.as_deref(), &config)? {
+                Some(client) => {
+                    let mut query = vec![format!("limit={limit}")];
+                    if let Some(identity) = &filter.identity {
+                        query.push(format!("identity={}", encode(identity)));
+                    }
+                    if let Some(connection) = &filter.connection {
+                        query.push(format!("connection={}", encode(connection)));
+                    }
+                    if let Some(since) = filter.since {
+                        query.push(format!("since={}", encode(&since.format(&Rfc3339)?)));
+                    }
+                    if filter.active_only {
+                        query.push("active=true".into());
+                    }
+                    let answer = client.call(Method::GET, &format!("/v1/sessions?{}", query.join("&")), None).await?;
+                    serde_json::from_value::<Vec<SessionRow>>(answer).context("unexpected answer from the admin API")?
+                }
+                None => open(&config).await?.list_sessions(&filter).await?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&sessions)?);
             } else {
                 print_sessions(&sessions);
             }
         }
-        SessionsCommand::Show { id, config, json } => {
-            let store = open(&config).await?;
-            let session = store.session(&id).await?.with_context(|| format!("no session with id {id}"))?;
-            let statements = store.statements(&id).await?;
+        SessionsCommand::Show { id, config, json, admin_url } => {
+            let (session, statements) = match api(admin_url.as_deref(), &config)? {
+                Some(client) => {
+                    let mut answer = client.call(Method::GET, &format!("/v1/sessions/{}", encode(&id)), None).await?;
+                    let session: SessionRow = serde_json::from_value(answer["session"].take())
+                        .context("unexpected answer from the admin API")?;
+                    let statements: Vec<StatementRow> = serde_json::from_value(answer["statements"].take())
+                        .context("unexpected answer from the admin API")?;
+                    (session, statements)
+                }
+                None => {
+                    let store = open(&config).await?;
+                    let session = store.session(&id).await?.with_context(|| format!("no session with id {id}"))?;
+                    let statements = store.statements(&id).await?;
+                    (session, statements)
+                }
+            };
             if json {
                 let value = serde_json::json!({ "session": session, "statements": statements });
                 println!("{}", serde_json::to_string_pretty(&value)?);

@@ -3,6 +3,8 @@
 //! Every request authenticates with `Authorization: Bearer <credential>`, any credential the gateway accepts (an
 //! API key, a warden token, an OIDC token). Routes:
 //! - `POST /v1/tokens`: issue a warden token narrowing the caller's credential.
+//! - `GET /v1/sessions` (`?identity=&connection=&since=&active=&limit=`) and `GET /v1/sessions/{id}` (with its
+//!   statements): every session for the `[admin] group`, the caller's own identity's sessions for anyone else.
 //! - `POST /v1/revocations` (`[admin] group` only): revoke an identity, a token (and its descendants) or a
 //!   session; live sessions it covers are ended at once.
 //!
@@ -13,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Json, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -23,7 +26,7 @@ use tracing::info;
 use warden_identity::{Identity, TokenError, TokenRequest};
 
 use warden_pg::PgFrontend;
-use warden_state::{Revocation, RevocationKind, RevocationRow, StateStore};
+use warden_state::{Revocation, RevocationKind, RevocationRow, SessionFilter, SessionRow, StateStore, StatementRow};
 
 use crate::auth::Authenticator;
 use crate::revoke::{self, Revocations};
@@ -41,7 +44,12 @@ pub(crate) struct AdminState {
 }
 
 pub(crate) fn router(state: Arc<AdminState>) -> Router {
-    Router::new().route("/v1/tokens", post(issue_token)).route("/v1/revocations", post(revoke)).with_state(state)
+    Router::new()
+        .route("/v1/tokens", post(issue_token))
+        .route("/v1/revocations", post(revoke))
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/sessions/{id}", get(show_session))
+        .with_state(state)
 }
 
 /// An error answer.
@@ -218,4 +226,79 @@ async fn revoke(
     let sessions_ended = revoke::end_sessions(&state.pg, &row);
     info!(kind = kind.as_str(), %subject, by = %caller.name, sessions_ended, "revoked");
     Ok(Json(RevocationAnswer { id, kind, subject, sessions_ended }))
+}
+
+impl AdminState {
+    fn is_admin(&self, identity: &Identity) -> bool {
+        identity.groups.iter().any(|group| *group == self.admin_group)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionQuery {
+    identity: Option<String>,
+    connection: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    since: Option<OffsetDateTime>,
+    #[serde(default)]
+    active: bool,
+    limit: Option<u32>,
+}
+
+async fn list_sessions(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    query: Result<Query<SessionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<SessionRow>>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    let Query(query) = query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text()))?;
+    let identity = if state.is_admin(&caller) {
+        query.identity
+    } else {
+        match query.identity {
+            Some(asked) if asked != caller.name => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("only the [admin] group sees other identities' sessions; you are \"{}\"", caller.name),
+                ))
+            }
+            _ => Some(caller.name.clone()),
+        }
+    };
+    let filter = SessionFilter {
+        identity,
+        connection: query.connection,
+        since: query.since,
+        active_only: query.active,
+        limit: query.limit,
+    };
+    let sessions = state.store.list_sessions(&filter).await.map_err(unavailable)?;
+    Ok(Json(sessions))
+}
+
+#[derive(Debug, Serialize)]
+struct SessionAnswer {
+    session: SessionRow,
+    statements: Vec<StatementRow>,
+}
+
+async fn show_session(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<SessionAnswer>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no session with id {id}"));
+    let session = state.store.session(&id).await.map_err(unavailable)?.ok_or_else(not_found)?;
+    // Someone else's session is reported as absent, not as forbidden: ids are not to be probed.
+    if !state.is_admin(&caller) && session.identity != caller.name {
+        return Err(not_found());
+    }
+    let statements = state.store.statements(&id).await.map_err(unavailable)?;
+    Ok(Json(SessionAnswer { session, statements }))
+}
+
+fn unavailable(error: warden_state::StateError) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("state store: {error}"))
 }

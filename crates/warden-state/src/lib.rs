@@ -62,7 +62,7 @@ pub struct SessionFilter {
 }
 
 /// A stored session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SessionRow {
     pub id: String,
     pub identity: String,
@@ -85,7 +85,7 @@ pub struct SessionRow {
 }
 
 /// A stored statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StatementRow {
     pub session_id: String,
     pub seq: i64,

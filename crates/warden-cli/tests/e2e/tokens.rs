@@ -95,6 +95,34 @@ async fn a_node_token_narrows_its_parent_and_labels_the_session() {
     assert_eq!(nodes, ["planner", "summariser"]);
     let api_key_session = sessions.iter().find(|session| session.token_id.is_none()).expect("the agent's own session");
     assert_eq!(api_key_session.credential.as_deref(), Some("api_key"));
+
+    // `warden sessions show` through the admin API shows the node's labels to its owner and to the admin group,
+    // and nothing to anyone else.
+    let planner = labelled.iter().find(|session| session.node.as_deref() == Some("planner")).expect("planner");
+    let show = |credential: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["sessions", "show", &planner.id, "--admin-url", &gateway.admin_url()])
+            .env("WARDEN_TOKEN", credential)
+            .env_remove("WARDEN_CONFIG")
+            .output()
+            .expect("run warden sessions show");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    for credential in [&gateway.api_key, &gateway.admin_key] {
+        let (ok, stdout, stderr) = show(credential);
+        assert!(ok, "{stderr}");
+        assert!(
+            stdout.contains("credential: warden_token tok_") && stdout.contains("run run-7, node planner"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("SELECT id FROM t"), "{stdout}");
+    }
+    let (ok, _, stderr) = show(&gateway.reader_key);
+    assert!(!ok && stderr.contains("404") && stderr.contains("no session with id"), "{stderr}");
 }
 
 /// `warden revoke` with `credential` as WARDEN_TOKEN; (success, stdout, stderr).
