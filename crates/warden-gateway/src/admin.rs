@@ -187,7 +187,7 @@ async fn revoke(
     body: Result<Json<RevocationBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RevocationAnswer>, ApiError> {
     let caller = caller(&state, &headers).await?;
-    if !caller.groups.iter().any(|group| *group == state.admin_group) {
+    if !state.is_admin(&caller) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("revoking needs membership of group \"{}\" ([admin] group)", state.admin_group),
@@ -230,7 +230,7 @@ async fn revoke(
 
 impl AdminState {
     fn is_admin(&self, identity: &Identity) -> bool {
-        identity.groups.iter().any(|group| *group == self.admin_group)
+        identity.groups.contains(&self.admin_group)
     }
 }
 
