@@ -187,6 +187,7 @@ async fn revoking_an_identity_ends_its_running_psql_session_and_refuses_it_from_
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("terminating connection: identity \"reader\" has been revoked (offboarded)"), "{stderr}");
     assert!(ended_after < std::time::Duration::from_secs(5), "psql ended {ended_after:?} after the revocation");
+    eprintln!("psql ended {ended_after:?} after `warden revoke` started");
     // The query stopped upstream too (its backend got Terminate and went away).
     crate::wait_until(10, "the reader's backend to go", || {
         let direct = &direct;
@@ -301,4 +302,31 @@ async fn a_session_ends_when_its_token_expires() {
     let sessions = gateway.store().list_sessions(&Default::default()).await.expect("sessions");
     let ended = sessions.iter().find(|row| row.node.as_deref() == Some("short-lived")).expect("recorded");
     assert!(ended.end_reason.as_deref().is_some_and(|reason| reason.contains("expired")), "{ended:?}");
+}
+
+/// Two gateways sharing one PostgreSQL state store: a revocation made through one ends the identity's session on
+/// the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_one_replica_ends_sessions_on_another() {
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let state_url = format!("postgres://{}:{}@{}/app", app.role, app.password, postgres.address());
+    let first = TestGateway::builder(&postgres, &app).state_url(&state_url).start().await;
+    let second = TestGateway::builder(&postgres, &app).state_url(&state_url).start().await;
+    let on_second = second.try_connect(&second.connection_string_with(&second.reader_key)).await.expect("reader");
+    on_second.query("SELECT 1", &[]).await.expect("reads");
+
+    let revoked_at = std::time::Instant::now();
+    let (ok, stdout, stderr) = revoke(&first, &first.admin_key, &["--identity", "reader"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "revoked identity reader; 0 live session(s) ended", "none on the first gateway");
+    crate::wait_until(10, "the second gateway to end the reader's session", || {
+        let on_second = &on_second;
+        async move { on_second.is_closed() || on_second.query("SELECT 1", &[]).await.is_err() }
+    })
+    .await;
+    let elapsed = revoked_at.elapsed();
+    assert!(elapsed < std::time::Duration::from_secs(5), "took {elapsed:?}");
+    eprintln!("session on the other replica ended {elapsed:?} after the revocation");
+    let error = second.try_connect(&second.connection_string_with(&second.reader_key)).await.expect_err("revoked");
+    assert!(server_message(&error).contains("identity \"reader\" has been revoked"), "{}", server_message(&error));
 }
