@@ -382,7 +382,7 @@ impl SqlGuard {
 
     /// The analysis of `text`, or the refusal of what warden cannot analyse.
     fn analyze(&self, text: &str) -> Result<Arc<Analysis>, Judgement> {
-        let unclassified = || Decision { classes: vec!["unclassified".into()], ..Decision::default() };
+        let unclassified = || Decision::new(false, vec!["unclassified".into()], Vec::new(), Vec::new());
         if let Some(encoding) = &self.unsafe_encoding {
             return Err(self.refuse(
                 "0A000",
@@ -485,7 +485,7 @@ impl SqlGuard {
             decisions.push(StatementDecision { statement, tables, checks });
         }
 
-        let mut record = Decision { allowed: true, ..Decision::default() };
+        let mut record = Decision::new(true, Vec::new(), Vec::new(), Vec::new());
         for decision in &decisions {
             record.classes.push(decision.statement.class.as_str().to_string());
             for table in &decision.tables {
@@ -576,12 +576,12 @@ impl StatementGuard for SqlGuard {
         if token_refusal(&self.identity, Action::Unclassified).is_some() {
             verdict = warden_policy::Verdict { allowed: false, policies: Vec::new(), errors: Vec::new() };
         }
-        let record = Decision {
-            allowed: verdict.allowed,
-            classes: vec!["unclassified".into()],
-            tables: Vec::new(),
-            policies: verdict.policies.iter().map(|id| id.to_string()).collect(),
-        };
+        let record = Decision::new(
+            verdict.allowed,
+            vec!["unclassified".into()],
+            Vec::new(),
+            verdict.policies.iter().map(|id| id.to_string()).collect(),
+        );
         if verdict.allowed {
             return Judgement { annotation: Some(Arc::new(record) as Annotation), refusal: None };
         }

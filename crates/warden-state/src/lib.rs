@@ -155,7 +155,10 @@ pub struct RevocationRow {
 }
 
 /// What warden decided about a statement (or a query of several) before forwarding it.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+///
+/// One decision is shared (in an `Arc`) by every execution of the statement it was made for; its stored form is
+/// encoded once, on first write.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Decision {
     pub allowed: bool,
     /// Each statement's action class, in order (`["read", "write"]`).
@@ -165,7 +168,33 @@ pub struct Decision {
     /// The policies that determined the decision: those that permitted it, or those that forbade it (empty
     /// when it was refused because no policy permits it).
     pub policies: Vec<String>,
+    /// The list columns as stored (JSON arrays): classes, tables, policies.
+    #[serde(skip)]
+    stored: std::sync::OnceLock<[String; 3]>,
 }
+
+impl Decision {
+    pub fn new(allowed: bool, classes: Vec<String>, tables: Vec<String>, policies: Vec<String>) -> Decision {
+        Decision { allowed, classes, tables, policies, stored: std::sync::OnceLock::new() }
+    }
+
+    /// The list columns as stored, encoded on first use.
+    pub(crate) fn stored_lists(&self) -> &[String; 3] {
+        self.stored.get_or_init(|| {
+            let encode = |items: &[String]| serde_json::to_string(items).expect("a list of strings always serializes");
+            [encode(&self.classes), encode(&self.tables), encode(&self.policies)]
+        })
+    }
+}
+
+impl PartialEq for Decision {
+    fn eq(&self, other: &Decision) -> bool {
+        (self.allowed, &self.classes, &self.tables, &self.policies)
+            == (other.allowed, &other.classes, &other.tables, &other.policies)
+    }
+}
+
+impl Eq for Decision {}
 
 impl StateStore {
     /// Opens the store at `url` and brings its schema up to date.

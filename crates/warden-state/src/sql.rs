@@ -131,8 +131,6 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'q> Option<String>: Encode<'q, DB>,
-    String: Type<DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'r> String: Decode<'r, DB> + Type<DB>,
@@ -437,8 +435,6 @@ where
     DB: Database,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
     for<'a> Option<&'a str>: Encode<'a, DB>,
-    for<'a> Option<String>: Encode<'a, DB>,
-    String: Type<DB>,
     for<'a> i64: Encode<'a, DB> + Type<DB>,
     for<'a> Option<i64>: Encode<'a, DB>,
 {
@@ -451,14 +447,9 @@ where
         .bind(record.rows.map(saturating_i64))
         .bind(record.error.as_deref())
         .bind(record.decision.as_ref().map(|decision| if decision.allowed { "allowed" } else { "denied" }))
-        .bind(record.decision.as_ref().map(|decision| json_list(&decision.classes)))
-        .bind(record.decision.as_ref().map(|decision| json_list(&decision.tables)))
-        .bind(record.decision.as_ref().map(|decision| json_list(&decision.policies)))
-}
-
-/// A list of strings as a JSON array, the way list columns are stored.
-fn json_list(items: &[String]) -> String {
-    serde_json::to_string(items).expect("a list of strings always serializes")
+        .bind(record.decision.as_ref().map(|decision| decision.stored_lists()[0].as_str()))
+        .bind(record.decision.as_ref().map(|decision| decision.stored_lists()[1].as_str()))
+        .bind(record.decision.as_ref().map(|decision| decision.stored_lists()[2].as_str()))
 }
 
 /// The list columns of a statement row back into a [`Decision`]; `None` when the statement was not judged.
@@ -474,7 +465,7 @@ fn decision_from_columns(decision: Option<String>, lists: [Option<String>; 3]) -
         Some(text) => serde_json::from_str::<Vec<String>>(&text)
             .map_err(|error| StateError::CorruptRow { what: format!("statement decision list {text:?}: {error}") }),
     });
-    Ok(Some(Decision { allowed, classes: classes?, tables: tables?, policies: policies? }))
+    Ok(Some(Decision::new(allowed, classes?, tables?, policies?)))
 }
 
 fn session_select<DB: Dialect>() -> String {

@@ -65,21 +65,16 @@ fn statement(session_id: &str, seq: u64, text: &str) -> StatementRecord {
 }
 
 fn allowed_update() -> Decision {
-    Decision {
-        allowed: true,
-        classes: vec!["write".into()],
-        tables: vec!["public.orders".into(), "shop.\"odd,name\"".into()],
-        policies: vec!["agents-write-orders".into(), "policies/shop.cedar:12".into()],
-    }
+    Decision::new(
+        true,
+        vec!["write".into()],
+        vec!["public.orders".into(), "shop.\"odd,name\"".into()],
+        vec!["agents-write-orders".into(), "policies/shop.cedar:12".into()],
+    )
 }
 
 fn denied_delete() -> Decision {
-    Decision {
-        allowed: false,
-        classes: vec!["write".into()],
-        tables: vec!["public.orders".into()],
-        policies: vec!["no-unbounded-delete".into()],
-    }
+    Decision::new(false, vec!["write".into()], vec!["public.orders".into()], vec!["no-unbounded-delete".into()])
 }
 
 /// Records a session, three statements (out of seq order) and its end, then reads it all back.
