@@ -243,6 +243,24 @@ fn token_context(identity: &Identity) -> Option<warden_policy::TokenContext<'_>>
     })
 }
 
+/// The verdict on one request and the reason a client reads. The identity's token narrows it first: what the token
+/// does not allow is refused before any policy is asked.
+fn authorize(
+    identity: &Identity,
+    policies: &Policies,
+    action: Action,
+    resource: &Resource<'_>,
+    context: &RequestContext<'_>,
+) -> (warden_policy::Verdict, String) {
+    if let Some(refusal) = token_refusal(identity, action) {
+        return (warden_policy::Verdict { allowed: false, policies: Vec::new(), errors: Vec::new() }, refusal);
+    }
+    let principal = Principal { name: &identity.name, groups: &identity.groups };
+    let verdict = policies.authorize(&principal, action, resource, context);
+    let reason = verdict.reason(action, resource);
+    (verdict, reason)
+}
+
 /// Why the identity's token does not allow `action`, if it does not.
 fn token_refusal(identity: &Identity, action: Action) -> Option<String> {
     let scope = identity.token.as_ref()?;
@@ -438,7 +456,6 @@ impl SqlGuard {
     }
 
     fn decide(&mut self, analysis: &Analysis, policies: &Policies, parse: bool) -> (Judgement, Vec<StatementDecision>) {
-        let principal = Principal { name: &self.identity.name, groups: &self.identity.groups };
         let single = analysis.statements.len() == 1;
         let mut decisions = Vec::with_capacity(analysis.statements.len());
         for statement in &analysis.statements {
@@ -460,17 +477,7 @@ impl SqlGuard {
                         Resource::Table { connection: &self.connection, schema: &resolved.0, table: &resolved.1 }
                     }
                 };
-                let (verdict, mut reason) = match token_refusal(&self.identity, action) {
-                    // The token narrows the identity: what it does not allow is refused before any policy.
-                    Some(refusal) => {
-                        (warden_policy::Verdict { allowed: false, policies: Vec::new(), errors: Vec::new() }, refusal)
-                    }
-                    None => {
-                        let verdict = policies.authorize(&principal, action, &resource, &context);
-                        let reason = verdict.reason(action, &resource);
-                        (verdict, reason)
-                    }
-                };
+                let (verdict, mut reason) = authorize(&self.identity, policies, action, &resource, &context);
                 if let (false, Some(note)) = (verdict.allowed, &statement.note) {
                     reason.push_str(&format!(" ({note})"));
                 }
@@ -569,13 +576,9 @@ impl StatementGuard for SqlGuard {
 
     fn function_call(&mut self, function_oid: i32) -> Judgement {
         let (policies, _) = self.policies.get();
-        let principal = Principal { name: &self.identity.name, groups: &self.identity.groups };
         let resource = Resource::Connection { name: &self.connection, kind: "postgres" };
         let context = self.context("function call", None);
-        let mut verdict = policies.authorize(&principal, Action::Unclassified, &resource, &context);
-        if token_refusal(&self.identity, Action::Unclassified).is_some() {
-            verdict = warden_policy::Verdict { allowed: false, policies: Vec::new(), errors: Vec::new() };
-        }
+        let (verdict, reason) = authorize(&self.identity, &policies, Action::Unclassified, &resource, &context);
         let record = Decision::new(
             verdict.allowed,
             vec!["unclassified".into()],
@@ -586,9 +589,8 @@ impl StatementGuard for SqlGuard {
             return Judgement { annotation: Some(Arc::new(record) as Annotation), refusal: None };
         }
         let message = format!(
-            "connection \"{}\": fast-path call of function {function_oid} is unclassified: {}",
-            self.connection,
-            verdict.reason(Action::Unclassified, &resource)
+            "connection \"{}\": fast-path call of function {function_oid} is unclassified: {reason}",
+            self.connection
         );
         self.refuse("42501", message, record)
     }
