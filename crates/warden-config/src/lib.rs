@@ -166,6 +166,38 @@ pub struct Connection {
     pub user: String,
     pub password: Option<Secret>,
     pub tls: UpstreamTls,
+    /// What is masked in this connection's responses; `None`: nothing.
+    pub masking: Option<MaskingConfig>,
+}
+
+/// `[connection.masking]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskingConfig {
+    /// Content detectors run over every text value.
+    pub detect: warden_mask::Selection,
+    /// Columns masked whatever their content, first match wins.
+    pub columns: Vec<MaskedColumn>,
+}
+
+/// `[[connection.masking.column]]`: a column masked whatever its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedColumn {
+    /// `schema.table.column`; each part may be `*`, or a glob such as `*.ssn` for any table's `ssn` column.
+    pub pattern: String,
+    pub strategy: warden_mask::Strategy,
+}
+
+impl MaskedColumn {
+    /// Whether this rule covers `schema.table.column`.
+    pub fn matches(&self, schema: &str, table: &str, column: &str) -> bool {
+        let parts: Vec<&str> = self.pattern.split('.').collect();
+        let wanted: [&str; 3] = match parts.as_slice() {
+            [schema, table, column] => [schema, table, column],
+            [table, column] => ["*", table, column],
+            _ => return false,
+        };
+        wanted.iter().zip([schema, table, column]).all(|(wanted, actual)| *wanted == "*" || *wanted == actual)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

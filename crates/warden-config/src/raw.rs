@@ -69,6 +69,24 @@ pub(crate) struct RawConnection {
     pub user: Option<Spanned<String>>,
     pub password: Option<Spanned<toml::Value>>,
     pub tls: Option<Spanned<RawUpstreamTls>>,
+    pub masking: Option<Spanned<RawMasking>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMasking {
+    #[serde(default)]
+    pub detect: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub column: Vec<Spanned<RawMaskedColumn>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMaskedColumn {
+    #[serde(rename = "match")]
+    pub pattern: Spanned<String>,
+    pub strategy: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

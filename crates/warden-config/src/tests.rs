@@ -235,3 +235,51 @@ fn oidc_and_token_problems_are_pointed_at() {
     let error = parse(&shared).expect_err("refused");
     assert!(error.to_string().contains("tokens.signing_key"), "{error}");
 }
+
+#[test]
+fn connection_masking_detectors_and_column_rules() {
+    let text = format!(
+        "{VALID}\n[connection.masking]\ndetect = [\"email\", \"payment_card\"]\n\n\
+         [[connection.masking.column]]\nmatch = \"public.customers.full_name\"\nstrategy = \"hash\"\n\n\
+         [[connection.masking.column]]\nmatch = \"*.ssn\"\n"
+    );
+    let config = parse(&text).expect("valid config");
+    let masking = config.connection("shop").unwrap().masking.clone().expect("masking configured");
+    assert_eq!(
+        masking.detect,
+        warden_mask::Selection::Only(vec![warden_mask::Detector::Email, warden_mask::Detector::PaymentCard])
+    );
+    assert_eq!(masking.columns[0].strategy, warden_mask::Strategy::Hash);
+    assert_eq!(masking.columns[1].strategy, warden_mask::Strategy::Redact, "redact unless told otherwise");
+    assert!(masking.columns[0].matches("public", "customers", "full_name"));
+    assert!(!masking.columns[0].matches("public", "customers", "email"));
+    assert!(
+        masking.columns[1].matches("hr", "employees", "ssn") && !masking.columns[1].matches("hr", "employees", "id")
+    );
+
+    let all = format!("{VALID}\n[connection.masking]\ndetect = [\"all\"]\n");
+    assert_eq!(
+        parse(&all).unwrap().connection("shop").unwrap().masking.as_ref().unwrap().detect,
+        warden_mask::Selection::All
+    );
+    assert!(parse(VALID).unwrap().connection("shop").unwrap().masking.is_none());
+}
+
+#[test]
+fn masking_problems_are_pointed_at() {
+    let text = format!(
+        "{VALID}\n[connection.masking]\ndetect = [\"emial\"]\n\n\
+         [[connection.masking.column]]\nmatch = \"full_name\"\n\n\
+         [[connection.masking.column]]\nmatch = \"customers.email\"\nstrategy = \"scramble\"\n"
+    );
+    let error = parse(&text).expect_err("refused");
+    let lines: Vec<String> =
+        error.diagnostics().iter().map(|d| format!("{}:{}: {}: {}", d.line, d.column, d.field, d.message)).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines[0].starts_with("27:11: connection[0].masking.detect: ") && lines[0].contains("emial"), "{lines:#?}");
+    assert!(lines[1].starts_with("30:9: connection[0].masking.column[0].match: \"full_name\" is not"), "{lines:#?}");
+    assert!(
+        lines[2].starts_with("34:12: connection[0].masking.column[1].strategy: ") && lines[2].contains("scramble"),
+        "{lines:#?}"
+    );
+}

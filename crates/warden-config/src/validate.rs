@@ -11,12 +11,14 @@ use toml::Spanned;
 
 use crate::diagnostics::{ConfigError, Diagnostic, LineIndex};
 use crate::raw::{
-    RawAdmin, RawApiKey, RawConfig, RawConnection, RawListen, RawOidc, RawServerTls, RawTokens, RawUpstreamTls,
+    RawAdmin, RawApiKey, RawConfig, RawConnection, RawListen, RawMasking, RawOidc, RawServerTls, RawTokens,
+    RawUpstreamTls,
 };
 use crate::secret::Secret;
 use crate::{
-    AdminConfig, ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, OidcIssuer,
-    PolicyConfig, RuntimeConfig, ServerTls, StateConfig, TokenConfig, UpstreamAddress, UpstreamTls, UpstreamTlsMode,
+    AdminConfig, ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, MaskedColumn,
+    MaskingConfig, OidcIssuer, PolicyConfig, RuntimeConfig, ServerTls, StateConfig, TokenConfig, UpstreamAddress,
+    UpstreamTls, UpstreamTlsMode,
 };
 
 pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
@@ -328,7 +330,9 @@ impl Checker<'_> {
             Some(tls) => self.check_upstream_tls(tls.into_inner(), prefix),
             None => Some(UpstreamTls { mode: UpstreamTlsMode::Prefer, ca: None, server_name: None }),
         };
+        let masking = raw.masking.and_then(|masking| self.check_masking(masking.into_inner(), prefix));
         Some(Connection {
+            masking,
             name: raw.name.into_inner(),
             kind: kind?,
             address: address?,
@@ -628,6 +632,60 @@ impl Checker<'_> {
                 format!("\"{url}\" must be an https:// URL (plain http only on a loopback host)"),
             );
         }
+    }
+
+    fn check_masking(&mut self, raw: RawMasking, prefix: &str) -> Option<MaskingConfig> {
+        let mut valid = true;
+        let mut all = false;
+        let mut detectors = Vec::new();
+        for name in &raw.detect {
+            if name.get_ref() == "all" {
+                all = true;
+                continue;
+            }
+            match name.get_ref().parse::<warden_mask::Detector>() {
+                Ok(detector) => detectors.push(detector),
+                Err(error) => {
+                    let known: Vec<&str> = warden_mask::Detector::ALL.iter().map(|detector| detector.name()).collect();
+                    self.report(
+                        Some(name.span()),
+                        &format!("{prefix}.masking.detect"),
+                        format!("{error}; expected \"all\" or some of {}", known.join(", ")),
+                    );
+                    valid = false;
+                }
+            }
+        }
+        let detect = if all { warden_mask::Selection::All } else { warden_mask::Selection::Only(detectors) };
+        let mut columns = Vec::new();
+        for (index, column) in raw.column.into_iter().enumerate() {
+            let column = column.into_inner();
+            let field = format!("{prefix}.masking.column[{index}]");
+            let pattern = column.pattern.get_ref();
+            let parts: Vec<&str> = pattern.split('.').collect();
+            if !(2..=3).contains(&parts.len()) || parts.iter().any(|part| part.is_empty()) {
+                self.report(
+                    Some(column.pattern.span()),
+                    &format!("{field}.match"),
+                    format!("\"{pattern}\" is not schema.table.column or table.column (each part may be *)"),
+                );
+                valid = false;
+                continue;
+            }
+            let strategy = match &column.strategy {
+                Some(strategy) => match strategy.get_ref().parse::<warden_mask::Strategy>() {
+                    Ok(strategy) => strategy,
+                    Err(error) => {
+                        self.report(Some(strategy.span()), &format!("{field}.strategy"), error.to_string());
+                        valid = false;
+                        continue;
+                    }
+                },
+                None => warden_mask::Strategy::Redact,
+            };
+            columns.push(MaskedColumn { pattern: pattern.clone(), strategy });
+        }
+        valid.then_some(MaskingConfig { detect, columns })
     }
 
     fn check_tokens(&mut self, raw: Option<RawTokens>, state: &StateConfig) -> TokenConfig {

@@ -63,6 +63,12 @@ pub enum GatewayError {
     Token(#[from] warden_identity::TokenError),
     #[error("no listener configured")]
     NoListener,
+    /// Masking is configured but this version cannot apply it to traffic yet: refuse rather than leak.
+    #[error(
+        "connection \"{0}\": [connection.masking] is configured, but this version of warden does not apply masking \
+         to PostgreSQL traffic yet; refusing to start rather than pass unmasked data"
+    )]
+    MaskingNotApplied(String),
     #[error("cannot start worker thread: {0}")]
     Worker(#[source] std::io::Error),
 }
@@ -128,6 +134,7 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the state store and starts every configured listener.
     pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
+        check_supported(&config)?;
         let store = StateStore::open(config.state.url.expose())
             .await
             .map_err(|source| GatewayError::State { url: redact_url(config.state.url.expose()), source })?;
@@ -284,6 +291,14 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
         self.workers.stop.send_replace(true);
+    }
+}
+
+/// Refuses what the config asks for that this version cannot do safely (`warden check` asks the same).
+pub fn check_supported(config: &Config) -> Result<(), GatewayError> {
+    match config.connections.iter().find(|connection| connection.masking.is_some()) {
+        Some(connection) => Err(GatewayError::MaskingNotApplied(connection.name.clone())),
+        None => Ok(()),
     }
 }
 

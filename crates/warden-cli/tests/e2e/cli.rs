@@ -299,3 +299,25 @@ when { context has statement && context.statement.kind == "delete"
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("pass --groups"));
 }
+
+/// Masking that cannot be applied yet is refused by check and gateway alike, rather than passing PII unmasked.
+#[test]
+fn configured_masking_that_is_not_applied_yet_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("warden.toml");
+    std::fs::write(
+        &path,
+        "[listen]\npostgres = \"127.0.0.1:0\"\n\n[[connection]]\nname = \"shop\"\nkind = \"postgres\"\n\
+         address = \"127.0.0.1:5432\"\ndatabase = \"shop\"\nuser = \"app\"\n\n[connection.masking]\ndetect = [\"all\"]\n",
+    )
+    .unwrap();
+    for command in ["check", "gateway"] {
+        let output = warden().arg(command).arg("--config").arg(&path).output().unwrap();
+        assert!(!output.status.success(), "{command} must refuse");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("does not apply masking") && stderr.contains("connection \"shop\""),
+            "{command}: {stderr}"
+        );
+    }
+}
