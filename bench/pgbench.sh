@@ -943,13 +943,18 @@ if [[ -n $BASELINE_BIN ]]; then
     if [[ $baseline_met == 1 ]]; then echo "policy-cost target met for all protocols"; else echo "policy-cost target NOT met"; fi
 fi
 echo
-gw_lines=$(grep -c . "$TMP/warden.log" || true)
-if [[ $gw_lines == 0 ]]; then
-    echo "gateway log (WARDEN_LOG=warn): empty"
-else
-    echo "gateway log (WARDEN_LOG=warn): $gw_lines line(s); last 20:"
-    tail -n 20 "$TMP/warden.log"
-fi
+# show_log LABEL FILE: how many lines a gateway logged at WARDEN_LOG=warn, and the last 20.
+show_log() {
+    local lines
+    lines=$(grep -c . "$2" || true)
+    if [[ $lines == 0 ]]; then
+        echo "$1 (WARDEN_LOG=warn): empty"
+    else
+        echo "$1 (WARDEN_LOG=warn): $lines line(s); last 20:"
+        tail -n 20 "$2"
+    fi
+}
+show_log "gateway log" "$TMP/warden.log"
 # pgbench's start-up housekeeping (VACUUM, TRUNCATE) is refused through warden by the policies; pgbench reports it
 # and carries on, before the timed part. Shown from one run (every run sends the same).
 refused=$(sed -n 's/^.*pgbench: error: ERROR: *//p' "$TMP/pgbench-r1-simple-warden.log" | awk '!seen[$0]++')
@@ -958,13 +963,7 @@ if [[ -n $refused ]]; then
     sed 's/^/  /' <<<"$refused"
 fi
 if [[ -n $BASELINE_BIN ]]; then
-    gw_lines=$(grep -c . "$TMP/warden-baseline.log" || true)
-    if [[ $gw_lines == 0 ]]; then
-        echo "baseline gateway log (WARDEN_LOG=warn): empty"
-    else
-        echo "baseline gateway log (WARDEN_LOG=warn): $gw_lines line(s); last 20:"
-        tail -n 20 "$TMP/warden-baseline.log"
-    fi
+    show_log "baseline gateway log" "$TMP/warden-baseline.log"
 fi
 for ref in "${REFS[@]}"; do
     # pgbouncer: WARNING/ERROR/FATAL lines; haproxy: [WARNING]/[ALERT] lines (its [NOTICE] lines are routine).

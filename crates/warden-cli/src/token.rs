@@ -67,18 +67,15 @@ pub(crate) async fn run(command: TokenCommand) -> Result<()> {
     Ok(())
 }
 
-/// `90s`, `15m`, `2h`, `1d`, or plain seconds.
+/// `90s`, `15m`, `2h`, `1d` (as durations are written in the config), or plain seconds.
 fn parse_ttl(text: &str) -> Result<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| anyhow::anyhow!("--ttl {text}: expected e.g. 90s, 15m or 2h"))?;
-    let factor = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => anyhow::bail!("--ttl {text}: expected e.g. 90s, 15m or 2h"),
+    let with_unit = if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
+        format!("{text}s")
+    } else {
+        text.to_string()
     };
-    number.checked_mul(factor).ok_or_else(|| anyhow::anyhow!("--ttl {text} is too long"))
+    warden_config::parse_duration(&with_unit)
+        .map(|duration| duration.as_secs())
+        .ok_or_else(|| anyhow::anyhow!("--ttl {text}: expected e.g. 90s, 15m or 2h"))
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub use diagnostics::{ConfigError, Diagnostic};
 pub use secret::Secret;
+pub use validate::parse_duration;
 
 /// The environment a config is resolved against: where `{ env = "…" }` secrets come from.
 ///

@@ -762,7 +762,7 @@ fn url_has_password(url: &str) -> bool {
 }
 
 /// Parses "250ms", "15s", "5m", "2h", "1d".
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(split);

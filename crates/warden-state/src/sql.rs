@@ -549,15 +549,9 @@ pub(crate) fn statement_chunks<'b, 'a>(
     })
 }
 
-/// Roughly how much text a statement's decision adds to an insert.
+/// How much text a statement's decision adds to an insert (its stored lists, encoded once and then bound).
 fn decision_bytes(record: &StatementRecord) -> usize {
-    record.decision.as_ref().map_or(0, |decision| {
-        [&decision.classes, &decision.tables, &decision.policies]
-            .iter()
-            .flat_map(|list| list.iter())
-            .map(|item| item.len() + 3)
-            .sum()
-    })
+    record.decision.as_ref().map_or(0, |decision| decision.stored_lists().iter().map(String::len).sum())
 }
 
 fn rows_per_statement(columns: usize) -> usize {

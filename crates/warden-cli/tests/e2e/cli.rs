@@ -208,22 +208,11 @@ files = ["ci.cedar"]
 async fn policy_explain_predicts_the_gateway_decision() {
     let (postgres, app) = start_postgres(Default::default()).await;
     let gateway = warden_testkit::TestGateway::builder(&postgres, &app)
-        .policies(
-            r#"
-@id("agents-all")
-permit (principal in Warden::Group::"agents", action, resource);
-
-@id("readers-read")
-permit (principal in Warden::Group::"readers",
-        action in [Warden::Action::"connect", Warden::Action::"read"],
-        resource);
-
-@id("no-unbounded-deletes")
-forbid (principal, action == Warden::Action::"write", resource)
-when { context has statement && context.statement.kind == "delete"
-       && context.statement has has_where && !context.statement.has_where };
-"#,
-        )
+        .policies(&format!(
+            "{}\n@id(\"readers-read\")\npermit (principal in Warden::Group::\"readers\",\n        \
+                 action in [Warden::Action::\"connect\", Warden::Action::\"read\"], resource);\n",
+            crate::policy::NO_UNBOUNDED_DELETES
+        ))
         .start()
         .await;
     let query = "SELECT * FROM t /* DELETE */; DELETE FROM t";

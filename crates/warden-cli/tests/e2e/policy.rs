@@ -107,20 +107,7 @@ async fn a_read_only_identity_reads_but_no_write_reaches_the_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_shows_the_refusal_and_the_determining_policy() {
     let (postgres, app) = start_postgres(Default::default()).await;
-    let gateway = TestGateway::builder(&postgres, &app)
-        .policies(
-            r#"
-@id("agents-all")
-permit (principal in Warden::Group::"agents", action, resource);
-
-@id("no-unbounded-deletes")
-forbid (principal, action == Warden::Action::"write", resource)
-when { context has statement && context.statement.kind == "delete"
-       && context.statement has has_where && !context.statement.has_where };
-"#,
-        )
-        .start()
-        .await;
+    let gateway = TestGateway::builder(&postgres, &app).policies(NO_UNBOUNDED_DELETES).start().await;
     let setup = gateway.psql(&["-c", "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2), (3)"]);
     assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
 
@@ -167,7 +154,8 @@ permit (principal in Warden::Group::"agents",
     gateway.try_connect(&gateway.connection_string()).await.expect("the agent connects without it");
 }
 
-const NO_UNBOUNDED_DELETES: &str = r#"
+/// The agent may do anything but an unbounded DELETE.
+pub(crate) const NO_UNBOUNDED_DELETES: &str = r#"
 @id("agents-all")
 permit (principal in Warden::Group::"agents", action, resource);
 
