@@ -27,8 +27,8 @@ CREATE TABLE orders (
     placed_at   timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO customers (full_name, email, phone, ssn, card_number) VALUES
-    ('Ada Lovelace',    'ada@example.com',     '+44 20 7946 0958', '078-05-1120', '4111 1111 1111 1111'),
-    ('Alan Turing',     'alan@example.org',    '+44 161 496 0123', '219-09-9999', '5500-0000-0000-0004'),
+    ('Ada Lovelace',    'ada@example.com',     '+44 20 7946 0958', '372-11-4420', '4111 1111 1111 1111'),
+    ('Alan Turing',     'alan@example.org',    '+44 161 496 0123', '219-55-3467', '5500-0000-0000-0004'),
     ('Grace Hopper',    'grace@example.net',   '+1 202 555 0143',  '123-45-6789', '3400 0000 0000 009'),
     ('Edsger Dijkstra', 'edsger@example.nl',   '+31 20 555 0199',  '512-44-0912', '6011 0000 0000 0004'),
     ('Barbara Liskov',  'barbara@example.com', '+1 617 555 0175',  '432-11-0987', '4012 8888 8888 1881');
@@ -71,6 +71,14 @@ user = "warden_shop"
 password = {{ file = "shop.password" }}
 tls = {{ mode = "disable" }}
 
+# PII is masked in every result the agent gets: detected by content (emails, phones, SSNs, cards…), and
+# the full_name column whatever it holds.
+[connection.masking]
+detect = ["all"]
+[[connection.masking.column]]
+match = "public.customers.full_name"
+strategy = "hash"
+
 [[api_key]]
 name = "demo-agent"
 key = {{ sha256 = "{digest}" }}
@@ -103,7 +111,7 @@ Connect through warden. The password is your API key; the database's own passwor
 
 Policies ({policies}) let the agent read the shop and write orders, and nothing else:
 
-  SELECT full_name, email FROM customers LIMIT 3;        -- allowed (read)
+  SELECT full_name, email, ssn FROM customers LIMIT 3;   -- allowed (read), PII masked
   UPDATE orders SET status = 'shipped' WHERE id = 1;     -- allowed (write on orders)
   DELETE FROM orders;                                    -- refused: policy "no-delete-without-where"
   DROP TABLE customers;                                  -- refused: no policy permits ddl

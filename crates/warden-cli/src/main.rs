@@ -125,10 +125,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if config.policy.files.is_empty() {
                     eprintln!("{}: warning: no [policy] files: every session will be refused", path.display());
                 }
-                if let Err(error) = warden_gateway::check_supported(&config) {
-                    eprintln!("{}: {error}", path.display());
-                    return Ok(ExitCode::FAILURE);
-                }
                 let policies = match warden_policy::Policies::load(&config.policy.files) {
                     Ok(policies) => policies,
                     Err(error) => {

@@ -147,6 +147,12 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
                     }
                     println!("{line}");
                 }
+                if !session.masked.is_empty() {
+                    // A BTreeMap iterates in name order.
+                    let counts: Vec<String> =
+                        session.masked.iter().map(|(detector, count)| format!("{detector} {count}")).collect();
+                    println!("masked: {}", counts.join(", "));
+                }
                 println!();
                 println!(
                     "{:>5}  {:>10}  {:>8}  {:<8}  {:<12}  STATEMENT",

@@ -11,6 +11,7 @@ mod raw;
 mod secret;
 mod validate;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,6 +58,8 @@ pub struct Config {
     pub oidc: Vec<OidcIssuer>,
     pub tokens: TokenConfig,
     pub admin: AdminConfig,
+    /// Settings shared by every connection's masking (`[masking]`).
+    pub masking: GlobalMasking,
 }
 
 impl Config {
@@ -124,6 +127,9 @@ pub struct ServerTls {
 pub struct Limits {
     /// Largest protocol message accepted from a client; refused before any allocation.
     pub max_message_bytes: usize,
+    /// Largest upstream message (a row, a COPY chunk, an error) warden holds whole to mask it; a larger one ends
+    /// the session rather than pass unmasked.
+    pub max_row_bytes: usize,
     /// Most concurrent client sessions; more are refused with SQLSTATE 53300.
     pub max_sessions: usize,
     /// Time a client has to finish the startup and authentication exchange.
@@ -136,6 +142,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_bytes: 64 * 1024 * 1024,
+            max_row_bytes: 64 * 1024 * 1024,
             max_sessions: 10_000,
             startup_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
@@ -172,12 +179,32 @@ pub struct Connection {
 }
 
 /// `[connection.masking]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Not `PartialEq`: [`warden_mask::CustomDetector`] is not (its validator may be a function).
+#[derive(Debug, Clone)]
 pub struct MaskingConfig {
     /// Content detectors run over every text value.
     pub detect: warden_mask::Selection,
     /// Columns masked whatever their content, first match wins.
     pub columns: Vec<MaskedColumn>,
+    /// Strategies replacing the built-in detectors' defaults (`strategies = { email = "hash" }`); only for
+    /// detectors `detect` selects.
+    pub strategies: HashMap<warden_mask::Detector, warden_mask::Strategy>,
+    /// Detectors defined in this config (`[[connection.masking.detector]]`), in file order; each compiles, alone
+    /// and with the built-ins, and its strategy is always set (`redact` unless told otherwise).
+    pub custom: Vec<warden_mask::CustomDetector>,
+}
+
+impl MaskingConfig {
+    /// What to compile a [`warden_mask::Masker`] from, with the `hash` strategy keyed by `hash_key`.
+    pub fn masker_config(&self, hash_key: [u8; 32]) -> warden_mask::MaskerConfig {
+        warden_mask::MaskerConfig {
+            detectors: self.detect.clone(),
+            custom: self.custom.clone(),
+            strategies: self.strategies.clone(),
+            hash_key,
+        }
+    }
 }
 
 /// `[[connection.masking.column]]`: a column masked whatever its content.
@@ -309,6 +336,15 @@ impl Default for TokenConfig {
             expiry_grace: Duration::ZERO,
         }
     }
+}
+
+/// Masking settings shared by every connection (`[masking]`).
+#[derive(Debug, Clone, Default)]
+pub struct GlobalMasking {
+    /// The secret keying the `hash` strategy, so that a value's token is the same in every session and on every
+    /// gateway holding the same key. Required with a PostgreSQL state store when any connection masks (replicas
+    /// must agree); when absent with SQLite, the gateway keeps a key file beside the database.
+    pub hash_key: Option<Secret>,
 }
 
 /// Who administers the gateway through its admin API (`[admin]`).

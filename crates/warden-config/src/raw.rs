@@ -1,5 +1,7 @@
 //! The file's shape as serde sees it. Spans are kept on every field a diagnostic may point at.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -19,6 +21,7 @@ pub(crate) struct RawConfig {
     pub oidc: Vec<Spanned<RawOidc>>,
     pub tokens: Option<RawTokens>,
     pub admin: Option<RawAdmin>,
+    pub masking: Option<RawGlobalMasking>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +51,7 @@ pub(crate) struct RawServerTls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLimits {
     pub max_message_bytes: Option<Spanned<i64>>,
+    pub max_row_bytes: Option<Spanned<i64>>,
     pub max_sessions: Option<Spanned<i64>>,
     pub startup_timeout: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
@@ -79,6 +83,22 @@ pub(crate) struct RawMasking {
     pub detect: Vec<Spanned<String>>,
     #[serde(default)]
     pub column: Vec<Spanned<RawMaskedColumn>>,
+    /// Built-in detector name → strategy name, both as written (keys keep their spans).
+    #[serde(default)]
+    pub strategies: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub detector: Vec<Spanned<RawCustomDetector>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCustomDetector {
+    pub name: Spanned<String>,
+    pub pattern: Spanned<String>,
+    pub validator: Option<Spanned<String>>,
+    pub keywords: Option<Spanned<Vec<String>>>,
+    pub window: Option<Spanned<i64>>,
+    pub strategy: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,4 +157,10 @@ pub(crate) struct RawTokens {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub group: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGlobalMasking {
+    pub hash_key: Option<Spanned<toml::Value>>,
 }

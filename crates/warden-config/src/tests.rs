@@ -1,5 +1,6 @@
 //! Config → validated form, and config → diagnostics, through one `check` helper each.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::*;
@@ -281,5 +282,181 @@ fn masking_problems_are_pointed_at() {
     assert!(
         lines[2].starts_with("34:12: connection[0].masking.column[1].strategy: ") && lines[2].contains("scramble"),
         "{lines:#?}"
+    );
+}
+
+#[test]
+fn masking_strategies_and_custom_detectors() {
+    let text = format!(
+        "{VALID}\n[connection.masking]\ndetect = [\"all\"]\nstrategies = {{ email = \"hash\", phone = \"partial\" }}\n\n\
+         [[connection.masking.detector]]\nname = \"employee_id\"\npattern = \"EMP-[0-9]{{6}}\"\nvalidator = \"luhn\"\n\
+         keywords = [\"employee\"]\nwindow = 64\nstrategy = \"hash\"\n\n\
+         [[connection.masking.detector]]\nname = \"badge\"\npattern = \"B[0-9]{{4}}\"\n"
+    );
+    let config = parse(&text).expect("valid config");
+    let masking = config.connection("shop").unwrap().masking.clone().expect("masking configured");
+    assert_eq!(
+        masking.strategies,
+        HashMap::from([
+            (warden_mask::Detector::Email, warden_mask::Strategy::Hash),
+            (warden_mask::Detector::Phone, warden_mask::Strategy::Partial),
+        ])
+    );
+    let [employee, badge] = masking.custom.as_slice() else { panic!("two custom detectors: {:?}", masking.custom) };
+    assert_eq!((employee.name.as_str(), employee.pattern.as_str()), ("employee_id", "EMP-[0-9]{6}"));
+    assert!(matches!(employee.validator, Some(warden_mask::Validator::Luhn)), "{employee:?}");
+    assert_eq!(employee.keywords, vec!["employee".to_string()]);
+    assert_eq!(employee.context_window, Some(64));
+    assert_eq!(employee.strategy, Some(warden_mask::Strategy::Hash));
+    assert_eq!((badge.name.as_str(), badge.pattern.as_str()), ("badge", "B[0-9]{4}"));
+    assert!(badge.validator.is_none() && badge.keywords.is_empty() && badge.context_window.is_none(), "{badge:?}");
+    assert_eq!(badge.strategy, Some(warden_mask::Strategy::Redact), "redact unless told otherwise");
+
+    let masker_config = masking.masker_config([7; 32]);
+    assert_eq!(masker_config.detectors, warden_mask::Selection::All);
+    assert_eq!(masker_config.strategies, masking.strategies);
+    assert_eq!(masker_config.custom.len(), 2);
+    assert_eq!(masker_config.hash_key, [7; 32]);
+    let masker = warden_mask::Masker::new(&masker_config).expect("validated config compiles");
+    // EMP-123455 passes the Luhn check, EMP-123456 does not.
+    let masked = masker.mask("employee EMP-123455, EMP-123456, badge B1234, mail ada@example.com");
+    assert!(masked.starts_with("employee [EMPLOYEE_ID:"), "{masked}");
+    assert!(masked.contains(", EMP-123456, badge [BADGE], mail [EMAIL:"), "{masked}");
+
+    // Strategies and custom detectors are optional.
+    let plain = parse(&format!("{VALID}\n[connection.masking]\ndetect = [\"email\"]\n")).expect("valid");
+    let plain = plain.connection("shop").unwrap().masking.clone().unwrap();
+    assert!(plain.strategies.is_empty() && plain.custom.is_empty());
+}
+
+#[test]
+fn masking_strategy_problems_are_pointed_at() {
+    check_invalid(
+        &format!(
+            "{VALID}\n[connection.masking]\ndetect = [\"email\", \"ipv4\"]\n\
+             strategies = {{ emial = \"hash\", ipv4 = \"scramble\", phone = \"hash\", badge = \"hash\" }}\n\n\
+             [[connection.masking.detector]]\nname = \"badge\"\npattern = \"B[0-9]{{4}}\"\n"
+        ),
+        &[
+            "28:16: connection[0].masking.strategies.emial: unknown detector \"emial\"; expected one of \
+             pem_private_key, jwt, aws_access_key_id, aws_secret_key, github_token, slack_token, anthropic_key, \
+             openai_key, stripe_key, email, iban, payment_card, us_ssn, phone, ipv6, ipv4",
+            "28:39: connection[0].masking.strategies.ipv4: unknown masking strategy \"scramble\" (expected redact, \
+             partial, hash or null)",
+            "28:51: connection[0].masking.strategies.phone: phone is not detected on this connection; add it to detect",
+            "28:67: connection[0].masking.strategies.badge: \"badge\" is a custom detector: set its strategy in its \
+             [[connection.masking.detector]]",
+        ],
+    );
+}
+
+#[test]
+fn custom_detector_problems_are_pointed_at() {
+    let detector = |name: &str, rest: &str| {
+        format!("\n[[connection.masking.detector]]\nname = \"{name}\"\npattern = \"X[0-9]+\"\n{rest}")
+    };
+    let text = format!(
+        "{VALID}\n[connection.masking]\n{}{}{}{}{}{}{}{}",
+        // 27..30: a pattern that does not parse, on a valid detector.
+        detector("unclosed", "").replace("X[0-9]+", "EMP-[0-9"),
+        // 31..34: a pattern that matches the empty string.
+        detector("anything", "").replace("X[0-9]+", "[0-9]*"),
+        // 35..38: a name that is not one.
+        detector("employee-id", ""),
+        // 39..42 and 43..46: the same name twice, ignoring case.
+        detector("badge", ""),
+        detector("Badge", ""),
+        // 47..50 and 51..54: a built-in detector's name, and one with a built-in detector's label.
+        detector("email", ""),
+        detector("card", ""),
+        // 55..62: bad validator, empty keyword, window out of range, bad strategy.
+        detector("ticket", "validator = \"mod97\"\nkeywords = [\"\"]\nwindow = 0\nstrategy = \"scramble\"\n"),
+    );
+    let error = parse(&text).expect_err("refused");
+    let actual: Vec<String> =
+        error.diagnostics().iter().map(|d| format!("{}:{}: {}: {}", d.line, d.column, d.field, d.message)).collect();
+    let expected_starts = [
+        "30:11: connection[0].masking.detector[0].pattern: custom detector \"unclosed\": invalid pattern: ",
+        "34:11: connection[0].masking.detector[1].pattern: custom detector \"anything\": the pattern matches the \
+         empty string",
+        "37:8: connection[0].masking.detector[2].name: \"employee-id\" is not a detector name: use letters, digits \
+         and '_'",
+        "45:8: connection[0].masking.detector[4].name: custom detector \"Badge\" is defined twice (names are \
+         compared ignoring case)",
+        "49:8: connection[0].masking.detector[5].name: \"email\" is a built-in detector; give the custom detector \
+         another name",
+        "53:8: connection[0].masking.detector[6].name: \"card\" would be labelled [CARD] like the built-in detector \
+         payment_card; give it another name",
+        "59:13: connection[0].masking.detector[7].validator: unknown validator \"mod97\"; expected luhn, \
+         payment_card, iban or us_ssn",
+        "60:12: connection[0].masking.detector[7].keywords: a keyword must not be empty",
+        "61:10: connection[0].masking.detector[7].window: must be between 1 and 4096",
+        "62:12: connection[0].masking.detector[7].strategy: unknown masking strategy \"scramble\" (expected \
+         redact, partial, hash or null)",
+    ];
+    assert_eq!(actual.len(), expected_starts.len(), "{actual:#?}");
+    for (actual, expected) in actual.iter().zip(expected_starts) {
+        assert!(actual.starts_with(expected), "{actual}\ndoes not start with\n{expected}");
+        assert!(!actual.contains('\n'), "one line: {actual}");
+    }
+
+    check_invalid(
+        &format!("{VALID}\n[connection.masking]\n{}", detector("badge", "window = 16\n")),
+        &["31:10: connection[0].masking.detector[0].window: a context window needs keywords to look for; add \
+           keywords or remove window"],
+    );
+}
+
+#[test]
+fn masking_hash_key() {
+    let with_key = format!(
+        "{VALID}\n[connection.masking]\ndetect = [\"all\"]\n\n[masking]\nhash_key = {{ env = \"MASK_KEY\" }}\n"
+    );
+    let with_mask_key =
+        |name: &str| (name == "MASK_KEY").then(|| "0123456789abcdef0123456789abcdef".to_string()).or_else(|| env(name));
+    let config = Config::parse(&with_key, Path::new("/etc/warden/warden.toml"), &with_mask_key).expect("valid");
+    assert_eq!(config.masking.hash_key.as_ref().map(Secret::expose), Some("0123456789abcdef0123456789abcdef"));
+    assert!(!format!("{config:?}").contains("0123456789abcdef"), "the key is never printed");
+
+    // Optional with SQLite state: the gateway keeps its own key beside the database.
+    let masking = format!("{VALID}\n[connection.masking]\ndetect = [\"all\"]\n");
+    assert!(parse(&masking).expect("valid").masking.hash_key.is_none());
+
+    // Required with a shared PostgreSQL store as soon as one connection masks.
+    let shared = |text: &str| {
+        text.replace("sqlite://data/warden.db", "postgres://warden@db/warden")
+            + "\n[tokens]\nsigning_key = { env = \"AGENT_KEY\" }\n"
+    };
+    check_invalid(
+        &shared(&masking),
+        &["3:7: masking.hash_key: a PostgreSQL state store is shared by several gateways, which must share the \
+           masking hash key so that hash tokens agree across replicas: name it in [masking] hash_key = { file = \
+           \"…\" } or { env = \"…\" }"],
+    );
+    let config = Config::parse(&shared(&with_key), Path::new("/etc/warden/warden.toml"), &with_mask_key)
+        .expect("valid with a shared key");
+    assert!(config.masking.hash_key.is_some());
+    assert!(parse(&shared(VALID)).is_ok(), "no masking, no key needed");
+
+    check_invalid(
+        &format!("{VALID}\n[masking]\nhash_key = \"literal\"\n"),
+        &["27:12: masking.hash_key: a literal secret is not allowed in the config file; use { env = \"…\" } or \
+           { file = \"…\" }"],
+    );
+}
+
+#[test]
+fn limits_max_row_bytes() {
+    let defaults = parse(VALID).expect("valid");
+    assert_eq!(defaults.limits.max_row_bytes, 64 * 1024 * 1024);
+    let config = parse(&format!("{VALID}\n[limits]\nmax_row_bytes = 1048576\n")).expect("valid");
+    assert_eq!(config.limits.max_row_bytes, 1 << 20);
+    assert_eq!(config.limits.max_message_bytes, 64 * 1024 * 1024, "independent of max_message_bytes");
+    check_invalid(
+        &format!("{VALID}\n[limits]\nmax_row_bytes = 512\nmax_message_bytes = 2147483648\n"),
+        &[
+            "27:17: limits.max_row_bytes: must be between 1024 and 1073741824",
+            "28:21: limits.max_message_bytes: must be between 1024 and 1073741824",
+        ],
     );
 }

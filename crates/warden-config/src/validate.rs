@@ -1,6 +1,6 @@
 //! From the raw, spanned file to a validated [`Config`], collecting every problem on the way.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -11,14 +11,14 @@ use toml::Spanned;
 
 use crate::diagnostics::{ConfigError, Diagnostic, LineIndex};
 use crate::raw::{
-    RawAdmin, RawApiKey, RawConfig, RawConnection, RawListen, RawMasking, RawOidc, RawServerTls, RawTokens,
-    RawUpstreamTls,
+    RawAdmin, RawApiKey, RawConfig, RawConnection, RawCustomDetector, RawGlobalMasking, RawListen, RawMasking, RawOidc,
+    RawServerTls, RawTokens, RawUpstreamTls,
 };
 use crate::secret::Secret;
 use crate::{
-    AdminConfig, ApiKey, Config, Connection, ConnectionKind, Environment, Limits, ListenConfig, MaskedColumn,
-    MaskingConfig, OidcIssuer, PolicyConfig, RuntimeConfig, ServerTls, StateConfig, TokenConfig, UpstreamAddress,
-    UpstreamTls, UpstreamTlsMode,
+    AdminConfig, ApiKey, Config, Connection, ConnectionKind, Environment, GlobalMasking, Limits, ListenConfig,
+    MaskedColumn, MaskingConfig, OidcIssuer, PolicyConfig, RuntimeConfig, ServerTls, StateConfig, TokenConfig,
+    UpstreamAddress, UpstreamTls, UpstreamTlsMode,
 };
 
 pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
@@ -89,12 +89,15 @@ impl Checker<'_> {
         let listen = self.check_listen(raw.listen);
         let limits = self.check_limits(raw.limits);
         let runtime = self.check_runtime(raw.runtime);
+        // Asked of the file rather than of the validated connections, which leave out any that has a problem.
+        let any_masking = raw.connection.iter().any(|connection| connection.get_ref().masking.is_some());
         let connections = self.check_connections(raw.connection);
         let api_keys = self.check_api_keys(raw.api_key);
         let policy = self.check_policy(raw.policy);
         let oidc = self.check_oidc(raw.oidc);
         let tokens = self.check_tokens(raw.tokens, &state);
         let admin = self.check_admin(raw.admin);
+        let masking = self.check_global_masking(raw.masking, &state, any_masking);
         Config {
             source: self.path.clone(),
             state,
@@ -107,6 +110,7 @@ impl Checker<'_> {
             oidc,
             tokens,
             admin,
+            masking,
         }
     }
 
@@ -224,10 +228,13 @@ impl Checker<'_> {
         let mut limits = Limits::default();
         let Some(raw) = raw else { return limits };
         if let Some(value) = raw.max_message_bytes {
-            // PostgreSQL itself refuses messages over 1 GiB; a smaller floor would break ordinary clients.
-            match usize::try_from(*value.get_ref()) {
-                Ok(bytes) if (1024..=1 << 30).contains(&bytes) => limits.max_message_bytes = bytes,
-                _ => self.report(Some(value.span()), "limits.max_message_bytes", "must be between 1024 and 1073741824"),
+            if let Some(bytes) = self.message_size(&value, "limits.max_message_bytes") {
+                limits.max_message_bytes = bytes;
+            }
+        }
+        if let Some(value) = raw.max_row_bytes {
+            if let Some(bytes) = self.message_size(&value, "limits.max_row_bytes") {
+                limits.max_row_bytes = bytes;
             }
         }
         if let Some(value) = raw.max_sessions {
@@ -247,6 +254,18 @@ impl Checker<'_> {
             }
         }
         limits
+    }
+
+    /// A protocol message size in bytes. PostgreSQL itself refuses messages over 1 GiB; a smaller floor would break
+    /// ordinary clients and servers.
+    fn message_size(&mut self, raw: &Spanned<i64>, field: &str) -> Option<usize> {
+        match usize::try_from(*raw.get_ref()) {
+            Ok(bytes) if (1024..=1 << 30).contains(&bytes) => Some(bytes),
+            _ => {
+                self.report(Some(raw.span()), field, "must be between 1024 and 1073741824");
+                None
+            }
+        }
     }
 
     fn check_runtime(&mut self, raw: Option<crate::raw::RawRuntime>) -> RuntimeConfig {
@@ -330,7 +349,7 @@ impl Checker<'_> {
             Some(tls) => self.check_upstream_tls(tls.into_inner(), prefix),
             None => Some(UpstreamTls { mode: UpstreamTlsMode::Prefer, ca: None, server_name: None }),
         };
-        let masking = raw.masking.and_then(|masking| self.check_masking(masking.into_inner(), prefix));
+        let masking = raw.masking.and_then(|masking| self.check_masking(masking, prefix));
         Some(Connection {
             masking,
             name: raw.name.into_inner(),
@@ -634,7 +653,9 @@ impl Checker<'_> {
         }
     }
 
-    fn check_masking(&mut self, raw: RawMasking, prefix: &str) -> Option<MaskingConfig> {
+    fn check_masking(&mut self, raw: Spanned<RawMasking>, prefix: &str) -> Option<MaskingConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
         let mut valid = true;
         let mut all = false;
         let mut detectors = Vec::new();
@@ -657,6 +678,7 @@ impl Checker<'_> {
             }
         }
         let detect = if all { warden_mask::Selection::All } else { warden_mask::Selection::Only(detectors) };
+        let detect_valid = valid;
         let mut columns = Vec::new();
         for (index, column) in raw.column.into_iter().enumerate() {
             let column = column.into_inner();
@@ -685,7 +707,242 @@ impl Checker<'_> {
             };
             columns.push(MaskedColumn { pattern: pattern.clone(), strategy });
         }
-        valid.then_some(MaskingConfig { detect, columns })
+        let custom_names: Vec<&str> =
+            raw.detector.iter().map(|detector| detector.get_ref().name.get_ref().as_str()).collect();
+        let strategies =
+            self.check_mask_strategies(&raw.strategies, detect_valid.then_some(&detect), &custom_names, prefix);
+        let custom = self.check_custom_detectors(raw.detector, prefix);
+        let (Some(strategies), Some(custom)) = (strategies, custom) else { return None };
+        if !valid {
+            return None;
+        }
+        let masking = MaskingConfig { detect, columns, strategies, custom };
+        // Each custom detector compiled alone; together with the built-ins they could still exceed the automaton's
+        // limits. The built-ins alone are known to compile.
+        if !masking.custom.is_empty() {
+            if let Err(error) = warden_mask::Masker::new(&masking.masker_config([0; 32])) {
+                self.report(Some(span), &format!("{prefix}.masking"), one_line(&error.to_string()));
+                return None;
+            }
+        }
+        Some(masking)
+    }
+
+    /// `strategies = { email = "hash" }`: each key a built-in detector that `detect` selects (`detect` is `None`
+    /// when it has problems of its own), each value a strategy.
+    fn check_mask_strategies(
+        &mut self,
+        raw: &BTreeMap<Spanned<String>, Spanned<String>>,
+        detect: Option<&warden_mask::Selection>,
+        custom_names: &[&str],
+        prefix: &str,
+    ) -> Option<HashMap<warden_mask::Detector, warden_mask::Strategy>> {
+        let mut valid = true;
+        let mut strategies = HashMap::new();
+        for (name, strategy) in raw {
+            let field = format!("{prefix}.masking.strategies.{}", name.get_ref());
+            let detector = match name.get_ref().parse::<warden_mask::Detector>() {
+                Ok(detector) => Some(detector),
+                Err(_) if custom_names.contains(&name.get_ref().as_str()) => {
+                    self.report(
+                        Some(name.span()),
+                        &field,
+                        format!(
+                            "\"{}\" is a custom detector: set its strategy in its [[connection.masking.detector]]",
+                            name.get_ref()
+                        ),
+                    );
+                    None
+                }
+                Err(error) => {
+                    let known: Vec<&str> = warden_mask::Detector::ALL.iter().map(|detector| detector.name()).collect();
+                    self.report(Some(name.span()), &field, format!("{error}; expected one of {}", known.join(", ")));
+                    None
+                }
+            };
+            let parsed = match strategy.get_ref().parse::<warden_mask::Strategy>() {
+                Ok(parsed) => Some(parsed),
+                Err(error) => {
+                    self.report(Some(strategy.span()), &field, error.to_string());
+                    None
+                }
+            };
+            if let (Some(detector), Some(warden_mask::Selection::Only(selected))) = (detector, detect) {
+                if !selected.contains(&detector) {
+                    self.report(
+                        Some(name.span()),
+                        &field,
+                        format!("{detector} is not detected on this connection; add it to detect"),
+                    );
+                    valid = false;
+                    continue;
+                }
+            }
+            match (detector, parsed) {
+                (Some(detector), Some(parsed)) => {
+                    strategies.insert(detector, parsed);
+                }
+                _ => valid = false,
+            }
+        }
+        valid.then_some(strategies)
+    }
+
+    /// `[[connection.masking.detector]]`: each checked field by field, then compiled alone so that every broken
+    /// pattern is reported, not only the first.
+    fn check_custom_detectors(
+        &mut self,
+        raw: Vec<Spanned<RawCustomDetector>>,
+        prefix: &str,
+    ) -> Option<Vec<warden_mask::CustomDetector>> {
+        let mut valid = true;
+        // Lowercased: a detector's label is its uppercased name, so names differing only in case would collide.
+        let mut seen = HashSet::new();
+        let mut custom = Vec::new();
+        for (index, raw) in raw.into_iter().enumerate() {
+            let raw = raw.into_inner();
+            let field = format!("{prefix}.masking.detector[{index}]");
+            let name = raw.name.get_ref();
+            let label = name.to_ascii_uppercase();
+            let mut name_valid = false;
+            if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_') {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{field}.name"),
+                    format!("\"{name}\" is not a detector name: use letters, digits and '_'"),
+                );
+            } else if let Some(builtin) = warden_mask::Detector::ALL.iter().find(|builtin| builtin.name() == name) {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{field}.name"),
+                    format!("\"{builtin}\" is a built-in detector; give the custom detector another name"),
+                );
+            } else if let Some(builtin) = warden_mask::Detector::ALL.iter().find(|builtin| builtin.label() == label) {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{field}.name"),
+                    format!(
+                        "\"{name}\" would be labelled [{label}] like the built-in detector {builtin}; give it another name"
+                    ),
+                );
+            } else if !seen.insert(name.to_ascii_lowercase()) {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{field}.name"),
+                    format!("custom detector \"{name}\" is defined twice (names are compared ignoring case)"),
+                );
+            } else {
+                name_valid = true;
+            }
+            let validator = raw.validator.as_ref().and_then(|validator| match validator.get_ref().as_str() {
+                "luhn" => Some(warden_mask::Validator::Luhn),
+                "payment_card" => Some(warden_mask::Validator::PaymentCard),
+                "iban" => Some(warden_mask::Validator::Iban),
+                "us_ssn" => Some(warden_mask::Validator::UsSsn),
+                other => {
+                    self.report(
+                        Some(validator.span()),
+                        &format!("{field}.validator"),
+                        format!("unknown validator \"{other}\"; expected luhn, payment_card, iban or us_ssn"),
+                    );
+                    None
+                }
+            });
+            let validator_valid = raw.validator.is_none() || validator.is_some();
+            let keywords = raw.keywords.as_ref().map_or(Vec::new(), |keywords| keywords.get_ref().clone());
+            let keywords_valid = !keywords.iter().any(String::is_empty);
+            if let (false, Some(raw_keywords)) = (keywords_valid, &raw.keywords) {
+                // An empty keyword occurs everywhere: the context check would pass vacuously.
+                self.report(Some(raw_keywords.span()), &format!("{field}.keywords"), "a keyword must not be empty");
+            }
+            let mut window_valid = true;
+            let context_window = raw.window.as_ref().and_then(|window| {
+                let bytes = usize::try_from(*window.get_ref()).ok().filter(|bytes| (1..=4096).contains(bytes));
+                let problem = if bytes.is_none() {
+                    Some("must be between 1 and 4096")
+                } else if keywords.is_empty() {
+                    Some("a context window needs keywords to look for; add keywords or remove window")
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    self.report(Some(window.span()), &format!("{field}.window"), problem);
+                    window_valid = false;
+                    return None;
+                }
+                bytes
+            });
+            let strategy = match &raw.strategy {
+                Some(strategy) => match strategy.get_ref().parse::<warden_mask::Strategy>() {
+                    Ok(strategy) => Some(strategy),
+                    Err(error) => {
+                        self.report(Some(strategy.span()), &format!("{field}.strategy"), error.to_string());
+                        None
+                    }
+                },
+                None => Some(warden_mask::Strategy::Redact),
+            };
+            let detector = warden_mask::CustomDetector {
+                name: name.clone(),
+                pattern: raw.pattern.get_ref().clone(),
+                validator,
+                keywords,
+                context_window,
+                strategy,
+            };
+            let mut compiled = false;
+            if name_valid && keywords_valid {
+                let alone = warden_mask::MaskerConfig {
+                    detectors: warden_mask::Selection::Only(Vec::new()),
+                    custom: vec![detector.clone()],
+                    strategies: HashMap::new(),
+                    hash_key: [0; 32],
+                };
+                match warden_mask::Masker::new(&alone) {
+                    Ok(_) => compiled = true,
+                    Err(error) => {
+                        let (span, part) = match &error {
+                            warden_mask::MaskError::InvalidName { .. } => (raw.name.span(), "name"),
+                            warden_mask::MaskError::InvalidKeywords { .. } => match &raw.keywords {
+                                Some(keywords) => (keywords.span(), "keywords"),
+                                None => (raw.pattern.span(), "pattern"),
+                            },
+                            _ => (raw.pattern.span(), "pattern"),
+                        };
+                        self.report(Some(span), &format!("{field}.{part}"), one_line(&error.to_string()));
+                    }
+                }
+            }
+            if compiled && validator_valid && window_valid && detector.strategy.is_some() {
+                custom.push(detector);
+            } else {
+                valid = false;
+            }
+        }
+        valid.then_some(custom)
+    }
+
+    /// `[masking]`. Gateways sharing a PostgreSQL state store are replicas of one service: a value must hash to
+    /// the same token on each, so they must share the key (a SQLite store is one gateway's, which may keep its own).
+    fn check_global_masking(
+        &mut self,
+        raw: Option<RawGlobalMasking>,
+        state: &StateConfig,
+        any_masking: bool,
+    ) -> GlobalMasking {
+        let mut masking = GlobalMasking::default();
+        match raw.and_then(|raw| raw.hash_key) {
+            Some(key) => masking.hash_key = self.secret(&key, "masking.hash_key", false),
+            None if any_masking && !state.is_sqlite() => self.report(
+                self.state_url.clone(),
+                "masking.hash_key",
+                "a PostgreSQL state store is shared by several gateways, which must share the masking hash key so \
+                 that hash tokens agree across replicas: name it in [masking] hash_key = { file = \"…\" } or \
+                 { env = \"…\" }",
+            ),
+            None => {}
+        }
+        masking
     }
 
     fn check_tokens(&mut self, raw: Option<RawTokens>, state: &StateConfig) -> TokenConfig {
@@ -749,6 +1006,11 @@ impl Checker<'_> {
         }
         admin
     }
+}
+
+/// A library's error message on one line, as every diagnostic is (regex syntax errors span several).
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn valid_name(name: &str) -> bool {

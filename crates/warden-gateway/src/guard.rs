@@ -219,7 +219,24 @@ pub(crate) fn admit(
     guard.search_path = search_path;
     // A session lives no longer than its credential (plus the configured grace).
     let ends_at = identity.expires_at.map(|expires_at| expires_at + expiry_grace);
-    Ok(Admitted { guard: Box::new(guard), upstream_parameters, ends_at })
+    Ok(Admitted { guard: Box::new(guard), masking: None, upstream_parameters, ends_at })
+}
+
+/// Whether policy lets the session's identity see the connection's results unmasked (action `unmask`); a token
+/// must name the action too.
+pub(crate) fn may_unmask(admission: &Admission<'_>, policies: &Arc<PolicyStore>) -> bool {
+    let (current, _) = policies.get();
+    let application_name =
+        admission.parameters.iter().find(|(name, _)| name == "application_name").map(|(_, value)| value.as_str());
+    let context = RequestContext {
+        client_address: Some(admission.client_address.ip()),
+        application_name,
+        statement_kind: None,
+        has_where: None,
+        token: token_context(admission.identity),
+    };
+    let resource = Resource::Connection { name: admission.connection, kind: "postgres" };
+    authorize(admission.identity, &current, Action::Unmask, &resource, &context).0.allowed
 }
 
 /// The statement guard a session of `identity` on `connection` gets once admitted (default `search_path`, no

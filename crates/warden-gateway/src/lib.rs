@@ -9,10 +9,12 @@ mod admin;
 mod auth;
 mod explain;
 mod guard;
+mod masking;
 mod revoke;
 
 pub use auth::{Authenticator, SIGNING_KEY_FILE};
 pub use guard::session_guard;
+pub use masking::{hash_key, MaskingError, MASK_KEY_FILE};
 
 pub use explain::{
     explain, CheckExplanation, ErrorExplanation, ExplainRequest, Explanation, QueryExplanation, StatementExplanation,
@@ -63,12 +65,8 @@ pub enum GatewayError {
     Token(#[from] warden_identity::TokenError),
     #[error("no listener configured")]
     NoListener,
-    /// Masking is configured but this version cannot apply it to traffic yet: refuse rather than leak.
-    #[error(
-        "connection \"{0}\": [connection.masking] is configured, but this version of warden does not apply masking \
-         to PostgreSQL traffic yet; refusing to start rather than pass unmasked data"
-    )]
-    MaskingNotApplied(String),
+    #[error("{0}")]
+    Masking(#[from] MaskingError),
     #[error("cannot start worker thread: {0}")]
     Worker(#[source] std::io::Error),
 }
@@ -134,7 +132,6 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the state store and starts every configured listener.
     pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
-        check_supported(&config)?;
         let store = StateStore::open(config.state.url.expose())
             .await
             .map_err(|source| GatewayError::State { url: redact_url(config.state.url.expose()), source })?;
@@ -155,7 +152,14 @@ impl Gateway {
         let authenticator = Arc::new(auth::Authenticator::new(&config, tokens, revocations.clone()));
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let mut tasks = Vec::new();
+        let pg_config = PgFrontendConfig::from_config(&config)?;
+        let maskings = if config.connections.iter().any(|connection| connection.masking.is_some()) {
+            masking::Maskings::new(&config, &pg_config.connections, masking::hash_key(&config)?)?
+        } else {
+            masking::Maskings::default()
+        };
         let hooks = Arc::new(GatewayHooks {
+            maskings: Arc::new(maskings),
             authenticator: authenticator.clone(),
             expiry_grace: config.tokens.expiry_grace,
             recorder: recorder.clone(),
@@ -180,7 +184,7 @@ impl Gateway {
             None => None,
         };
         let workers = Workers::start(config.runtime.workers)?;
-        let pg = PgFrontend::new(PgFrontendConfig::from_config(&config)?, hooks, workers.handles.clone());
+        let pg = PgFrontend::new(pg_config, hooks, workers.handles.clone());
         tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver.clone())));
         tasks.push(tokio::spawn(revoke::poll(
             store.clone(),
@@ -294,14 +298,6 @@ impl Drop for Gateway {
     }
 }
 
-/// Refuses what the config asks for that this version cannot do safely (`warden check` asks the same).
-pub fn check_supported(config: &Config) -> Result<(), GatewayError> {
-    match config.connections.iter().find(|connection| connection.masking.is_some()) {
-        Some(connection) => Err(GatewayError::MaskingNotApplied(connection.name.clone())),
-        None => Ok(()),
-    }
-}
-
 /// `postgres://user:…@host/db` → `postgres://user@host/db`, for messages.
 fn redact_url(url: &str) -> String {
     match (url.split_once("://"), url.rfind('@')) {
@@ -315,6 +311,7 @@ fn redact_url(url: &str) -> String {
 }
 
 struct GatewayHooks {
+    maskings: Arc<masking::Maskings>,
     authenticator: Arc<auth::Authenticator>,
     expiry_grace: std::time::Duration,
     recorder: Recorder,
@@ -328,7 +325,13 @@ impl SessionHooks for GatewayHooks {
     }
 
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String> {
-        guard::admit(admission, &self.analyzer, &self.policies, self.expiry_grace)
+        let mut admitted = guard::admit(admission, &self.analyzer, &self.policies, self.expiry_grace)?;
+        if let Some(connection) = self.maskings.get(admission.connection) {
+            if !guard::may_unmask(admission, &self.policies) {
+                admitted.masking = Some(Box::new(masking::SessionMasker::new(connection.clone())));
+            }
+        }
+        Ok(admitted)
     }
 
     fn session_started(&self, session: &SessionInfo) {
@@ -351,18 +354,37 @@ impl SessionHooks for GatewayHooks {
     }
 
     fn statement(&self, session: &SessionInfo, statement: StatementEvent) {
+        // The record is masked like the connection's results, whoever the identity (the audit trail never holds
+        // what masking hides).
+        let (text, error) = match self.maskings.get(&session.connection) {
+            Some(masking) => {
+                let masker = masking.masker();
+                let text = match masker.mask(&statement.text) {
+                    std::borrow::Cow::Borrowed(_) => statement.text,
+                    std::borrow::Cow::Owned(masked) => Arc::from(masked),
+                };
+                (text, statement.error.map(|error| masker.mask(&error).into_owned()))
+            }
+            None => (statement.text, statement.error),
+        };
         let record = StatementRecord {
             session_id: session.id.clone(),
             seq: statement.seq,
             started_at: statement.started_at,
             duration: statement.duration,
-            text: statement.text,
+            text,
             rows: statement.rows,
-            error: statement.error,
+            error,
             decision: statement.annotation.and_then(|annotation| annotation.downcast::<Decision>().ok()),
         };
         if let Err(error) = self.recorder.statement(record) {
             warn!(session = %session.id, %error, "statement not recorded");
+        }
+    }
+
+    fn session_masked(&self, session: &SessionInfo, masked: std::collections::BTreeMap<String, u64>) {
+        if let Err(error) = self.recorder.session_masked(&session.id, masked) {
+            warn!(session = %session.id, %error, "masked counts not recorded");
         }
     }
 

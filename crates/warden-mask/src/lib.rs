@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod detectors;
+mod json;
 mod strategy;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ use aho_corasick::AhoCorasick;
 use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input, PatternID};
 
+pub use json::mask_json_members;
 pub use strategy::Strategy;
 
 /// A built-in detector.
@@ -323,6 +325,7 @@ fn is_word_byte(byte: u8) -> bool {
 
 struct Entry {
     kind: Kind,
+    name: String,
     label: String,
     strategy: Strategy,
     check: Check,
@@ -363,6 +366,7 @@ impl Masker {
             patterns.push(custom.pattern.clone());
             entries.push(Entry {
                 kind: Kind::Custom(index),
+                name: custom.name.clone(),
                 label: custom.name.to_ascii_uppercase(),
                 strategy: custom.strategy.unwrap_or(Strategy::Redact),
                 check: Check::Custom(custom.validator),
@@ -387,6 +391,7 @@ impl Masker {
             patterns.push(spec.pattern.to_string());
             entries.push(Entry {
                 kind: Kind::Builtin(detector),
+                name: detector.name().to_string(),
                 label: detector.label().to_string(),
                 strategy: config.strategies.get(&detector).copied().unwrap_or(detector.default_strategy()),
                 check: Check::Builtin(spec.validate),
@@ -402,12 +407,18 @@ impl Masker {
     /// Masks every detected value in `text` with its detector's strategy; borrowed when nothing was found (the
     /// common case allocates nothing).
     pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.mask_counting(text, &mut |_| {})
+    }
+
+    /// [`Masker::mask`], calling `found` with the kind of each value masked (for per-detector counts).
+    pub fn mask_counting<'a>(&self, text: &'a str, found: &mut dyn FnMut(Kind)) -> Cow<'a, str> {
         let mut output: Option<String> = None;
         let mut copied = 0;
         for finding in self.scan(text) {
             let out = output.get_or_insert_with(|| String::with_capacity(text.len() + 16));
             out.push_str(&text[copied..finding.range.start]);
             let entry = self.entry(finding.kind);
+            found(finding.kind);
             let value = &text[finding.range.clone()];
             if let Some(masked) = strategy::apply(&self.inner.hasher, entry.strategy, finding.kind, &entry.label, value)
             {
@@ -438,6 +449,19 @@ impl Masker {
             }
             None => strategy::apply(&self.inner.hasher, strategy, Kind::Custom(usize::MAX), "MASKED", value),
         }
+    }
+
+    /// A finding's detector name, as config names it: the built-in's (`email`) or the custom detector's.
+    pub fn name(&self, kind: Kind) -> &str {
+        match kind {
+            Kind::Builtin(detector) => detector.name(),
+            Kind::Custom(_) => &self.entry(kind).name,
+        }
+    }
+
+    /// Whether any detector runs at all (a config may select none and rely on column rules).
+    pub fn detects_anything(&self) -> bool {
+        !self.inner.entries.is_empty()
     }
 
     /// A finding's label: the built-in's (`EMAIL`) or the custom detector's name, upper-cased.

@@ -86,6 +86,9 @@ pub struct Admission<'a> {
 /// An admitted session: its guard and the startup parameters to send upstream.
 pub struct Admitted {
     pub guard: Box<dyn StatementGuard>,
+    /// Masks what the upstream sends before the client sees it; `None` when nothing is masked for this session
+    /// (the connection masks nothing, or policy lets the identity see raw data).
+    pub masking: Option<Box<dyn ResponseMasking>>,
     pub upstream_parameters: Vec<(String, String)>,
     /// When the session must end (its credential expires, plus any grace); it is then ended with FATAL 57P01.
     pub ends_at: Option<OffsetDateTime>,
@@ -109,5 +112,73 @@ pub trait SessionHooks: Send + Sync + 'static {
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String>;
     fn session_started(&self, session: &SessionInfo);
     fn statement(&self, session: &SessionInfo, statement: StatementEvent);
+    /// How many values were masked in the session, by detector name (and `column` for column rules); called
+    /// once, before [`SessionHooks::session_ended`], when any value was.
+    fn session_masked(&self, _session: &SessionInfo, _masked: std::collections::BTreeMap<String, u64>) {}
     fn session_ended(&self, session: &SessionInfo, reason: &str);
+}
+
+/// A result column's source, as RowDescription names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceColumn {
+    /// `pg_class` OID of the table.
+    pub table: u32,
+    /// Attribute number of the column within it.
+    pub attnum: i16,
+}
+
+/// A COPY TO's output as the masker learned it: the format options, and per column its rule and type.
+#[derive(Debug, Clone, Default)]
+pub struct CopyShape {
+    /// One entry per output column, in order; empty when the columns could not be known (content detection then
+    /// applies to every field, which is only acceptable when the connection has no column rules).
+    pub columns: Vec<CopyColumn>,
+    /// The field delimiter (text: tab, csv: comma, unless the statement set another).
+    pub delimiter: u8,
+    /// CSV (`FORMAT csv`) rather than text; binary is told by CopyOutResponse itself.
+    pub csv: bool,
+    /// The CSV quote character.
+    pub quote: u8,
+    /// The string standing for NULL (text: `\N`, csv: empty).
+    pub null: String,
+    /// The first line holds the column names (csv `HEADER`), not values.
+    pub header: bool,
+    /// The rule for derived columns (no source table) of text-like types, as [`ResponseMasking::derived_rule`].
+    pub derived: Option<warden_mask::Strategy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyColumn {
+    pub rule: Option<warden_mask::Strategy>,
+    /// `pg_class` OID of the column's table (0: derived).
+    pub table: u32,
+    /// The column's type OID (0: unknown).
+    pub type_oid: u32,
+}
+
+/// What masking may need to wait for (a catalog lookup on a side connection); `Err` is why it could not, and ends
+/// the session rather than pass unmasked data.
+pub type MaskFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'static>>;
+
+/// The masking of one session's results: content detection, column rules, and what the relay cannot know itself
+/// (which tables a column belongs to, what a COPY outputs). The relay owns the wire formats and calls these.
+pub trait ResponseMasking: Send {
+    /// The content detectors and strategies.
+    fn masker(&self) -> &warden_mask::Masker;
+    /// Whether any column rule exists (otherwise the relay never asks for column rules).
+    fn has_column_rules(&self) -> bool;
+    /// The rule for each column, or the tables (OIDs) whose columns must be looked up first.
+    fn column_rules(&self, columns: &[SourceColumn]) -> Result<Vec<Option<warden_mask::Strategy>>, Vec<u32>>;
+    /// Looks `tables` up in the upstream's catalog; afterwards [`ResponseMasking::column_rules`] knows them.
+    fn look_up(&self, tables: Vec<u32>) -> MaskFuture<()>;
+    /// The rule for text values `statement` computes (expressions, whole rows) when they may carry a masked
+    /// column; `annotation` is what the guard attached to the statement (`None`: unknown, assume the worst).
+    fn derived_rule(&self, statement: &str, annotation: Option<&Annotation>) -> Option<warden_mask::Strategy>;
+    /// The rule for a member of a JSON document the statement returns, by its key (a column name).
+    fn json_member_rule(&self, annotation: Option<&Annotation>, key: &str) -> Option<warden_mask::Strategy>;
+    /// What the `index`-th COPY TO STDOUT of the query `statement` outputs (0-based among its COPY TOs).
+    fn copy_out(&self, statement: &str, index: usize, annotation: Option<&Annotation>) -> MaskFuture<CopyShape>;
+    /// Whether an error about `schema.table` must have the row values in its detail masked (the table has a
+    /// masked column).
+    fn table_has_rules(&self, schema: &str, table: &str) -> bool;
 }

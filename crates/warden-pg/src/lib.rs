@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+pub mod catalog;
 pub mod codec;
 pub mod hooks;
+mod mask;
 pub mod relay;
 mod session;
 pub mod stream;
@@ -27,8 +29,8 @@ use tracing::{error, warn};
 use warden_config::{Config, Limits};
 
 pub use hooks::{
-    Admission, Admitted, Annotation, AuthFuture, Ending, Judgement, SessionHooks, SessionInfo, StatementEvent,
-    StatementGuard, StatementRefusal,
+    Admission, Admitted, Annotation, AuthFuture, CopyColumn, CopyShape, Ending, Judgement, MaskFuture, ResponseMasking,
+    SessionHooks, SessionInfo, SourceColumn, StatementEvent, StatementGuard, StatementRefusal,
 };
 use upstream::UpstreamTarget;
 

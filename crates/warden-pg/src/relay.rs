@@ -18,7 +18,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::backend::Severity;
 use crate::codec::{self, backend, frontend, CodecError};
-use crate::hooks::{Annotation, Judgement, SessionHooks, SessionInfo, StatementEvent, StatementGuard};
+use crate::hooks::{
+    Annotation, Ending, Judgement, ResponseMasking, SessionHooks, SessionInfo, StatementEvent, StatementGuard,
+};
+use crate::mask::{self, CopyOut, PortalShapes, SessionMasking, Shape};
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -76,11 +79,16 @@ enum PendingKind {
     Parse,
     /// A Sync: its ReadyForQuery ends the batch.
     Sync,
+    /// A Describe (tracked only when masking): its RowDescription or NoData gives a portal's result columns.
+    /// `injected`: warden sent it (the client did not describe the portal), so its answer is not forwarded.
+    Describe { portal: bool, injected: bool },
 }
 
 struct Pending {
     kind: PendingKind,
     text: Arc<str>,
+    /// The portal an Execute or a Describe names, when masking needs it.
+    target: Option<Arc<str>>,
     started: Instant,
     started_at: OffsetDateTime,
     rows: Option<u64>,
@@ -133,6 +141,7 @@ impl Tracker {
         self.queue.push_back(Pending {
             kind,
             text,
+            target: None,
             started: Instant::now(),
             started_at: OffsetDateTime::now_utc(),
             rows: None,
@@ -141,6 +150,21 @@ impl Tracker {
             refusal: judgement.refusal.map(|refusal| Refused::new(refusal.code, &refusal.message)),
         });
         Ok(self.queue.back().is_some_and(|pending| pending.refusal.is_some()))
+    }
+
+    /// Queues a request naming a portal (masking tracks which result columns each portal has).
+    fn push_targeted(
+        &mut self,
+        kind: PendingKind,
+        text: Arc<str>,
+        target: &str,
+        annotation: Option<Annotation>,
+    ) -> Result<(), CodecError> {
+        self.push_judged(kind, text, Judgement { annotation, refusal: None })?;
+        if let Some(back) = self.queue.back_mut() {
+            back.target = Some(Arc::from(target));
+        }
+        Ok(())
     }
 
     fn finish(&mut self, pending: Pending) -> StatementEvent {
@@ -158,7 +182,9 @@ impl Tracker {
 
     /// Drops the extended-protocol requests in front of the next Sync (or simple Query).
     fn drop_until_sync(&mut self) {
-        while self.queue.front().is_some_and(|next| matches!(next.kind, PendingKind::Execute | PendingKind::Parse)) {
+        while self.queue.front().is_some_and(|next| {
+            matches!(next.kind, PendingKind::Execute | PendingKind::Parse | PendingKind::Describe { .. })
+        }) {
             self.queue.pop_front();
         }
     }
@@ -176,6 +202,10 @@ impl Tracker {
     }
 
     fn on_error(&mut self, error: String) -> Option<StatementEvent> {
+        // A Describe is never what failed on its own account in a way worth recording: the request it describes is.
+        while self.queue.front().is_some_and(|front| matches!(front.kind, PendingKind::Describe { .. })) {
+            self.queue.pop_front();
+        }
         let front = self.queue.front_mut()?;
         match front.kind {
             PendingKind::Query => {
@@ -189,7 +219,7 @@ impl Tracker {
                 self.drop_until_sync();
                 Some(self.finish(pending))
             }
-            PendingKind::Sync => None,
+            PendingKind::Sync | PendingKind::Describe { .. } => None,
         }
     }
 
@@ -210,7 +240,7 @@ impl Tracker {
                         pending.rows = rows;
                         Some(self.finish(pending))
                     }
-                    PendingKind::Sync | PendingKind::Parse => None,
+                    PendingKind::Sync | PendingKind::Parse | PendingKind::Describe { .. } => None,
                 }
             }
             backend::PARSE_COMPLETE => {
@@ -265,6 +295,10 @@ pub struct RelayContext<'a> {
     pub deadline: Option<(tokio::time::Instant, crate::hooks::Ending)>,
     /// Judges each query, Parse and function call before it is forwarded.
     pub guard: Box<dyn StatementGuard>,
+    /// Masks what the upstream sends; `None`: relayed as is.
+    pub masking: Option<Box<dyn ResponseMasking>>,
+    /// Largest upstream message held whole to be masked (limits.max_row_bytes).
+    pub max_row_bytes: usize,
 }
 
 /// Relays an established session until either side ends it. Each leg is a (read, write) pair.
@@ -279,14 +313,54 @@ where
     UR: AsyncRead + Unpin + ?Sized,
     UW: AsyncWrite + Unpin + ?Sized,
 {
-    let RelayContext { session, hooks, max_message_bytes, upstream_early_bytes, stop, ending, deadline, guard } =
-        context;
+    let RelayContext {
+        session,
+        hooks,
+        max_message_bytes,
+        upstream_early_bytes,
+        stop,
+        ending,
+        deadline,
+        guard,
+        masking,
+        max_row_bytes,
+    } = context;
     let tracker = Mutex::new(Tracker::default());
     // Both directions run in this one task, so the lock is never contended; it only satisfies the borrow.
     let guard = Mutex::new(guard);
-    let client_to_upstream = client_loop(client_read, upstream_write, &tracker, &guard, max_message_bytes);
-    let upstream_to_client =
-        upstream_loop(upstream_read, client_write, &tracker, &guard, (session, hooks), upstream_early_bytes);
+    let masking = masking.map(|masking| Mutex::new(SessionMasking::new(masking)));
+    let masked = masking.is_some();
+    let client_to_upstream = client_loop(client_read, upstream_write, &tracker, &guard, max_message_bytes, masked);
+    let upstream_to_client = async {
+        match &masking {
+            None => {
+                upstream_loop(upstream_read, client_write, &tracker, &guard, (session, hooks), upstream_early_bytes)
+                    .await
+            }
+            Some(masking) => {
+                let legs = (upstream_read, client_write);
+                let shared = Shared { tracker: &tracker, guard: &guard, masking, session, hooks };
+                upstream_loop_masked(legs, shared, upstream_early_bytes, max_row_bytes).await
+            }
+        }
+    };
+    let end = relay_until_end(client_to_upstream, upstream_to_client, stop, ending, deadline).await;
+    if let Some(masking) = &masking {
+        let counts = masking.lock().counts();
+        if !counts.is_empty() {
+            hooks.session_masked(session, counts);
+        }
+    }
+    end
+}
+
+async fn relay_until_end(
+    client_to_upstream: impl std::future::Future<Output = RelayEnd>,
+    upstream_to_client: impl std::future::Future<Output = RelayEnd>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    ending: tokio::sync::watch::Receiver<Option<Ending>>,
+    deadline: Option<(tokio::time::Instant, Ending)>,
+) -> RelayEnd {
     let mut stop = stop;
     let mut ending = ending;
     let expiry = async {
@@ -381,6 +455,10 @@ impl Framing {
     }
 }
 
+fn client_message_tracked_masked(tag: u8) -> bool {
+    client_message_tracked(tag) || tag == frontend::DESCRIBE
+}
+
 fn client_message_tracked(tag: u8) -> bool {
     matches!(
         tag,
@@ -414,6 +492,10 @@ fn server_message_tracked(tag: u8) -> bool {
 struct ClientNames {
     statements: HashMap<String, (Arc<str>, Option<Annotation>)>,
     portals: HashMap<String, (Arc<str>, Option<Annotation>)>,
+    /// When masking: the portals described since their Bind (warden describes the others itself before their
+    /// Execute, to learn their result columns).
+    described: std::collections::HashSet<String>,
+    masked: bool,
 }
 
 async fn client_loop<R, W>(
@@ -422,6 +504,7 @@ async fn client_loop<R, W>(
     tracker: &Mutex<Tracker>,
     guard: &Mutex<Box<dyn StatementGuard>>,
     limit: usize,
+    masked: bool,
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -429,7 +512,8 @@ where
 {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK);
     let mut framing = Framing::default();
-    let mut names = ClientNames::default();
+    let mut names = ClientNames { masked, ..ClientNames::default() };
+    let tracked: fn(u8) -> bool = if masked { client_message_tracked_masked } else { client_message_tracked };
     let mut terminated = false;
     loop {
         match read_more(reader, &mut buffer).await {
@@ -443,7 +527,7 @@ where
             Err(error) => return RelayEnd::ClientIo(error),
         }
         loop {
-            let step = framing.scan(&mut buffer, Some(limit), client_message_tracked, |tag, message| {
+            let step = framing.scan(&mut buffer, Some(limit), tracked, |tag, message| {
                 on_client_message(tag, message, &mut names, tracker, guard, &mut terminated)
             });
             let done = match step {
@@ -497,6 +581,25 @@ fn on_client_message(
                 .cloned()
                 .unwrap_or_else(|| (Arc::from(format!("<unknown prepared statement \"{statement}\">")), None));
             names.portals.insert(portal.to_string(), named);
+            if names.masked {
+                names.described.remove(portal);
+            }
+        }
+        frontend::DESCRIBE => {
+            let (kind, name) = frontend::close_target(message)?;
+            let mut tracker = tracker.lock();
+            if kind == b'P' {
+                let (text, annotation) = names.portals.get(name).cloned().unwrap_or_else(|| (Arc::from(""), None));
+                names.described.insert(name.to_string());
+                tracker.push_targeted(
+                    PendingKind::Describe { portal: true, injected: false },
+                    text,
+                    name,
+                    annotation,
+                )?;
+            } else {
+                tracker.push(PendingKind::Describe { portal: false, injected: false }, Arc::from(""))?;
+            }
         }
         frontend::EXECUTE => {
             let portal = frontend::execute_portal(message)?;
@@ -505,7 +608,24 @@ fn on_client_message(
                 .get(portal)
                 .cloned()
                 .unwrap_or_else(|| (Arc::from(format!("<unknown portal \"{portal}\">")), None));
-            tracker.lock().push_judged(PendingKind::Execute, text, Judgement { annotation, refusal: None })?;
+            let mut tracker = tracker.lock();
+            if names.masked {
+                // The result columns must be known before the rows arrive: describe the portal first if the client
+                // did not, and keep that answer from the client.
+                let inject = names.described.insert(portal.to_string());
+                if inject {
+                    let kind = PendingKind::Describe { portal: true, injected: true };
+                    tracker.push_targeted(kind, text.clone(), portal, annotation.clone())?;
+                }
+                tracker.push_targeted(PendingKind::Execute, text, portal, annotation)?;
+                if inject {
+                    let mut with = frontend::describe_portal(portal);
+                    with.extend_from_slice(message);
+                    return Ok(Some(with));
+                }
+            } else {
+                tracker.push_judged(PendingKind::Execute, text, Judgement { annotation, refusal: None })?;
+            }
         }
         frontend::SYNC => tracker.lock().push(PendingKind::Sync, Arc::from(""))?,
         frontend::CLOSE => {
@@ -578,6 +698,268 @@ where
                 Ok(true) => break,
                 Ok(false) => continue,
                 Err(error) => return RelayEnd::ClientIo(error),
+            }
+        }
+        match read_more(reader, &mut buffer).await {
+            Ok(0) => return RelayEnd::UpstreamClosed,
+            Ok(_) => {}
+            Err(error) => return RelayEnd::UpstreamIo(error),
+        }
+    }
+}
+
+/// What the masked upstream loop shares with the rest of the relay.
+struct Shared<'a> {
+    tracker: &'a Mutex<Tracker>,
+    guard: &'a Mutex<Box<dyn StatementGuard>>,
+    masking: &'a Mutex<SessionMasking>,
+    session: &'a SessionInfo,
+    hooks: &'a dyn SessionHooks,
+}
+
+/// The session ends (FATAL) rather than pass a message warden could not mask.
+fn masking_failed(what: &str) -> RelayEnd {
+    RelayEnd::Ended(Ending {
+        code: "XX000",
+        message: format!(
+            "warden could not mask the result ({what}); the session is ended rather than pass unmasked data"
+        ),
+    })
+}
+
+/// The request at the front of the queue, as masking needs it.
+struct Front {
+    kind: Option<PendingKind>,
+    target: Option<Arc<str>>,
+    annotation: Option<Annotation>,
+    text: Arc<str>,
+}
+
+fn front(tracker: &Mutex<Tracker>) -> Front {
+    let tracker = tracker.lock();
+    match tracker.queue.front() {
+        Some(pending) => Front {
+            kind: Some(pending.kind),
+            target: pending.target.clone(),
+            annotation: pending.annotation.clone(),
+            text: pending.text.clone(),
+        },
+        None => Front { kind: None, target: None, annotation: None, text: Arc::from("") },
+    }
+}
+
+/// Plans a result's masking, looking up the tables its columns come from first when needed.
+async fn plan_shape(masking: &Mutex<SessionMasking>, fields: &[mask::Field], front: &Front) -> Result<Shape, RelayEnd> {
+    let mut looked_up = false;
+    loop {
+        let planned = masking.lock().plan(fields, &front.text, front.annotation.clone());
+        match planned {
+            Ok(shape) => return Ok(shape),
+            Err(_) if looked_up => return Err(masking_failed("the catalog does not describe a column's table")),
+            Err(tables) => {
+                let lookup = masking.lock().hooks.look_up(tables);
+                lookup.await.map_err(|error| masking_failed(&format!("catalog lookup failed: {error}")))?;
+                looked_up = true;
+            }
+        }
+    }
+}
+
+/// The upstream-to-client direction when masking: every message is held whole (up to `limit` bytes), the ones that
+/// carry data are rewritten, and what the client gets is written once per read.
+async fn upstream_loop_masked<R, W>(
+    (reader, writer): (&mut R, &mut W),
+    shared: Shared<'_>,
+    early_bytes: &[u8],
+    limit: usize,
+) -> RelayEnd
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let Shared { tracker, guard, masking, session, hooks } = shared;
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK.max(early_bytes.len()));
+    buffer.extend_from_slice(early_bytes);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut completed: Vec<StatementEvent> = Vec::new();
+    // The result columns of the simple query running now, and of each described portal.
+    let mut current: Option<Arc<Shape>> = None;
+    let mut portals = PortalShapes::new();
+    let mut copy: Option<CopyOut> = None;
+    let mut copies_in_query = 0usize;
+    loop {
+        let mut position = 0;
+        loop {
+            let (tag, total) = match codec::header(&buffer[position..]) {
+                None => break,
+                Some(Err(error)) => return RelayEnd::UpstreamProtocol(error),
+                Some(Ok(header)) => header,
+            };
+            if total > limit {
+                return masking_failed(&format!(
+                    "a '{}' message of {total} bytes exceeds limits.max_row_bytes ({limit} bytes)",
+                    tag as char
+                ));
+            }
+            if buffer.len() - position < total {
+                buffer.reserve(total - (buffer.len() - position));
+                break;
+            }
+            let message = &buffer[position..position + total];
+            position += total;
+            let result = match tag {
+                backend::ROW_DESCRIPTION => {
+                    let fields = match mask::row_description(message) {
+                        Ok(fields) => fields,
+                        Err(error) => return RelayEnd::UpstreamProtocol(error),
+                    };
+                    let front = front(tracker);
+                    let shape = match plan_shape(masking, &fields, &front).await {
+                        Ok(shape) => Arc::new(shape),
+                        Err(end) => return end,
+                    };
+                    match front.kind {
+                        Some(PendingKind::Describe { portal, injected }) => {
+                            tracker.lock().queue.pop_front();
+                            if portal {
+                                portals.insert(front.target.unwrap_or_else(|| Arc::from("")), shape);
+                            }
+                            if !injected {
+                                out.extend_from_slice(message);
+                            }
+                        }
+                        _ => {
+                            current = Some(shape);
+                            out.extend_from_slice(message);
+                        }
+                    }
+                    Ok(())
+                }
+                backend::NO_DATA => {
+                    let front = front(tracker);
+                    if let Some(PendingKind::Describe { portal, injected }) = front.kind {
+                        tracker.lock().queue.pop_front();
+                        if portal {
+                            let empty = Arc::new(Shape { columns: Vec::new(), annotation: None });
+                            portals.insert(front.target.unwrap_or_else(|| Arc::from("")), empty);
+                        }
+                        if injected {
+                            continue;
+                        }
+                    }
+                    out.extend_from_slice(message);
+                    Ok(())
+                }
+                backend::DATA_ROW => {
+                    let shape = {
+                        let tracker = tracker.lock();
+                        match tracker.queue.front() {
+                            Some(Pending { kind: PendingKind::Execute, target: Some(portal), .. }) => {
+                                portals.get(portal).cloned()
+                            }
+                            _ => current.clone(),
+                        }
+                    };
+                    let Some(shape) = shape else {
+                        return masking_failed("a row arrived without its row description");
+                    };
+                    masking.lock().data_row(message, &shape, &mut out)
+                }
+                backend::COPY_OUT_RESPONSE => {
+                    let binary = match mask::copy_out_binary(message) {
+                        Ok(binary) => binary,
+                        Err(error) => return RelayEnd::UpstreamProtocol(error),
+                    };
+                    let front = front(tracker);
+                    let lookup = masking.lock().hooks.copy_out(&front.text, copies_in_query, front.annotation.as_ref());
+                    copies_in_query += 1;
+                    match lookup.await {
+                        Ok(shape) => copy = Some(CopyOut::new(binary, shape)),
+                        Err(error) => return masking_failed(&format!("COPY columns unknown: {error}")),
+                    }
+                    out.extend_from_slice(message);
+                    Ok(())
+                }
+                backend::COPY_DATA => match copy.as_mut() {
+                    Some(copy) => masking.lock().copy_data(message, copy, &mut out),
+                    None => return masking_failed("COPY data outside a COPY TO"),
+                },
+                backend::COPY_DONE => {
+                    copy = None;
+                    out.extend_from_slice(message);
+                    Ok(())
+                }
+                backend::NOTICE_RESPONSE => masking.lock().error_fields(message, &mut out),
+                backend::NOTIFICATION_RESPONSE => masking.lock().notification(message, &mut out),
+                backend::FUNCTION_CALL_RESPONSE => masking.lock().function_result(message, &mut out),
+                backend::PARAMETER_STATUS => {
+                    if let Ok((name, value)) = backend::parameter_status_fields(message) {
+                        guard.lock().server_parameter(name, value);
+                    }
+                    out.extend_from_slice(message);
+                    Ok(())
+                }
+                _ if server_message_tracked(tag) => {
+                    match tag {
+                        backend::READY_FOR_QUERY => {
+                            if let Some(&status) = message.get(codec::HEADER_LEN) {
+                                guard.lock().transaction_status(status);
+                            }
+                            current = None;
+                            copy = None;
+                            copies_in_query = 0;
+                        }
+                        backend::ERROR_RESPONSE => copy = None,
+                        backend::COMMAND_COMPLETE => {
+                            let tracker = tracker.lock();
+                            match tracker.queue.front() {
+                                // A portal run to completion has no more rows.
+                                Some(Pending { kind: PendingKind::Execute, target: Some(portal), .. }) => {
+                                    portals.remove(portal);
+                                }
+                                _ => current = None,
+                            }
+                        }
+                        _ => {}
+                    }
+                    let (event, replacement) = tracker.lock().on_server_message(tag, message);
+                    completed.extend(event);
+                    match replacement {
+                        Some(replacement) => {
+                            out.extend_from_slice(&replacement);
+                            Ok(())
+                        }
+                        None if tag == backend::ERROR_RESPONSE => masking.lock().error_fields(message, &mut out),
+                        None => {
+                            out.extend_from_slice(message);
+                            Ok(())
+                        }
+                    }
+                }
+                _ => {
+                    out.extend_from_slice(message);
+                    Ok(())
+                }
+            };
+            if let Err(error) = result {
+                return masking_failed(&error.to_string());
+            }
+        }
+        buffer.advance(position);
+        // Recorded before the client sees the answer, so whoever reads the record after the answer finds it.
+        for event in completed.drain(..) {
+            hooks.statement(session, event);
+        }
+        if !out.is_empty() {
+            if let Err(error) = writer.write_all(&out).await {
+                return RelayEnd::ClientIo(error);
+            }
+            if let Err(error) = writer.flush().await {
+                return RelayEnd::ClientIo(error);
+            }
+            out.clear();
+            if out.capacity() > 4 * READ_CHUNK {
+                out.shrink_to(READ_CHUNK);
             }
         }
         match read_more(reader, &mut buffer).await {

@@ -64,7 +64,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
             return;
         }
     };
-    let (mut client, message, identity, upstream, target, guard, ends_at) = match started {
+    let (mut client, message, identity, upstream, target, (guard, masking), ends_at) = match started {
         Ok(established) => established,
         Err(Startup::Gone | Startup::Cancelled) => return,
         Err(Startup::Broken(reason)) => {
@@ -150,6 +150,8 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         ending,
         deadline,
         guard,
+        masking,
+        max_row_bytes: config.limits.max_row_bytes,
     };
     let end = relay((&mut client_read, &mut client_write), (&mut upstream_read, &mut upstream_write), context).await;
     let farewell = match &end {
@@ -190,7 +192,7 @@ type Established = (
     warden_identity::Identity,
     upstream::UpstreamSession,
     Arc<upstream::UpstreamTarget>,
-    Box<dyn crate::hooks::StatementGuard>,
+    (Box<dyn crate::hooks::StatementGuard>, Option<Box<dyn crate::hooks::ResponseMasking>>),
     Option<OffsetDateTime>,
 );
 
@@ -366,7 +368,7 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
             ))
         }
     };
-    Ok((stream, message, identity, upstream, target, admitted.guard, admitted.ends_at))
+    Ok((stream, message, identity, upstream, target, (admitted.guard, admitted.masking), admitted.ends_at))
 }
 
 /// Whether a client on this transport may be asked for its password (its API key).

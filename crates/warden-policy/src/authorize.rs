@@ -122,7 +122,7 @@ struct CoreNames {
     connection: ast::EntityType,
     table: ast::EntityType,
     /// Indexed like [`Action::ALL`].
-    actions: [EntityUid; 8],
+    actions: [EntityUid; 9],
     /// Cedar's `ip()` extension function.
     ip: &'static ExtensionFunction,
 }

@@ -64,10 +64,12 @@ pub enum Action {
     Admin,
     Procedural,
     Unclassified,
+    /// Seeing a connection's results unmasked (exempts the session from `[connection.masking]`).
+    Unmask,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Connect,
         Action::Read,
         Action::Write,
@@ -76,6 +78,7 @@ impl Action {
         Action::Admin,
         Action::Procedural,
         Action::Unclassified,
+        Action::Unmask,
     ];
 
     /// The Cedar action id: `Warden::Action::"<as_str>"`.
@@ -89,6 +92,7 @@ impl Action {
             Action::Admin => "admin",
             Action::Procedural => "procedural",
             Action::Unclassified => "unclassified",
+            Action::Unmask => "unmask",
         }
     }
 
@@ -101,7 +105,7 @@ impl Action {
         self as usize
     }
 
-    fn bit(self) -> u8 {
+    fn bit(self) -> u16 {
         1 << self.index()
     }
 }
@@ -224,9 +228,9 @@ impl Policies {
         resource: &Resource,
         context: &RequestContext,
     ) -> Verdict {
-        if let (Action::Connect, Resource::Table { .. }) = (action, resource) {
+        if let (Action::Connect | Action::Unmask, Resource::Table { .. }) = (action, resource) {
             return Verdict::refused(EvaluationError::Request(format!(
-                "connect applies to a connection, not to {resource}"
+                "{action} applies to a connection, not to {resource}"
             )));
         }
         let slice = self.slices.get(resource.connection(), action);
@@ -301,9 +305,9 @@ fn without_constraints(policy: &Policy, drop_action: bool, drop_resource: bool) 
 /// Policy sets per (connection, action); see the crate documentation.
 struct Slices {
     /// For every connection some policy's resource scope names: the policies that may apply to it.
-    by_connection: HashMap<Box<str>, [PolicySet; 8]>,
+    by_connection: HashMap<Box<str>, [PolicySet; 9]>,
     /// For every other connection: the policies whose resource scope names no connection.
-    other: [PolicySet; 8],
+    other: [PolicySet; 9],
 }
 
 impl Slices {
@@ -311,7 +315,7 @@ impl Slices {
         // Each policy as Cedar sees it in a slice, with the scope constraints the slice already guarantees removed,
         // by (policy index, action constraint removed, resource constraint removed). Built on first use.
         let mut variants: HashMap<(usize, bool, bool), Policy> = HashMap::new();
-        let mut slice = |connection: Option<&str>| -> [PolicySet; 8] {
+        let mut slice = |connection: Option<&str>| -> [PolicySet; 9] {
             Action::ALL.map(|action| {
                 let mut set = PolicySet::new();
                 for (index, (loaded, scope)) in policies.iter().zip(scopes).enumerate() {

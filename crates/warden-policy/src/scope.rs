@@ -34,7 +34,7 @@ pub(crate) enum PrincipalScope {
 
 /// A set of [`Action`]s, one bit per [`Action::ALL`] index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ActionSet(u8);
+pub(crate) struct ActionSet(u16);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ResourceScope {
@@ -46,7 +46,7 @@ pub(crate) enum ResourceScope {
 }
 
 impl ActionSet {
-    pub const ALL: ActionSet = ActionSet(u8::MAX);
+    pub const ALL: ActionSet = ActionSet(u16::MAX);
     pub const NONE: ActionSet = ActionSet(0);
 
     pub fn contains(self, action: Action) -> bool {
@@ -57,9 +57,9 @@ impl ActionSet {
         self.0 |= action.bit();
     }
 
-    /// Whether the set has an action other than `read` and `connect`.
+    /// Whether the set has an action other than `read`, `connect` and `unmask` (none of which changes anything).
     pub fn beyond_read(self) -> bool {
-        self.0 & !(Action::Read.bit() | Action::Connect.bit()) != 0
+        self.0 & !(Action::Read.bit() | Action::Connect.bit() | Action::Unmask.bit()) != 0
     }
 }
 

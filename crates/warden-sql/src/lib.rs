@@ -13,6 +13,8 @@
 
 mod analyze;
 mod cache;
+mod copy;
+mod derived;
 mod functions;
 mod key;
 mod settings;
@@ -22,6 +24,8 @@ use std::fmt;
 
 pub use analyze::analyze;
 pub use cache::Analyzer;
+pub use copy::{copy_to, CopyTo};
+pub use derived::{derived_references, DerivedReferences};
 pub use key::cache_key;
 pub use settings::parse_search_path;
 pub use split::split_statements;

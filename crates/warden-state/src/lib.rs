@@ -18,6 +18,7 @@ mod sql;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use time::OffsetDateTime;
 pub use error::{redact_url, Fault, RecordError, StateError};
 pub use recorder::{Recorder, SessionStart, StatementRecord};
 
-use recorder::SessionEnd;
+use recorder::{SessionEnd, SessionMasked};
 use sql::{Batch, Dialect, Store};
 
 /// Sessions [`StateStore::list_sessions`] returns when the filter sets no limit.
@@ -82,6 +83,10 @@ pub struct SessionRow {
     pub token_id: Option<String>,
     pub run: Option<String>,
     pub node: Option<String>,
+    /// How many values warden masked in the session, by detector (`email`, `us_ssn`, `column`, …); empty when it
+    /// masked none.
+    #[serde(default)]
+    pub masked: BTreeMap<String, u64>,
 }
 
 /// A stored statement.
@@ -310,6 +315,13 @@ impl Backend {
         match self {
             Backend::Sqlite(store) => store.write_end(end).await,
             Backend::Postgres(store) => store.write_end(end).await,
+        }
+    }
+
+    pub(crate) async fn write_masked(&self, masked: &SessionMasked) -> Result<(), sqlx::Error> {
+        match self {
+            Backend::Sqlite(store) => store.write_masked(masked).await,
+            Backend::Postgres(store) => store.write_masked(masked).await,
         }
     }
 }

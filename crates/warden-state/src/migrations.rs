@@ -19,6 +19,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (2, "statement decisions", include_str!("../migrations/sqlite/0002_statement_decisions.sql")),
     (3, "session credentials", include_str!("../migrations/sqlite/0003_session_credentials.sql")),
     (4, "revocations", include_str!("../migrations/sqlite/0004_revocations.sql")),
+    (5, "session masked counts", include_str!("../migrations/sqlite/0005_session_masked.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
@@ -26,6 +27,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (2, "statement decisions", include_str!("../migrations/postgres/0002_statement_decisions.sql")),
     (3, "session credentials", include_str!("../migrations/postgres/0003_session_credentials.sql")),
     (4, "revocations", include_str!("../migrations/postgres/0004_revocations.sql")),
+    (5, "session masked counts", include_str!("../migrations/postgres/0005_session_masked.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

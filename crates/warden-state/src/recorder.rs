@@ -6,9 +6,11 @@
 //! transaction. A batch the database refuses
 //! (a duplicate statement, say) is written again event by event, so one bad row costs only itself.
 //! Statements of a session the store does not know (its start was dropped) are skipped and counted
-//! as write errors; ending an unknown session changes nothing. The writer never stops on a failed
-//! write; it logs it (never a statement's text), counts it, and carries on.
+//! as write errors; ending an unknown session, or recording its masked counts, changes nothing. The
+//! writer never stops on a failed write; it logs it (never a statement's text), counts it, and
+//! carries on.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,10 +70,19 @@ pub(crate) struct SessionEnd {
     pub(crate) end_reason: Option<String>,
 }
 
+/// A session's masked-value counts by detector, replacing any recorded before.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionMasked {
+    pub(crate) id: String,
+    /// The counts as stored: a JSON object, or `None` (stored as NULL) when nothing was masked.
+    pub(crate) masked: Option<String>,
+}
+
 pub(crate) enum Event {
     Started(SessionStart),
     Statement(StatementRecord),
     Ended(SessionEnd),
+    Masked(SessionMasked),
     /// Answered, with the number of events that failed since the previous flush, once every event
     /// queued before it is committed.
     Flush(oneshot::Sender<u64>),
@@ -129,6 +140,15 @@ impl Recorder {
         end_reason: Option<String>,
     ) -> Result<(), RecordError> {
         self.send(Event::Ended(SessionEnd { id: id.to_string(), ended_at, end_reason }))
+    }
+
+    /// Records how many values were masked in a session, by detector name (`email`, `us_ssn`, `column`, …),
+    /// replacing the counts recorded before; an empty map clears them. Events of one recorder are applied in the
+    /// order they were recorded. Never blocks; see [`RecordError`] for when the event is dropped.
+    pub fn session_masked(&self, id: &str, masked: BTreeMap<String, u64>) -> Result<(), RecordError> {
+        let masked = (!masked.is_empty())
+            .then(|| serde_json::to_string(&masked).expect("a map of strings to integers always serializes"));
+        self.send(Event::Masked(SessionMasked { id: id.to_string(), masked }))
     }
 
     /// Records one finished statement. Never blocks; see [`RecordError`] for when the event is dropped.
@@ -232,16 +252,22 @@ async fn gather(receiver: &mut mpsc::Receiver<Event>, events: &mut Vec<Event>, h
 
 /// Stores one batch; returns how many of its events could not be stored.
 async fn write_events(backend: &Backend, events: &[Event]) -> u64 {
-    let mut batch = Batch { starts: Vec::new(), statements: Vec::with_capacity(events.len()), ends: Vec::new() };
+    let mut batch = Batch {
+        starts: Vec::new(),
+        statements: Vec::with_capacity(events.len()),
+        masked: Vec::new(),
+        ends: Vec::new(),
+    };
     for event in events {
         match event {
             Event::Started(start) => batch.starts.push(start),
             Event::Statement(record) => batch.statements.push(record),
             Event::Ended(end) => batch.ends.push(end),
+            Event::Masked(masked) => batch.masked.push(masked),
             Event::Flush(_) => {}
         }
     }
-    let stored_events = batch.starts.len() + batch.statements.len() + batch.ends.len();
+    let stored_events = batch.starts.len() + batch.statements.len() + batch.masked.len() + batch.ends.len();
     if stored_events == 0 {
         return 0;
     }
@@ -293,6 +319,9 @@ async fn write_one_by_one(backend: &Backend, events: &[Event]) -> u64 {
                 (backend.write_statement(record).await, "statement", &*record.session_id, Some(record.seq))
             }
             Event::Ended(end) => (backend.write_end(end).await, "session end", end.id.as_str(), None),
+            Event::Masked(masked) => {
+                (backend.write_masked(masked).await, "session masked counts", masked.id.as_str(), None)
+            }
         };
         if let Err(error) = result {
             failed += 1;

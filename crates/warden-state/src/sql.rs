@@ -10,7 +10,7 @@
 //! there). Writing the text first and binding with `sqlx::query` afterwards has no such problem, and
 //! equal row counts give equal texts, which keeps the prepared-statement cache warm.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 
@@ -18,7 +18,7 @@ use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres, Row, Sqlite, Type};
 use time::OffsetDateTime;
 
-use crate::recorder::SessionEnd;
+use crate::recorder::{SessionEnd, SessionMasked};
 use crate::{
     Decision, Revocation, RevocationKind, RevocationRow, SessionFilter, SessionRow, SessionStart, StateError,
     StatementRecord, StatementRow,
@@ -100,6 +100,7 @@ impl Dialect for Postgres {
 pub(crate) struct Batch<'a> {
     pub(crate) starts: Vec<&'a SessionStart>,
     pub(crate) statements: Vec<&'a StatementRecord>,
+    pub(crate) masked: Vec<&'a SessionMasked>,
     pub(crate) ends: Vec<&'a SessionEnd>,
 }
 
@@ -137,9 +138,10 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     /// Writes a whole batch in one transaction: session starts, then statements, then statement
-    /// counters, then session ends. Applying the kinds in this order gives the same result as applying
-    /// the events one by one, because a statement only needs its session to exist, and an end only
-    /// touches its own session's row.
+    /// counters, then masked counts, then session ends. Applying the kinds in this order gives the same
+    /// result as applying the events one by one, because a statement only needs its session to exist,
+    /// and masked counts and an end only touch their own session's row (of several masked counts for
+    /// one session, only the last recorded is written, as it would have replaced the others).
     ///
     /// Statements whose session does not exist (its start was dropped, or never recorded) are
     /// skipped rather than failing the batch; the number skipped is returned.
@@ -171,6 +173,19 @@ where
             let query = chunk
                 .iter()
                 .fold(sqlx::query(&sql.text), |query, &(session_id, count)| query.bind(session_id).bind(count));
+            query.execute(&mut *transaction).await?;
+        }
+
+        let masked = last_masked_per_session(&batch.masked);
+        for chunk in masked.chunks(rows_per_statement(2)) {
+            let mut sql = SqlText::<DB>::new("WITH masked_counts (id, masked) AS (");
+            sql.values(chunk.len(), 2).push(
+                ") UPDATE sessions SET masked = masked_counts.masked \
+                 FROM masked_counts WHERE sessions.id = masked_counts.id",
+            );
+            let query = chunk
+                .iter()
+                .fold(sqlx::query(&sql.text), |query, &(session_id, masked)| query.bind(session_id).bind(masked));
             query.execute(&mut *transaction).await?;
         }
 
@@ -220,6 +235,14 @@ where
             .bind(end.id.as_str())
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Writes one session's masked counts (the slow path after a batch failed).
+    pub(crate) async fn write_masked(&self, masked: &SessionMasked) -> Result<(), sqlx::Error> {
+        let mut sql = SqlText::<DB>::new("UPDATE sessions SET masked = ");
+        sql.bind().push(" WHERE id = ").bind();
+        sqlx::query(&sql.text).bind(masked.masked.as_deref()).bind(masked.id.as_str()).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -471,7 +494,7 @@ fn decision_from_columns(decision: Option<String>, lists: [Option<String>; 3]) -
 fn session_select<DB: Dialect>() -> String {
     format!(
         "SELECT id, identity, connection, client_address, user_name, application_name, {}, {}, \
-         end_reason, statement_count, credential, token_id, run, node FROM sessions",
+         end_reason, statement_count, credential, token_id, run, node, masked FROM sessions",
         DB::micros_from_timestamp("started_at"),
         DB::micros_from_timestamp("ended_at")
     )
@@ -500,7 +523,15 @@ where
         token_id: get(row, 11)?,
         run: get(row, 12)?,
         node: get(row, 13)?,
+        masked: masked_from_column(get(row, 14)?)?,
     })
+}
+
+/// The `masked` column of a session row back into counts; empty when it is NULL.
+fn masked_from_column(masked: Option<String>) -> Result<BTreeMap<String, u64>, StateError> {
+    let Some(text) = masked else { return Ok(BTreeMap::new()) };
+    serde_json::from_str(&text)
+        .map_err(|error| StateError::CorruptRow { what: format!("session masked counts {text:?}: {error}") })
 }
 
 fn get<'r, R, T>(row: &'r R, index: usize) -> Result<T, StateError>
@@ -519,6 +550,15 @@ fn statement_counts<'a>(statements: &[&'a StatementRecord]) -> Vec<(&'a str, i64
         *counts.entry(&*record.session_id).or_default() += 1;
     }
     counts.into_iter().collect()
+}
+
+/// Per session, the masked counts recorded last in the batch: each replaces the ones recorded before it.
+fn last_masked_per_session<'a>(masked: &[&'a SessionMasked]) -> Vec<(&'a str, Option<&'a str>)> {
+    let mut last: HashMap<&'a str, Option<&'a str>> = HashMap::new();
+    for event in masked {
+        last.insert(event.id.as_str(), event.masked.as_deref());
+    }
+    last.into_iter().collect()
 }
 
 /// Cuts statements into chunks of at most [`ROWS_PER_STATEMENT`] rows (within the bind-parameter

@@ -1,6 +1,7 @@
 //! The store against a real SQLite file in a temporary directory, and against a throwaway PostgreSQL
 //! started from the system binaries.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,6 +128,7 @@ async fn check_round_trip(store: &StateStore) {
         token_id: Some("tok_0123".to_string()),
         run: Some("run-7".to_string()),
         node: Some("planner".to_string()),
+        masked: BTreeMap::new(),
     };
     assert_eq!(store.session(&id).await.expect("read the session"), Some(expected_session.clone()));
     let listed = store
@@ -172,6 +174,76 @@ async fn check_round_trip(store: &StateStore) {
     assert_eq!(store.session("no-such-session").await.expect("read"), None);
     assert_eq!(recorder.dropped_events(), 0);
     assert_eq!(recorder.write_errors(), 0);
+}
+
+fn masked_counts(counts: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    counts.iter().map(|&(detector, count)| (detector.to_string(), count)).collect()
+}
+
+/// Masked counts are stored with their session, each recording replacing the last, in one batch or across
+/// batches; an empty map, or none at all, reads back empty.
+async fn check_masked_counts(store: &StateStore) {
+    let prefix = unique_prefix();
+    let masked = format!("{prefix}-masked");
+    let replaced = format!("{prefix}-replaced");
+    let cleared = format!("{prefix}-cleared");
+    let plain = format!("{prefix}-plain");
+    let recorder = store.recorder(64);
+    let at = datetime!(2025-04-01 12:00 UTC);
+    for id in [&masked, &replaced, &cleared, &plain] {
+        recorder.session_started(start(id, &prefix, "shop", at)).expect("queue has room");
+    }
+    let counts = masked_counts(&[("us_ssn", 1), ("email", 3), ("column", 2)]);
+    recorder.session_masked(&masked, counts.clone()).expect("queue has room");
+    recorder.session_ended(&masked, at + Duration::from_secs(60), None).expect("queue has room");
+    // Two in one batch: the later wins.
+    recorder.session_masked(&replaced, masked_counts(&[("email", 9)])).expect("queue has room");
+    recorder.session_masked(&replaced, masked_counts(&[("phone", 1)])).expect("queue has room");
+    recorder.session_masked(&cleared, masked_counts(&[("email", 1)])).expect("queue has room");
+    recorder.flush().await.expect("stored");
+
+    let read = |id: String| async move { store.session(&id).await.expect("read").expect("stored").masked };
+    assert_eq!(read(masked.clone()).await, counts);
+    assert_eq!(read(replaced.clone()).await, masked_counts(&[("phone", 1)]));
+    assert_eq!(read(cleared.clone()).await, masked_counts(&[("email", 1)]));
+    assert_eq!(read(plain.clone()).await, BTreeMap::new());
+
+    // In a later batch: replaced, and cleared by an empty map.
+    recorder.session_masked(&replaced, masked_counts(&[("email", 4), ("iban", 2)])).expect("queue has room");
+    recorder.session_masked(&cleared, BTreeMap::new()).expect("queue has room");
+    recorder.flush().await.expect("stored");
+    assert_eq!(read(replaced.clone()).await, masked_counts(&[("email", 4), ("iban", 2)]));
+    assert_eq!(read(cleared.clone()).await, BTreeMap::new());
+
+    // Listing reads them too.
+    let listed = store
+        .list_sessions(&SessionFilter { identity: Some(prefix.clone()), ..SessionFilter::default() })
+        .await
+        .expect("list sessions");
+    let listed: BTreeMap<String, BTreeMap<String, u64>> =
+        listed.into_iter().map(|session| (session.id, session.masked)).collect();
+    assert_eq!(
+        listed,
+        BTreeMap::from([
+            (masked, counts),
+            (replaced, masked_counts(&[("email", 4), ("iban", 2)])),
+            (cleared, BTreeMap::new()),
+            (plain, BTreeMap::new()),
+        ])
+    );
+    assert_eq!(recorder.write_errors(), 0);
+}
+
+#[tokio::test]
+async fn sqlite_masked_counts() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_masked_counts(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_masked_counts() {
+    let (store, _postgres) = open_postgres().await;
+    check_masked_counts(&store).await;
 }
 
 #[tokio::test]
@@ -421,6 +493,7 @@ async fn check_bad_rows_fail_alone(store: &StateStore) {
     // The duplicate fails the whole batch first, then alone on the one-by-one path.
     recorder.statement(statement(&id, 3, "SELECT 4")).expect("queue has room");
     recorder.statement(statement(&id, 2, "SELECT 3 again")).expect("queue has room");
+    recorder.session_masked(&id, masked_counts(&[("email", 2)])).expect("queue has room");
     recorder.session_ended(&id, datetime!(2025-01-01 0:10 UTC), Some("done".to_string())).expect("queue has room");
     assert!(matches!(recorder.flush().await, Err(StateError::WritesFailed { failed: 1 })));
 
@@ -434,6 +507,7 @@ async fn check_bad_rows_fail_alone(store: &StateStore) {
     let session = store.session(&id).await.expect("read").expect("stored");
     assert_eq!(session.statement_count, 3);
     assert_eq!(session.end_reason.as_deref(), Some("done"));
+    assert_eq!(session.masked, masked_counts(&[("email", 2)]));
 }
 
 #[test]
@@ -490,10 +564,19 @@ fn rows_serialize_with_rfc3339_timestamps() {
         token_id: None,
         run: None,
         node: None,
+        masked: BTreeMap::from([("email".to_string(), 3), ("us_ssn".to_string(), 1)]),
     };
     let json = serde_json::to_value(&row).expect("serialize");
     assert_eq!(json["started_at"], "2025-03-01T10:00:00.5Z");
     assert_eq!(json["ended_at"], serde_json::Value::Null);
+    assert_eq!(json["masked"], serde_json::json!({ "email": 3, "us_ssn": 1 }));
+    assert_eq!(serde_json::from_value::<SessionRow>(json.clone()).expect("deserialize"), row);
+
+    // A row from an older gateway has no masked counts.
+    let mut older = json;
+    older.as_object_mut().expect("a row is an object").remove("masked");
+    let read = serde_json::from_value::<SessionRow>(older).expect("deserialize without masked counts");
+    assert_eq!(read.masked, BTreeMap::new());
 }
 
 #[test]

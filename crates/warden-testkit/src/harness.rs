@@ -49,6 +49,7 @@ pub struct GatewayBuilder<'a> {
     client_tls: Option<bool>,
     state_url: Option<String>,
     policies: String,
+    masking: String,
 }
 
 /// The policies a test gateway runs with unless a test gives its own: the `agent` identity (group `agents`)
@@ -103,6 +104,13 @@ impl<'a> GatewayBuilder<'a> {
     /// Whole sections appended to the config (`[[oidc]]`, `[tokens]`…).
     pub fn config_extra(mut self, text: &str) -> Self {
         self.config_extra = text.to_string();
+        self
+    }
+
+    /// Subtables of the connection's table, written right after it: `[connection.masking]` and its
+    /// `[[connection.masking.column]]` rules.
+    pub fn masking(mut self, toml_text: &str) -> Self {
+        self.masking = toml_text.to_string();
         self
     }
 
@@ -172,7 +180,7 @@ database = "{database}"
 user = "{role}"
 password = {{ file = "upstream.password" }}
 tls = {connection_tls}
-
+{masking}
 [[api_key]]
 name = "agent"
 key = {{ sha256 = "{digest}" }}
@@ -199,6 +207,7 @@ files = ["policies/*.cedar"]
             address = self.upstream_address.unwrap_or_else(|| self.postgres.address()),
             role = self.app.role,
             connection_tls = self.connection_tls,
+            masking = self.masking,
             digest = warden_identity::api_key_digest(&api_key),
             reader_digest = warden_identity::api_key_digest(&reader_key),
             admin_digest = warden_identity::api_key_digest(&admin_key),
@@ -277,6 +286,7 @@ impl TestGateway {
             client_tls: None,
             state_url: None,
             policies: DEFAULT_POLICIES.to_string(),
+            masking: String::new(),
         }
     }
 

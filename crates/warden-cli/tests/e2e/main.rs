@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod masking;
 mod policy;
 mod protocol;
 mod raw;

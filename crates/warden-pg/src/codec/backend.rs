@@ -14,6 +14,13 @@ pub const PARSE_COMPLETE: u8 = b'1';
 pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
 pub const PORTAL_SUSPENDED: u8 = b's';
 pub const DATA_ROW: u8 = b'D';
+pub const ROW_DESCRIPTION: u8 = b'T';
+pub const NO_DATA: u8 = b'n';
+pub const COPY_OUT_RESPONSE: u8 = b'H';
+pub const COPY_DATA: u8 = b'd';
+pub const COPY_DONE: u8 = b'c';
+pub const NOTIFICATION_RESPONSE: u8 = b'A';
+pub const FUNCTION_CALL_RESPONSE: u8 = b'V';
 pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 
 pub fn authentication_ok() -> [u8; 9] {

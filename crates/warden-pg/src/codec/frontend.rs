@@ -123,6 +123,17 @@ pub fn query(text: &str) -> Vec<u8> {
 }
 
 /// A Parse message for statement `name` with `text` and no parameter types.
+/// A Describe of the portal `name`.
+pub fn describe_portal(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 7);
+    out.push(DESCRIBE);
+    out.extend_from_slice(&((name.len() + 6) as u32).to_be_bytes());
+    out.push(b'P');
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out
+}
+
 pub fn parse(name: &str, text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + text.len() + 9);
     out.push(PARSE);
