@@ -639,7 +639,7 @@ impl SessionMasking {
             match self.value(&plan, &field, None) {
                 Masked::Same => write_csv(&field, quoted, shape, out),
                 Masked::Null => out.extend_from_slice(shape.null.as_bytes()),
-                Masked::Bytes(bytes) => write_csv(&bytes, true, shape, out),
+                Masked::Bytes(bytes) => write_csv(&bytes, quoted, shape, out),
             }
         }
         Ok(())
@@ -790,6 +790,198 @@ pub(crate) type PortalShapes = HashMap<Arc<str>, Arc<Shape>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hooks::{CopyColumn, MaskFuture};
+    use proptest::prelude::*;
+
+    /// Content detection with every built-in detector; table 16384 column 2 has a `redact` rule.
+    struct TestMasking(warden_mask::Masker);
+
+    impl ResponseMasking for TestMasking {
+        fn masker(&self) -> &warden_mask::Masker {
+            &self.0
+        }
+        fn has_column_rules(&self) -> bool {
+            true
+        }
+        fn column_rules(&self, columns: &[SourceColumn]) -> Result<Vec<Option<Strategy>>, Vec<u32>> {
+            Ok(columns
+                .iter()
+                .map(|column| (column.table == 16384 && column.attnum == 2).then_some(Strategy::Redact))
+                .collect())
+        }
+        fn look_up(&self, _tables: Vec<u32>) -> MaskFuture<()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn derived_rule(&self, _statement: &str, _annotation: Option<&Annotation>) -> Option<Strategy> {
+            None
+        }
+        fn json_member_rule(&self, _annotation: Option<&Annotation>, key: &str) -> Option<Strategy> {
+            (key == "full_name").then_some(Strategy::Redact)
+        }
+        fn copy_out(&self, _statement: &str, _index: usize, _annotation: Option<&Annotation>) -> MaskFuture<CopyShape> {
+            Box::pin(async { Ok(CopyShape::default()) })
+        }
+        fn table_has_rules(&self, _schema: &str, table: &str) -> bool {
+            table == "customers"
+        }
+    }
+
+    fn session() -> SessionMasking {
+        let masker = warden_mask::Masker::new(&warden_mask::MaskerConfig::all([7; 32])).expect("built-ins compile");
+        SessionMasking::new(Box::new(TestMasking(masker)))
+    }
+
+    fn field(table: u32, attnum: i16, type_oid: u32, format: i16) -> Field {
+        Field { source: SourceColumn { table, attnum }, type_oid, format }
+    }
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut body = (values.len() as i16).to_be_bytes().to_vec();
+        for value in values {
+            push_value(&mut body, *value);
+        }
+        message(b'D', &body)
+    }
+
+    fn values(row: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let mut reader = BodyReader::new(row);
+        let count = reader.i16().expect("count");
+        (0..count)
+            .map(|_| {
+                let length = reader.i32().expect("length");
+                (length >= 0).then(|| reader.take(length as usize).expect("value").to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_masked_by_content_rule_and_type() {
+        let mut masking = session();
+        let fields = [
+            field(16384, 1, 23, 1),   // id int4, binary
+            field(16384, 2, 25, 0),   // full_name text, rule
+            field(16384, 3, 25, 1),   // email text, binary
+            field(16384, 4, 1082, 0), // a date
+            field(0, 0, 114, 0),      // derived json
+            field(16384, 2, 23, 0),   // a rule on an int column: NULL
+        ];
+        let shape = masking.plan(&fields, "", None).expect("no lookup");
+        let json = br#"{"full_name": "Ada Lovelace", "note": "mail ada@example.com"}"#;
+        let row = data_row(&[
+            Some(&7i32.to_be_bytes()),
+            Some(b"Ada Lovelace"),
+            Some(b"ada@example.com"),
+            Some(b"2026-11-21"),
+            Some(json),
+            Some(b"42"),
+        ]);
+        let mut out = Vec::new();
+        masking.data_row(&row, &shape, &mut out).expect("masks");
+        let masked = values(&out);
+        assert_eq!(masked[0].as_deref(), Some(&7i32.to_be_bytes()[..]));
+        assert_eq!(masked[1].as_deref(), Some(&b"[MASKED]"[..]));
+        assert_eq!(masked[2].as_deref(), Some(&b"***@example.com"[..]));
+        assert_eq!(masked[3].as_deref(), Some(&b"2026-11-21"[..]));
+        let document = String::from_utf8(masked[4].clone().expect("json")).expect("utf-8");
+        assert_eq!(document, r#"{"full_name": "[MASKED]", "note": "mail ***@example.com"}"#);
+        assert_eq!(masked[5], None);
+        assert_eq!(masking.counts().get("email"), Some(&2));
+        assert_eq!(masking.counts().get("column"), Some(&3));
+    }
+
+    #[test]
+    fn copy_rows_keep_their_format() {
+        let mut masking = session();
+        let shape = CopyShape {
+            columns: vec![
+                CopyColumn { rule: None, table: 16384, type_oid: 23 },
+                CopyColumn { rule: Some(Strategy::Redact), table: 16384, type_oid: 25 },
+                CopyColumn { rule: None, table: 16384, type_oid: 25 },
+            ],
+            delimiter: b',',
+            csv: true,
+            quote: b'"',
+            null: String::new(),
+            header: true,
+            derived: None,
+        };
+        let mut copy = CopyOut::new(false, shape);
+        let mut out = Vec::new();
+        masking.copy_data(&message(b'd', b"id,full_name,email\n"), &mut copy, &mut out).expect("header");
+        masking.copy_data(&message(b'd', b"1,\"Lovelace, Ada\",ada@example.com\n"), &mut copy, &mut out).expect("row");
+        masking.copy_data(&message(b'd', b"2,,\n"), &mut copy, &mut out).expect("nulls");
+        let mut text = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let (_, total) = crate::codec::header(rest).expect("header").expect("valid");
+            text.extend_from_slice(&rest[HEADER_LEN..total]);
+            rest = &rest[total..];
+        }
+        assert_eq!(String::from_utf8(text).unwrap(), "id,full_name,email\n1,\"[MASKED]\",***@example.com\n2,,\n");
+    }
+
+    #[test]
+    fn errors_lose_row_values_of_masked_tables() {
+        let mut masking = session();
+        let mut body = Vec::new();
+        for (code, value) in [
+            (b'S', "ERROR"),
+            (b'C', "23505"),
+            (b'M', "duplicate key value violates unique constraint \"customers_email_key\""),
+            (b'D', "Key (full_name)=(Ada Lovelace) already exists."),
+            (b's', "public"),
+            (b't', "customers"),
+        ] {
+            body.push(code);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut out = Vec::new();
+        masking.error_fields(&message(b'E', &body), &mut out).expect("masks");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("Key (full_name)=([MASKED]) already exists."), "{text}");
+        assert!(!text.contains("Ada"), "{text}");
+    }
+
+    proptest! {
+        /// Whatever the upstream sends, masking answers with a well-formed message or an error, never a panic.
+        #[test]
+        fn arbitrary_messages_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256), kind in 0u8..5) {
+            let mut masking = session();
+            let mut out = Vec::new();
+            let result = match kind {
+                0 => {
+                    let fields = [field(16384, 2, 25, 0), field(0, 0, 1009, 1), field(0, 0, 3802, 1), field(1, 1, 869, 1)];
+                    let shape = masking.plan(&fields, "", None).expect("no lookup");
+                    masking.data_row(&message(b'D', &body), &shape, &mut out)
+                }
+                1 => masking.error_fields(&message(b'E', &body), &mut out),
+                2 => {
+                    let mut copy = CopyOut::new(true, CopyShape::default());
+                    masking.copy_data(&message(b'd', &body), &mut copy, &mut out)
+                }
+                3 => {
+                    let shape = CopyShape { delimiter: b'\t', null: "\\N".into(), ..CopyShape::default() };
+                    let mut copy = CopyOut::new(false, shape);
+                    masking.copy_data(&message(b'd', &body), &mut copy, &mut out)
+                }
+                _ => masking.notification(&message(b'A', &body), &mut out),
+            };
+            // On error the session ends and `out` is dropped; on success it is exactly one message.
+            if result.is_ok() {
+                let (_, total) = crate::codec::header(&out).expect("a header").expect("a valid length");
+                prop_assert_eq!(total, out.len());
+            }
+        }
+    }
 
     #[test]
     fn text_fields_split_on_unescaped_delimiters() {

@@ -15,7 +15,7 @@ use tokio_postgres::SimpleQueryMessage;
 use warden_testkit::TestGateway;
 
 use crate::raw::{self, RawClient};
-use crate::{sqlstate, start_postgres, Fixture};
+use crate::{server_message, sqlstate, start_postgres, Fixture};
 
 /// The masking config under test: content detection with every built-in detector and its default strategy, and
 /// three column rules (a full `schema.table.column`, a `*` glob, and the `table.column` short form on a non-text
@@ -1170,4 +1170,28 @@ permit (principal in Warden::Group::"admin",
         let rows = from_typed_rows(&client.query(sql, &[]).await.unwrap_or_else(|error| panic!("{who}: {error:?}")));
         check_rows(who, &expected_binary, &rows);
     }
+}
+
+/// A row larger than `limits.max_row_bytes` cannot be held whole to be masked: the session ends with an error naming
+/// the limit, and nothing of the row reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_too_large_to_mask_ends_the_session_instead_of_passing() {
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let gateway = TestGateway::builder(&postgres, &app)
+        .masking(MASKING)
+        .policies(NO_UNMASK)
+        .limits("max_row_bytes = 1024")
+        .start()
+        .await;
+    let agent = gateway.connect().await;
+    let rows = agent.simple_query("SELECT repeat('x', 100)").await.expect("a small row passes");
+    assert_eq!(command_counts(&rows), vec![1]);
+    let error = agent.simple_query("SELECT repeat('ada.lovelace@example.com ', 200)").await.expect_err("too large");
+    assert_eq!(sqlstate(&error), "XX000");
+    let message = server_message(&error);
+    assert!(message.contains("limits.max_row_bytes") && message.contains("1024"), "{message}");
+    assert!(!format!("{error:?}").contains("ada.lovelace"), "{error:?}");
+    assert!(agent.is_closed() || agent.simple_query("SELECT 1").await.is_err(), "the session is over");
+    let again = gateway.connect().await;
+    again.simple_query("SELECT 1").await.expect("new sessions still work");
 }
