@@ -14,7 +14,7 @@ use warden_config::{Config, MaskedColumn};
 use warden_mask::{Masker, Strategy};
 use warden_pg::catalog::CatalogClient;
 use warden_pg::upstream::UpstreamTarget;
-use warden_pg::{Annotation, CopyColumn, CopyShape, MaskFuture, ResponseMasking, SourceColumn};
+use warden_pg::{Annotation, CopyColumn, CopyShape, DerivedRule, MaskFuture, ResponseMasking, SourceColumn};
 use warden_state::Decision;
 
 /// The file beside a SQLite state database holding the masking hash key, created on first run.
@@ -162,7 +162,7 @@ pub(crate) struct ConnectionMasking {
     rules: Vec<Rule>,
     catalog: Arc<Catalog>,
     /// Statements' derived-value rules, by text (parsing is the costly part).
-    derived: Mutex<HashMap<String, Option<Strategy>>>,
+    derived: Mutex<HashMap<String, DerivedRule>>,
 }
 
 /// Statements whose derived-value rule is remembered per connection; the cache is emptied when full.
@@ -294,31 +294,39 @@ impl ResponseMasking for SessionMasker {
         Box::pin(async move { catalog.load(tables).await })
     }
 
-    fn derived_rule(&self, statement: &str, annotation: Option<&Annotation>) -> Option<Strategy> {
+    fn derived_rule(&self, statement: &str, annotation: Option<&Annotation>) -> DerivedRule {
+        const WHOLE: DerivedRule = DerivedRule { text: Some(Strategy::Redact), json: Some(Strategy::Redact) };
         let Some(tables) = SessionMasker::tables(annotation) else {
             // Unknown statement: assume its computed values carry a masked column.
-            return Some(Strategy::Redact);
+            return WHOLE;
         };
         let masked: Vec<&(&str, &str)> = tables
             .iter()
             .filter(|(schema, table)| self.connection.rules.iter().any(|rule| rule.covers_table(schema, table)))
             .collect();
         if masked.is_empty() {
-            return None;
+            return DerivedRule::default();
         }
         let mut cache = self.connection.derived.lock();
         if let Some(cached) = cache.get(statement) {
             return *cached;
         }
         let rule = match warden_sql::derived_references(statement) {
-            Some(references) => {
-                let carries_masked = references.whole_rows
-                    || references.columns.iter().any(|column| {
-                        masked.iter().any(|(schema, table)| self.connection.rule(schema, table, column).is_some())
-                    });
-                carries_masked.then_some(Strategy::Redact)
+            // An expression reads a masked column by name: what it computes is withheld, JSON included.
+            Some(references)
+                if references.columns.iter().any(|column| {
+                    masked.iter().any(|(schema, table)| self.connection.rule(schema, table, column).is_some())
+                }) =>
+            {
+                WHOLE
             }
-            None => Some(Strategy::Redact),
+            // Whole rows: text renderings are withheld; JSON keeps its keys (column names) unless the rows are a
+            // subquery's, whose columns may be renamed.
+            Some(references) if references.whole_rows => {
+                DerivedRule { text: Some(Strategy::Redact), json: references.renamed_rows.then_some(Strategy::Redact) }
+            }
+            Some(_) => DerivedRule::default(),
+            None => WHOLE,
         };
         if cache.len() >= DERIVED_CACHE_ENTRIES {
             cache.clear();
@@ -336,7 +344,8 @@ impl ResponseMasking for SessionMasker {
 
     fn copy_out(&self, statement: &str, index: usize, annotation: Option<&Annotation>) -> MaskFuture<CopyShape> {
         let copy = warden_sql::copy_to(statement, index);
-        let derived = if self.has_column_rules() { self.derived_rule(statement, annotation) } else { None };
+        let derived =
+            if self.has_column_rules() { self.derived_rule(statement, annotation) } else { DerivedRule::default() };
         let connection = self.connection.clone();
         let has_rules = self.has_column_rules();
         Box::pin(async move {

@@ -127,6 +127,16 @@ pub struct SourceColumn {
     pub attnum: i16,
 }
 
+/// How a statement's computed values (no source column) are masked beyond content detection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DerivedRule {
+    /// Computed text-like values and whole rows: masked whole with this strategy.
+    pub text: Option<warden_mask::Strategy>,
+    /// Computed JSON documents: masked whole with this strategy; when `None`, their members are masked by key
+    /// ([`ResponseMasking::json_member_rule`]).
+    pub json: Option<warden_mask::Strategy>,
+}
+
 /// A COPY TO's output as the masker learned it: the format options, and per column its rule and type.
 #[derive(Debug, Clone, Default)]
 pub struct CopyShape {
@@ -143,8 +153,8 @@ pub struct CopyShape {
     pub null: String,
     /// The first line holds the column names (csv `HEADER`), not values.
     pub header: bool,
-    /// The rule for derived columns (no source table) of text-like types, as [`ResponseMasking::derived_rule`].
-    pub derived: Option<warden_mask::Strategy>,
+    /// The rules for derived columns (no source table), as [`ResponseMasking::derived_rule`].
+    pub derived: DerivedRule,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,9 +181,9 @@ pub trait ResponseMasking: Send {
     fn column_rules(&self, columns: &[SourceColumn]) -> Result<Vec<Option<warden_mask::Strategy>>, Vec<u32>>;
     /// Looks `tables` up in the upstream's catalog; afterwards [`ResponseMasking::column_rules`] knows them.
     fn look_up(&self, tables: Vec<u32>) -> MaskFuture<()>;
-    /// The rule for text values `statement` computes (expressions, whole rows) when they may carry a masked
-    /// column; `annotation` is what the guard attached to the statement (`None`: unknown, assume the worst).
-    fn derived_rule(&self, statement: &str, annotation: Option<&Annotation>) -> Option<warden_mask::Strategy>;
+    /// The rules for values `statement` computes (expressions, whole rows) when they may carry a masked column;
+    /// `annotation` is what the guard attached to the statement (`None`: unknown, assume the worst).
+    fn derived_rule(&self, statement: &str, annotation: Option<&Annotation>) -> DerivedRule;
     /// The rule for a member of a JSON document the statement returns, by its key (a column name).
     fn json_member_rule(&self, annotation: Option<&Annotation>, key: &str) -> Option<warden_mask::Strategy>;
     /// What the `index`-th COPY TO STDOUT of the query `statement` outputs (0-based among its COPY TOs).

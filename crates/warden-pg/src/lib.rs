@@ -29,8 +29,8 @@ use tracing::{error, warn};
 use warden_config::{Config, Limits};
 
 pub use hooks::{
-    Admission, Admitted, Annotation, AuthFuture, CopyColumn, CopyShape, Ending, Judgement, MaskFuture, ResponseMasking,
-    SessionHooks, SessionInfo, SourceColumn, StatementEvent, StatementGuard, StatementRefusal,
+    Admission, Admitted, Annotation, AuthFuture, CopyColumn, CopyShape, DerivedRule, Ending, Judgement, MaskFuture,
+    ResponseMasking, SessionHooks, SessionInfo, SourceColumn, StatementEvent, StatementGuard, StatementRefusal,
 };
 use upstream::UpstreamTarget;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use warden_mask::{Kind, Strategy};
 
 use crate::codec::{BodyReader, CodecError, HEADER_LEN};
-use crate::hooks::{Annotation, CopyShape, ResponseMasking, SourceColumn};
+use crate::hooks::{Annotation, CopyShape, DerivedRule, ResponseMasking, SourceColumn};
 
 /// What warden knows of a value's type, for masking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +95,15 @@ fn malformed(tag: u8, reason: &'static str) -> CodecError {
     CodecError::Malformed { tag: tag as char, reason }
 }
 
+/// The rule for a computed value of `kind`.
+fn derived_for(kind: ValueKind, derived: DerivedRule) -> Option<Strategy> {
+    match kind {
+        ValueKind::Text | ValueKind::TextArray | ValueKind::Other => derived.text,
+        ValueKind::Json | ValueKind::Jsonb => derived.json,
+        ValueKind::Safe | ValueKind::Inet => None,
+    }
+}
+
 /// A masked value: unchanged, SQL NULL, or new bytes.
 enum Masked<'a> {
     Same,
@@ -138,27 +147,20 @@ impl SessionMasking {
         } else {
             Vec::new()
         };
-        let computes_text = fields.iter().any(|field| {
-            field.source.table == 0
-                && matches!(value_kind(field.type_oid), ValueKind::Text | ValueKind::TextArray | ValueKind::Other)
-        });
-        let derived = if computes_text && self.hooks.has_column_rules() {
+        let computes =
+            fields.iter().any(|field| field.source.table == 0 && value_kind(field.type_oid) != ValueKind::Safe);
+        let derived = if computes && self.hooks.has_column_rules() {
             self.hooks.derived_rule(statement, annotation.as_ref())
         } else {
-            None
+            DerivedRule::default()
         };
         let mut next_rule = rules.into_iter();
         let columns = fields
             .iter()
             .map(|field| {
                 let kind = value_kind(field.type_oid);
-                let rule = if field.source.table != 0 {
-                    next_rule.next().flatten()
-                } else if matches!(kind, ValueKind::Text | ValueKind::TextArray | ValueKind::Other) {
-                    derived
-                } else {
-                    None
-                };
+                let rule =
+                    if field.source.table != 0 { next_rule.next().flatten() } else { derived_for(kind, derived) };
                 ColumnPlan {
                     kind,
                     binary: field.format == 1,
@@ -596,9 +598,9 @@ impl SessionMasking {
         }
         let column = shape.columns[index];
         let kind = value_kind(column.type_oid);
-        let derived = column.table == 0 && matches!(kind, ValueKind::Text | ValueKind::TextArray | ValueKind::Other);
-        let rule = if derived { shape.derived } else { column.rule };
-        Ok(ColumnPlan { kind, binary: false, rule, json_members: false })
+        let rule = if column.table == 0 { derived_for(kind, shape.derived) } else { column.rule };
+        let json_members = self.hooks.has_column_rules() && matches!(kind, ValueKind::Json | ValueKind::Jsonb);
+        Ok(ColumnPlan { kind, binary: false, rule, json_members })
     }
 
     fn copy_text_row(&mut self, row: &[u8], shape: &CopyShape, out: &mut Vec<u8>) -> Result<(), CodecError> {
@@ -812,8 +814,8 @@ mod tests {
         fn look_up(&self, _tables: Vec<u32>) -> MaskFuture<()> {
             Box::pin(async { Ok(()) })
         }
-        fn derived_rule(&self, _statement: &str, _annotation: Option<&Annotation>) -> Option<Strategy> {
-            None
+        fn derived_rule(&self, _statement: &str, _annotation: Option<&Annotation>) -> DerivedRule {
+            DerivedRule::default()
         }
         fn json_member_rule(&self, _annotation: Option<&Annotation>, key: &str) -> Option<Strategy> {
             (key == "full_name").then_some(Strategy::Redact)
@@ -910,7 +912,7 @@ mod tests {
             quote: b'"',
             null: String::new(),
             header: true,
-            derived: None,
+            derived: DerivedRule::default(),
         };
         let mut copy = CopyOut::new(false, shape);
         let mut out = Vec::new();

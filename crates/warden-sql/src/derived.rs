@@ -11,6 +11,9 @@ pub struct DerivedReferences {
     pub columns: Vec<String>,
     /// An expression reads a whole row (`t`, `t.*`, `*` inside an expression), so it may carry any column.
     pub whole_rows: bool,
+    /// A whole row read is a subquery's, a function's or a CTE's, whose columns may be renamed (`SELECT
+    /// row_to_json(x) FROM (SELECT full_name AS n …) x`): its values cannot be matched to columns by name.
+    pub renamed_rows: bool,
 }
 
 /// `None` when the text does not parse (the caller then assumes the worst).
@@ -21,44 +24,62 @@ pub fn derived_references(text: &str) -> Option<DerivedReferences> {
         let Some(node) = raw.stmt.as_ref().and_then(|node| node.node.as_ref()) else { continue };
         values.push(serde_json::to_value(node).ok()?);
     }
-    let mut relations = Vec::new();
+    let mut names = Names::default();
     let mut expressions = Vec::new();
     let mut bare_names = Vec::new();
     for value in &values {
-        collect(value, &mut relations, &mut expressions, &mut bare_names);
+        collect(value, &mut names, &mut expressions, &mut bare_names);
     }
     let mut references = DerivedReferences::default();
     for expression in expressions {
         column_refs(expression, &mut references);
     }
-    let is_relation = |name: &str| relations.iter().any(|relation: &String| relation == name);
     // A bare name in an expression, or as a whole target, that names a table or alias is a whole row.
-    references.whole_rows |= references.columns.iter().chain(&bare_names).any(|name| is_relation(name));
+    for name in references.columns.iter().chain(&bare_names) {
+        if names.derived.contains(name) {
+            references.whole_rows = true;
+            references.renamed_rows = true;
+        } else if names.tables.contains(name) {
+            references.whole_rows = true;
+        }
+    }
+    if references.whole_rows && references.columns.is_empty() && bare_names.is_empty() {
+        // `t.*` inside an expression: which row it is is not known by name here.
+        references.renamed_rows |= !names.derived.is_empty();
+    }
     references.columns.sort();
     references.columns.dedup();
     Some(references)
 }
 
+/// The row sources a statement names: tables (and their aliases), and derived rows (subqueries, functions, CTEs).
+#[derive(Default)]
+struct Names {
+    tables: Vec<String>,
+    derived: Vec<String>,
+}
+
 /// Collects range names (tables and aliases) and the output expressions that are not plain column references.
-fn collect<'a>(
-    value: &'a Value,
-    relations: &mut Vec<String>,
-    expressions: &mut Vec<&'a Value>,
-    bare_names: &mut Vec<String>,
-) {
+fn alias(body: &Value) -> Option<&str> {
+    body.get("alias").and_then(|alias| alias.get("aliasname")).and_then(Value::as_str)
+}
+
+fn collect<'a>(value: &'a Value, names: &mut Names, expressions: &mut Vec<&'a Value>, bare_names: &mut Vec<String>) {
     match value {
         Value::Object(object) => {
-            if let Some(Value::Object(range)) = object.get("RangeVar") {
+            if let Some(range) = object.get("RangeVar") {
                 if let Some(Value::String(name)) = range.get("relname") {
-                    relations.push(name.clone());
+                    names.tables.push(name.clone());
                 }
-                if let Some(Value::String(alias)) = range.get("alias").and_then(|alias| alias.get("aliasname")) {
-                    relations.push(alias.clone());
+                names.tables.extend(alias(range).map(str::to_string));
+            }
+            for derived in ["RangeSubselect", "RangeFunction", "RangeTableFunc", "JoinExpr"] {
+                if let Some(range) = object.get(derived) {
+                    names.derived.extend(alias(range).map(str::to_string));
                 }
             }
-            if let Some(Value::String(alias)) = object.get("alias").and_then(|alias| alias.get("aliasname")) {
-                // Subquery and function aliases name whole rows too.
-                relations.push(alias.clone());
+            if let Some(Value::String(name)) = object.get("CommonTableExpr").and_then(|cte| cte.get("ctename")) {
+                names.derived.push(name.clone());
             }
             if let Some(Value::Object(target)) = object.get("ResTarget") {
                 if let Some(expression) = target.get("val") {
@@ -70,12 +91,12 @@ fn collect<'a>(
                 }
             }
             for inner in object.values() {
-                collect(inner, relations, expressions, bare_names);
+                collect(inner, names, expressions, bare_names);
             }
         }
         Value::Array(items) => {
             for item in items {
-                collect(item, relations, expressions, bare_names);
+                collect(item, names, expressions, bare_names);
             }
         }
         _ => {}
@@ -165,6 +186,16 @@ mod tests {
         assert_eq!(refs("SELECT id::text AS id, full_name FROM customers"), (vec!["id".to_string()], false));
         assert_eq!(refs("SELECT upper(c.full_name), count(*) FROM customers c GROUP BY 1").0, vec!["full_name"]);
         assert_eq!(refs("SELECT (SELECT max(ssn) FROM customers) AS x").0, vec!["ssn"]);
+    }
+
+    #[test]
+    fn renamed_rows_are_flagged() {
+        let renamed = |text: &str| derived_references(text).expect("parses").renamed_rows;
+        assert!(!renamed("SELECT row_to_json(c) FROM customers c"));
+        assert!(!renamed("SELECT json_agg(customers) FROM customers"));
+        assert!(renamed("SELECT row_to_json(x) FROM (SELECT full_name AS n FROM customers) x"));
+        assert!(renamed("WITH x AS (SELECT full_name AS n FROM customers) SELECT row_to_json(x) FROM x"));
+        assert!(renamed("SELECT to_json(f) FROM customers c, LATERAL (SELECT c.full_name) f"));
     }
 
     #[test]

@@ -1195,3 +1195,53 @@ async fn a_row_too_large_to_mask_ends_the_session_instead_of_passing() {
     let again = gateway.connect().await;
     again.simple_query("SELECT 1").await.expect("new sessions still work");
 }
+
+/// Values computed from a masked column (expressions, whole rows, JSON built from it, renamed in a subquery) are
+/// withheld; computed values that read no masked column arrive intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn computed_values_cannot_carry_a_masked_column_out() {
+    let fixture = masking_fixture(NO_UNMASK).await;
+    let agent = fixture.gateway.connect().await;
+    let names: Vec<&str> = CUSTOMERS.iter().map(|customer| customer.full_name).collect();
+    let single = |messages: &[SimpleQueryMessage]| -> Vec<Option<String>> {
+        messages
+            .iter()
+            .filter_map(|message| match message {
+                SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
+                _ => None,
+            })
+            .collect()
+    };
+    for sql in [
+        "SELECT upper(full_name) FROM customers ORDER BY id",
+        "SELECT full_name || '' FROM customers ORDER BY id",
+        "SELECT c::text FROM customers c ORDER BY id",
+        "SELECT json_build_object('x', full_name) FROM customers ORDER BY id",
+        "SELECT jsonb_build_array(full_name) FROM customers ORDER BY id",
+        "SELECT row_to_json(x) FROM (SELECT full_name AS n FROM customers ORDER BY id) x",
+        "WITH x AS (SELECT full_name AS n, id FROM customers) SELECT to_json(x) FROM x ORDER BY id",
+    ] {
+        let messages = agent.simple_query(sql).await.unwrap_or_else(|error| panic!("{sql}: {error}"));
+        let values = single(&messages);
+        assert_eq!(values.len(), CUSTOMERS.len(), "{sql}");
+        let received = simple_bytes(&messages);
+        assert_no_raw_pii(sql, &received);
+        for name in &names {
+            let first = name.split(' ').next().expect("a first name");
+            assert!(!String::from_utf8_lossy(&received).contains(first), "{sql}: {name} leaked: {values:?}");
+        }
+    }
+    // JSON built by key from a table's rows keeps its shape, the masked member masked.
+    let messages = agent.simple_query("SELECT row_to_json(c) FROM customers c ORDER BY id").await.expect("row_to_json");
+    for value in single(&messages) {
+        let document: serde_json::Value = serde_json::from_str(&value.expect("not null")).expect("valid JSON");
+        assert_eq!(document["full_name"], "[MASKED]");
+        assert!(document["id"].is_number());
+    }
+    // Computed from unmasked columns only: intact.
+    let messages =
+        agent.simple_query("SELECT id::text || '-' || release FROM customers ORDER BY id").await.expect("ok");
+    let expected: Vec<Option<String>> =
+        CUSTOMERS.iter().map(|customer| Some(format!("{}-{}", customer.id, customer.release))).collect();
+    assert_eq!(single(&messages), expected);
+}
