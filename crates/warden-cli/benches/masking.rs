@@ -386,7 +386,7 @@ async fn fetch(client: &Client, workload: Workload, inspect: bool) -> (Duration,
                     .iter()
                     .map(|row| {
                         (0..row.len())
-                            .map(|index| row.get::<_, Option<WireLength>>(index).map_or(0, |l| l.0))
+                            .map(|index| row.get::<_, Option<WireLength>>(index).map_or(0, |length| length.0))
                             .sum::<usize>()
                     })
                     .sum(),
@@ -441,7 +441,7 @@ impl Samples {
         let mut sorted = self.millis.clone();
         sorted.sort_by(f64::total_cmp);
         let middle = sorted.len() / 2;
-        if sorted.len() % 2 == 0 {
+        if sorted.len().is_multiple_of(2) {
             (sorted[middle - 1] + sorted[middle]) / 2.0
         } else {
             sorted[middle]
