@@ -319,6 +319,19 @@ struct Inner {
     skip_words: bool,
 }
 
+/// A pattern's build error with its cause (the meta regex's own message only says which pattern failed).
+fn build_error(error: &regex_automata::meta::BuildError) -> String {
+    match error.syntax_error() {
+        Some(syntax) => {
+            syntax.to_string().lines().filter(|line| !line.trim().is_empty()).collect::<Vec<_>>().join(": ")
+        }
+        None => match error.size_limit() {
+            Some(limit) => format!("the pattern compiles to more than the size limit of {limit} bytes"),
+            None => error.to_string(),
+        },
+    }
+}
+
 fn is_word_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_'
 }
@@ -349,8 +362,10 @@ impl Masker {
             if !name_ok {
                 return Err(MaskError::InvalidName { name: custom.name.clone() });
             }
-            let alone = Regex::new(&custom.pattern)
-                .map_err(|error| MaskError::InvalidPattern { name: custom.name.clone(), reason: error.to_string() })?;
+            let alone = Regex::new(&custom.pattern).map_err(|error| MaskError::InvalidPattern {
+                name: custom.name.clone(),
+                reason: build_error(&error),
+            })?;
             if alone.is_match("") {
                 return Err(MaskError::EmptyMatch { name: custom.name.clone() });
             }

@@ -317,7 +317,10 @@ fn custom_detector_errors() {
     let build =
         |detector: CustomDetector| Masker::new(&MaskerConfig { custom: vec![detector], ..MaskerConfig::all(KEY) });
     let error = build(custom("bad", "(unclosed")).unwrap_err().to_string();
-    assert!(error.starts_with("custom detector \"bad\": invalid pattern"), "{error}");
+    assert!(
+        error.starts_with("custom detector \"bad\": invalid pattern") && error.contains("unclosed group"),
+        "{error}"
+    );
     let error = build(custom("empty", "a*")).unwrap_err().to_string();
     assert_eq!(error, "custom detector \"empty\": the pattern matches the empty string");
     let error = build(custom("has space", "x")).unwrap_err().to_string();
