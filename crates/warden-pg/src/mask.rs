@@ -793,7 +793,7 @@ pub(crate) type PortalShapes = HashMap<Arc<str>, Arc<Shape>>;
 mod tests {
     use super::*;
     use crate::hooks::{CopyColumn, MaskFuture};
-    use proptest::prelude::*;
+    use proptest::prelude::{any, prop_assert_eq, proptest};
 
     /// Content detection with every built-in detector; table 16384 column 2 has a `redact` rule.
     struct TestMasking(warden_mask::Masker);
