@@ -2,10 +2,12 @@
 //!
 //! Subcommands: `gateway` runs the gateway, `check` validates a config, `demo` is the one-command quick
 //! start, `policy explain` shows how statements would be judged, `sessions` reads what the gateway recorded,
+//! `audit` verifies and exports the tamper-evident audit log,
 //! `api-key new` mints a key and its config entry.
 #![forbid(unsafe_code)]
 
 mod admin_client;
+mod audit;
 mod demo;
 mod policy;
 mod revoke;
@@ -48,6 +50,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: policy::PolicyCommand,
+    },
+    /// The tamper-evident audit log: verify, export, the key that signs it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// Sessions recorded in the state store.
     Sessions {
@@ -167,6 +174,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(sessions::run(command))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { command } => runtime()?.block_on(audit::run(command)),
         Command::ApiKey { command: ApiKeyCommand::New { name, groups } } => {
             let key = warden_identity::generate_api_key();
             println!("{key}");

@@ -12,7 +12,7 @@ mod guard;
 mod masking;
 mod revoke;
 
-pub use auth::{Authenticator, SIGNING_KEY_FILE};
+pub use auth::{token_issuer, Authenticator, SIGNING_KEY_FILE};
 pub use guard::session_guard;
 pub use masking::{hash_key, MaskingError, MASK_KEY_FILE};
 
@@ -135,7 +135,6 @@ impl Gateway {
         let store = StateStore::open(config.state.url.expose())
             .await
             .map_err(|source| GatewayError::State { url: redact_url(config.state.url.expose()), source })?;
-        let recorder = store.recorder(RECORDER_CAPACITY);
         if config.policy.files.is_empty() {
             warn!("no [policy] files configured: every session will be refused (default deny)");
         }
@@ -144,6 +143,8 @@ impl Gateway {
         let policies = Arc::new(guard::PolicyStore::new(policies));
         let tokens = Arc::new(auth::token_issuer(&config)?);
         info!(key_id = tokens.signing_key().key_id(), "token signing key loaded");
+        // The same key signs the audit chain's checkpoints (`warden audit public-key` prints it).
+        let recorder = store.audited_recorder(RECORDER_CAPACITY, Arc::new(AuditKey(tokens.clone())));
         let revocations = Arc::new(revoke::Revocations::default());
         let loaded = revoke::load(&store, &revocations)
             .await
@@ -307,6 +308,19 @@ fn redact_url(url: &str) -> String {
             format!("{scheme}://{user}@{host}")
         }
         _ => url.to_string(),
+    }
+}
+
+/// The gateway's Ed25519 key as the audit chain's checkpoint signer.
+struct AuditKey(Arc<warden_identity::TokenIssuer>);
+
+impl warden_state::AuditSigner for AuditKey {
+    fn key_id(&self) -> &str {
+        self.0.signing_key().key_id()
+    }
+
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.signing_key().sign(message)
     }
 }
 

@@ -55,6 +55,7 @@ pub enum TokenError {
 
 /// The gateway's Ed25519 token signing key.
 pub struct SigningKey {
+    pair: Ed25519KeyPair,
     encoding: EncodingKey,
     decoding: DecodingKey,
     public_key: [u8; 32],
@@ -92,6 +93,7 @@ impl SigningKey {
             pair.public_key().as_ref().try_into().map_err(|_| "unexpected Ed25519 public key length".to_string())?;
         let key_id = hex::encode(&Sha256::digest(public_key)[..8]);
         Ok(SigningKey {
+            pair,
             encoding: EncodingKey::from_ed_der(der),
             decoding: DecodingKey::from_ed_der(&public_key),
             public_key,
@@ -133,6 +135,14 @@ impl SigningKey {
     /// The key's id: the first 8 bytes of the SHA-256 of its public key, in hex (the tokens' `kid`).
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// An Ed25519 signature of `message` (the audit trail's checkpoints).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let signature = self.pair.sign(message);
+        let mut out = [0u8; 64];
+        out.copy_from_slice(signature.as_ref());
+        out
     }
 
     /// The public key as SubjectPublicKeyInfo PEM, for verifiers outside warden.

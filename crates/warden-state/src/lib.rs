@@ -10,6 +10,7 @@
 //! transaction that inserts the statements, so listing sessions never counts statements.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod error;
 mod migrations;
 mod recorder;
@@ -28,6 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Postgres, Sqlite};
 use time::OffsetDateTime;
 
+pub use audit::{AuditSigner, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
 pub use recorder::{Recorder, SessionStart, StatementRecord};
 
@@ -232,7 +234,28 @@ impl StateStore {
     ///
     /// Outside a tokio runtime, like `tokio::spawn`.
     pub fn recorder(&self, capacity: usize) -> Recorder {
-        Recorder::start(self.backend.clone(), capacity)
+        Recorder::start(self.backend.clone(), capacity, None)
+    }
+
+    /// [`StateStore::recorder`] whose audit chain is checkpointed with `signer` (the gateway's key): each
+    /// recorder writes its own hash chain, and a signed checkpoint of its head at most every second.
+    pub fn audited_recorder(&self, capacity: usize, signer: std::sync::Arc<dyn AuditSigner>) -> Recorder {
+        Recorder::start(self.backend.clone(), capacity, Some(signer))
+    }
+
+    /// The audit log: events (at or after `since`, an RFC 3339 time, when given) by chain and seq, and every
+    /// checkpoint.
+    pub async fn audit_log(
+        &self,
+        since: Option<OffsetDateTime>,
+    ) -> Result<(Vec<warden_audit::Sealed>, Vec<warden_audit::Checkpoint>), StateError> {
+        let since = since.map(audit::timestamp);
+        match &self.backend {
+            Backend::Sqlite(store) => Ok((store.audit_events(since.as_deref()).await?, store.all_checkpoints().await?)),
+            Backend::Postgres(store) => {
+                Ok((store.audit_events(since.as_deref()).await?, store.all_checkpoints().await?))
+            }
+        }
     }
 
     /// Sessions matching `filter`, newest first.
@@ -315,6 +338,27 @@ impl Backend {
         match self {
             Backend::Sqlite(store) => store.write_end(end).await,
             Backend::Postgres(store) => store.write_end(end).await,
+        }
+    }
+
+    pub(crate) async fn write_audit(&self, sealed: &[warden_audit::Sealed]) -> Result<(), sqlx::Error> {
+        match self {
+            Backend::Sqlite(store) => store.write_audit(sealed).await,
+            Backend::Postgres(store) => store.write_audit(sealed).await,
+        }
+    }
+
+    pub(crate) async fn write_checkpoint(&self, checkpoint: &warden_audit::Checkpoint) -> Result<(), sqlx::Error> {
+        match self {
+            Backend::Sqlite(store) => store.write_checkpoint(checkpoint).await,
+            Backend::Postgres(store) => store.write_checkpoint(checkpoint).await,
+        }
+    }
+
+    pub(crate) async fn latest_checkpoints(&self) -> Result<Vec<warden_audit::Checkpoint>, StateError> {
+        match self {
+            Backend::Sqlite(store) => store.latest_checkpoints().await,
+            Backend::Postgres(store) => store.latest_checkpoints().await,
         }
     }
 

@@ -20,6 +20,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (3, "session credentials", include_str!("../migrations/sqlite/0003_session_credentials.sql")),
     (4, "revocations", include_str!("../migrations/sqlite/0004_revocations.sql")),
     (5, "session masked counts", include_str!("../migrations/sqlite/0005_session_masked.sql")),
+    (6, "audit log", include_str!("../migrations/sqlite/0006_audit_log.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
@@ -28,6 +29,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (3, "session credentials", include_str!("../migrations/postgres/0003_session_credentials.sql")),
     (4, "revocations", include_str!("../migrations/postgres/0004_revocations.sql")),
     (5, "session masked counts", include_str!("../migrations/postgres/0005_session_masked.sql")),
+    (6, "audit log", include_str!("../migrations/postgres/0006_audit_log.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::audit::{AuditSigner, Chain, CHECKPOINT_INTERVAL};
 use crate::error::is_transient;
 use crate::sql::Batch;
 use crate::{Backend, RecordError, StateError};
@@ -120,10 +121,10 @@ impl std::fmt::Debug for Recorder {
 
 impl Recorder {
     /// Starts the writer task on the current tokio runtime; `capacity` (at least 1) bounds the queue.
-    pub(crate) fn start(backend: Backend, capacity: usize) -> Recorder {
+    pub(crate) fn start(backend: Backend, capacity: usize, signer: Option<Arc<dyn AuditSigner>>) -> Recorder {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let shared = Arc::new(Shared::default());
-        tokio::spawn(run_writer(backend, receiver, Arc::clone(&shared)));
+        tokio::spawn(run_writer(backend, receiver, Arc::clone(&shared), Chain::new(signer)));
         Recorder { sender, shared }
     }
 
@@ -199,11 +200,29 @@ impl Recorder {
     }
 }
 
-async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, shared: Arc<Shared>) {
+async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, shared: Arc<Shared>, mut chain: Chain) {
+    match backend.latest_checkpoints().await {
+        Ok(previous) => chain.set_previous(previous),
+        // The chain then cannot vouch for the others; its own events are still sealed.
+        Err(error) => tracing::error!(backend = backend.name(), %error, "cannot read the audit checkpoints"),
+    }
     let mut events = Vec::with_capacity(EVENTS_PER_BATCH);
     let mut failed_since_flush = 0;
-    while gather(&mut receiver, &mut events, &shared.hurry).await {
-        let failed = write_events(&backend, &events).await;
+    loop {
+        // Sealed events wait at most CHECKPOINT_INTERVAL for their checkpoint, even when recording stops.
+        let wait = (chain.unsealed() > 0).then_some(CHECKPOINT_INTERVAL);
+        let open = gather(&mut receiver, &mut events, &shared.hurry, wait).await;
+        let flush = !open || events.iter().any(|event| matches!(event, Event::Flush(_)));
+        let mut failed = write_events(&backend, &events, &mut chain).await;
+        if let Some(checkpoint) = chain.checkpoint_due(flush) {
+            match backend.write_checkpoint(&checkpoint).await {
+                Ok(()) => chain.checkpointed(&checkpoint),
+                Err(error) => {
+                    tracing::error!(backend = backend.name(), %error, "cannot store an audit checkpoint");
+                    failed += 1;
+                }
+            }
+        }
         if failed > 0 {
             shared.write_errors.fetch_add(failed, Ordering::Relaxed);
             failed_since_flush += failed;
@@ -219,19 +238,35 @@ async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, share
         if answered_a_flush {
             failed_since_flush = 0;
         }
+        if !open {
+            break;
+        }
     }
     tracing::debug!(backend = backend.name(), "state writer stopped: every recorder is gone");
 }
 
 /// Waits for the next events and lets a small batch grow for up to [`LINGER`], unless a flush is
-/// waiting or the queue is filling up. Returns false once every recorder is gone and the queue is empty.
+/// waiting or the queue is filling up. With `wait`, returns (with no events) once that long has passed
+/// without any. Returns false once every recorder is gone and the queue is empty.
 ///
 /// Each transaction has a fixed cost (begin, commit, a few round trips to SQLite's worker thread)
 /// that dwarfs a few rows' worth of inserts: measured here at 20,000 statements per second, a writer
 /// committing ~20-row batches spent ~12 µs of CPU per statement, one lingering 10 ms ~2.5 µs. The
 /// writer sleeps through the linger rather than waking for every event.
-async fn gather(receiver: &mut mpsc::Receiver<Event>, events: &mut Vec<Event>, hurry: &Notify) -> bool {
-    if receiver.recv_many(events, EVENTS_PER_BATCH).await == 0 {
+async fn gather(
+    receiver: &mut mpsc::Receiver<Event>,
+    events: &mut Vec<Event>,
+    hurry: &Notify,
+    wait: Option<Duration>,
+) -> bool {
+    let received = match wait {
+        None => receiver.recv_many(events, EVENTS_PER_BATCH).await,
+        Some(wait) => match tokio::time::timeout(wait, receiver.recv_many(events, EVENTS_PER_BATCH)).await {
+            Ok(received) => received,
+            Err(_) => return true,
+        },
+    };
+    if received == 0 {
         return false;
     }
     let flush_waiting = |events: &[Event]| events.iter().any(|event| matches!(event, Event::Flush(_)));
@@ -251,8 +286,10 @@ async fn gather(receiver: &mut mpsc::Receiver<Event>, events: &mut Vec<Event>, h
 }
 
 /// Stores one batch; returns how many of its events could not be stored.
-async fn write_events(backend: &Backend, events: &[Event]) -> u64 {
+async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) -> u64 {
+    let pending = chain.seal(events);
     let mut batch = Batch {
+        audit: &pending.sealed,
         starts: Vec::new(),
         statements: Vec::with_capacity(events.len()),
         masked: Vec::new(),
@@ -268,18 +305,22 @@ async fn write_events(backend: &Backend, events: &[Event]) -> u64 {
         }
     }
     let stored_events = batch.starts.len() + batch.statements.len() + batch.masked.len() + batch.ends.len();
-    if stored_events == 0 {
+    if stored_events == 0 && pending.sealed.is_empty() {
         return 0;
     }
-    match backend.write_batch(&batch).await {
-        Ok(0) => 0,
+    let result = backend.write_batch(&batch).await;
+    drop(batch);
+    match result {
         Ok(orphaned) => {
-            tracing::error!(
-                backend = backend.name(),
-                statements = orphaned,
-                "statements of sessions the state store does not know were not stored; \
-                 their session start was probably dropped"
-            );
+            chain.commit(pending);
+            if orphaned > 0 {
+                tracing::error!(
+                    backend = backend.name(),
+                    statements = orphaned,
+                    "statements of sessions the state store does not know were not stored; \
+                     their session start was probably dropped (the audit log has them)"
+                );
+            }
             orphaned
         }
         Err(error) if is_transient(&error) => {
@@ -298,7 +339,16 @@ async fn write_events(backend: &Backend, events: &[Event]) -> u64 {
                 %error,
                 "the state store refused a batch; storing its events one by one"
             );
-            write_one_by_one(backend, events).await
+            // The audit log first, on its own: it is the record that must not lose an event.
+            let mut failed = 0;
+            match backend.write_audit(&pending.sealed).await {
+                Ok(()) => chain.commit(pending),
+                Err(error) => {
+                    tracing::error!(backend = backend.name(), %error, "cannot store a batch of audit events");
+                    failed += pending.sealed.len() as u64;
+                }
+            }
+            failed + write_one_by_one(backend, events).await
         }
     }
 }

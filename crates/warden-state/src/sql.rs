@@ -98,6 +98,8 @@ impl Dialect for Postgres {
 
 /// One batch of recorded events, split by kind, each kind in recording order.
 pub(crate) struct Batch<'a> {
+    /// The batch's events sealed into the audit chain, written first, in the same transaction.
+    pub(crate) audit: &'a [warden_audit::Sealed],
     pub(crate) starts: Vec<&'a SessionStart>,
     pub(crate) statements: Vec<&'a StatementRecord>,
     pub(crate) masked: Vec<&'a SessionMasked>,
@@ -121,6 +123,10 @@ const SESSION_COLUMNS: &str = "id, identity, connection, client_address, user_na
                                credential, token_id, run, node";
 const SESSION_BINDS: usize = 11;
 
+const AUDIT_COLUMNS: &str = "chain, seq, at, kind, session_id, identity, connection, run, node, body, prev, hash";
+const AUDIT_BINDS: usize = 12;
+const CHECKPOINT_COLUMNS: &str = "chain, seq, head, at, key_id, signature";
+
 const STATEMENT_COLUMNS: &str =
     "session_id, seq, started_at, duration_us, text, rows, error, decision, classes, tables, policies";
 const STATEMENT_BINDS: usize = 11;
@@ -135,6 +141,7 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     /// Writes a whole batch in one transaction: session starts, then statements, then statement
@@ -147,6 +154,13 @@ where
     /// skipped rather than failing the batch; the number skipped is returned.
     pub(crate) async fn write_batch(&self, batch: &Batch<'_>) -> Result<u64, sqlx::Error> {
         let mut transaction = self.pool.begin().await?;
+
+        for chunk in batch.audit.chunks(rows_per_statement(AUDIT_BINDS)) {
+            let mut sql = SqlText::<DB>::new(&format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) "));
+            sql.values(chunk.len(), AUDIT_BINDS);
+            let query = chunk.iter().fold(sqlx::query(&sql.text), |query, sealed| bind_audit(query, sealed));
+            query.execute(&mut *transaction).await?;
+        }
 
         for chunk in batch.starts.chunks(rows_per_statement(SESSION_BINDS)) {
             let sql = insert_sessions::<DB>(chunk.len());
@@ -203,6 +217,104 @@ where
 
         transaction.commit().await?;
         Ok(orphaned)
+    }
+
+    /// Writes sealed audit events alone, in one transaction (the slow path after a batch failed).
+    pub(crate) async fn write_audit(&self, sealed: &[warden_audit::Sealed]) -> Result<(), sqlx::Error> {
+        let batch =
+            Batch { audit: sealed, starts: Vec::new(), statements: Vec::new(), masked: Vec::new(), ends: Vec::new() };
+        self.write_batch(&batch).await.map(|_| ())
+    }
+
+    pub(crate) async fn write_checkpoint(&self, checkpoint: &warden_audit::Checkpoint) -> Result<(), sqlx::Error> {
+        let mut sql = SqlText::<DB>::new(&format!("INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) "));
+        sql.values(1, 6);
+        sqlx::query(&sql.text)
+            .bind(checkpoint.chain.as_str())
+            .bind(i64::try_from(checkpoint.seq).unwrap_or(i64::MAX))
+            .bind(checkpoint.head.as_str())
+            .bind(checkpoint.at.as_str())
+            .bind(checkpoint.key_id.as_str())
+            .bind(checkpoint.signature.as_str())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Every chain's latest checkpoint.
+    pub(crate) async fn latest_checkpoints(&self) -> Result<Vec<warden_audit::Checkpoint>, StateError> {
+        self.checkpoints(
+            " WHERE seq = (SELECT max(seq) FROM audit_checkpoints AS later WHERE later.chain = audit_checkpoints.chain)",
+        )
+        .await
+    }
+
+    /// Every checkpoint, by chain and seq.
+    pub(crate) async fn all_checkpoints(&self) -> Result<Vec<warden_audit::Checkpoint>, StateError> {
+        self.checkpoints("").await
+    }
+
+    async fn checkpoints(&self, condition: &str) -> Result<Vec<warden_audit::Checkpoint>, StateError> {
+        let sql = format!("SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints{condition} ORDER BY chain, seq");
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "reading audit checkpoints", source })?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = get(row, 1)?;
+                Ok(warden_audit::Checkpoint {
+                    chain: get(row, 0)?,
+                    seq: u64::try_from(seq)
+                        .map_err(|_| StateError::CorruptRow { what: format!("checkpoint seq {seq}") })?,
+                    head: get(row, 2)?,
+                    at: get(row, 3)?,
+                    key_id: get(row, 4)?,
+                    signature: get(row, 5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Audit events at or after `since` (RFC 3339 text compares in time order), by chain and seq.
+    pub(crate) async fn audit_events(&self, since: Option<&str>) -> Result<Vec<warden_audit::Sealed>, StateError> {
+        let mut sql = SqlText::<DB>::new(&format!("SELECT {AUDIT_COLUMNS} FROM audit_events"));
+        if since.is_some() {
+            sql.push(" WHERE at >= ").bind();
+        }
+        sql.push(" ORDER BY chain, seq");
+        let mut query = sqlx::query(&sql.text);
+        if let Some(since) = since {
+            query = query.bind(since);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "reading audit events", source })?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = get(row, 1)?;
+                let body: String = get(row, 9)?;
+                Ok(warden_audit::Sealed {
+                    event: warden_audit::Event {
+                        chain: get(row, 0)?,
+                        seq: u64::try_from(seq)
+                            .map_err(|_| StateError::CorruptRow { what: format!("audit event seq {seq}") })?,
+                        at: get(row, 2)?,
+                        kind: get(row, 3)?,
+                        session: get(row, 4)?,
+                        identity: get(row, 5)?,
+                        connection: get(row, 6)?,
+                        run: get(row, 7)?,
+                        node: get(row, 8)?,
+                        // A body that is not JSON is kept as a string: verification then fails on it, naming it.
+                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+                    },
+                    prev: get(row, 10)?,
+                    hash: get(row, 11)?,
+                })
+            })
+            .collect()
     }
 
     /// Writes one session start (the slow path after a batch failed).
@@ -430,6 +542,30 @@ fn insert_statements<DB: Dialect>(rows: usize) -> SqlText<DB> {
     ));
     sql.values(rows, STATEMENT_BINDS).push(") AS v");
     sql
+}
+
+fn bind_audit<'q, DB>(query: DbQuery<'q, DB>, sealed: &'q warden_audit::Sealed) -> DbQuery<'q, DB>
+where
+    DB: Database,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+{
+    let event = &sealed.event;
+    query
+        .bind(event.chain.as_str())
+        .bind(i64::try_from(event.seq).unwrap_or(i64::MAX))
+        .bind(event.at.as_str())
+        .bind(event.kind.as_str())
+        .bind(event.session.as_deref())
+        .bind(event.identity.as_deref())
+        .bind(event.connection.as_deref())
+        .bind(event.run.as_deref())
+        .bind(event.node.as_deref())
+        .bind(event.body.to_string())
+        .bind(sealed.prev.as_str())
+        .bind(sealed.hash.as_str())
 }
 
 fn bind_session<'q, DB>(query: DbQuery<'q, DB>, start: &'q SessionStart) -> DbQuery<'q, DB>

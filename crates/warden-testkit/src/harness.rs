@@ -219,6 +219,7 @@ files = ["policies/*.cedar"]
         let gateway = Gateway::start(config).await.expect("gateway starts");
         let address = gateway.postgres_address().expect("postgres listener");
         TestGateway {
+            store: gateway.store().clone(),
             gateway: Some(gateway),
             address,
             api_key,
@@ -256,6 +257,7 @@ fn write_server_certificate(directory: &Path) -> PathBuf {
 /// A gateway running in this process, in front of a [`TempPostgres`].
 pub struct TestGateway {
     gateway: Option<Gateway>,
+    store: warden_state::StateStore,
     address: SocketAddr,
     /// The key clients authenticate with (the `agent` identity).
     pub api_key: String,
@@ -375,7 +377,7 @@ impl TestGateway {
 
     /// The state store, usable after [`TestGateway::stop`].
     pub fn store(&self) -> warden_state::StateStore {
-        self.gateway().store().clone()
+        self.store.clone()
     }
 
     /// Waits until everything the gateway recorded so far is in the state store.

@@ -1,0 +1,155 @@
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::testing::{chain, TestSigner};
+
+fn golden_event() -> Event {
+    Event {
+        chain: "gw-1".into(),
+        seq: 7,
+        at: "2026-11-21T07:25:00.123456789Z".into(),
+        kind: "statement".into(),
+        session: Some("ses_1".into()),
+        identity: Some("alice".into()),
+        connection: None,
+        run: None,
+        node: Some("n\"1".into()),
+        body: serde_json::from_str(r#"{"z": 1, "a": {"y": [2.5, null, true], "b": "é\n"}}"#).expect("valid JSON"),
+    }
+}
+
+/// The canonical bytes of `body` inside an otherwise fixed event.
+fn canonical_body(body: Value) -> Vec<u8> {
+    Event { body, ..golden_event() }.canonical()
+}
+
+#[test]
+fn canonical_encoding_is_pinned() {
+    let canonical = golden_event().canonical();
+    assert_eq!(
+        String::from_utf8(canonical).expect("UTF-8"),
+        r#"{"chain":"gw-1","seq":7,"at":"2026-11-21T07:25:00.123456789Z","kind":"statement","session":"ses_1","identity":"alice","connection":null,"run":null,"node":"n\"1","body":{"a":{"b":"é\n","y":[2.5,null,true]},"z":1}}"#
+    );
+}
+
+#[test]
+fn link_is_pinned() {
+    // Computed outside Rust: sha256(b"warden-audit-v1\0" + 32 zero bytes + the canonical encoding above).
+    assert_eq!(
+        hex::encode(link(&GENESIS, &golden_event())),
+        "76b14262c0d71f3dd37fe4e19dd1b9da49fc9f1b101776aca28415958a9282e7"
+    );
+    let sealed = Sealed::seal(&GENESIS, golden_event());
+    assert_eq!(sealed.prev, "0".repeat(64));
+    assert_eq!(sealed.hash, "76b14262c0d71f3dd37fe4e19dd1b9da49fc9f1b101776aca28415958a9282e7");
+}
+
+#[test]
+fn canonical_encoding_ignores_body_key_order() {
+    let one = serde_json::from_str(r#"{"b": {"d": [{"f": 1, "e": 2}], "c": null}, "a": "x"}"#).expect("valid JSON");
+    let two = serde_json::from_str(r#"{"a": "x", "b": {"c": null, "d": [{"e": 2, "f": 1}]}}"#).expect("valid JSON");
+    assert_eq!(canonical_body(one), canonical_body(two));
+    let mut built = serde_json::Map::new();
+    built.insert("b".into(), json!({"d": [{"f": 1, "e": 2}], "c": null}));
+    built.insert("a".into(), json!("x"));
+    let expected = canonical_body(Value::Object(built));
+    let text = String::from_utf8(expected).expect("UTF-8");
+    assert!(text.ends_with(r#""body":{"a":"x","b":{"c":null,"d":[{"e":2,"f":1}]}}}"#), "{text}");
+}
+
+#[test]
+fn canonical_encoding_sorts_keys_by_bytes() {
+    let text = String::from_utf8(canonical_body(json!({"é": 1, "z": 2, "Z": 3, "": 4}))).expect("UTF-8");
+    assert!(text.ends_with(r#""body":{"":4,"Z":3,"z":2,"é":1}}"#), "{text}");
+}
+
+#[test]
+fn records_round_trip_through_json_lines() {
+    let signer = TestSigner::generate();
+    let events = chain("gw-1", 4, json!([]));
+    let checkpoint = signer.checkpoint(&events, 3);
+    let mut records: Vec<Record> = events.iter().cloned().map(Record::Event).collect();
+    records.insert(3, Record::Checkpoint(checkpoint.clone()));
+
+    let text: String = records.iter().map(|record| record.to_line() + "\n").collect();
+    let first = text.lines().next().expect("a line");
+    assert!(first.starts_with(r#"{"type":"event","chain":"gw-1","seq":1,"#), "{first}");
+    assert!(first.contains(r#""prev":"0000"#) && first.contains(r#""hash":""#), "{first}");
+    let fourth = text.lines().nth(3).expect("a line");
+    assert!(fourth.starts_with(r#"{"type":"checkpoint","chain":"gw-1","seq":3,"#), "{fourth}");
+
+    for (line, record) in text.lines().zip(&records) {
+        assert_eq!(&serde_json::from_str::<Record>(line).expect("a record"), record);
+    }
+    let (parsed_events, parsed_checkpoints) = parse_lines(&format!("\n{text}\n")).expect("parses");
+    assert_eq!(parsed_events, events);
+    assert_eq!(parsed_checkpoints, vec![checkpoint]);
+    for (parsed, original) in parsed_events.iter().zip(&events) {
+        assert_eq!(parsed.event.canonical(), original.event.canonical());
+    }
+}
+
+#[test]
+fn parse_lines_names_the_bad_line() {
+    let good = Record::Event(chain("gw-1", 1, json!([])).remove(0)).to_line();
+    let check = |text: String, line: usize| match parse_lines(&text) {
+        Err(AuditError::Line { line: found, reason }) => assert_eq!(found, line, "{reason}"),
+        other => panic!("expected an error on line {line}, got {other:?}"),
+    };
+    check(format!("{good}\nnot json\n"), 2);
+    check(format!("{good}\n\n{{\"type\":\"nonsense\"}}\n"), 3);
+    check(format!("{}\n", good.replace(r#""seq":1"#, r#""seq":"1""#)), 1);
+    check(format!("{}\n", good.replace(r#""type":"event","#, "")), 1);
+}
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |value| value.is_finite()).prop_map(Value::from),
+        "\\PC{0,8}".prop_map(Value::String),
+        "[\u{0}-\u{1f}\"\\\\a]{0,4}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec(("\\PC{0,6}", inner), 0..6)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+/// The same value with every object's members inserted in reverse order (which matters with preserve_order).
+fn reversed(value: &Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(reversed).collect()),
+        Value::Object(members) => {
+            Value::Object(members.iter().rev().map(|(key, member)| (key.clone(), reversed(member))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+proptest! {
+    #[test]
+    fn canonical_encoding_is_valid_json_independent_of_insertion_order(body in arbitrary_json()) {
+        let canonical = canonical_body(body.clone());
+        prop_assert_eq!(&canonical, &canonical_body(reversed(&body)));
+        let parsed: Value = serde_json::from_slice(&canonical).expect("canonical encoding is JSON");
+        prop_assert_eq!(&parsed["body"], &body);
+    }
+
+    #[test]
+    fn canonical_encoding_survives_an_export(body in arbitrary_json()) {
+        let sealed = Sealed::seal(&GENESIS, Event { body, ..golden_event() });
+        let line = Record::Event(sealed.clone()).to_line();
+        let Record::Event(parsed) = serde_json::from_str::<Record>(&line).expect("a record") else {
+            panic!("an event line read back as a checkpoint");
+        };
+        prop_assert_eq!(parsed.event.canonical(), sealed.event.canonical());
+        prop_assert_eq!(hex::encode(link(&GENESIS, &parsed.event)), sealed.hash);
+    }
+}

@@ -1,0 +1,313 @@
+//! Offline verification of a whole audit trail: every chain's links, every checkpoint, and the chains each
+//! `chain.start` names.
+//!
+//! The order problems are looked for, so "the first" is well defined: chains by id; within a chain, events by seq
+//! (for each: its seq, then its `prev`, then its `hash`), then its checkpoints by seq (for each: its key, its
+//! signature, that its seq exists, its head). Only when every chain passes are the `chain.start` references checked,
+//! chains by id and events by seq, because they name other chains.
+
+use std::collections::BTreeMap;
+
+use crate::{link, Checkpoint, PublicKey, Sealed, GENESIS};
+
+/// What a verified trail holds, per chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Sorted by chain id.
+    pub chains: Vec<ChainReport>,
+}
+
+/// One verified chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub chain: String,
+    /// The first seq verified: 1, or for a partial export ([`verify_export`]) where the file starts.
+    pub first: u64,
+    /// Events in the chain (its last seq).
+    pub events: u64,
+    /// Checkpoints of the chain, all verified.
+    pub checkpoints: u64,
+    /// The seq of the last verified checkpoint, 0 if none.
+    pub sealed_through: u64,
+    /// Events after it. No signature covers these: deleting them from the end of the chain, or rewriting them with
+    /// recomputed hashes, cannot be detected.
+    pub unsealed: u64,
+}
+
+/// The first problem found, naming the chain and seq ("the first broken link").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    /// A gap in the seqs: the event was deleted.
+    #[error("audit chain \"{chain}\": event {seq} is missing (deleted)")]
+    Missing { chain: String, seq: u64 },
+    /// A seq that appears more than once: an event was inserted.
+    #[error("audit chain \"{chain}\": event {seq} appears more than once (inserted)")]
+    Duplicate { chain: String, seq: u64 },
+    /// The event's stored `prev` is not the recomputed hash of the event before it: that event was modified, or this
+    /// one was moved, inserted or replaced.
+    #[error(
+        "audit chain \"{chain}\": event {seq} does not follow the event before it (its prev differs from the \
+         recomputed hash: modified, reordered or inserted)"
+    )]
+    PrevMismatch { chain: String, seq: u64 },
+    /// The event's recomputed hash differs from its stored `hash`: it was modified, reordered or inserted.
+    #[error("audit chain \"{chain}\": event {seq} does not match its stored hash (modified, reordered or inserted)")]
+    HashMismatch { chain: String, seq: u64 },
+    /// A checkpoint (or another chain's `chain.start`) names event `seq`, but the chain ends at `last`: it was cut
+    /// after that event was signed.
+    #[error("audit chain \"{chain}\": event {seq} was checkpointed, but the chain ends at {last} (truncated)")]
+    Truncated { chain: String, seq: u64, last: u64 },
+    /// The recomputed hash of event `seq` differs from the head a checkpoint signed: events up to it were modified,
+    /// inserted, deleted or reordered and their hashes recomputed.
+    #[error(
+        "audit chain \"{chain}\": event {seq}'s recomputed hash differs from the head its checkpoint signed \
+         (rewritten)"
+    )]
+    CheckpointMismatch { chain: String, seq: u64 },
+    /// The checkpoint's signature does not verify with the key its `key_id` names: forged or altered.
+    #[error("audit chain \"{chain}\": the checkpoint of event {seq} has a bad signature for key {key_id} (forged or altered)")]
+    BadSignature { chain: String, seq: u64, key_id: String },
+    /// The checkpoint names a key not among those given.
+    #[error("audit chain \"{chain}\": the checkpoint of event {seq} is signed by unknown key {key_id}")]
+    UnknownKey { chain: String, seq: u64, key_id: String },
+    /// Event `seq` of `chain` is a `chain.start` naming chain `missing`, which has no events or checkpoints left:
+    /// it was deleted.
+    #[error("audit chain \"{chain}\": event {seq} names chain \"{missing}\", which is missing (deleted)")]
+    MissingChain { chain: String, seq: u64, missing: String },
+    /// Event `seq` of `chain` is a `chain.start` naming a head of chain `previous` at `previous_seq` that differs from
+    /// that event's recomputed hash: the other chain was rewritten.
+    #[error(
+        "audit chain \"{chain}\": event {seq} names the head of chain \"{previous}\" at event {previous_seq}, which \
+         differs from its recomputed hash (rewritten)"
+    )]
+    PreviousMismatch { chain: String, seq: u64, previous: String, previous_seq: u64 },
+    /// Something no gateway writes: a seq of 0, or a `chain.start` body whose `previous` is not a list of
+    /// {chain, seq, head}.
+    #[error("audit chain \"{chain}\": event {seq} is malformed: {reason}")]
+    Malformed { chain: String, seq: u64, reason: String },
+}
+
+impl Broken {
+    /// The chain the problem was found in.
+    pub fn chain(&self) -> &str {
+        match self {
+            Broken::Missing { chain, .. }
+            | Broken::Duplicate { chain, .. }
+            | Broken::PrevMismatch { chain, .. }
+            | Broken::HashMismatch { chain, .. }
+            | Broken::Truncated { chain, .. }
+            | Broken::CheckpointMismatch { chain, .. }
+            | Broken::BadSignature { chain, .. }
+            | Broken::UnknownKey { chain, .. }
+            | Broken::MissingChain { chain, .. }
+            | Broken::PreviousMismatch { chain, .. }
+            | Broken::Malformed { chain, .. } => chain,
+        }
+    }
+
+    /// The seq of the event (or checkpoint) the problem was found at.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Broken::Missing { seq, .. }
+            | Broken::Duplicate { seq, .. }
+            | Broken::PrevMismatch { seq, .. }
+            | Broken::HashMismatch { seq, .. }
+            | Broken::Truncated { seq, .. }
+            | Broken::CheckpointMismatch { seq, .. }
+            | Broken::BadSignature { seq, .. }
+            | Broken::UnknownKey { seq, .. }
+            | Broken::MissingChain { seq, .. }
+            | Broken::PreviousMismatch { seq, .. }
+            | Broken::Malformed { seq, .. } => *seq,
+        }
+    }
+}
+
+/// Verifies events (any order; group by chain, sort by seq) and checkpoints against the given keys.
+///
+/// Every hash is recomputed from [`GENESIS`]; stored `prev` and `hash` fields are only compared, never trusted.
+/// Hex is compared as bytes, so its case does not matter.
+pub fn verify(events: Vec<Sealed>, checkpoints: Vec<Checkpoint>, keys: &[PublicKey]) -> Result<Report, Broken> {
+    verify_with(events, checkpoints, keys, false)
+}
+
+/// [`verify`] for an export that may start mid-chain (`warden audit export --since`): a chain may begin at any seq,
+/// its first event's stored `prev` is taken as given (everything after it is verified as usual, and
+/// [`ChainReport::first`] says where it starts), checkpoints before it are ignored, and a `chain.start` naming a chain
+/// (or an event) the file does not hold is not an error.
+pub fn verify_export(events: Vec<Sealed>, checkpoints: Vec<Checkpoint>, keys: &[PublicKey]) -> Result<Report, Broken> {
+    verify_with(events, checkpoints, keys, true)
+}
+
+fn verify_with(
+    events: Vec<Sealed>,
+    checkpoints: Vec<Checkpoint>,
+    keys: &[PublicKey],
+    partial: bool,
+) -> Result<Report, Broken> {
+    let mut chains: BTreeMap<String, Chain> = BTreeMap::new();
+    for sealed in events {
+        chains.entry(sealed.event.chain.clone()).or_default().events.push(sealed);
+    }
+    for checkpoint in checkpoints {
+        chains.entry(checkpoint.chain.clone()).or_default().checkpoints.push(checkpoint);
+    }
+
+    let mut reports = Vec::with_capacity(chains.len());
+    for (name, chain) in &mut chains {
+        chain.events.sort_by_key(|sealed| sealed.event.seq);
+        chain.checkpoints.sort_by_key(|checkpoint| checkpoint.seq);
+        (chain.offset, chain.hashes) = verify_links(name, &chain.events, partial)?;
+        let sealed_through = verify_checkpoints(name, &chain.checkpoints, chain.offset, &chain.hashes, keys, partial)?;
+        let events = chain.offset + chain.events.len() as u64;
+        let sealed_through = sealed_through.max(chain.offset);
+        reports.push(ChainReport {
+            chain: name.clone(),
+            first: chain.offset + 1,
+            events,
+            checkpoints: chain.checkpoints.len() as u64,
+            sealed_through,
+            unsealed: events - sealed_through,
+        });
+    }
+
+    for (name, chain) in &chains {
+        for sealed in chain.events.iter().filter(|sealed| sealed.event.kind == "chain.start") {
+            verify_previous(name, sealed, &chains, partial)?;
+        }
+    }
+    Ok(Report { chains: reports })
+}
+
+/// One chain's records, and once its links verify, `hashes[k]` = `h_(offset+k)` (`hashes[0]` = [`GENESIS`] for a
+/// whole chain).
+#[derive(Default)]
+struct Chain {
+    events: Vec<Sealed>,
+    checkpoints: Vec<Checkpoint>,
+    offset: u64,
+    hashes: Vec<[u8; 32]>,
+}
+
+/// Checks that `events` (sorted by seq) are exactly 1..=n (with `partial`, first..=n) and chain from [`GENESIS`]
+/// (from the first event's `prev`); returns the offset (first − 1) and `h_offset..=h_n`.
+fn verify_links(chain: &str, events: &[Sealed], partial: bool) -> Result<(u64, Vec<[u8; 32]>), Broken> {
+    let offset = match events.first() {
+        Some(first) if partial && first.event.seq > 1 => first.event.seq - 1,
+        _ => 0,
+    };
+    let mut hashes = Vec::with_capacity(events.len() + 1);
+    hashes.push(match events.first() {
+        Some(first) if offset > 0 => {
+            parse_hash(&first.prev).ok_or_else(|| Broken::PrevMismatch { chain: chain.into(), seq: first.event.seq })?
+        }
+        _ => GENESIS,
+    });
+    for (index, sealed) in events.iter().enumerate() {
+        let expected = offset + index as u64 + 1;
+        let seq = sealed.event.seq;
+        if seq == 0 {
+            return Err(Broken::Malformed { chain: chain.into(), seq, reason: "seqs start at 1".into() });
+        }
+        if seq != expected {
+            // Sorted, and a repeat of the previous seq was reported there: this one is beyond `expected`.
+            return Err(Broken::Missing { chain: chain.into(), seq: expected });
+        }
+        if events.get(index + 1).is_some_and(|next| next.event.seq == seq) {
+            return Err(Broken::Duplicate { chain: chain.into(), seq });
+        }
+        let prev = hashes[index];
+        if parse_hash(&sealed.prev) != Some(prev) {
+            return Err(Broken::PrevMismatch { chain: chain.into(), seq });
+        }
+        let hash = link(&prev, &sealed.event);
+        if parse_hash(&sealed.hash) != Some(hash) {
+            return Err(Broken::HashMismatch { chain: chain.into(), seq });
+        }
+        hashes.push(hash);
+    }
+    Ok((offset, hashes))
+}
+
+/// Checks each checkpoint (sorted by seq) against the keys and the recomputed hashes; returns the last one's seq.
+fn verify_checkpoints(
+    chain: &str,
+    checkpoints: &[Checkpoint],
+    offset: u64,
+    hashes: &[[u8; 32]],
+    keys: &[PublicKey],
+    partial: bool,
+) -> Result<u64, Broken> {
+    let mut sealed_through = 0;
+    for checkpoint in checkpoints {
+        let seq = checkpoint.seq;
+        if partial && seq < offset {
+            continue;
+        }
+        let mut named = keys.iter().filter(|key| key.key_id() == checkpoint.key_id).peekable();
+        if named.peek().is_none() {
+            return Err(Broken::UnknownKey { chain: chain.into(), seq, key_id: checkpoint.key_id.clone() });
+        }
+        if !named.any(|key| key.verifies(checkpoint)) {
+            return Err(Broken::BadSignature { chain: chain.into(), seq, key_id: checkpoint.key_id.clone() });
+        }
+        let Some(hash) = usize::try_from(seq - offset).ok().and_then(|index| hashes.get(index)) else {
+            return Err(Broken::Truncated { chain: chain.into(), seq, last: offset + hashes.len() as u64 - 1 });
+        };
+        if parse_hash(&checkpoint.head) != Some(*hash) {
+            return Err(Broken::CheckpointMismatch { chain: chain.into(), seq });
+        }
+        sealed_through = seq;
+    }
+    Ok(sealed_through)
+}
+
+/// Checks the heads a `chain.start` body names: {"previous": [{"chain": C, "seq": S, "head": H}, …]}.
+fn verify_previous(chain: &str, start: &Sealed, chains: &BTreeMap<String, Chain>, partial: bool) -> Result<(), Broken> {
+    let seq = start.event.seq;
+    let malformed = |reason: &str| Broken::Malformed { chain: chain.into(), seq, reason: reason.into() };
+    let entries = match start.event.body.get("previous") {
+        None | Some(serde_json::Value::Null) => return Ok(()),
+        Some(serde_json::Value::Array(entries)) => entries,
+        Some(_) => return Err(malformed("chain.start's \"previous\" is not a list")),
+    };
+    for entry in entries {
+        let previous = entry.get("chain").and_then(serde_json::Value::as_str);
+        let previous_seq = entry.get("seq").and_then(serde_json::Value::as_u64);
+        let head = entry.get("head").and_then(serde_json::Value::as_str).and_then(parse_hash);
+        let (Some(previous), Some(previous_seq), Some(head)) = (previous, previous_seq, head) else {
+            return Err(malformed("a chain.start \"previous\" entry is not {chain, seq, head}"));
+        };
+        let other = match chains.get(previous) {
+            Some(other) if other.events.is_empty() && partial => continue,
+            Some(other) => other,
+            None if partial => continue,
+            None => return Err(Broken::MissingChain { chain: chain.into(), seq, missing: previous.into() }),
+        };
+        if partial && previous_seq < other.offset {
+            continue;
+        }
+        let Some(hash) = usize::try_from(previous_seq - other.offset).ok().and_then(|index| other.hashes.get(index))
+        else {
+            return Err(Broken::Truncated {
+                chain: previous.into(),
+                seq: previous_seq,
+                last: other.offset + other.hashes.len() as u64 - 1,
+            });
+        };
+        if *hash != head {
+            return Err(Broken::PreviousMismatch { chain: chain.into(), seq, previous: previous.into(), previous_seq });
+        }
+    }
+    Ok(())
+}
+
+/// 32 bytes from hex of either case; `None` for anything else.
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(text, &mut hash).ok()?;
+    Some(hash)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,431 @@
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::json;
+
+use super::*;
+use crate::testing::{append, chain, event, hash_of, reseal, TestSigner};
+use crate::{sign_checkpoint, Event};
+
+/// Two gateways' chains: "gw-a" with 20 events, checkpoints at 10 and 18; "gw-b", started after gw-a's checkpoint
+/// at 18 (its chain.start names that head), with 5 events and a checkpoint at 5.
+struct Trail {
+    signer: TestSigner,
+    a: Vec<Sealed>,
+    b: Vec<Sealed>,
+    checkpoints: Vec<Checkpoint>,
+}
+
+fn trail() -> Trail {
+    let signer = TestSigner::generate();
+    let a = chain("gw-a", 20, json!([]));
+    let b = chain("gw-b", 5, json!([{"chain": "gw-a", "seq": 18, "head": a[17].hash}]));
+    let checkpoints = vec![signer.checkpoint(&a, 10), signer.checkpoint(&a, 18), signer.checkpoint(&b, 5)];
+    Trail { signer, a, b, checkpoints }
+}
+
+/// (chain, events, checkpoints, sealed_through, unsealed)
+type Row = (&'static str, u64, u64, u64, u64);
+
+/// The untouched trail's report.
+const INTACT: &[Row] = &[("gw-a", 20, 2, 18, 2), ("gw-b", 5, 1, 5, 0)];
+
+fn check(events: Vec<Sealed>, checkpoints: Vec<Checkpoint>, keys: &[PublicKey], expected: Result<&[Row], Broken>) {
+    let found = verify(events, checkpoints, keys).map(|report| {
+        report
+            .chains
+            .into_iter()
+            .map(|chain| (chain.chain, chain.events, chain.checkpoints, chain.sealed_through, chain.unsealed))
+            .collect::<Vec<_>>()
+    });
+    let expected = expected.map(|rows| {
+        rows.iter()
+            .map(|&(chain, events, checkpoints, sealed, unsealed)| {
+                (chain.to_string(), events, checkpoints, sealed, unsealed)
+            })
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(found, expected);
+}
+
+/// Tampers with a fresh trail, then verifies it with the trail's key.
+fn check_tampered(tamper: impl FnOnce(&mut Trail), expected: Result<&[Row], Broken>) {
+    let mut trail = trail();
+    tamper(&mut trail);
+    let events = trail.a.iter().chain(&trail.b).cloned().collect();
+    check(events, trail.checkpoints, &[trail.signer.public_key()], expected);
+}
+
+fn gw_a(seq: u64) -> (String, u64) {
+    ("gw-a".to_string(), seq)
+}
+
+#[test]
+fn an_intact_trail_verifies() {
+    check_tampered(|_| {}, Ok(INTACT));
+}
+
+#[test]
+fn record_order_does_not_matter() {
+    let trail = trail();
+    let mut events: Vec<Sealed> = trail.b.iter().chain(trail.a.iter().rev()).cloned().collect();
+    events.swap(3, 17);
+    let mut checkpoints = trail.checkpoints.clone();
+    checkpoints.reverse();
+    check(events, checkpoints, &[trail.signer.public_key()], Ok(INTACT));
+}
+
+#[test]
+fn modified_event_is_named() {
+    let (chain, seq) = gw_a(7);
+    check_tampered(
+        |trail| trail.a[6].event.body["sql"] = json!("DROP TABLE orders"),
+        Err(Broken::HashMismatch { chain, seq }),
+    );
+    // Any field counts, including the ones outside the body.
+    check_tampered(
+        |trail| trail.a[6].event.identity = Some("mallory".into()),
+        Err(Broken::HashMismatch { chain: "gw-a".into(), seq: 7 }),
+    );
+    check_tampered(
+        |trail| trail.b[2].event.at = "2026-11-21T07:25:03.123456780Z".into(),
+        Err(Broken::HashMismatch { chain: "gw-b".into(), seq: 3 }),
+    );
+}
+
+#[test]
+fn modified_event_with_its_hash_recomputed_breaks_the_next_link() {
+    check_tampered(
+        |trail| {
+            trail.a[6].event.body["sql"] = json!("DROP TABLE orders");
+            trail.a[6] = append(&trail.a[..6], trail.a[6].event.clone());
+        },
+        Err(Broken::PrevMismatch { chain: "gw-a".into(), seq: 8 }),
+    );
+}
+
+#[test]
+fn rewritten_chain_is_caught_by_its_checkpoint() {
+    check_tampered(
+        |trail| {
+            trail.a[6].event.body["sql"] = json!("DROP TABLE orders");
+            reseal(&mut trail.a);
+        },
+        Err(Broken::CheckpointMismatch { chain: "gw-a".into(), seq: 10 }),
+    );
+    check_tampered(
+        |trail| {
+            trail.a[14].event.body["sql"] = json!("DROP TABLE orders");
+            reseal(&mut trail.a);
+        },
+        Err(Broken::CheckpointMismatch { chain: "gw-a".into(), seq: 18 }),
+    );
+}
+
+#[test]
+fn rewriting_after_the_last_checkpoint_is_not_detectable() {
+    check_tampered(
+        |trail| {
+            trail.a[18].event.body["sql"] = json!("DROP TABLE orders");
+            reseal(&mut trail.a);
+        },
+        Ok(INTACT),
+    );
+}
+
+#[test]
+fn deleted_event_is_named() {
+    check_tampered(
+        |trail| {
+            trail.a.remove(4);
+        },
+        Err(Broken::Missing { chain: "gw-a".into(), seq: 5 }),
+    );
+    check_tampered(
+        |trail| {
+            trail.a.remove(0);
+        },
+        Err(Broken::Missing { chain: "gw-a".into(), seq: 1 }),
+    );
+    check_tampered(
+        |trail| {
+            trail.b.drain(1..3);
+        },
+        Err(Broken::Missing { chain: "gw-b".into(), seq: 2 }),
+    );
+}
+
+#[test]
+fn deleted_event_with_the_rest_renumbered_and_resealed_is_caught_by_the_checkpoint() {
+    check_tampered(
+        |trail| {
+            trail.a.remove(4);
+            for (index, sealed) in trail.a.iter_mut().enumerate() {
+                sealed.event.seq = index as u64 + 1;
+            }
+            reseal(&mut trail.a);
+            // Keep the chain long enough for both checkpoints.
+            let next = event("gw-a", 20);
+            let extra = append(&trail.a, next);
+            trail.a.push(extra);
+        },
+        Err(Broken::CheckpointMismatch { chain: "gw-a".into(), seq: 10 }),
+    );
+}
+
+#[test]
+fn inserted_event_is_named() {
+    // With a seq already taken.
+    check_tampered(
+        |trail| {
+            let mut forged = event("gw-a", 9);
+            forged.body["sql"] = json!("SELECT 'nothing to see'");
+            let forged = append(&trail.a[..8], forged);
+            trail.a.push(forged);
+        },
+        Err(Broken::Duplicate { chain: "gw-a".into(), seq: 9 }),
+    );
+    // With the events after it renumbered.
+    let insert_at_nine = |trail: &mut Trail| {
+        let mut forged = event("gw-a", 9);
+        forged.body["sql"] = json!("SELECT 'nothing to see'");
+        let forged = append(&trail.a[..8], forged);
+        trail.a.insert(8, forged);
+        for sealed in &mut trail.a[9..] {
+            sealed.event.seq += 1;
+        }
+    };
+    check_tampered(insert_at_nine, Err(Broken::PrevMismatch { chain: "gw-a".into(), seq: 10 }));
+    // With every hash recomputed.
+    check_tampered(
+        |trail| {
+            insert_at_nine(trail);
+            reseal(&mut trail.a);
+        },
+        Err(Broken::CheckpointMismatch { chain: "gw-a".into(), seq: 10 }),
+    );
+}
+
+#[test]
+fn reordered_events_are_named() {
+    // The contents of events 12 and 13 swapped, each keeping its seq and chain fields.
+    check_tampered(
+        |trail| {
+            let twelve = trail.a[11].event.clone();
+            let thirteen = trail.a[12].event.clone();
+            trail.a[11].event = Event { seq: 12, ..thirteen };
+            trail.a[12].event = Event { seq: 13, ..twelve };
+        },
+        Err(Broken::HashMismatch { chain: "gw-a".into(), seq: 12 }),
+    );
+    // The records swapped, renumbered to fit.
+    check_tampered(
+        |trail| {
+            trail.a.swap(11, 12);
+            trail.a[11].event.seq = 12;
+            trail.a[12].event.seq = 13;
+        },
+        Err(Broken::PrevMismatch { chain: "gw-a".into(), seq: 12 }),
+    );
+}
+
+#[test]
+fn truncation_after_the_last_checkpoint_is_reported_as_fewer_unsealed_events() {
+    check_tampered(|trail| trail.a.truncate(19), Ok(&[("gw-a", 19, 2, 18, 1), ("gw-b", 5, 1, 5, 0)]));
+    check_tampered(|trail| trail.a.truncate(18), Ok(&[("gw-a", 18, 2, 18, 0), ("gw-b", 5, 1, 5, 0)]));
+}
+
+#[test]
+fn truncation_before_a_checkpoint_is_named() {
+    check_tampered(|trail| trail.a.truncate(15), Err(Broken::Truncated { chain: "gw-a".into(), seq: 18, last: 15 }));
+    check_tampered(|trail| trail.a.truncate(3), Err(Broken::Truncated { chain: "gw-a".into(), seq: 10, last: 3 }));
+    // With the checkpoint deleted too, gw-b's chain.start still names gw-a's event 18.
+    check_tampered(
+        |trail| {
+            trail.a.truncate(15);
+            trail.checkpoints.remove(1);
+        },
+        Err(Broken::Truncated { chain: "gw-a".into(), seq: 18, last: 15 }),
+    );
+}
+
+#[test]
+fn checkpoint_without_events_is_truncation() {
+    check_tampered(|trail| trail.a.clear(), Err(Broken::Truncated { chain: "gw-a".into(), seq: 10, last: 0 }));
+}
+
+#[test]
+fn damaged_signature_is_named() {
+    /// Damages gw-a's checkpoint at 18, which must then be reported at `seq` (the seq it claims).
+    fn check_damage(seq: u64, damage: impl FnOnce(&mut Trail)) {
+        let mut trail = trail();
+        damage(&mut trail);
+        let key_id = trail.signer.public_key().key_id().to_string();
+        let events = trail.a.iter().chain(&trail.b).cloned().collect();
+        let expected = Broken::BadSignature { chain: "gw-a".into(), seq, key_id };
+        check(events, trail.checkpoints, &[trail.signer.public_key()], Err(expected));
+    }
+    fn signature(trail: &mut Trail) -> &mut String {
+        &mut trail.checkpoints[1].signature
+    }
+    let redo = |trail: &mut Trail, change: fn(&mut Vec<u8>)| {
+        let mut bytes = URL_SAFE_NO_PAD.decode(signature(trail).as_str()).expect("base64url");
+        change(&mut bytes);
+        *signature(trail) = URL_SAFE_NO_PAD.encode(bytes);
+    };
+    check_damage(18, |trail| {
+        redo(trail, |bytes| {
+            bytes.pop();
+        })
+    });
+    check_damage(18, |trail| redo(trail, |bytes| bytes[0] ^= 1));
+    check_damage(18, |trail| signature(trail).push('='));
+    check_damage(18, |trail| signature(trail).clear());
+    // Every signed field counts.
+    check_damage(18, |trail| trail.checkpoints[1].head = "00".repeat(32));
+    check_damage(18, |trail| trail.checkpoints[1].at = "2027-01-01T00:00:00Z".into());
+    // A lower seq (whose head an attacker can compute) would otherwise hide a truncation.
+    check_damage(15, |trail| {
+        trail.a.truncate(15);
+        trail.checkpoints[1].seq = 15;
+        trail.checkpoints[1].head = trail.a[14].hash.clone();
+    });
+}
+
+#[test]
+fn wrong_key_is_named() {
+    let trail = trail();
+    let key_id = trail.signer.public_key().key_id().to_string();
+    let other = TestSigner::generate();
+    let events: Vec<Sealed> = trail.a.iter().chain(&trail.b).cloned().collect();
+    check(
+        events.clone(),
+        trail.checkpoints.clone(),
+        &[other.public_key()],
+        Err(Broken::UnknownKey { chain: "gw-a".into(), seq: 10, key_id: key_id.clone() }),
+    );
+    check(
+        events.clone(),
+        trail.checkpoints.clone(),
+        &[],
+        Err(Broken::UnknownKey { chain: "gw-a".into(), seq: 10, key_id: key_id.clone() }),
+    );
+    // A checkpoint forged with another key that claims the gateway's key id.
+    let mut checkpoints = trail.checkpoints.clone();
+    let head = &trail.a[9].hash;
+    checkpoints[0] = sign_checkpoint("gw-a", 10, head, "2026-11-21T08:00:10Z", &key_id, |message| other.sign(message));
+    check(
+        events.clone(),
+        checkpoints,
+        &[trail.signer.public_key(), other.public_key()],
+        Err(Broken::BadSignature { chain: "gw-a".into(), seq: 10, key_id }),
+    );
+    // Several keys (a rotation): each checkpoint verifies with the one it names.
+    let mut checkpoints = trail.checkpoints.clone();
+    checkpoints[2] = other.checkpoint(&trail.b, 5);
+    check(events, checkpoints, &[other.public_key(), trail.signer.public_key()], Ok(INTACT));
+}
+
+#[test]
+fn deleted_chain_is_named_by_the_chain_that_started_after_it() {
+    check_tampered(
+        |trail| {
+            trail.a.clear();
+            trail.checkpoints.retain(|checkpoint| checkpoint.chain != "gw-a");
+        },
+        Err(Broken::MissingChain { chain: "gw-b".into(), seq: 1, missing: "gw-a".into() }),
+    );
+    // Rewritten whole, its checkpoints deleted: the head gw-b's chain.start names no longer matches.
+    check_tampered(
+        |trail| {
+            trail.a[2].event.body["sql"] = json!("DROP TABLE orders");
+            reseal(&mut trail.a);
+            trail.checkpoints.retain(|checkpoint| checkpoint.chain != "gw-a");
+        },
+        Err(Broken::PreviousMismatch { chain: "gw-b".into(), seq: 1, previous: "gw-a".into(), previous_seq: 18 }),
+    );
+    // The newest chain is named by none: deleting it whole is not detectable.
+    check_tampered(
+        |trail| {
+            trail.b.clear();
+            trail.checkpoints.retain(|checkpoint| checkpoint.chain != "gw-b");
+        },
+        Ok(&[("gw-a", 20, 2, 18, 2)]),
+    );
+}
+
+#[test]
+fn malformed_records_are_named() {
+    check_tampered(
+        |trail| {
+            trail.b[0].event.body["previous"] = json!({"chain": "gw-a"});
+            reseal(&mut trail.b);
+            let checkpoint = trail.signer.checkpoint(&trail.b, 5);
+            trail.checkpoints[2] = checkpoint;
+        },
+        Err(Broken::Malformed {
+            chain: "gw-b".into(),
+            seq: 1,
+            reason: "chain.start's \"previous\" is not a list".into(),
+        }),
+    );
+    check_tampered(
+        |trail| {
+            trail.b[0].event.body["previous"] = json!([{"chain": "gw-a", "seq": 18}]);
+            reseal(&mut trail.b);
+            let checkpoint = trail.signer.checkpoint(&trail.b, 5);
+            trail.checkpoints[2] = checkpoint;
+        },
+        Err(Broken::Malformed {
+            chain: "gw-b".into(),
+            seq: 1,
+            reason: "a chain.start \"previous\" entry is not {chain, seq, head}".into(),
+        }),
+    );
+    check_tampered(
+        |trail| {
+            let zero = Sealed::seal(&GENESIS, event("gw-a", 0));
+            trail.a.push(zero);
+        },
+        Err(Broken::Malformed { chain: "gw-a".into(), seq: 0, reason: "seqs start at 1".into() }),
+    );
+    // A stored hash that is not 32 bytes of hex is a mismatch.
+    check_tampered(|trail| trail.a[3].hash.push('0'), Err(Broken::HashMismatch { chain: "gw-a".into(), seq: 4 }));
+}
+
+#[test]
+fn hex_case_does_not_matter() {
+    check_tampered(
+        |trail| {
+            trail.a[3].hash = trail.a[3].hash.to_uppercase();
+            trail.a[4].prev = trail.a[4].prev.to_uppercase();
+        },
+        Ok(INTACT),
+    );
+}
+
+#[test]
+fn first_broken_link_is_the_lowest_seq() {
+    // Event 3 modified and event 10 deleted: event 3 is reported.
+    check_tampered(
+        |trail| {
+            trail.a[2].event.body["sql"] = json!("DROP TABLE orders");
+            trail.a.remove(9);
+        },
+        Err(Broken::HashMismatch { chain: "gw-a".into(), seq: 3 }),
+    );
+}
+
+#[test]
+fn messages_name_the_chain_and_the_event() {
+    let broken = Broken::Missing { chain: "gw-a".into(), seq: 5 };
+    assert_eq!(broken.to_string(), "audit chain \"gw-a\": event 5 is missing (deleted)");
+    assert_eq!((broken.chain(), broken.seq()), ("gw-a", 5));
+    let broken = Broken::Truncated { chain: "gw-a".into(), seq: 18, last: 15 };
+    assert_eq!(
+        broken.to_string(),
+        "audit chain \"gw-a\": event 18 was checkpointed, but the chain ends at 15 (truncated)"
+    );
+    let broken = Broken::MissingChain { chain: "gw-b".into(), seq: 1, missing: "gw-a".into() };
+    assert_eq!((broken.chain(), broken.seq()), ("gw-b", 1));
+    assert!(hash_of(&trail().a[0]) != GENESIS);
+}

@@ -1,0 +1,242 @@
+//! The audit chain the writer appends to: every recorded event, sealed into this gateway's hash chain
+//! ([`warden_audit`]) in the same transaction as the session tables, and a signed checkpoint of the chain's head
+//! at most every [`CHECKPOINT_INTERVAL`] (and at every flush, and when the writer stops).
+//!
+//! Each writer (one per gateway process) starts its own chain, with a random id; its first event, `chain.start`,
+//! names the latest checkpoint of every chain already in the store, so deleting a whole chain is detected too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use warden_audit::{Checkpoint, Event as AuditEvent, Sealed, GENESIS};
+
+use crate::recorder::Event;
+
+/// The longest a sealed event waits for its checkpoint while the gateway is recording.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Signs checkpoints: the gateway's Ed25519 key.
+pub trait AuditSigner: Send + Sync {
+    /// The key's id (first 8 bytes of the SHA-256 of the public key, hex).
+    fn key_id(&self) -> &str;
+    fn sign(&self, message: &[u8]) -> [u8; 64];
+}
+
+/// Who a session is, kept from its start for the events that follow it.
+#[derive(Clone, Default)]
+struct Labels {
+    identity: Option<String>,
+    connection: Option<String>,
+    run: Option<String>,
+    node: Option<String>,
+}
+
+/// The chain as of the last committed batch.
+#[derive(Clone)]
+struct Head {
+    seq: u64,
+    hash: [u8; 32],
+}
+
+pub(crate) struct Chain {
+    id: String,
+    head: Head,
+    /// Checkpoints of other chains when this one started; written into its `chain.start`.
+    previous: Vec<Checkpoint>,
+    sessions: HashMap<String, Labels>,
+    signer: Option<Arc<dyn AuditSigner>>,
+    sealed_through: u64,
+    last_checkpoint: Instant,
+}
+
+/// A batch sealed but not yet committed: commit it with [`Chain::commit`] once stored.
+pub(crate) struct Pending {
+    pub(crate) sealed: Vec<Sealed>,
+    head: Head,
+    sessions: Vec<(String, Option<Labels>)>,
+}
+
+pub(crate) fn timestamp(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+impl Chain {
+    pub(crate) fn new(signer: Option<Arc<dyn AuditSigner>>) -> Chain {
+        let random: [u8; 6] = rand::random();
+        Chain {
+            id: format!("gw-{}", hex::encode(random)),
+            head: Head { seq: 0, hash: GENESIS },
+            previous: Vec::new(),
+            sessions: HashMap::new(),
+            signer,
+            sealed_through: 0,
+            last_checkpoint: Instant::now(),
+        }
+    }
+
+    /// The other chains' latest checkpoints, named by this chain's first event.
+    pub(crate) fn set_previous(&mut self, previous: Vec<Checkpoint>) {
+        self.previous = previous;
+    }
+
+    /// Seals `events` after the committed head, without moving it.
+    pub(crate) fn seal(&self, events: &[Event]) -> Pending {
+        let mut head = self.head.clone();
+        let mut sealed = Vec::new();
+        let mut sessions: Vec<(String, Option<Labels>)> = Vec::new();
+        let mut local: HashMap<&str, Option<Labels>> = HashMap::new();
+        let mut push = |head: &mut Head, event: AuditEvent| {
+            let event = AuditEvent { seq: head.seq + 1, ..event };
+            let item = Sealed::seal(&head.hash, event);
+            head.seq += 1;
+            head.hash = decode_hash(&item.hash);
+            sealed.push(item);
+        };
+        if head.seq == 0 && events.iter().any(|event| !matches!(event, Event::Flush(_))) {
+            let previous: Vec<_> = self
+                .previous
+                .iter()
+                .map(|checkpoint| json!({"chain": checkpoint.chain, "seq": checkpoint.seq, "head": checkpoint.head}))
+                .collect();
+            let body = json!({"previous": previous, "version": env!("CARGO_PKG_VERSION")});
+            push(&mut head, self.event("chain.start", OffsetDateTime::now_utc(), None, &Labels::default(), body));
+        }
+        for event in events {
+            let labels_of = |id: &str, local: &HashMap<&str, Option<Labels>>| -> Labels {
+                match local.get(id) {
+                    Some(Some(labels)) => labels.clone(),
+                    Some(None) => Labels::default(),
+                    None => self.sessions.get(id).cloned().unwrap_or_default(),
+                }
+            };
+            let audit = match event {
+                Event::Flush(_) => continue,
+                Event::Started(start) => {
+                    let labels = Labels {
+                        identity: Some(start.identity.clone()),
+                        connection: Some(start.connection.clone()),
+                        run: start.run.clone(),
+                        node: start.node.clone(),
+                    };
+                    local.insert(&start.id, Some(labels.clone()));
+                    sessions.push((start.id.clone(), Some(labels.clone())));
+                    let body = json!({
+                        "client_address": start.client_address,
+                        "user_name": start.user_name,
+                        "application_name": start.application_name,
+                        "credential": start.credential,
+                        "token_id": start.token_id,
+                    });
+                    self.event("session.start", start.started_at, Some(&start.id), &labels, body)
+                }
+                Event::Statement(record) => {
+                    let labels = labels_of(&record.session_id, &local);
+                    let decision = record.decision.as_ref().map(|decision| {
+                        json!({
+                            "allowed": decision.allowed,
+                            "classes": decision.classes,
+                            "tables": decision.tables,
+                            "policies": decision.policies,
+                        })
+                    });
+                    let body = json!({
+                        "seq": record.seq,
+                        "text": &*record.text,
+                        "rows": record.rows,
+                        "error": record.error,
+                        "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
+                        "decision": decision,
+                    });
+                    self.event("statement", record.started_at, Some(&record.session_id), &labels, body)
+                }
+                Event::Ended(end) => {
+                    let labels = labels_of(&end.id, &local);
+                    local.insert(&end.id, None);
+                    sessions.push((end.id.clone(), None));
+                    self.event("session.end", end.ended_at, Some(&end.id), &labels, json!({"reason": end.end_reason}))
+                }
+                Event::Masked(masked) => {
+                    let labels = labels_of(&masked.id, &local);
+                    let counts: serde_json::Value = masked
+                        .masked
+                        .as_deref()
+                        .and_then(|text| serde_json::from_str(text).ok())
+                        .unwrap_or_else(|| json!({}));
+                    let body = json!({"masked": counts});
+                    self.event("session.masked", OffsetDateTime::now_utc(), Some(&masked.id), &labels, body)
+                }
+            };
+            push(&mut head, audit);
+        }
+        Pending { sealed, head, sessions }
+    }
+
+    fn event(
+        &self,
+        kind: &str,
+        at: OffsetDateTime,
+        session: Option<&str>,
+        labels: &Labels,
+        body: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            chain: self.id.clone(),
+            seq: 0,
+            at: timestamp(at),
+            kind: kind.to_string(),
+            session: session.map(str::to_string),
+            identity: labels.identity.clone(),
+            connection: labels.connection.clone(),
+            run: labels.run.clone(),
+            node: labels.node.clone(),
+            body,
+        }
+    }
+
+    /// Moves the head past a stored batch.
+    pub(crate) fn commit(&mut self, pending: Pending) {
+        self.head = pending.head;
+        for (id, labels) in pending.sessions {
+            match labels {
+                Some(labels) => self.sessions.insert(id, labels),
+                None => self.sessions.remove(&id),
+            };
+        }
+    }
+
+    /// A signed checkpoint of the head, when one is due (`now`: a flush or the writer stopping asks for it
+    /// regardless of the interval) and there is something new to seal.
+    pub(crate) fn checkpoint_due(&self, now: bool) -> Option<Checkpoint> {
+        let signer = self.signer.as_ref()?;
+        if self.head.seq <= self.sealed_through || (!now && self.last_checkpoint.elapsed() < CHECKPOINT_INTERVAL) {
+            return None;
+        }
+        let head = hex::encode(self.head.hash);
+        let at = timestamp(OffsetDateTime::now_utc());
+        Some(warden_audit::sign_checkpoint(&self.id, self.head.seq, &head, &at, signer.key_id(), |message| {
+            signer.sign(message)
+        }))
+    }
+
+    /// Records that `checkpoint` is stored.
+    pub(crate) fn checkpointed(&mut self, checkpoint: &Checkpoint) {
+        self.sealed_through = checkpoint.seq;
+        self.last_checkpoint = Instant::now();
+    }
+
+    /// Events sealed but not yet under a checkpoint.
+    pub(crate) fn unsealed(&self) -> u64 {
+        self.head.seq - self.sealed_through
+    }
+}
+
+fn decode_hash(text: &str) -> [u8; 32] {
+    let mut hash = [0u8; 32];
+    // Sealed::seal writes 64 hex digits; anything else would be a bug in warden-audit.
+    hex::decode_to_slice(text, &mut hash).expect("a sealed hash is 64 hex digits");
+    hash
+}
