@@ -41,6 +41,8 @@ pub(crate) struct AdminState {
     pub(crate) store: StateStore,
     pub(crate) revocations: Arc<Revocations>,
     pub(crate) pg: Arc<PgFrontend>,
+    /// Token issuance and revocations go into the audit log.
+    pub(crate) recorder: warden_state::Recorder,
 }
 
 pub(crate) fn router(state: Arc<AdminState>) -> Router {
@@ -159,6 +161,23 @@ async fn issue_token(
         expires_at = %issued.expires_at,
         "token issued"
     );
+    let mut record = warden_state::AuditRecord::new(
+        "token.issued",
+        serde_json::json!({
+            "token_id": issued.id,
+            "parent": parent.token.as_ref().map(|scope| scope.id.as_str()),
+            "groups": parent.groups,
+            "connections": issued.scope.connections,
+            "actions": issued.scope.actions,
+            "expires_at": issued.expires_at.unix_timestamp(),
+        }),
+    );
+    record.identity = Some(parent.name.clone());
+    record.run = issued.scope.run.clone();
+    record.node = issued.scope.node.clone();
+    if let Err(error) = state.recorder.audit(record) {
+        tracing::warn!(%error, token = %issued.id, "token issuance not recorded in the audit log");
+    }
     Ok(Json(TokenAnswer { token: issued.token, id: issued.id, expires_at: issued.expires_at }))
 }
 
@@ -225,6 +244,20 @@ async fn revoke(
     state.revocations.apply_local(&row);
     let sessions_ended = revoke::end_sessions(&state.pg, &row);
     info!(kind = kind.as_str(), %subject, by = %caller.name, sessions_ended, "revoked");
+    let mut record = warden_state::AuditRecord::new(
+        "revocation",
+        serde_json::json!({
+            "id": id,
+            "kind": kind.as_str(),
+            "subject": subject,
+            "reason": row.reason,
+            "sessions_ended": sessions_ended,
+        }),
+    );
+    record.identity = Some(caller.name.clone());
+    if let Err(error) = state.recorder.audit(record) {
+        tracing::warn!(%error, revocation = id, "revocation not recorded in the audit log");
+    }
     Ok(Json(RevocationAnswer { id, kind, subject, sessions_ended }))
 }
 

@@ -203,6 +203,7 @@ impl Gateway {
                     store: store.clone(),
                     revocations,
                     pg: pg.clone(),
+                    recorder: recorder.clone(),
                 });
                 let mut stop = shutdown_receiver;
                 tasks.push(tokio::spawn(async move {
@@ -243,7 +244,16 @@ impl Gateway {
     /// judged from now on (live sessions keep running). On error the previous policies stay. Returns how many
     /// policies are in force.
     pub fn reload_policies(&self) -> Result<usize, warden_policy::PolicyError> {
-        let policies = Policies::load(&self.policy_files)?;
+        let files: Vec<String> = self.policy_files.iter().map(|file| file.display().to_string()).collect();
+        let loaded = Policies::load(&self.policy_files);
+        let body = match &loaded {
+            Ok(policies) => serde_json::json!({"files": files, "policies": policies.len(), "applied": true}),
+            Err(error) => serde_json::json!({"files": files, "applied": false, "error": error.to_string()}),
+        };
+        if let Err(error) = self.recorder.audit(warden_state::AuditRecord::new("policy.reload", body)) {
+            warn!(%error, "policy reload not recorded in the audit log");
+        }
+        let policies = loaded?;
         let count = policies.len();
         self.policies.replace(policies);
         Ok(count)
@@ -393,6 +403,23 @@ impl SessionHooks for GatewayHooks {
         };
         if let Err(error) = self.recorder.statement(record) {
             warn!(session = %session.id, %error, "statement not recorded");
+        }
+    }
+
+    fn session_refused(&self, client_address: SocketAddr, about: &warden_pg::RefusedStartup, code: &str, reason: &str) {
+        let mut record = warden_state::AuditRecord::new(
+            "session.refused",
+            serde_json::json!({
+                "client_address": client_address.to_string(),
+                "user_name": about.user,
+                "code": code,
+                "reason": reason,
+            }),
+        );
+        record.identity = about.identity.clone();
+        record.connection = Some(about.connection.clone());
+        if let Err(error) = self.recorder.audit(record) {
+            warn!(%error, "refused session not recorded in the audit log");
         }
     }
 

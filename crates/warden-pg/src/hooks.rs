@@ -112,10 +112,23 @@ pub trait SessionHooks: Send + Sync + 'static {
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String>;
     fn session_started(&self, session: &SessionInfo);
     fn statement(&self, session: &SessionInfo, statement: StatementEvent);
+    /// A session refused after its StartupMessage (bad credential, unknown connection, not admitted, upstream
+    /// unreachable): `code` and `reason` are what the client was told.
+    fn session_refused(&self, _client_address: SocketAddr, _about: &RefusedStartup, _code: &str, _reason: &str) {}
     /// How many values were masked in the session, by detector name (and `column` for column rules); called
     /// once, before [`SessionHooks::session_ended`], when any value was.
     fn session_masked(&self, _session: &SessionInfo, _masked: std::collections::BTreeMap<String, u64>) {}
     fn session_ended(&self, session: &SessionInfo, reason: &str);
+}
+
+/// Who a refused session was, as far as its startup got.
+#[derive(Debug, Clone)]
+pub struct RefusedStartup {
+    pub user: String,
+    /// The database name asked for (the connection).
+    pub connection: String,
+    /// Once authenticated.
+    pub identity: Option<String>,
 }
 
 /// A result column's source, as RowDescription names it.

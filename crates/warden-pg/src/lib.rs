@@ -30,7 +30,8 @@ use warden_config::{Config, Limits};
 
 pub use hooks::{
     Admission, Admitted, Annotation, AuthFuture, CopyColumn, CopyShape, DerivedRule, Ending, Judgement, MaskFuture,
-    ResponseMasking, SessionHooks, SessionInfo, SourceColumn, StatementEvent, StatementGuard, StatementRefusal,
+    RefusedStartup, ResponseMasking, SessionHooks, SessionInfo, SourceColumn, StatementEvent, StatementGuard,
+    StatementRefusal,
 };
 use upstream::UpstreamTarget;
 

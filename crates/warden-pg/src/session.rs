@@ -28,11 +28,22 @@ use crate::{new_session_id, PgFrontend};
 pub(crate) struct Refusal {
     pub code: &'static str,
     pub message: String,
+    /// Who asked for what, as far as startup got: recorded for refusals after the StartupMessage.
+    pub about: Option<crate::hooks::RefusedStartup>,
 }
 
 impl Refusal {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Refusal { code, message: message.into() }
+        Refusal { code, message: message.into(), about: None }
+    }
+
+    fn about(mut self, user: &str, connection: &str, identity: Option<&str>) -> Self {
+        self.about = Some(crate::hooks::RefusedStartup {
+            user: user.to_string(),
+            connection: connection.to_string(),
+            identity: identity.map(str::to_string),
+        });
+        self
     }
 }
 
@@ -73,6 +84,9 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         }
         Err(Startup::Refused(mut stream, refusal)) => {
             info!(%peer, code = refusal.code, reason = %refusal.message, "session refused");
+            if let Some(about) = &refusal.about {
+                frontend.hooks.session_refused(peer, about, refusal.code, &refusal.message);
+            }
             let mut out = Vec::new();
             backend::error_response(&mut out, Severity::Fatal, refusal.code, &refusal.message, None);
             let _ = stream.write_all(&out).await;
@@ -312,9 +326,11 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
         Ok(identity) => identity,
         Err(error) => {
             info!(%peer, user, %error, "authentication failed");
+            let database = message.get("database").filter(|name| !name.is_empty()).unwrap_or(user);
             return Err(Startup::Refused(
                 stream,
-                Refusal::new("28P01", format!("password authentication failed for user \"{user}\": {error}")),
+                Refusal::new("28P01", format!("password authentication failed for user \"{user}\": {error}"))
+                    .about(user, database, None),
             ));
         }
     };
@@ -325,7 +341,11 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
     let Some(target) = config.connections.get(database).cloned() else {
         return Err(Startup::Refused(
             stream,
-            Refusal::new("3D000", format!("connection \"{database}\" does not exist")),
+            Refusal::new("3D000", format!("connection \"{database}\" does not exist")).about(
+                user,
+                database,
+                Some(&identity.name),
+            ),
         ));
     };
 
@@ -347,14 +367,18 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
         Ok(admitted) => admitted,
         Err(message) => {
             info!(%peer, identity = %identity.name, connection = %target.connection.name, %message, "session not admitted");
-            return Err(Startup::Refused(stream, Refusal::new("42501", message)));
+            let refusal = Refusal::new("42501", message).about(user, database, Some(&identity.name));
+            return Err(Startup::Refused(stream, refusal));
         }
     };
     let forwarded = admitted.upstream_parameters;
     let connected = tokio::time::timeout(config.limits.connect_timeout, upstream::connect(&target, &forwarded)).await;
     let upstream = match connected {
         Ok(Ok(upstream)) => upstream,
-        Ok(Err(error)) => return Err(Startup::Refused(stream, upstream_refusal(&target.connection.name, &error))),
+        Ok(Err(error)) => {
+            let refusal = upstream_refusal(&target.connection.name, &error).about(user, database, Some(&identity.name));
+            return Err(Startup::Refused(stream, refusal));
+        }
         Err(_) => {
             return Err(Startup::Refused(
                 stream,

@@ -115,6 +115,18 @@ impl Chain {
             };
             let audit = match event {
                 Event::Flush(_) => continue,
+                Event::Audit(record) => AuditEvent {
+                    chain: self.id.clone(),
+                    seq: 0,
+                    at: timestamp(record.at),
+                    kind: record.kind.to_string(),
+                    session: record.session.clone(),
+                    identity: record.identity.clone(),
+                    connection: record.connection.clone(),
+                    run: record.run.clone(),
+                    node: record.node.clone(),
+                    body: record.body.clone(),
+                },
                 Event::Started(start) => {
                     let labels = Labels {
                         identity: Some(start.identity.clone()),

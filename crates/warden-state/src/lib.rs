@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 
 pub use audit::{AuditSigner, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
-pub use recorder::{Recorder, SessionStart, StatementRecord};
+pub use recorder::{AuditRecord, Recorder, SessionStart, StatementRecord};
 
 use recorder::{SessionEnd, SessionMasked};
 use sql::{Batch, Dialect, Store};

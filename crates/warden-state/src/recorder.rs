@@ -79,7 +79,39 @@ pub(crate) struct SessionMasked {
     pub(crate) masked: Option<String>,
 }
 
+/// An event for the audit log alone (it has no session table of its own): a refused session, a revocation, a
+/// token issued, a policy reload.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    /// `session.refused`, `revocation`, `token.issued`, `policy.reload`…
+    pub kind: &'static str,
+    pub at: OffsetDateTime,
+    pub session: Option<String>,
+    pub identity: Option<String>,
+    pub connection: Option<String>,
+    pub run: Option<String>,
+    pub node: Option<String>,
+    /// Kind-specific details; never a secret.
+    pub body: serde_json::Value,
+}
+
+impl AuditRecord {
+    pub fn new(kind: &'static str, body: serde_json::Value) -> AuditRecord {
+        AuditRecord {
+            kind,
+            at: OffsetDateTime::now_utc(),
+            session: None,
+            identity: None,
+            connection: None,
+            run: None,
+            node: None,
+            body,
+        }
+    }
+}
+
 pub(crate) enum Event {
+    Audit(AuditRecord),
     Started(SessionStart),
     Statement(StatementRecord),
     Ended(SessionEnd),
@@ -150,6 +182,11 @@ impl Recorder {
         let masked = (!masked.is_empty())
             .then(|| serde_json::to_string(&masked).expect("a map of strings to integers always serializes"));
         self.send(Event::Masked(SessionMasked { id: id.to_string(), masked }))
+    }
+
+    /// Appends an event to the audit log alone. Never blocks; see [`RecordError`] for when the event is dropped.
+    pub fn audit(&self, record: AuditRecord) -> Result<(), RecordError> {
+        self.send(Event::Audit(record))
     }
 
     /// Records one finished statement. Never blocks; see [`RecordError`] for when the event is dropped.
@@ -301,7 +338,7 @@ async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) ->
             Event::Statement(record) => batch.statements.push(record),
             Event::Ended(end) => batch.ends.push(end),
             Event::Masked(masked) => batch.masked.push(masked),
-            Event::Flush(_) => {}
+            Event::Audit(_) | Event::Flush(_) => {}
         }
     }
     let stored_events = batch.starts.len() + batch.statements.len() + batch.masked.len() + batch.ends.len();
@@ -359,7 +396,8 @@ async fn write_one_by_one(backend: &Backend, events: &[Event]) -> u64 {
     let mut unreachable = false;
     for event in events {
         let (result, kind, session_id, seq) = match event {
-            Event::Flush(_) => continue,
+            // Audit-only events were written with the batch's audit rows.
+            Event::Flush(_) | Event::Audit(_) => continue,
             _ if unreachable => {
                 failed += 1;
                 continue;

@@ -234,6 +234,99 @@ async fn check_masked_counts(store: &StateStore) {
     assert_eq!(recorder.write_errors(), 0);
 }
 
+/// An Ed25519 key signing checkpoints, as the gateway's would.
+struct TestSigner {
+    pair: aws_lc_rs::signature::Ed25519KeyPair,
+    key_id: String,
+}
+
+impl TestSigner {
+    fn new() -> (Arc<TestSigner>, warden_audit::PublicKey) {
+        use aws_lc_rs::signature::KeyPair;
+        let document = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .expect("generate a key");
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(document.as_ref()).expect("parse the key");
+        let raw: [u8; 32] = pair.public_key().as_ref().try_into().expect("32 bytes");
+        let public = warden_audit::PublicKey::from_raw(raw);
+        (Arc::new(TestSigner { pair, key_id: public.key_id().to_string() }), public)
+    }
+}
+
+impl AuditSigner for TestSigner {
+    fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.pair.sign(message).as_ref().try_into().expect("64 bytes")
+    }
+}
+
+/// Two gateways' recorders one after the other: each writes its own chain, sealed by signed checkpoints, and the
+/// second chain's first event names the first chain's head; the whole log verifies. An idle writer seals what it
+/// wrote within the checkpoint interval, without a flush.
+async fn check_audit_chain(store: &StateStore) {
+    let (signer, key) = TestSigner::new();
+    let prefix = unique_prefix();
+    let first = store.audited_recorder(64, signer.clone());
+    let session = format!("{prefix}-a");
+    first.session_started(start(&session, "agent", "shop", datetime!(2025-03-01 10:00 UTC))).expect("queue");
+    first.statement(statement(&session, 1, "SELECT 1")).expect("queue");
+    first.audit(AuditRecord::new("policy.reload", serde_json::json!({"policies": 3}))).expect("queue");
+    first.session_ended(&session, datetime!(2025-03-01 10:01 UTC), Some("client closed".into())).expect("queue");
+    first.flush().await.expect("flush");
+    drop(first);
+
+    let second = store.audited_recorder(64, signer);
+    second.session_started(start(&format!("{prefix}-b"), "agent", "shop", OffsetDateTime::now_utc())).expect("queue");
+    // No flush: the writer seals it on its own within the checkpoint interval.
+    let deadline = Instant::now() + CHECKPOINT_INTERVAL * 5;
+    let (events, checkpoints) = loop {
+        let (events, checkpoints) = store.audit_log(None).await.expect("read the audit log");
+        let chains: std::collections::BTreeSet<&str> = events.iter().map(|e| e.event.chain.as_str()).collect();
+        let sealed = chains.len() == 2
+            && chains.iter().all(|chain| {
+                let last = events.iter().filter(|e| e.event.chain == *chain).map(|e| e.event.seq).max();
+                checkpoints.iter().any(|c| c.chain == *chain && Some(c.seq) == last)
+            });
+        if sealed {
+            break (events, checkpoints);
+        }
+        assert!(Instant::now() < deadline, "the idle writer did not seal its chain: {checkpoints:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let report = warden_audit::verify(events.clone(), checkpoints, &[key]).expect("the log verifies");
+    assert_eq!(report.chains.len(), 2);
+    assert!(report.chains.iter().all(|chain| chain.unsealed == 0), "{report:?}");
+
+    let statement_event = events.iter().find(|e| e.event.kind == "statement").expect("the statement");
+    assert_eq!(statement_event.event.identity.as_deref(), Some("agent"));
+    assert_eq!(statement_event.event.run.as_deref(), Some("run-7"));
+    assert_eq!(statement_event.event.body["text"], "SELECT 1");
+    assert!(events.iter().any(|e| e.event.kind == "policy.reload" && e.event.body["policies"] == 3));
+    let starts: Vec<_> = events.iter().filter(|e| e.event.kind == "chain.start").collect();
+    assert_eq!(starts.len(), 2);
+    let named: Vec<&str> = starts
+        .iter()
+        .flat_map(|start| start.event.body["previous"].as_array().into_iter().flatten())
+        .filter_map(|previous| previous["chain"].as_str())
+        .collect();
+    assert_eq!(named.len(), 1, "the second chain names the first: {starts:?}");
+    second.flush().await.expect("flush");
+}
+
+#[tokio::test]
+async fn sqlite_audit_chain() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_audit_chain(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_audit_chain() {
+    let (store, _postgres) = open_postgres().await;
+    check_audit_chain(&store).await;
+}
+
 #[tokio::test]
 async fn sqlite_masked_counts() {
     let directory = tempfile::tempdir().expect("temporary directory");
