@@ -1,6 +1,7 @@
-//! `warden sessions list|show`: the recorded sessions and statements, from the gateway's admin API (when
+//! `warden sessions list|show|replay`: the recorded sessions and statements, from the gateway's admin API (when
 //! `--admin-url` is given or `WARDEN_TOKEN` is set), or read straight from the state store the config names
-//! (offline, e.g. after the gateway stopped).
+//! (offline, e.g. after the gateway stopped). `replay` reads a session's audit events from the store, always
+//! offline, and can follow a live session until it ends.
 
 use std::path::PathBuf;
 
@@ -47,6 +48,19 @@ pub enum SessionsCommand {
         /// The admin API, e.g. http://127.0.0.1:18081 (with WARDEN_TOKEN set, default: the config's [listen] admin).
         #[arg(long)]
         admin_url: Option<String>,
+    },
+    /// A session's audit events in order, each with its time since the session started (read from the state
+    /// store, offline).
+    Replay {
+        id: String,
+        #[arg(long, short, env = "WARDEN_CONFIG", default_value = "warden.toml")]
+        config: PathBuf,
+        /// One JSON object per event and line (JSON Lines).
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events until the session ends (or Ctrl-C).
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -184,6 +198,10 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
                 }
             }
         }
+        SessionsCommand::Replay { id, config, json, follow } => {
+            let store = open(&config).await?;
+            replay(&store, &id, json, follow).await?;
+        }
     }
     Ok(())
 }
@@ -221,5 +239,236 @@ pub(crate) fn one_line(text: &str) -> String {
         format!("{}…", collapsed.chars().take(119).collect::<String>())
     } else {
         collapsed
+    }
+}
+
+/// How often `replay --follow` reads the store for new events.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Prints a session's audit events in order; with `follow`, polls for new ones until its `session.end`.
+async fn replay(store: &StateStore, id: &str, json: bool, follow: bool) -> Result<()> {
+    let mut events = session_events(store, id, None).await?;
+    if events.is_empty() {
+        if store.session(id).await?.is_some() {
+            anyhow::bail!("session {id} has no audit events: it was recorded before the audit log existed");
+        }
+        anyhow::bail!("no session with id {id}");
+    }
+    let (session_start, start_at) = {
+        let first = events.iter().find(|event| event.event.kind == "session.start").unwrap_or(&events[0]);
+        (first.event.clone(), first.at)
+    };
+    let replay = Replay { start_at, json };
+    if !json {
+        replay.print_header(&session_start);
+    }
+    loop {
+        let mut ended = false;
+        for event in &events {
+            replay.print(event);
+            ended |= event.event.kind == "session.end";
+        }
+        if ended || !follow {
+            return Ok(());
+        }
+        // A session's events are all in one chain; the last one read is where the next read starts.
+        let last = events.iter().max_by_key(|event| event.event.seq).map(|event| &event.event);
+        let after = last.map(|event| (event.chain.clone(), event.seq));
+        loop {
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+            events = session_events(store, id, after.as_ref().map(|(chain, seq)| (chain.as_str(), *seq))).await?;
+            if !events.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// One audit event of the session, with its time parsed.
+struct ReplayEvent {
+    event: warden_audit::Event,
+    at: OffsetDateTime,
+}
+
+/// The session's events (after `after`, a chain and seq) in replay order: by time, then chain and seq, except
+/// that `session.end` comes last. (A `session.masked` event is stamped when the writer seals it, which is after
+/// the end it precedes; and RFC 3339 text with a varying number of fraction digits does not sort as time, so
+/// the sort is here rather than in SQL.)
+async fn session_events(store: &StateStore, id: &str, after: Option<(&str, u64)>) -> Result<Vec<ReplayEvent>> {
+    let sealed = store.audit_events_for_session(id, after).await.context("cannot read the audit log")?;
+    let mut events = sealed
+        .into_iter()
+        .map(|sealed| {
+            let at = OffsetDateTime::parse(&sealed.event.at, &Rfc3339).with_context(|| {
+                format!("audit event {} {}: bad time {:?}", sealed.event.chain, sealed.event.seq, sealed.event.at)
+            })?;
+            Ok(ReplayEvent { event: sealed.event, at })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    events.sort_by(|a, b| {
+        let key = |event: &ReplayEvent| (event.event.kind == "session.end", event.at);
+        key(a).cmp(&key(b)).then_with(|| (&a.event.chain, a.event.seq).cmp(&(&b.event.chain, b.event.seq)))
+    });
+    Ok(events)
+}
+
+/// How replayed events are printed.
+struct Replay {
+    /// When the session started: offsets are from here.
+    start_at: OffsetDateTime,
+    json: bool,
+}
+
+impl Replay {
+    fn print_header(&self, start: &warden_audit::Event) {
+        let body = &start.body;
+        let field = |name: &str| body[name].as_str().unwrap_or("-").to_string();
+        let mut line = format!(
+            "session {}  identity {}  connection {}",
+            start.session.as_deref().unwrap_or("-"),
+            start.identity.as_deref().unwrap_or("-"),
+            start.connection.as_deref().unwrap_or("-")
+        );
+        if let Some(run) = &start.run {
+            line.push_str(&format!("  run {run}"));
+        }
+        if let Some(node) = &start.node {
+            line.push_str(&format!("  node {node}"));
+        }
+        line.push_str(&format!(
+            "  client {}  application {}  started {}",
+            field("client_address"),
+            field("application_name"),
+            self.start_at.format(&Rfc3339).unwrap_or_else(|_| start.at.clone())
+        ));
+        println!("{line}");
+    }
+
+    fn offset(&self, at: OffsetDateTime) -> time::Duration {
+        at - self.start_at
+    }
+
+    fn print(&self, replayed: &ReplayEvent) {
+        let offset = self.offset(replayed.at);
+        let event = &replayed.event;
+        if self.json {
+            let mut object = match &event.body {
+                serde_json::Value::Object(body) => body.clone(),
+                other => serde_json::Map::from_iter([("body".to_string(), other.clone())]),
+            };
+            let micros = offset.whole_microseconds();
+            object.insert("offset_ms".into(), serde_json::json!(micros as f64 / 1000.0));
+            object.insert("kind".into(), serde_json::json!(event.kind));
+            object.insert("at".into(), serde_json::json!(event.at));
+            object.insert("session".into(), serde_json::json!(event.session));
+            object.insert("identity".into(), serde_json::json!(event.identity));
+            object.insert("connection".into(), serde_json::json!(event.connection));
+            object.insert("run".into(), serde_json::json!(event.run));
+            object.insert("node".into(), serde_json::json!(event.node));
+            println!("{}", serde_json::Value::Object(object));
+            return;
+        }
+        let body = &event.body;
+        let at = format_offset(offset);
+        match event.kind.as_str() {
+            "session.start" => {
+                let mut line = format!("{at}  session.start  user {}", body["user_name"].as_str().unwrap_or("-"));
+                if let Some(credential) = body["credential"].as_str() {
+                    line.push_str(&format!(", credential {credential}"));
+                }
+                if let Some(token) = body["token_id"].as_str() {
+                    line.push_str(&format!(" {token}"));
+                }
+                println!("{line}");
+            }
+            "statement" => {
+                let seq = body["seq"].as_u64().map_or_else(|| "?".to_string(), |seq| seq.to_string());
+                let list = |value: &serde_json::Value, separator: &str| {
+                    let items: Vec<&str> = value
+                        .as_array()
+                        .map(|items| items.iter().filter_map(|item| item.as_str()).collect())
+                        .unwrap_or_default();
+                    if items.is_empty() {
+                        "-".to_string()
+                    } else {
+                        items.join(separator)
+                    }
+                };
+                let decision = &body["decision"];
+                let verdict = match decision["allowed"].as_bool() {
+                    None => "unjudged".to_string(),
+                    Some(allowed) => {
+                        let mut verdict = format!(
+                            "{} [{}] {}",
+                            if allowed { "allowed" } else { "DENIED" },
+                            list(&decision["classes"], ","),
+                            list(&decision["tables"], ", ")
+                        );
+                        if !allowed {
+                            match list(&decision["policies"], ", ").as_str() {
+                                "-" => verdict.push_str("  no policy permits it"),
+                                policies => verdict.push_str(&format!("  by {policies}")),
+                            }
+                        }
+                        verdict
+                    }
+                };
+                let error = body["error"].as_str();
+                let failed =
+                    if error.is_some() && decision["allowed"].as_bool() != Some(false) { "  ERROR" } else { "" };
+                let duration = format_duration_us(body["duration_us"].as_u64().unwrap_or(0));
+                let outcome = match body["rows"].as_u64() {
+                    Some(1) => format!("1 row, {duration}"),
+                    Some(rows) => format!("{rows} rows, {duration}"),
+                    None => duration,
+                };
+                println!("{at}  statement #{seq}  {verdict}{failed}  ({outcome})");
+                for line in body["text"].as_str().unwrap_or("").lines() {
+                    println!("{INDENT}{line}");
+                }
+                if let Some(error) = error {
+                    println!("{INDENT}error: {error}");
+                }
+            }
+            "session.masked" => {
+                let counts: Vec<String> = body["masked"]
+                    .as_object()
+                    .map(|counts| counts.iter().map(|(detector, count)| format!("{detector} {count}")).collect())
+                    .unwrap_or_default();
+                let counts = if counts.is_empty() { "nothing".to_string() } else { counts.join(", ") };
+                println!("{at}  session.masked  {counts}");
+            }
+            "session.end" => {
+                let reason = body["reason"].as_str().unwrap_or("ended");
+                println!("{at}  session.end  {reason}  (lasted {})", format_seconds(offset));
+            }
+            other => println!("{at}  {other}  {}", body),
+        }
+    }
+}
+
+/// Where a statement's text and error go: under the event's line.
+const INDENT: &str = "          ";
+
+/// `+0.012s`.
+fn format_offset(offset: time::Duration) -> String {
+    let sign = if offset.is_negative() { "-" } else { "+" };
+    format!("{sign}{}", format_seconds(offset.abs()))
+}
+
+/// `0.012s`.
+fn format_seconds(duration: time::Duration) -> String {
+    format!("{:.3}s", duration.as_seconds_f64())
+}
+
+/// `0.40 ms`, `12.3 ms`, `1520 ms`.
+fn format_duration_us(micros: u64) -> String {
+    let millis = micros as f64 / 1000.0;
+    if micros < 1_000 {
+        format!("{millis:.2} ms")
+    } else if micros < 100_000 {
+        format!("{millis:.1} ms")
+    } else {
+        format!("{millis:.0} ms")
     }
 }

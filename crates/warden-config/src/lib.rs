@@ -60,6 +60,35 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Settings shared by every connection's masking (`[masking]`).
     pub masking: GlobalMasking,
+    /// The audit log (`[audit]`).
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub durability: Durability,
+}
+
+/// When a recorded event must be durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Events are written in batches behind the data path (at most ~10 ms later); when the writer cannot keep up
+    /// and its bounded queue fills, new sessions are refused.
+    #[default]
+    Async,
+    /// A statement is forwarded upstream only once its request is durable in the audit log, and its answer reaches
+    /// the client only once its record is; when the log cannot be written, the session ends with an error.
+    Sync,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Async => "async",
+            Durability::Sync => "sync",
+        }
+    }
 }
 
 impl Config {

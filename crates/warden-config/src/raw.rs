@@ -22,6 +22,13 @@ pub(crate) struct RawConfig {
     pub tokens: Option<RawTokens>,
     pub admin: Option<RawAdmin>,
     pub masking: Option<RawGlobalMasking>,
+    pub audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub durability: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -98,6 +98,7 @@ impl Checker<'_> {
         let tokens = self.check_tokens(raw.tokens, &state);
         let admin = self.check_admin(raw.admin);
         let masking = self.check_global_masking(raw.masking, &state, any_masking);
+        let audit = self.check_audit(raw.audit);
         Config {
             source: self.path.clone(),
             state,
@@ -111,6 +112,7 @@ impl Checker<'_> {
             tokens,
             admin,
             masking,
+            audit,
         }
     }
 
@@ -993,6 +995,22 @@ impl Checker<'_> {
             }
         }
         tokens
+    }
+
+    fn check_audit(&mut self, raw: Option<crate::raw::RawAudit>) -> crate::AuditConfig {
+        let mut audit = crate::AuditConfig::default();
+        if let Some(durability) = raw.and_then(|raw| raw.durability) {
+            match durability.get_ref().as_str() {
+                "async" => audit.durability = crate::Durability::Async,
+                "sync" => audit.durability = crate::Durability::Sync,
+                other => self.report(
+                    Some(durability.span()),
+                    "audit.durability",
+                    format!("\"{other}\" is not a durability mode (expected \"async\" or \"sync\")"),
+                ),
+            }
+        }
+        audit
     }
 
     fn check_admin(&mut self, raw: Option<RawAdmin>) -> AdminConfig {

@@ -159,7 +159,9 @@ impl Gateway {
         } else {
             masking::Maskings::default()
         };
+        info!(durability = config.audit.durability.as_str(), "audit log");
         let hooks = Arc::new(GatewayHooks {
+            durability: config.audit.durability,
             maskings: Arc::new(maskings),
             authenticator: authenticator.clone(),
             expiry_grace: config.tokens.expiry_grace,
@@ -335,6 +337,7 @@ impl warden_state::AuditSigner for AuditKey {
 }
 
 struct GatewayHooks {
+    durability: warden_config::Durability,
     maskings: Arc<masking::Maskings>,
     authenticator: Arc<auth::Authenticator>,
     expiry_grace: std::time::Duration,
@@ -343,12 +346,31 @@ struct GatewayHooks {
     policies: Arc<guard::PolicyStore>,
 }
 
+impl GatewayHooks {
+    /// With `audit.durability = sync`, resolves once everything recorded so far is committed.
+    fn durable(&self) -> Option<warden_pg::Durable> {
+        if self.durability != warden_config::Durability::Sync {
+            return None;
+        }
+        let durable = self.recorder.durable();
+        Some(Box::pin(async move { durable.await.map_err(|error| error.to_string()) }))
+    }
+}
+
 impl SessionHooks for GatewayHooks {
     fn authenticate<'a>(&'a self, credential: &'a str) -> AuthFuture<'a> {
         Box::pin(self.authenticator.authenticate(credential, OffsetDateTime::now_utc()))
     }
 
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String> {
+        if !self.recorder.has_room() {
+            // Fail closed: a session whose events could not be recorded is not started.
+            return Err(format!(
+                "connection \"{}\": the audit log cannot keep up (its queue is nearly full); new sessions are \
+                 refused until it drains",
+                admission.connection
+            ));
+        }
         let mut admitted = guard::admit(admission, &self.analyzer, &self.policies, self.expiry_grace)?;
         if let Some(connection) = self.maskings.get(admission.connection) {
             if !guard::may_unmask(admission, &self.policies) {
@@ -377,7 +399,7 @@ impl SessionHooks for GatewayHooks {
         }
     }
 
-    fn statement(&self, session: &SessionInfo, statement: StatementEvent) {
+    fn statement(&self, session: &SessionInfo, statement: StatementEvent) -> Option<warden_pg::Durable> {
         // The record is masked like the connection's results, whoever the identity (the audit trail never holds
         // what masking hides).
         let (text, error) = match self.maskings.get(&session.connection) {
@@ -403,7 +425,31 @@ impl SessionHooks for GatewayHooks {
         };
         if let Err(error) = self.recorder.statement(record) {
             warn!(session = %session.id, %error, "statement not recorded");
+            if self.durability == warden_config::Durability::Sync {
+                return Some(Box::pin(std::future::ready(Err(error.to_string()))));
+            }
         }
+        self.durable()
+    }
+
+    fn statement_requested(&self, session: &SessionInfo, text: &str) -> Option<warden_pg::Durable> {
+        if self.durability != warden_config::Durability::Sync {
+            return None;
+        }
+        let text = match self.maskings.get(&session.connection) {
+            Some(masking) => masking.masker().mask(text).into_owned(),
+            None => text.to_string(),
+        };
+        let mut record = warden_state::AuditRecord::new("statement.request", serde_json::json!({ "text": text }));
+        record.session = Some(session.id.to_string());
+        record.identity = Some(session.identity.name.clone());
+        record.connection = Some(session.connection.clone());
+        record.run = session.identity.token.as_ref().and_then(|scope| scope.run.clone());
+        record.node = session.identity.token.as_ref().and_then(|scope| scope.node.clone());
+        if let Err(error) = self.recorder.audit(record) {
+            return Some(Box::pin(std::future::ready(Err(error.to_string()))));
+        }
+        self.durable()
     }
 
     fn session_refused(&self, client_address: SocketAddr, about: &warden_pg::RefusedStartup, code: &str, reason: &str) {

@@ -101,6 +101,9 @@ pub struct Ending {
     pub message: String,
 }
 
+/// Resolves once what was recorded is durable; `Err` says why it cannot be, and the session ends (fail closed).
+pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'static>>;
+
 /// The answer to [`SessionHooks::authenticate`]: verifying a credential may need IO (an OIDC issuer's keys).
 pub type AuthFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Identity, AuthError>> + Send + 'a>>;
 
@@ -111,7 +114,14 @@ pub trait SessionHooks: Send + Sync + 'static {
     /// An `Err` is sent to the client as FATAL 42501.
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String>;
     fn session_started(&self, session: &SessionInfo);
-    fn statement(&self, session: &SessionInfo, statement: StatementEvent);
+    /// A finished statement. With `audit.durability = sync` the answer to return resolves once its record is
+    /// durable, and the client gets the statement's answer only then.
+    fn statement(&self, session: &SessionInfo, statement: StatementEvent) -> Option<Durable>;
+    /// A statement about to be forwarded upstream (a Query, a Parse, a function call). With `audit.durability =
+    /// sync` the answer to return resolves once the request is durable, and the statement is forwarded only then.
+    fn statement_requested(&self, _session: &SessionInfo, _text: &str) -> Option<Durable> {
+        None
+    }
     /// A session refused after its StartupMessage (bad credential, unknown connection, not admitted, upstream
     /// unreachable): `code` and `reason` are what the client was told.
     fn session_refused(&self, _client_address: SocketAddr, _about: &RefusedStartup, _code: &str, _reason: &str) {}

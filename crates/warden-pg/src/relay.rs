@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::codec::backend::Severity;
 use crate::codec::{self, backend, frontend, CodecError};
 use crate::hooks::{
-    Annotation, Ending, Judgement, ResponseMasking, SessionHooks, SessionInfo, StatementEvent, StatementGuard,
+    Annotation, Durable, Ending, Judgement, ResponseMasking, SessionHooks, SessionInfo, StatementEvent, StatementGuard,
 };
 use crate::mask::{self, CopyOut, PortalShapes, SessionMasking, Shape};
 
@@ -180,6 +180,31 @@ impl Tracker {
         }
     }
 
+    /// The statements still in flight when the session ended (the client left right after an error, before the
+    /// server's ReadyForQuery; warden ended the session mid-query), finished with what is known of them.
+    fn unfinished(&mut self) -> Vec<StatementEvent> {
+        let mut events = Vec::new();
+        while let Some(mut pending) = self.queue.pop_front() {
+            let recorded = match pending.kind {
+                PendingKind::Query | PendingKind::Execute => true,
+                // A Parse is recorded when it runs, unless warden refused it.
+                PendingKind::Parse => pending.refusal.is_some(),
+                PendingKind::Sync | PendingKind::Describe { .. } => false,
+            };
+            if !recorded {
+                continue;
+            }
+            if let Some(refused) = pending.refusal.take() {
+                pending.error.get_or_insert(refused.summary);
+            }
+            if pending.rows.is_none() {
+                pending.error.get_or_insert_with(|| "the session ended before the statement completed".to_string());
+            }
+            events.push(self.finish(pending));
+        }
+        events
+    }
+
     /// Drops the extended-protocol requests in front of the next Sync (or simple Query).
     fn drop_until_sync(&mut self) {
         while self.queue.front().is_some_and(|next| {
@@ -330,7 +355,8 @@ where
     let guard = Mutex::new(guard);
     let masking = masking.map(|masking| Mutex::new(SessionMasking::new(masking)));
     let masked = masking.is_some();
-    let client_to_upstream = client_loop(client_read, upstream_write, &tracker, &guard, max_message_bytes, masked);
+    let client_to_upstream =
+        client_loop(client_read, upstream_write, (&tracker, &guard), (session, hooks), max_message_bytes, masked);
     let upstream_to_client = async {
         match &masking {
             None => {
@@ -345,6 +371,12 @@ where
         }
     };
     let end = relay_until_end(client_to_upstream, upstream_to_client, stop, ending, deadline).await;
+    // What was sent but not answered still belongs in the record.
+    let unfinished = tracker.lock().unfinished();
+    for event in unfinished {
+        // Nothing waits on it any more: the session is over.
+        drop(hooks.statement(session, event));
+    }
     if let Some(masking) = &masking {
         let counts = masking.lock().counts();
         if !counts.is_empty() {
@@ -496,13 +528,15 @@ struct ClientNames {
     /// Execute, to learn their result columns).
     described: std::collections::HashSet<String>,
     masked: bool,
+    /// Statements judged in the current read, whose requests are recorded before they are forwarded.
+    requested: Vec<Arc<str>>,
 }
 
 async fn client_loop<R, W>(
     reader: &mut R,
     writer: &mut W,
-    tracker: &Mutex<Tracker>,
-    guard: &Mutex<Box<dyn StatementGuard>>,
+    (tracker, guard): (&Mutex<Tracker>, &Mutex<Box<dyn StatementGuard>>),
+    (session, hooks): (&SessionInfo, &dyn SessionHooks),
     limit: usize,
     masked: bool,
 ) -> RelayEnd
@@ -530,6 +564,12 @@ where
             let step = framing.scan(&mut buffer, Some(limit), tracked, |tag, message| {
                 on_client_message(tag, message, &mut names, tracker, guard, &mut terminated)
             });
+            // A statement is forwarded only once its request is durable (audit.durability = sync).
+            let durable: Vec<Durable> =
+                names.requested.drain(..).filter_map(|text| hooks.statement_requested(session, &text)).collect();
+            if let Err(end) = await_durable(durable).await {
+                return end;
+            }
             let done = match step {
                 Step::Forward(forward) => forward_prefix(writer, &mut buffer, forward).await.map(|()| true),
                 Step::Replace { forward, skip, with } => replace(writer, &mut buffer, forward, skip, &with).await,
@@ -558,9 +598,10 @@ fn on_client_message(
 ) -> Result<Option<Vec<u8>>, CodecError> {
     match tag {
         frontend::QUERY => {
-            let text = frontend::query_text(message)?;
-            let judgement = guard.lock().query(text);
-            if tracker.lock().push_judged(PendingKind::Query, text.into(), judgement)? {
+            let text: Arc<str> = frontend::query_text(message)?.into();
+            let judgement = guard.lock().query(&text);
+            names.requested.push(text.clone());
+            if tracker.lock().push_judged(PendingKind::Query, text, judgement)? {
                 return Ok(Some(frontend::query(STAND_IN)));
             }
         }
@@ -568,6 +609,7 @@ fn on_client_message(
             let (name, query) = frontend::parse_statement(message)?;
             let judgement = guard.lock().parse(name, query);
             let text: Arc<str> = query.into();
+            names.requested.push(text.clone());
             names.statements.insert(name.to_string(), (text.clone(), judgement.annotation.clone()));
             if tracker.lock().push_judged(PendingKind::Parse, text, judgement)? {
                 return Ok(Some(frontend::parse(name, STAND_IN)));
@@ -640,7 +682,8 @@ fn on_client_message(
             let mut reader = codec::BodyReader::new(message);
             let oid = reader.i32()?;
             let judgement = guard.lock().function_call(oid);
-            let text = Arc::from(format!("<function call {oid}>"));
+            let text: Arc<str> = Arc::from(format!("<function call {oid}>"));
+            names.requested.push(text.clone());
             if tracker.lock().push_judged(PendingKind::Query, text, judgement)? {
                 return Ok(Some(frontend::query(STAND_IN)));
             }
@@ -685,9 +728,12 @@ where
                 completed.extend(event);
                 Ok(replacement)
             });
-            // Recorded before the client sees the answer, so whoever reads the record after the answer finds it.
-            for event in completed.drain(..) {
-                hooks.statement(session, event);
+            // Recorded before the client sees the answer, so whoever reads the record after the answer finds it
+            // (and with audit.durability = sync, durable before it).
+            let durable: Vec<Durable> =
+                completed.drain(..).filter_map(|event| hooks.statement(session, event)).collect();
+            if let Err(end) = await_durable(durable).await {
+                return end;
             }
             let done = match step {
                 Step::Forward(forward) => forward_prefix(writer, &mut buffer, forward).await.map(|()| true),
@@ -946,9 +992,11 @@ where
             }
         }
         buffer.advance(position);
-        // Recorded before the client sees the answer, so whoever reads the record after the answer finds it.
-        for event in completed.drain(..) {
-            hooks.statement(session, event);
+        // Recorded before the client sees the answer, so whoever reads the record after the answer finds it (and
+        // with audit.durability = sync, durable before it).
+        let durable: Vec<Durable> = completed.drain(..).filter_map(|event| hooks.statement(session, event)).collect();
+        if let Err(end) = await_durable(durable).await {
+            return end;
         }
         if !out.is_empty() {
             if let Err(error) = writer.write_all(&out).await {
@@ -968,6 +1016,22 @@ where
             Err(error) => return RelayEnd::UpstreamIo(error),
         }
     }
+}
+
+/// Waits for records to be durable; when one cannot be, the session ends rather than go on unrecorded.
+async fn await_durable(durable: Vec<Durable>) -> Result<(), RelayEnd> {
+    for ticket in durable {
+        if let Err(reason) = ticket.await {
+            return Err(RelayEnd::Ended(Ending {
+                code: "58030",
+                message: format!(
+                    "the audit log cannot be written ({reason}); with audit.durability = sync warden forwards \
+                     nothing it cannot record, so the session is ended"
+                ),
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// Reads once into `buffer`, first making room when little is left.

@@ -96,7 +96,7 @@ impl Chain {
             head.hash = decode_hash(&item.hash);
             sealed.push(item);
         };
-        if head.seq == 0 && events.iter().any(|event| !matches!(event, Event::Flush(_))) {
+        if head.seq == 0 && events.iter().any(|event| !matches!(event, Event::Flush(_) | Event::Durable(_))) {
             let previous: Vec<_> = self
                 .previous
                 .iter()
@@ -114,7 +114,7 @@ impl Chain {
                 }
             };
             let audit = match event {
-                Event::Flush(_) => continue,
+                Event::Flush(_) | Event::Durable(_) => continue,
                 Event::Audit(record) => AuditEvent {
                     chain: self.id.clone(),
                     seq: 0,

@@ -26,6 +26,8 @@ pub enum StateError {
     WriterStopped,
     #[error("the state writer failed to store {failed} recorded events since the previous flush")]
     WritesFailed { failed: u64 },
+    #[error("the state writer's queue is full: the state store cannot keep up")]
+    QueueFull,
 }
 
 /// Who caused a [`StateError`].
@@ -49,7 +51,8 @@ impl StateError {
             | StateError::Migrate { .. }
             | StateError::Query { .. }
             | StateError::CorruptRow { .. }
-            | StateError::WritesFailed { .. } => Fault::Database,
+            | StateError::WritesFailed { .. }
+            | StateError::QueueFull => Fault::Database,
             StateError::WriterStopped => Fault::Warden,
         }
     }

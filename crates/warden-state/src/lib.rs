@@ -290,6 +290,19 @@ impl StateStore {
         }
     }
 
+    /// One session's audit events (`session.start`, `statement`, `session.masked`, `session.end`, …) by chain and
+    /// seq; with `after` (a chain and a seq), only that chain's events after it — for following a live session.
+    pub async fn audit_events_for_session(
+        &self,
+        session_id: &str,
+        after: Option<(&str, u64)>,
+    ) -> Result<Vec<warden_audit::Sealed>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.audit_events_for_session(session_id, after).await,
+            Backend::Postgres(store) => store.audit_events_for_session(session_id, after).await,
+        }
+    }
+
     /// A session's statements in `seq` order.
     pub async fn statements(&self, session_id: &str) -> Result<Vec<StatementRow>, StateError> {
         match &self.backend {
@@ -411,7 +424,8 @@ async fn open_postgres(url: &str) -> Result<Store<Postgres>, StateError> {
         PgConnectOptions::from_str(url).map_err(|source| StateError::InvalidUrl { url: redact_url(url), source })?;
     let pool = PgPoolOptions::new()
         .max_connections(8)
-        .acquire_timeout(Duration::from_secs(10))
+        // A store that is gone must fail a write within seconds: in sync mode the data path waits on it.
+        .acquire_timeout(Duration::from_secs(3))
         .connect_with(options)
         .await
         .map_err(|source| StateError::Connect { url: redact_url(url), source })?;

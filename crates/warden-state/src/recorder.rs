@@ -119,6 +119,9 @@ pub(crate) enum Event {
     /// Answered, with the number of events that failed since the previous flush, once every event
     /// queued before it is committed.
     Flush(oneshot::Sender<u64>),
+    /// Answered once the batch holding it (and so every event queued before it) is committed: whether every event
+    /// of that batch was stored. Unlike a flush, it does not ask for a checkpoint.
+    Durable(oneshot::Sender<bool>),
 }
 
 /// What the recorders and their writer share.
@@ -182,6 +185,33 @@ impl Recorder {
         let masked = (!masked.is_empty())
             .then(|| serde_json::to_string(&masked).expect("a map of strings to integers always serializes"));
         self.send(Event::Masked(SessionMasked { id: id.to_string(), masked }))
+    }
+
+    /// Waits until everything recorded through this recorder before the call is committed (`audit.durability =
+    /// sync`): the batch is committed at once, without the usual linger, together with whatever else is queued.
+    /// Fails when the queue is full, the writer is gone, or an event of that batch could not be stored.
+    pub fn durable(&self) -> impl std::future::Future<Output = Result<(), StateError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(Event::Durable(reply));
+        self.shared.hurry.notify_one();
+        async move {
+            match sent {
+                Err(RecordError::QueueFull) => return Err(StateError::QueueFull),
+                Err(RecordError::WriterStopped) => return Err(StateError::WriterStopped),
+                Ok(()) => {}
+            }
+            match answer.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(StateError::WritesFailed { failed: 1 }),
+                Err(_) => Err(StateError::WriterStopped),
+            }
+        }
+    }
+
+    /// Whether the queue has room for a new session's events: less than nine tenths full (`audit.durability =
+    /// async` refuses new sessions otherwise).
+    pub fn has_room(&self) -> bool {
+        self.sender.capacity() * 10 > self.sender.max_capacity()
     }
 
     /// Appends an event to the audit log alone. Never blocks; see [`RecordError`] for when the event is dropped.
@@ -251,6 +281,7 @@ async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, share
         let open = gather(&mut receiver, &mut events, &shared.hurry, wait).await;
         let flush = !open || events.iter().any(|event| matches!(event, Event::Flush(_)));
         let mut failed = write_events(&backend, &events, &mut chain).await;
+        let stored = failed == 0;
         if let Some(checkpoint) = chain.checkpoint_due(flush) {
             match backend.write_checkpoint(&checkpoint).await {
                 Ok(()) => chain.checkpointed(&checkpoint),
@@ -266,10 +297,16 @@ async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, share
         }
         let mut answered_a_flush = false;
         for event in events.drain(..) {
-            if let Event::Flush(reply) = event {
-                // The flusher may have given up waiting; nothing to do then.
-                let _ = reply.send(failed_since_flush);
-                answered_a_flush = true;
+            match event {
+                Event::Flush(reply) => {
+                    // The flusher may have given up waiting; nothing to do then.
+                    let _ = reply.send(failed_since_flush);
+                    answered_a_flush = true;
+                }
+                Event::Durable(reply) => {
+                    let _ = reply.send(stored);
+                }
+                _ => {}
             }
         }
         if answered_a_flush {
@@ -306,7 +343,8 @@ async fn gather(
     if received == 0 {
         return false;
     }
-    let flush_waiting = |events: &[Event]| events.iter().any(|event| matches!(event, Event::Flush(_)));
+    let flush_waiting =
+        |events: &[Event]| events.iter().any(|event| matches!(event, Event::Flush(_) | Event::Durable(_)));
     if events.len() < EVENTS_PER_BATCH && !flush_waiting(events) {
         tokio::select! {
             () = tokio::time::sleep(LINGER) => {}
@@ -338,7 +376,7 @@ async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) ->
             Event::Statement(record) => batch.statements.push(record),
             Event::Ended(end) => batch.ends.push(end),
             Event::Masked(masked) => batch.masked.push(masked),
-            Event::Audit(_) | Event::Flush(_) => {}
+            Event::Audit(_) | Event::Flush(_) | Event::Durable(_) => {}
         }
     }
     let stored_events = batch.starts.len() + batch.statements.len() + batch.masked.len() + batch.ends.len();
@@ -397,7 +435,7 @@ async fn write_one_by_one(backend: &Backend, events: &[Event]) -> u64 {
     for event in events {
         let (result, kind, session_id, seq) = match event {
             // Audit-only events were written with the batch's audit rows.
-            Event::Flush(_) | Event::Audit(_) => continue,
+            Event::Flush(_) | Event::Durable(_) | Event::Audit(_) => continue,
             _ if unreachable => {
                 failed += 1;
                 continue;

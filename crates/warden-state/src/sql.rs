@@ -317,6 +317,31 @@ where
             .collect()
     }
 
+    /// One session's audit events, by chain and seq; with `after` (a chain and a seq), only that chain's events
+    /// after that seq. A session's events are all in the chain of the gateway process that served it, so a reader
+    /// following a live session passes the last event it has seen.
+    pub(crate) async fn audit_events_for_session(
+        &self,
+        session_id: &str,
+        after: Option<(&str, u64)>,
+    ) -> Result<Vec<warden_audit::Sealed>, StateError> {
+        let mut sql = SqlText::<DB>::new(&format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE session_id = "));
+        sql.bind();
+        if after.is_some() {
+            sql.push(" AND chain = ").bind().push(" AND seq > ").bind();
+        }
+        sql.push(" ORDER BY chain, seq");
+        let mut query = sqlx::query(&sql.text).bind(session_id);
+        if let Some((chain, seq)) = after {
+            query = query.bind(chain).bind(i64::try_from(seq).unwrap_or(i64::MAX));
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "reading a session's audit events", source })?;
+        rows.iter().map(sealed_from_row::<DB>).collect()
+    }
+
     /// Writes one session start (the slow path after a batch failed).
     pub(crate) async fn write_start(&self, start: &SessionStart) -> Result<(), sqlx::Error> {
         let sql = insert_sessions::<DB>(1);
@@ -660,6 +685,35 @@ where
         run: get(row, 12)?,
         node: get(row, 13)?,
         masked: masked_from_column(get(row, 14)?)?,
+    })
+}
+
+/// An `audit_events` row, selected as [`AUDIT_COLUMNS`], back into a sealed event.
+fn sealed_from_row<DB>(row: &DB::Row) -> Result<warden_audit::Sealed, StateError>
+where
+    DB: Database,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let seq: i64 = get(row, 1)?;
+    let body: String = get(row, 9)?;
+    Ok(warden_audit::Sealed {
+        event: warden_audit::Event {
+            chain: get(row, 0)?,
+            seq: u64::try_from(seq).map_err(|_| StateError::CorruptRow { what: format!("audit event seq {seq}") })?,
+            at: get(row, 2)?,
+            kind: get(row, 3)?,
+            session: get(row, 4)?,
+            identity: get(row, 5)?,
+            connection: get(row, 6)?,
+            run: get(row, 7)?,
+            node: get(row, 8)?,
+            // A body that is not JSON is kept as a string, as `audit_events` does.
+            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        },
+        prev: get(row, 10)?,
+        hash: get(row, 11)?,
     })
 }
 

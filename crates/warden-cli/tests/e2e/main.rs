@@ -4,10 +4,12 @@
 mod audit;
 mod auth;
 mod cli;
+mod durability;
 mod masking;
 mod policy;
 mod protocol;
 mod raw;
+mod replay;
 mod tls;
 mod tokens;
 mod tools;
