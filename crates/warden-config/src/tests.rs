@@ -460,3 +460,15 @@ fn limits_max_row_bytes() {
         ],
     );
 }
+
+#[test]
+fn audit_durability_is_async_by_default_and_names_a_bad_mode() {
+    let base = "[listen]\npostgres = \"127.0.0.1:0\"\n";
+    assert_eq!(parse(base).expect("valid").audit.durability, crate::Durability::Async);
+    let sync = format!("{base}[audit]\ndurability = \"sync\"\n");
+    assert_eq!(parse(&sync).expect("valid").audit.durability, crate::Durability::Sync);
+    check_invalid(
+        &format!("{base}[audit]\ndurability = \"eventually\"\n"),
+        &["4:14: audit.durability: \"eventually\" is not a durability mode (expected \"async\" or \"sync\")"],
+    );
+}
