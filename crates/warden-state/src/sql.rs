@@ -291,30 +291,7 @@ where
             .fetch_all(&self.pool)
             .await
             .map_err(|source| StateError::Query { operation: "reading audit events", source })?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = get(row, 1)?;
-                let body: String = get(row, 9)?;
-                Ok(warden_audit::Sealed {
-                    event: warden_audit::Event {
-                        chain: get(row, 0)?,
-                        seq: u64::try_from(seq)
-                            .map_err(|_| StateError::CorruptRow { what: format!("audit event seq {seq}") })?,
-                        at: get(row, 2)?,
-                        kind: get(row, 3)?,
-                        session: get(row, 4)?,
-                        identity: get(row, 5)?,
-                        connection: get(row, 6)?,
-                        run: get(row, 7)?,
-                        node: get(row, 8)?,
-                        // A body that is not JSON is kept as a string: verification then fails on it, naming it.
-                        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-                    },
-                    prev: get(row, 10)?,
-                    hash: get(row, 11)?,
-                })
-            })
-            .collect()
+        rows.iter().map(sealed_from_row::<DB>).collect()
     }
 
     /// One session's audit events, by chain and seq; with `after` (a chain and a seq), only that chain's events
@@ -709,7 +686,7 @@ where
             connection: get(row, 6)?,
             run: get(row, 7)?,
             node: get(row, 8)?,
-            // A body that is not JSON is kept as a string, as `audit_events` does.
+            // A body that is not JSON is kept as a string: verification then fails on it, naming it.
             body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
         },
         prev: get(row, 10)?,
