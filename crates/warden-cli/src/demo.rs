@@ -119,6 +119,8 @@ Policies ({policies}) let the agent read the shop and write orders, and nothing 
 Then see what was recorded:
 
   cargo run --release -- sessions list --config {config}
+  cargo run --release -- sessions replay <session id> --config {config}
+  cargo run --release -- audit verify --config {config}
 
 Press Ctrl-C to stop the gateway and remove the database.
 "#,
