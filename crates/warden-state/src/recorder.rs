@@ -379,10 +379,12 @@ async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) ->
             Event::Audit(_) | Event::Flush(_) | Event::Durable(_) => {}
         }
     }
-    let stored_events = batch.starts.len() + batch.statements.len() + batch.masked.len() + batch.ends.len();
-    if stored_events == 0 && pending.sealed.is_empty() {
+    let table_events = batch.starts.len() + batch.statements.len() + batch.masked.len() + batch.ends.len();
+    if table_events == 0 && pending.sealed.is_empty() {
         return 0;
     }
+    // Every event of the batch, the audit-only ones included (a lost batch loses them all).
+    let stored_events = events.iter().filter(|event| !matches!(event, Event::Flush(_) | Event::Durable(_))).count();
     let result = backend.write_batch(&batch).await;
     drop(batch);
     match result {

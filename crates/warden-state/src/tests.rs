@@ -704,3 +704,17 @@ async fn sqlite_stores_huge_statements() {
     assert_eq!(statements.len(), 4);
     assert!(statements.iter().all(|row| row.text == text));
 }
+
+/// `durable()` vouches for every event before it, the audit-only ones too: with the store gone, an audit event's
+/// durability fails rather than pass as stored.
+#[tokio::test]
+async fn durable_fails_for_an_audit_event_the_store_did_not_take() {
+    let (store, postgres) = open_postgres().await;
+    let recorder = store.recorder(64);
+    recorder.audit(AuditRecord::new("policy.reload", serde_json::json!({}))).expect("queue");
+    recorder.durable().await.expect("stored while the store is up");
+    tokio::task::spawn_blocking(move || postgres.stop()).await.expect("stop the store");
+    recorder.audit(AuditRecord::new("policy.reload", serde_json::json!({}))).expect("queue");
+    let error = recorder.durable().await.expect_err("not stored: the store is gone");
+    assert!(matches!(error, StateError::WritesFailed { .. }), "{error:?}");
+}
