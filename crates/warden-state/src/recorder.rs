@@ -120,7 +120,7 @@ pub(crate) enum Event {
     /// queued before it is committed.
     Flush(oneshot::Sender<u64>),
     /// Answered once the batch holding it (and so every event queued before it) is committed: whether every event
-    /// of that batch was stored. Unlike a flush, it does not ask for a checkpoint.
+    /// since the previous durable marker was stored. Unlike a flush, it does not ask for a checkpoint.
     Durable(oneshot::Sender<bool>),
 }
 
@@ -275,13 +275,15 @@ async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, share
     }
     let mut events = Vec::with_capacity(EVENTS_PER_BATCH);
     let mut failed_since_flush = 0;
+    let mut failed_since_durable = 0;
     loop {
         // Sealed events wait at most CHECKPOINT_INTERVAL for their checkpoint, even when recording stops.
         let wait = (chain.unsealed() > 0).then_some(CHECKPOINT_INTERVAL);
         let open = gather(&mut receiver, &mut events, &shared.hurry, wait).await;
         let flush = !open || events.iter().any(|event| matches!(event, Event::Flush(_)));
         let mut failed = write_events(&backend, &events, &mut chain).await;
-        let stored = failed == 0;
+        // A durable marker vouches for every event queued before it, which may have been in an earlier batch.
+        failed_since_durable += failed;
         if let Some(checkpoint) = chain.checkpoint_due(flush) {
             match backend.write_checkpoint(&checkpoint).await {
                 Ok(()) => chain.checkpointed(&checkpoint),
@@ -296,6 +298,7 @@ async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, share
             failed_since_flush += failed;
         }
         let mut answered_a_flush = false;
+        let mut answered_a_durable = false;
         for event in events.drain(..) {
             match event {
                 Event::Flush(reply) => {
@@ -304,13 +307,17 @@ async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, share
                     answered_a_flush = true;
                 }
                 Event::Durable(reply) => {
-                    let _ = reply.send(stored);
+                    let _ = reply.send(failed_since_durable == 0);
+                    answered_a_durable = true;
                 }
                 _ => {}
             }
         }
         if answered_a_flush {
             failed_since_flush = 0;
+        }
+        if answered_a_durable {
+            failed_since_durable = 0;
         }
         if !open {
             break;
