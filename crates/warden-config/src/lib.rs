@@ -65,9 +65,19 @@ pub struct Config {
 }
 
 /// `[audit]`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditConfig {
     pub durability: Durability,
+    /// Where every sealed event (and checkpoint) is also sent, as it is committed (`[[audit.sink]]`).
+    pub sinks: Vec<AuditSink>,
+}
+
+/// `[[audit.sink]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// `kind = "jsonl"`: JSON Lines appended to `path` (the same records as `warden audit export`), rotated to
+    /// `path.1` … `path.<keep>` when it would pass `max_bytes`.
+    Jsonl { path: PathBuf, max_bytes: u64, keep: usize },
 }
 
 /// When a recorded event must be durable.

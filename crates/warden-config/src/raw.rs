@@ -29,6 +29,17 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAudit {
     pub durability: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sink: Vec<Spanned<RawAuditSink>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuditSink {
+    pub kind: Spanned<String>,
+    pub path: Option<Spanned<String>>,
+    pub max_bytes: Option<Spanned<i64>>,
+    pub keep: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

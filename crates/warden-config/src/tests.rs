@@ -472,3 +472,26 @@ fn audit_durability_is_async_by_default_and_names_a_bad_mode() {
         &["4:14: audit.durability: \"eventually\" is not a durability mode (expected \"async\" or \"sync\")"],
     );
 }
+
+#[test]
+fn audit_sinks_are_read_and_checked() {
+    let base = "[listen]\npostgres = \"127.0.0.1:0\"\n";
+    let config = parse(&format!("{base}[[audit.sink]]\nkind = \"jsonl\"\npath = \"audit/warden.jsonl\"\nkeep = 3\n"))
+        .expect("valid");
+    assert_eq!(
+        config.audit.sinks,
+        vec![crate::AuditSink::Jsonl {
+            path: std::path::PathBuf::from("/etc/warden/audit/warden.jsonl"),
+            max_bytes: 100 * 1024 * 1024,
+            keep: 3
+        }]
+    );
+    check_invalid(
+        &format!("{base}[[audit.sink]]\nkind = \"kafka\"\n"),
+        &["4:8: audit.sink[0].kind: \"kafka\" is not a sink kind (expected \"jsonl\")"],
+    );
+    check_invalid(
+        &format!("{base}[[audit.sink]]\nkind = \"jsonl\"\npath = \"a.jsonl\"\nmax_bytes = 10\n"),
+        &["6:13: audit.sink[0].max_bytes: must be at least 4096"],
+    );
+}

@@ -999,7 +999,48 @@ impl Checker<'_> {
 
     fn check_audit(&mut self, raw: Option<crate::raw::RawAudit>) -> crate::AuditConfig {
         let mut audit = crate::AuditConfig::default();
-        if let Some(durability) = raw.and_then(|raw| raw.durability) {
+        let Some(raw) = raw else { return audit };
+        for (index, sink) in raw.sink.into_iter().enumerate() {
+            let field = format!("audit.sink[{index}]");
+            let span = sink.span();
+            let sink = sink.into_inner();
+            match sink.kind.get_ref().as_str() {
+                "jsonl" => {
+                    let Some(path) = sink.path else {
+                        self.report(Some(span), &format!("{field}.path"), "a jsonl sink needs a path");
+                        continue;
+                    };
+                    let max_bytes = match sink.max_bytes {
+                        None => 100 * 1024 * 1024,
+                        Some(value) => match u64::try_from(*value.get_ref()) {
+                            Ok(bytes) if bytes >= 4096 => bytes,
+                            _ => {
+                                self.report(Some(value.span()), &format!("{field}.max_bytes"), "must be at least 4096");
+                                continue;
+                            }
+                        },
+                    };
+                    let keep = match sink.keep {
+                        None => 10,
+                        Some(value) => match usize::try_from(*value.get_ref()) {
+                            Ok(keep) if (1..=1000).contains(&keep) => keep,
+                            _ => {
+                                self.report(Some(value.span()), &format!("{field}.keep"), "must be between 1 and 1000");
+                                continue;
+                            }
+                        },
+                    };
+                    let path = self.resolve_path(path.get_ref());
+                    audit.sinks.push(crate::AuditSink::Jsonl { path, max_bytes, keep });
+                }
+                other => self.report(
+                    Some(sink.kind.span()),
+                    &format!("{field}.kind"),
+                    format!("\"{other}\" is not a sink kind (expected \"jsonl\")"),
+                ),
+            }
+        }
+        if let Some(durability) = raw.durability {
             match durability.get_ref().as_str() {
                 "async" => audit.durability = crate::Durability::Async,
                 "sync" => audit.durability = crate::Durability::Sync,

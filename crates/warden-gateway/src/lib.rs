@@ -11,6 +11,7 @@ mod explain;
 mod guard;
 mod masking;
 mod revoke;
+mod sinks;
 
 pub use auth::{token_issuer, Authenticator, SIGNING_KEY_FILE};
 pub use guard::session_guard;
@@ -67,6 +68,8 @@ pub enum GatewayError {
     NoListener,
     #[error("{0}")]
     Masking(#[from] MaskingError),
+    #[error("audit sink: {0}")]
+    AuditSink(#[source] std::io::Error),
     #[error("cannot start worker thread: {0}")]
     Worker(#[source] std::io::Error),
 }
@@ -144,7 +147,11 @@ impl Gateway {
         let tokens = Arc::new(auth::token_issuer(&config)?);
         info!(key_id = tokens.signing_key().key_id(), "token signing key loaded");
         // The same key signs the audit chain's checkpoints (`warden audit public-key` prints it).
-        let recorder = store.audited_recorder(RECORDER_CAPACITY, Arc::new(AuditKey(tokens.clone())));
+        let signer = Arc::new(AuditKey(tokens.clone()));
+        let recorder = match sinks::Sinks::start(&config.audit.sinks).map_err(GatewayError::AuditSink)? {
+            Some(sinks) => store.audited_recorder_with_tap(RECORDER_CAPACITY, signer, sinks),
+            None => store.audited_recorder(RECORDER_CAPACITY, signer),
+        };
         let revocations = Arc::new(revoke::Revocations::default());
         let loaded = revoke::load(&store, &revocations)
             .await

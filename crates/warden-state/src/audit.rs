@@ -26,6 +26,13 @@ pub trait AuditSigner: Send + Sync {
     fn sign(&self, message: &[u8]) -> [u8; 64];
 }
 
+/// Receives what the writer committed to the audit log, in order: the sealed events of each batch, and each
+/// checkpoint. Called on the writer's task: it must not block (hand the records to a bounded queue).
+pub trait AuditTap: Send + Sync {
+    fn committed(&self, events: &[Sealed]);
+    fn checkpointed(&self, checkpoint: &Checkpoint);
+}
+
 /// Who a session is, kept from its start for the events that follow it.
 #[derive(Clone, Default)]
 struct Labels {
@@ -209,8 +216,8 @@ impl Chain {
         }
     }
 
-    /// Moves the head past a stored batch.
-    pub(crate) fn commit(&mut self, pending: Pending) {
+    /// Moves the head past a stored batch; returns its sealed events.
+    pub(crate) fn commit(&mut self, pending: Pending) -> Vec<Sealed> {
         self.head = pending.head;
         for (id, labels) in pending.sessions {
             match labels {
@@ -218,6 +225,7 @@ impl Chain {
                 None => self.sessions.remove(&id),
             };
         }
+        pending.sealed
     }
 
     /// A signed checkpoint of the head, when one is due (`now`: a flush or the writer stopping asks for it

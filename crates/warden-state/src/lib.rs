@@ -29,7 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Postgres, Sqlite};
 use time::OffsetDateTime;
 
-pub use audit::{AuditSigner, CHECKPOINT_INTERVAL};
+pub use audit::{AuditSigner, AuditTap, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
 pub use recorder::{AuditRecord, Recorder, SessionStart, StatementRecord};
 
@@ -234,13 +234,24 @@ impl StateStore {
     ///
     /// Outside a tokio runtime, like `tokio::spawn`.
     pub fn recorder(&self, capacity: usize) -> Recorder {
-        Recorder::start(self.backend.clone(), capacity, None)
+        Recorder::start(self.backend.clone(), capacity, None, None)
     }
 
     /// [`StateStore::recorder`] whose audit chain is checkpointed with `signer` (the gateway's key): each
     /// recorder writes its own hash chain, and a signed checkpoint of its head at most every second.
     pub fn audited_recorder(&self, capacity: usize, signer: std::sync::Arc<dyn AuditSigner>) -> Recorder {
-        Recorder::start(self.backend.clone(), capacity, Some(signer))
+        Recorder::start(self.backend.clone(), capacity, Some(signer), None)
+    }
+
+    /// [`StateStore::audited_recorder`] that also hands every committed audit event and checkpoint to `tap` (the
+    /// export sinks).
+    pub fn audited_recorder_with_tap(
+        &self,
+        capacity: usize,
+        signer: std::sync::Arc<dyn AuditSigner>,
+        tap: std::sync::Arc<dyn AuditTap>,
+    ) -> Recorder {
+        Recorder::start(self.backend.clone(), capacity, Some(signer), Some(tap))
     }
 
     /// The audit log: events (at or after `since`, an RFC 3339 time, when given) by chain and seq, and every

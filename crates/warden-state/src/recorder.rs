@@ -18,10 +18,11 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::audit::{AuditSigner, Chain, CHECKPOINT_INTERVAL};
+use crate::audit::{AuditSigner, AuditTap, Chain, CHECKPOINT_INTERVAL};
 use crate::error::is_transient;
 use crate::sql::Batch;
 use crate::{Backend, RecordError, StateError};
+use warden_audit::Sealed;
 
 /// The most events the writer takes from the queue for one transaction.
 pub(crate) const EVENTS_PER_BATCH: usize = 1000;
@@ -156,10 +157,15 @@ impl std::fmt::Debug for Recorder {
 
 impl Recorder {
     /// Starts the writer task on the current tokio runtime; `capacity` (at least 1) bounds the queue.
-    pub(crate) fn start(backend: Backend, capacity: usize, signer: Option<Arc<dyn AuditSigner>>) -> Recorder {
+    pub(crate) fn start(
+        backend: Backend,
+        capacity: usize,
+        signer: Option<Arc<dyn AuditSigner>>,
+        tap: Option<Arc<dyn AuditTap>>,
+    ) -> Recorder {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let shared = Arc::new(Shared::default());
-        tokio::spawn(run_writer(backend, receiver, Arc::clone(&shared), Chain::new(signer)));
+        tokio::spawn(run_writer(backend, receiver, Arc::clone(&shared), Chain::new(signer), tap));
         Recorder { sender, shared }
     }
 
@@ -267,7 +273,13 @@ impl Recorder {
     }
 }
 
-async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, shared: Arc<Shared>, mut chain: Chain) {
+async fn run_writer(
+    backend: Backend,
+    mut receiver: mpsc::Receiver<Event>,
+    shared: Arc<Shared>,
+    mut chain: Chain,
+    tap: Option<Arc<dyn AuditTap>>,
+) {
     match backend.latest_checkpoints().await {
         Ok(previous) => chain.set_previous(previous),
         // The chain then cannot vouch for the others; its own events are still sealed.
@@ -281,12 +293,20 @@ async fn run_writer(backend: Backend, mut receiver: mpsc::Receiver<Event>, share
         let wait = (chain.unsealed() > 0).then_some(CHECKPOINT_INTERVAL);
         let open = gather(&mut receiver, &mut events, &shared.hurry, wait).await;
         let flush = !open || events.iter().any(|event| matches!(event, Event::Flush(_)));
-        let mut failed = write_events(&backend, &events, &mut chain).await;
+        let (mut failed, committed) = write_events(&backend, &events, &mut chain).await;
+        if let (Some(tap), false) = (&tap, committed.is_empty()) {
+            tap.committed(&committed);
+        }
         // A durable marker vouches for every event queued before it, which may have been in an earlier batch.
         failed_since_durable += failed;
         if let Some(checkpoint) = chain.checkpoint_due(flush) {
             match backend.write_checkpoint(&checkpoint).await {
-                Ok(()) => chain.checkpointed(&checkpoint),
+                Ok(()) => {
+                    chain.checkpointed(&checkpoint);
+                    if let Some(tap) = &tap {
+                        tap.checkpointed(&checkpoint);
+                    }
+                }
                 Err(error) => {
                     tracing::error!(backend = backend.name(), %error, "cannot store an audit checkpoint");
                     failed += 1;
@@ -367,8 +387,8 @@ async fn gather(
     true
 }
 
-/// Stores one batch; returns how many of its events could not be stored.
-async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) -> u64 {
+/// Stores one batch; returns how many of its events could not be stored, and the audit events committed.
+async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) -> (u64, Vec<Sealed>) {
     let pending = chain.seal(events);
     let mut batch = Batch {
         audit: &pending.sealed,
@@ -388,7 +408,7 @@ async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) ->
     }
     let table_events = batch.starts.len() + batch.statements.len() + batch.masked.len() + batch.ends.len();
     if table_events == 0 && pending.sealed.is_empty() {
-        return 0;
+        return (0, Vec::new());
     }
     // Every event of the batch, the audit-only ones included (a lost batch loses them all).
     let stored_events = events.iter().filter(|event| !matches!(event, Event::Flush(_) | Event::Durable(_))).count();
@@ -396,7 +416,7 @@ async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) ->
     drop(batch);
     match result {
         Ok(orphaned) => {
-            chain.commit(pending);
+            let committed = chain.commit(pending);
             if orphaned > 0 {
                 tracing::error!(
                     backend = backend.name(),
@@ -405,7 +425,7 @@ async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) ->
                      their session start was probably dropped (the audit log has them)"
                 );
             }
-            orphaned
+            (orphaned, committed)
         }
         Err(error) if is_transient(&error) => {
             tracing::error!(
@@ -414,7 +434,7 @@ async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) ->
                 %error,
                 "cannot reach the state store; a batch of recorded events is lost"
             );
-            stored_events as u64
+            (stored_events as u64, Vec::new())
         }
         Err(error) => {
             tracing::warn!(
@@ -425,14 +445,15 @@ async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) ->
             );
             // The audit log first, on its own: it is the record that must not lose an event.
             let mut failed = 0;
-            match backend.write_audit(&pending.sealed).await {
+            let committed = match backend.write_audit(&pending.sealed).await {
                 Ok(()) => chain.commit(pending),
                 Err(error) => {
                     tracing::error!(backend = backend.name(), %error, "cannot store a batch of audit events");
                     failed += pending.sealed.len() as u64;
+                    Vec::new()
                 }
-            }
-            failed + write_one_by_one(backend, events).await
+            };
+            (failed + write_one_by_one(backend, events).await, committed)
         }
     }
 }

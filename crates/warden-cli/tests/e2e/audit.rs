@@ -390,3 +390,41 @@ fn hash(text: &str) -> [u8; 32] {
     hex::decode_to_slice(text, &mut hash).expect("a stored hash is 64 hex digits");
     hash
 }
+
+/// A `jsonl` sink receives every event and checkpoint as it is committed; the file verifies on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jsonl_sink_receives_the_log_as_it_is_written() {
+    let (postgres, app) = crate::start_postgres(Default::default()).await;
+    let mut gateway = warden_testkit::TestGateway::builder(&postgres, &app)
+        .config_extra("[[audit.sink]]\nkind = \"jsonl\"\npath = \"audit/warden.jsonl\"\n")
+        .start()
+        .await;
+    let client = gateway.connect().await;
+    client.batch_execute("CREATE TABLE s (id int); INSERT INTO s VALUES (1)").await.expect("statements");
+    drop(client);
+    gateway.stop().await;
+    let sink = gateway.directory().join("audit/warden.jsonl");
+    let (events, checkpoints) = gateway.store().audit_log(None).await.expect("audit log");
+    let last = checkpoints.last().expect("a checkpoint at shutdown").clone();
+    // The sink thread writes on its own schedule after the writer commits: wait for the final checkpoint.
+    crate::wait_until(10, "the sink to receive the final checkpoint", || {
+        let sink = sink.clone();
+        let last = last.clone();
+        async move {
+            std::fs::read_to_string(&sink).is_ok_and(|text| {
+                text.lines().any(|line| line.contains("\"checkpoint\"") && line.contains(&last.signature))
+            })
+        }
+    })
+    .await;
+    let lines = std::fs::read_to_string(&sink).expect("the sink file");
+    let (sunk_events, _) = warden_audit::parse_lines(&lines).expect("every line is a record");
+    assert_eq!(sunk_events, events, "the sink holds exactly the stored events, in order");
+
+    let config = gateway.config_path.to_str().unwrap().to_string();
+    let key = gateway.directory().join("audit.pub");
+    let printed = run(&["audit", "public-key", "--config", &config]);
+    std::fs::write(&key, &printed.stdout).unwrap();
+    let verified = run(&["audit", "verify", "--file", sink.to_str().unwrap(), "--public-key", key.to_str().unwrap()]);
+    assert!(verified.status.success(), "{}", text(&verified));
+}
