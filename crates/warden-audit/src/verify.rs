@@ -251,6 +251,11 @@ fn verify_checkpoints(
         if !named.any(|key| key.verifies(checkpoint)) {
             return Err(Broken::BadSignature { chain: chain.into(), seq, key_id: checkpoint.key_id.clone() });
         }
+        if partial && hashes.len() == 1 && offset == 0 {
+            // A part of an export holding this chain's checkpoint but none of its events (a file rotated between
+            // them): the signature is all there is to check.
+            continue;
+        }
         let Some(hash) = usize::try_from(seq - offset).ok().and_then(|index| hashes.get(index)) else {
             return Err(Broken::Truncated { chain: chain.into(), seq, last: offset + hashes.len() as u64 - 1 });
         };
