@@ -78,6 +78,9 @@ pub enum AuditSink {
     /// `kind = "jsonl"`: JSON Lines appended to `path` (the same records as `warden audit export`), rotated to
     /// `path.1` … `path.<keep>` when it would pass `max_bytes`.
     Jsonl { path: PathBuf, max_bytes: u64, keep: usize },
+    /// `kind = "syslog"`: each record as an RFC 5424 message (facility log audit) whose text is the record's JSON
+    /// line, over UDP (one datagram each) or TCP (octet-counted framing, RFC 6587).
+    Syslog { address: String, tcp: bool },
 }
 
 /// When a recorded event must be durable.

@@ -40,6 +40,7 @@ pub(crate) struct RawAuditSink {
     pub path: Option<Spanned<String>>,
     pub max_bytes: Option<Spanned<i64>>,
     pub keep: Option<Spanned<i64>>,
+    pub address: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -488,7 +488,7 @@ fn audit_sinks_are_read_and_checked() {
     );
     check_invalid(
         &format!("{base}[[audit.sink]]\nkind = \"kafka\"\n"),
-        &["4:8: audit.sink[0].kind: \"kafka\" is not a sink kind (expected \"jsonl\")"],
+        &["4:8: audit.sink[0].kind: \"kafka\" is not a sink kind (expected \"jsonl\" or \"syslog\")"],
     );
     check_invalid(
         &format!("{base}[[audit.sink]]\nkind = \"jsonl\"\npath = \"a.jsonl\"\nmax_bytes = 10\n"),

@@ -1033,10 +1033,33 @@ impl Checker<'_> {
                     let path = self.resolve_path(path.get_ref());
                     audit.sinks.push(crate::AuditSink::Jsonl { path, max_bytes, keep });
                 }
+                "syslog" => {
+                    let Some(address) = sink.address else {
+                        self.report(Some(span), &format!("{field}.address"), "a syslog sink needs an address");
+                        continue;
+                    };
+                    let (tcp, rest) = match address.get_ref().split_once("://") {
+                        Some(("udp", rest)) => (false, rest),
+                        Some(("tcp", rest)) => (true, rest),
+                        _ => {
+                            self.report(
+                                Some(address.span()),
+                                &format!("{field}.address"),
+                                format!("\"{}\" is not udp://host:port or tcp://host:port", address.get_ref()),
+                            );
+                            continue;
+                        }
+                    };
+                    if rest.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+                        self.report(Some(address.span()), &format!("{field}.address"), "needs a host and a port");
+                        continue;
+                    }
+                    audit.sinks.push(crate::AuditSink::Syslog { address: rest.to_string(), tcp });
+                }
                 other => self.report(
                     Some(sink.kind.span()),
                     &format!("{field}.kind"),
-                    format!("\"{other}\" is not a sink kind (expected \"jsonl\")"),
+                    format!("\"{other}\" is not a sink kind (expected \"jsonl\" or \"syslog\")"),
                 ),
             }
         }

@@ -4,7 +4,8 @@
 //! export` can fill the gap).
 //!
 //! `jsonl`: the records `warden audit export` writes, appended to a file and rotated by size; each file (and the set
-//! of them) verifies with `warden audit verify --file`.
+//! of them) verifies with `warden audit verify --file`. `syslog`: each record as an RFC 5424 message over UDP or TCP
+//! (octet counting), its text the same JSON line, so a SIEM can keep the chain fields.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,14 @@ impl Sinks {
                     let mut file = JsonlFile::open(path.clone(), *max_bytes, *keep)?;
                     let name = format!("jsonl {}", path.display());
                     std::thread::Builder::new().name("warden-audit-jsonl".into()).spawn(move || file.run(receiver))?;
+                    queues.push(Queue { name, sender, dropped: AtomicU64::new(0) });
+                }
+                AuditSink::Syslog { address, tcp } => {
+                    let mut syslog = Syslog { address: address.clone(), tcp: *tcp, connection: None };
+                    let name = format!("syslog {}://{address}", if *tcp { "tcp" } else { "udp" });
+                    std::thread::Builder::new()
+                        .name("warden-audit-syslog".into())
+                        .spawn(move || syslog.run(receiver))?;
                     queues.push(Queue { name, sender, dropped: AtomicU64::new(0) });
                 }
             }
@@ -126,6 +135,90 @@ impl JsonlFile {
         self.size = 0;
         Ok(())
     }
+}
+
+/// RFC 5424 over UDP (a datagram per record) or TCP (octet counting, RFC 6587), reconnecting after a failure.
+struct Syslog {
+    address: String,
+    tcp: bool,
+    connection: Option<SyslogConnection>,
+}
+
+enum SyslogConnection {
+    Udp(std::net::UdpSocket),
+    Tcp(std::net::TcpStream),
+}
+
+/// Facility 13 (log audit); severity 6 (informational), 4 (warning) for refusals.
+const FACILITY: u8 = 13;
+
+impl Syslog {
+    fn run(&mut self, mut receiver: mpsc::Receiver<Arc<Vec<Record>>>) {
+        let host = hostname();
+        while let Some(records) = receiver.blocking_recv() {
+            let messages: Vec<Vec<u8>> = records.iter().map(|record| message(&host, record)).collect();
+            // One reconnect per batch; a batch that still cannot be sent is lost (and said so).
+            if let Err(error) = self.send(&messages).or_else(|_| {
+                self.connection = None;
+                self.send(&messages)
+            }) {
+                self.connection = None;
+                warn!(address = %self.address, %error, records = messages.len(), "cannot send to the syslog sink; records lost");
+            }
+        }
+    }
+
+    fn send(&mut self, messages: &[Vec<u8>]) -> std::io::Result<()> {
+        if self.connection.is_none() {
+            self.connection = Some(if self.tcp {
+                SyslogConnection::Tcp(std::net::TcpStream::connect(&self.address)?)
+            } else {
+                let socket = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+                socket.connect(&self.address)?;
+                SyslogConnection::Udp(socket)
+            });
+        }
+        match self.connection.as_mut().expect("just connected") {
+            SyslogConnection::Udp(socket) => {
+                for message in messages {
+                    socket.send(message)?;
+                }
+            }
+            SyslogConnection::Tcp(stream) => {
+                let mut framed = Vec::new();
+                for message in messages {
+                    framed.extend_from_slice(format!("{} ", message.len()).as_bytes());
+                    framed.extend_from_slice(message);
+                }
+                stream.write_all(&framed)?;
+                stream.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `<PRI>1 TIMESTAMP HOSTNAME warden - MSGID - JSON`, MSGID the event kind (or `checkpoint`).
+fn message(host: &str, record: &Record) -> Vec<u8> {
+    let (kind, at, severity) = match record {
+        Record::Event(sealed) => {
+            let refused = sealed.event.kind == "session.refused"
+                || sealed.event.body.get("decision").and_then(|decision| decision.get("allowed"))
+                    == Some(&serde_json::Value::Bool(false));
+            (sealed.event.kind.as_str(), sealed.event.at.as_str(), if refused { 4 } else { 6 })
+        }
+        Record::Checkpoint(checkpoint) => ("checkpoint", checkpoint.at.as_str(), 6),
+    };
+    let msgid: String = kind.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
+    format!("<{}>1 {at} {host} warden - {msgid} - {}", FACILITY * 8 + severity, record.to_line()).into_bytes()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().chars().filter(|c| c.is_ascii_graphic()).take(255).collect::<String>())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "-".to_string())
 }
 
 fn append(path: &Path) -> std::io::Result<std::fs::File> {
