@@ -228,10 +228,7 @@ impl SessionMasking {
             },
             ValueKind::TextArray => self.text_value(value),
             ValueKind::Inet if plan.binary => match render_inet(value) {
-                Some(text) if !self.hooks.masker().find(&text).is_empty() => {
-                    self.count_findings(&text);
-                    Masked::Null
-                }
+                Some(text) if self.count_findings(&text) => Masked::Null,
                 Some(_) => Masked::Same,
                 None => self.opaque_value(value),
             },
@@ -272,10 +269,13 @@ impl SessionMasking {
         }
     }
 
-    fn count_findings(&mut self, text: &str) {
-        for finding in self.hooks.masker().find(text) {
+    /// Counts what is detected in `text`; whether anything was.
+    fn count_findings(&mut self, text: &str) -> bool {
+        let findings = self.hooks.masker().find(text);
+        for finding in &findings {
             *self.counts.entry(finding.kind).or_default() += 1;
         }
+        !findings.is_empty()
     }
 
     /// Content detection over a text value.
@@ -296,15 +296,11 @@ impl SessionMasking {
     /// A value warden cannot rewrite in place: scanned as text as far as it is text; withheld (NULL) when anything is
     /// detected in it.
     fn opaque_value<'v>(&mut self, value: &'v [u8]) -> Masked<'v> {
-        let text = String::from_utf8_lossy(value);
-        let findings = self.hooks.masker().find(&text);
-        if findings.is_empty() {
-            return Masked::Same;
+        if self.count_findings(&String::from_utf8_lossy(value)) {
+            Masked::Null
+        } else {
+            Masked::Same
         }
-        for finding in findings {
-            *self.counts.entry(finding.kind).or_default() += 1;
-        }
-        Masked::Null
     }
 
     fn json_value<'v>(&mut self, value: &'v [u8], members: bool, annotation: Option<&Annotation>) -> Masked<'v> {

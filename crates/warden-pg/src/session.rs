@@ -322,11 +322,12 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
         Ok(None) => return Err(Startup::Gone),
         Err(refusal) => return Err(Startup::Refused(stream, refusal)),
     };
+    // The database name is the connection name.
+    let database = message.get("database").filter(|name| !name.is_empty()).unwrap_or(user);
     let identity = match frontend.hooks.authenticate(&password).await {
         Ok(identity) => identity,
         Err(error) => {
             info!(%peer, user, %error, "authentication failed");
-            let database = message.get("database").filter(|name| !name.is_empty()).unwrap_or(user);
             return Err(Startup::Refused(
                 stream,
                 Refusal::new("28P01", format!("password authentication failed for user \"{user}\": {error}"))
@@ -336,8 +337,7 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
     };
     drop(password);
 
-    // Route: the database name is the connection name.
-    let database = message.get("database").filter(|name| !name.is_empty()).unwrap_or(user);
+    // Route.
     let Some(target) = config.connections.get(database).cloned() else {
         return Err(Startup::Refused(
             stream,
