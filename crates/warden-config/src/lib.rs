@@ -65,11 +65,25 @@ pub struct Config {
 }
 
 /// `[audit]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
     pub durability: Durability,
     /// Where every sealed event (and checkpoint) is also sent, as it is committed (`[[audit.sink]]`).
     pub sinks: Vec<AuditSink>,
+    /// Result rows of each statement kept in its audit event, masked (`result_rows`, default 10; 0 keeps none).
+    /// Rows past this (or past [`AUDIT_RESULT_BYTES`]) are counted, not kept.
+    pub result_rows: u32,
+    /// How long sessions, statements and audit events are kept (`retention`); `None` keeps them forever.
+    pub retention: Option<Duration>,
+}
+
+/// The most bytes of result values one statement's audit event keeps.
+pub const AUDIT_RESULT_BYTES: usize = 64 * 1024;
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { durability: Durability::Async, sinks: Vec::new(), result_rows: 10, retention: None }
+    }
 }
 
 /// `[[audit.sink]]`.
@@ -81,6 +95,9 @@ pub enum AuditSink {
     /// `kind = "syslog"`: each record as an RFC 5424 message (facility log audit) whose text is the record's JSON
     /// line, over UDP (one datagram each) or TCP (octet-counted framing, RFC 6587).
     Syslog { address: String, tcp: bool },
+    /// `kind = "webhook"`: batches of records POSTed to `url` as JSON Lines (`application/x-ndjson`), signed with
+    /// HMAC-SHA256 under `secret`, retried with backoff.
+    Webhook { url: String, secret: Secret, max_batch: usize },
 }
 
 /// When a recorded event must be durable.

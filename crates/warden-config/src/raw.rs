@@ -31,6 +31,8 @@ pub(crate) struct RawAudit {
     pub durability: Option<Spanned<String>>,
     #[serde(default)]
     pub sink: Vec<Spanned<RawAuditSink>>,
+    pub result_rows: Option<Spanned<i64>>,
+    pub retention: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +43,9 @@ pub(crate) struct RawAuditSink {
     pub max_bytes: Option<Spanned<i64>>,
     pub keep: Option<Spanned<i64>>,
     pub address: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub secret: Option<Spanned<toml::Value>>,
+    pub max_batch: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

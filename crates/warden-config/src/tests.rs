@@ -9,6 +9,7 @@ fn env(name: &str) -> Option<String> {
     match name {
         "SHOP_PG_PASSWORD" => Some("s3cret-upstream".to_string()),
         "AGENT_KEY" => Some("wk_agent".to_string()),
+        "WEBHOOK_SECRET" => Some("hook-secret".to_string()),
         _ => None,
     }
 }
@@ -488,10 +489,46 @@ fn audit_sinks_are_read_and_checked() {
     );
     check_invalid(
         &format!("{base}[[audit.sink]]\nkind = \"kafka\"\n"),
-        &["4:8: audit.sink[0].kind: \"kafka\" is not a sink kind (expected \"jsonl\" or \"syslog\")"],
+        &["4:8: audit.sink[0].kind: \"kafka\" is not a sink kind (expected \"jsonl\", \"syslog\" or \"webhook\")"],
     );
     check_invalid(
         &format!("{base}[[audit.sink]]\nkind = \"jsonl\"\npath = \"a.jsonl\"\nmax_bytes = 10\n"),
         &["6:13: audit.sink[0].max_bytes: must be at least 4096"],
+    );
+}
+
+#[test]
+fn webhook_sinks_need_an_url_and_a_secret_from_env_or_file() {
+    let base = "[listen]\npostgres = \"127.0.0.1:0\"\n";
+    let config = parse(&format!(
+        "{base}[[audit.sink]]\nkind = \"webhook\"\nurl = \"https://siem.example/ingest\"\nsecret = {{ env = \"WEBHOOK_SECRET\" }}\n"
+    ))
+    .expect("valid");
+    let [crate::AuditSink::Webhook { url, secret, max_batch }] = config.audit.sinks.as_slice() else {
+        panic!("one webhook sink: {:?}", config.audit.sinks)
+    };
+    assert_eq!((url.as_str(), secret.expose(), *max_batch), ("https://siem.example/ingest", "hook-secret", 500));
+    check_invalid(
+        &format!(
+            "{base}[[audit.sink]]\nkind = \"webhook\"\nurl = \"siem:9000\"\nsecret = {{ env = \"WEBHOOK_SECRET\" }}\n"
+        ),
+        &["5:7: audit.sink[0].url: \"siem:9000\" is not an http:// or https:// URL"],
+    );
+    check_invalid(
+        &format!("{base}[[audit.sink]]\nkind = \"webhook\"\nurl = \"http://siem\"\nsecret = \"literal\"\n"),
+        &["6:10: audit.sink[0].secret: a literal secret is not allowed in the config file; use { env = \"…\" } or { file = \"…\" }"],
+    );
+}
+
+#[test]
+fn result_rows_and_retention_are_checked() {
+    let base = "[listen]\npostgres = \"127.0.0.1:0\"\n";
+    let defaults = parse(base).expect("valid").audit;
+    assert_eq!((defaults.result_rows, defaults.retention), (10, None));
+    let audit = parse(&format!("{base}[audit]\nresult_rows = 0\nretention = \"90d\"\n")).expect("valid").audit;
+    assert_eq!((audit.result_rows, audit.retention), (0, Some(std::time::Duration::from_secs(90 * 86_400))));
+    check_invalid(
+        &format!("{base}[audit]\nresult_rows = -1\nretention = \"10m\"\n"),
+        &["4:15: audit.result_rows: must be between 0 and 10000", "5:13: audit.retention: must be at least 1h"],
     );
 }

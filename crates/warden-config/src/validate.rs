@@ -1056,11 +1056,69 @@ impl Checker<'_> {
                     }
                     audit.sinks.push(crate::AuditSink::Syslog { address: rest.to_string(), tcp });
                 }
+                "webhook" => {
+                    let Some(url) = sink.url else {
+                        self.report(Some(span), &format!("{field}.url"), "a webhook sink needs a url");
+                        continue;
+                    };
+                    let text = url.get_ref();
+                    let valid = match text.split_once("://") {
+                        Some(("http" | "https", rest)) => !rest.is_empty() && !rest.starts_with('/'),
+                        _ => false,
+                    };
+                    if !valid {
+                        self.report(
+                            Some(url.span()),
+                            &format!("{field}.url"),
+                            format!("\"{text}\" is not an http:// or https:// URL"),
+                        );
+                        continue;
+                    }
+                    let Some(raw_secret) = sink.secret else {
+                        self.report(
+                            Some(span),
+                            &format!("{field}.secret"),
+                            "a webhook sink needs a secret (the HMAC-SHA256 key its receiver checks)",
+                        );
+                        continue;
+                    };
+                    let Some(secret) = self.secret(&raw_secret, &format!("{field}.secret"), false) else { continue };
+                    let max_batch = match sink.max_batch {
+                        None => 500,
+                        Some(value) => match usize::try_from(*value.get_ref()) {
+                            Ok(batch) if (1..=10_000).contains(&batch) => batch,
+                            _ => {
+                                self.report(
+                                    Some(value.span()),
+                                    &format!("{field}.max_batch"),
+                                    "must be between 1 and 10000",
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                    audit.sinks.push(crate::AuditSink::Webhook { url: text.clone(), secret, max_batch });
+                }
                 other => self.report(
                     Some(sink.kind.span()),
                     &format!("{field}.kind"),
-                    format!("\"{other}\" is not a sink kind (expected \"jsonl\" or \"syslog\")"),
+                    format!("\"{other}\" is not a sink kind (expected \"jsonl\", \"syslog\" or \"webhook\")"),
                 ),
+            }
+        }
+        if let Some(rows) = raw.result_rows {
+            match u32::try_from(*rows.get_ref()) {
+                Ok(count) if count <= 10_000 => audit.result_rows = count,
+                _ => self.report(Some(rows.span()), "audit.result_rows", "must be between 0 and 10000"),
+            }
+        }
+        if let Some(retention) = raw.retention {
+            if let Some(duration) = self.duration(&retention, "audit.retention") {
+                if duration < Duration::from_secs(3600) {
+                    self.report(Some(retention.span()), "audit.retention", "must be at least 1h");
+                } else {
+                    audit.retention = Some(duration);
+                }
             }
         }
         if let Some(durability) = raw.durability {
