@@ -469,6 +469,31 @@ fn format_duration_us(micros: u64) -> String {
     } else if micros < 100_000 {
         format!("{millis:.1} ms")
     } else {
+                print_result(&body["result"]);
         format!("{millis:.0} ms")
+    }
+}
+
+/// A statement's recorded result rows (masked when they were recorded), as `|`-separated lines under it.
+fn print_result(result: &serde_json::Value) {
+    let cell = |value: &serde_json::Value| match value.as_str() {
+        Some(text) if text.chars().count() > 60 => format!("{}…", text.chars().take(59).collect::<String>()),
+        Some(text) => text.replace('\n', "\\n"),
+        None => "NULL".to_string(),
+    };
+    for set in result["sets"].as_array().into_iter().flatten() {
+        if let Some(columns) = set["columns"].as_array() {
+            let names: Vec<String> = columns.iter().map(cell).collect();
+            println!("{INDENT}→ {}", names.join(" | "));
+        }
+        for row in set["rows"].as_array().into_iter().flatten() {
+            let values: Vec<String> = row.as_array().into_iter().flatten().map(cell).collect();
+            println!("{INDENT}  {}", values.join(" | "));
+        }
+    }
+    match result["cut"].as_u64() {
+        Some(0) | None => {}
+        Some(1) => println!("{INDENT}  (1 more row not kept)"),
+        Some(cut) => println!("{INDENT}  ({cut} more rows not kept)"),
     }
 }

@@ -161,14 +161,20 @@ impl Gateway {
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let mut tasks = Vec::new();
         let pg_config = PgFrontendConfig::from_config(&config)?;
-        let maskings = if config.connections.iter().any(|connection| connection.masking.is_some()) {
-            masking::Maskings::new(&config, &pg_config.connections, masking::hash_key(&config)?)?
+        let (maskings, hash_key) = if config.connections.iter().any(|connection| connection.masking.is_some()) {
+            let hash_key = masking::hash_key(&config)?;
+            (masking::Maskings::new(&config, &pg_config.connections, hash_key)?, hash_key)
         } else {
-            masking::Maskings::default()
+            (masking::Maskings::default(), masking::hash_key_if_configured(&config))
         };
+        // Result rows of connections that do not mask are masked for the audit log by every built-in detector.
+        let audit_masker = warden_mask::Masker::new(&warden_mask::MaskerConfig::all(hash_key))
+            .map_err(|source| GatewayError::Masking(masking::MaskingError::Masker { connection: "*".into(), source }))?;
         info!(durability = config.audit.durability.as_str(), "audit log");
         let hooks = Arc::new(GatewayHooks {
             durability: config.audit.durability,
+            result_rows: config.audit.result_rows,
+            audit_masker: Arc::new(audit_masker),
             maskings: Arc::new(maskings),
             authenticator: authenticator.clone(),
             expiry_grace: config.tokens.expiry_grace,
@@ -345,6 +351,10 @@ impl warden_state::AuditSigner for AuditKey {
 
 struct GatewayHooks {
     durability: warden_config::Durability,
+    /// `[audit] result_rows`.
+    result_rows: u32,
+    /// Masks the result rows of connections without masking, for the audit log.
+    audit_masker: Arc<warden_mask::Masker>,
     maskings: Arc<masking::Maskings>,
     authenticator: Arc<auth::Authenticator>,
     expiry_grace: std::time::Duration,
@@ -409,6 +419,22 @@ impl SessionHooks for GatewayHooks {
     fn statement(&self, session: &SessionInfo, statement: StatementEvent) -> Option<warden_pg::Durable> {
         // The record is masked like the connection's results, whoever the identity (the audit trail never holds
         // what masking hides).
+        let masker = match self.maskings.get(&session.connection) {
+            Some(masking) => masking.masker(),
+            None => &self.audit_masker,
+        };
+        let result = statement.result.map(|mut sample| {
+            sample.map_values(|value| match masker.mask(value) {
+                std::borrow::Cow::Borrowed(_) => None,
+                std::borrow::Cow::Owned(masked) => Some(masked),
+            });
+            let sets: Vec<serde_json::Value> = sample
+                .sets
+                .into_iter()
+                .map(|set| serde_json::json!({ "columns": set.columns, "rows": set.rows }))
+                .collect();
+            serde_json::json!({ "sets": sets, "cut": sample.cut })
+        });
         let (text, error) = match self.maskings.get(&session.connection) {
             Some(masking) => {
                 let masker = masking.masker();
@@ -429,6 +455,7 @@ impl SessionHooks for GatewayHooks {
             rows: statement.rows,
             error,
             decision: statement.annotation.and_then(|annotation| annotation.downcast::<Decision>().ok()),
+            result,
         };
         if let Err(error) = self.recorder.statement(record) {
             warn!(session = %session.id, %error, "statement not recorded");
@@ -437,6 +464,10 @@ impl SessionHooks for GatewayHooks {
             }
         }
         self.durable()
+    }
+
+    fn result_rows(&self) -> u32 {
+        self.result_rows
     }
 
     fn statement_requested(&self, session: &SessionInfo, text: &str) -> Option<warden_pg::Durable> {

@@ -41,12 +41,23 @@ pub enum MaskingError {
     },
 }
 
+/// `[masking] hash_key` when configured, else a random key for this process alone (for masking the audit log when
+/// no connection masks, without creating a key file).
+pub fn hash_key_if_configured(config: &Config) -> [u8; 32] {
+    configured_key(config).unwrap_or_else(rand::random)
+}
+
+fn configured_key(config: &Config) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let secret = config.masking.hash_key.as_ref()?;
+    Some(sha2::Sha256::digest(secret.expose().as_bytes()).into())
+}
+
 /// The masking hash key: SHA-256 of `[masking] hash_key` when configured, else a random key kept in
 /// [`MASK_KEY_FILE`] beside the SQLite state database (created with mode 0600 on first run).
 pub fn hash_key(config: &Config) -> Result<[u8; 32], MaskingError> {
-    use sha2::Digest;
-    if let Some(secret) = &config.masking.hash_key {
-        return Ok(sha2::Sha256::digest(secret.expose().as_bytes()).into());
+    if let Some(key) = configured_key(config) {
+        return Ok(key);
     }
     let directory = config.state.directory().unwrap_or_else(|| Path::new(".").to_path_buf());
     let path = directory.join(MASK_KEY_FILE);

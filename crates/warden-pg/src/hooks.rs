@@ -36,6 +36,9 @@ pub struct StatementEvent {
     /// What the guard attached to the statement when it judged it (for an Execute: what it attached to the
     /// Parse of the prepared statement), handed back untouched.
     pub annotation: Option<Annotation>,
+    /// The first rows of its result, as the client received them ([`crate::sample`]), when the hooks ask for
+    /// them ([`SessionHooks::result_rows`]) and it had a result.
+    pub result: Option<crate::sample::ResultSample>,
 }
 
 /// Whatever a [`StatementGuard`] wants recorded with a statement (its verdict, the classes and tables it
@@ -119,6 +122,10 @@ pub trait SessionHooks: Send + Sync + 'static {
     fn statement(&self, session: &SessionInfo, statement: StatementEvent) -> Option<Durable>;
     /// A statement about to be forwarded upstream (a Query, a Parse, a function call). With `audit.durability =
     /// sync` the answer to return resolves once the request is durable, and the statement is forwarded only then.
+    /// How many rows of each statement's result to sample into its [`StatementEvent`] (0: none).
+    fn result_rows(&self) -> u32 {
+        0
+    }
     fn statement_requested(&self, _session: &SessionInfo, _text: &str) -> Option<Durable> {
         None
     }

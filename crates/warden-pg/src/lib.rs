@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod codec;
 pub mod hooks;
 mod mask;
+pub mod sample;
 pub mod relay;
 mod session;
 pub mod stream;

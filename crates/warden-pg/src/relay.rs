@@ -22,6 +22,7 @@ use crate::hooks::{
     Annotation, Durable, Ending, Judgement, ResponseMasking, SessionHooks, SessionInfo, StatementEvent, StatementGuard,
 };
 use crate::mask::{self, CopyOut, PortalShapes, SessionMasking, Shape};
+use crate::sample::Sampler;
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -177,6 +178,7 @@ impl Tracker {
             rows: pending.rows,
             error: pending.error,
             annotation: pending.annotation,
+            result: None,
         }
     }
 
@@ -443,7 +445,7 @@ impl Framing {
         &mut self,
         buffer: &mut BytesMut,
         limit: Option<usize>,
-        wants: impl Fn(u8) -> bool,
+        wants: impl Fn(u8, usize) -> bool,
         mut inspect: impl FnMut(u8, &[u8]) -> Result<Option<Vec<u8>>, CodecError>,
     ) -> Step {
         let mut position = 0;
@@ -467,7 +469,7 @@ impl Framing {
                     return Step::Fail(CodecError::TooLarge { tag: tag as char, length: total, limit });
                 }
             }
-            if wants(tag) {
+            if wants(tag, total) {
                 if available < total {
                     buffer.reserve(total - available);
                     return Step::Forward(position);
@@ -502,6 +504,14 @@ fn client_message_tracked(tag: u8) -> bool {
             | frontend::CLOSE
             | frontend::FUNCTION_CALL
             | frontend::TERMINATE
+    )
+}
+
+/// Messages after which a result set has no more rows.
+fn ends_result_set(tag: u8) -> bool {
+    matches!(
+        tag,
+        backend::COMMAND_COMPLETE | backend::PORTAL_SUSPENDED | backend::ERROR_RESPONSE | backend::EMPTY_QUERY_RESPONSE
     )
 }
 
@@ -561,9 +571,12 @@ where
             Err(error) => return RelayEnd::ClientIo(error),
         }
         loop {
-            let step = framing.scan(&mut buffer, Some(limit), tracked, |tag, message| {
-                on_client_message(tag, message, &mut names, tracker, guard, &mut terminated)
-            });
+            let step = framing.scan(
+                &mut buffer,
+                Some(limit),
+                |tag, _| tracked(tag),
+                |tag, message| on_client_message(tag, message, &mut names, tracker, guard, &mut terminated),
+            );
             // A statement is forwarded only once its request is durable (audit.durability = sync).
             let durable: Vec<Durable> =
                 names.requested.drain(..).filter_map(|text| hooks.statement_requested(session, &text)).collect();
@@ -710,22 +723,63 @@ where
     buffer.extend_from_slice(early_bytes);
     let mut framing = Framing::default();
     let mut completed: Vec<StatementEvent> = Vec::new();
+    let sampler = std::cell::RefCell::new(Sampler::new(hooks.result_rows()));
+    let sampling = sampler.borrow().enabled();
     // Scan before reading: the buffer may already hold the upstream's early bytes.
     loop {
         loop {
-            let step = framing.scan(&mut buffer, None, server_message_tracked, |tag, message| {
-                if tag == backend::PARAMETER_STATUS {
-                    let (name, value) = backend::parameter_status_fields(message)?;
-                    guard.lock().server_parameter(name, value);
-                    return Ok(None);
+            // Rows are inspected only while the sample has room for them; the rest pass through unheld.
+            let wants = |tag: u8, total: usize| {
+                server_message_tracked(tag)
+                    || (sampling
+                        && match tag {
+                            backend::DATA_ROW => sampler.borrow().wants_row(total),
+                            backend::ROW_DESCRIPTION | backend::PARAMETER_DESCRIPTION | backend::NO_DATA => true,
+                            _ => false,
+                        })
+            };
+            let step = framing.scan(&mut buffer, None, wants, |tag, message| {
+                match tag {
+                    backend::PARAMETER_STATUS => {
+                        let (name, value) = backend::parameter_status_fields(message)?;
+                        guard.lock().server_parameter(name, value);
+                        return Ok(None);
+                    }
+                    backend::DATA_ROW => {
+                        sampler.borrow_mut().on_data_row(message)?;
+                        return Ok(None);
+                    }
+                    backend::ROW_DESCRIPTION => {
+                        sampler.borrow_mut().on_row_description(message)?;
+                        return Ok(None);
+                    }
+                    backend::PARAMETER_DESCRIPTION => {
+                        sampler.borrow_mut().on_parameter_description();
+                        return Ok(None);
+                    }
+                    backend::NO_DATA => {
+                        sampler.borrow_mut().on_no_data();
+                        return Ok(None);
+                    }
+                    _ => {}
+                }
+                let mut sampler = sampler.borrow_mut();
+                if sampling && ends_result_set(tag) {
+                    sampler.end_of_set();
+                }
+                let (event, replacement) = tracker.lock().on_server_message(tag, message);
+                if let Some(mut event) = event {
+                    if sampling {
+                        event.result = sampler.take(event.rows);
+                    }
+                    completed.push(event);
                 }
                 if tag == backend::READY_FOR_QUERY {
+                    sampler.on_ready();
                     if let Some(&status) = message.get(codec::HEADER_LEN) {
                         guard.lock().transaction_status(status);
                     }
                 }
-                let (event, replacement) = tracker.lock().on_server_message(tag, message);
-                completed.extend(event);
                 Ok(replacement)
             });
             // Recorded before the client sees the answer, so whoever reads the record after the answer finds it
@@ -833,6 +887,7 @@ where
     let mut portals = PortalShapes::new();
     let mut copy: Option<CopyOut> = None;
     let mut copies_in_query = 0usize;
+    let mut sampler = Sampler::new(hooks.result_rows());
     loop {
         let mut position = 0;
         loop {
@@ -859,6 +914,9 @@ where
                         Ok(fields) => fields,
                         Err(error) => return RelayEnd::UpstreamProtocol(error),
                     };
+                    if let Err(error) = sampler.on_row_description(message) {
+                        return RelayEnd::UpstreamProtocol(error);
+                    }
                     let front = front(tracker);
                     let shape = match plan_shape(masking, &fields, &front).await {
                         Ok(shape) => Arc::new(shape),
@@ -881,7 +939,13 @@ where
                     }
                     Ok(())
                 }
+                backend::PARAMETER_DESCRIPTION => {
+                    sampler.on_parameter_description();
+                    out.extend_from_slice(message);
+                    Ok(())
+                }
                 backend::NO_DATA => {
+                    sampler.on_no_data();
                     let front = front(tracker);
                     if let Some(PendingKind::Describe { portal, injected }) = front.kind {
                         tracker.lock().queue.pop_front();
@@ -909,7 +973,15 @@ where
                     let Some(shape) = shape else {
                         return masking_failed("a row arrived without its row description");
                     };
-                    masking.lock().data_row(message, &shape, &mut out)
+                    let start = out.len();
+                    masking.lock().data_row(message, &shape, &mut out).and_then(|()| {
+                        // The sample holds what the client received.
+                        if sampler.wants_row(out.len() - start) {
+                            sampler.on_data_row(&out[start..])
+                        } else {
+                            Ok(())
+                        }
+                    })
                 }
                 backend::COPY_OUT_RESPONSE => {
                     let binary = match mask::copy_out_binary(message) {
@@ -968,8 +1040,17 @@ where
                         }
                         _ => {}
                     }
+                    if ends_result_set(tag) {
+                        sampler.end_of_set();
+                    }
                     let (event, replacement) = tracker.lock().on_server_message(tag, message);
-                    completed.extend(event);
+                    if let Some(mut event) = event {
+                        event.result = sampler.take(event.rows);
+                        completed.push(event);
+                    }
+                    if tag == backend::READY_FOR_QUERY {
+                        sampler.on_ready();
+                    }
                     match replacement {
                         Some(replacement) => {
                             out.extend_from_slice(&replacement);

@@ -141,6 +141,7 @@ fn statement(session_id: &Arc<str>, seq: u64, text: &Arc<str>, decision: &Arc<De
         rows: Some(1),
         error: None,
         decision: Some(Arc::clone(decision)),
+        result: None,
     }
 }
 

@@ -170,6 +170,7 @@ impl Chain {
                         "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
                         "decision": decision,
                     });
+                        "result": record.result,
                     self.event("statement", record.started_at, Some(&record.session_id), &labels, body)
                 }
                 Event::Ended(end) => {

@@ -62,6 +62,9 @@ pub struct StatementRecord {
     pub error: Option<String>,
     /// What warden decided before forwarding it; shared by every statement judged the same way.
     pub decision: Option<std::sync::Arc<crate::Decision>>,
+    /// The first rows of its result, masked, for the audit log alone: `{"sets": [{"columns": [...] | null,
+    /// "rows": [[...]]}], "cut": n}` (`cut`: rows not kept).
+    pub result: Option<serde_json::Value>,
 }
 
 /// The end of a session.

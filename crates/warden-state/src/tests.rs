@@ -62,6 +62,7 @@ fn statement(session_id: &str, seq: u64, text: &str) -> StatementRecord {
         rows: Some(1),
         error: None,
         decision: None,
+        result: None,
     }
 }
 

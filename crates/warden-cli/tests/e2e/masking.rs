@@ -1245,3 +1245,53 @@ async fn computed_values_cannot_carry_a_masked_column_out() {
         CUSTOMERS.iter().map(|customer| Some(format!("{}-{}", customer.id, customer.release))).collect();
     assert_eq!(single(&messages), expected);
 }
+
+/// The result rows an audit event keeps are the masked rows the client received, whatever the protocol: a simple
+/// query, and a prepared statement whose binary rows warden described itself (so the columns are named).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audited_result_rows_are_the_masked_rows() {
+    let mut fixture = masking_fixture(NO_UNMASK).await;
+    let agent = fixture.gateway.connect().await;
+    let sql = "SELECT id, full_name, email FROM customers ORDER BY id LIMIT 2";
+    let messages = agent.simple_query(sql).await.expect("simple select");
+    let received: Vec<Vec<Option<String>>> = messages
+        .iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some((0..3).map(|index| row.get(index).map(str::to_string)).collect()),
+            _ => None,
+        })
+        .collect();
+    let prepared = agent
+        .query("SELECT email, id FROM customers WHERE id <= $1 ORDER BY id", &[&2i32])
+        .await
+        .expect("prepared select");
+    let prepared_emails: Vec<String> = prepared.iter().map(|row| row.get(0)).collect();
+    drop(agent);
+    fixture.gateway.stop().await;
+
+    let (events, _) = fixture.gateway.store().audit_log(None).await.expect("audit log");
+    let statement = |needle: &str| {
+        events
+            .iter()
+            .find(|sealed| sealed.event.kind == "statement" && sealed.event.body["text"].as_str() == Some(needle))
+            .unwrap_or_else(|| panic!("no statement event for {needle}"))
+            .event
+            .body
+            .clone()
+    };
+    let simple = statement(sql);
+    assert_eq!(simple["result"]["sets"][0]["columns"], serde_json::json!(["id", "full_name", "email"]));
+    assert_eq!(simple["result"]["sets"][0]["rows"], serde_json::json!(received), "{simple}");
+    let extended = statement("SELECT email, id FROM customers WHERE id <= $1 ORDER BY id");
+    assert_eq!(extended["result"]["sets"][0]["columns"], serde_json::json!(["email", "id"]), "{extended}");
+    let emails: Vec<&str> = extended["result"]["sets"][0]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row[0].as_str().expect("an email"))
+        .collect();
+    assert_eq!(emails, prepared_emails, "{extended}");
+    assert_eq!(extended["result"]["sets"][0]["rows"][0][1], "1", "binary int4 described by warden: {extended}");
+    let log: Vec<u8> = events.iter().flat_map(|sealed| sealed.event.body.to_string().into_bytes()).collect();
+    assert_no_raw_pii("the audit log", &log);
+}

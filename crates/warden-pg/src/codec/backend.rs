@@ -16,6 +16,7 @@ pub const PORTAL_SUSPENDED: u8 = b's';
 pub const DATA_ROW: u8 = b'D';
 pub const ROW_DESCRIPTION: u8 = b'T';
 pub const NO_DATA: u8 = b'n';
+pub const PARAMETER_DESCRIPTION: u8 = b't';
 pub const COPY_OUT_RESPONSE: u8 = b'H';
 pub const COPY_DATA: u8 = b'd';
 pub const COPY_DONE: u8 = b'c';

@@ -22,7 +22,7 @@ fn scan_all(framing: &mut Framing, input: &[u8], limit: Option<usize>) -> (Resul
     let step = framing.scan(
         &mut buffer,
         limit,
-        |tag| tag == b'Q',
+        |tag, _| tag == b'Q',
         |tag, _| {
             seen.push(tag);
             Ok(None)
@@ -146,7 +146,7 @@ mod never_panics {
             for chunk in [&bytes[..0], &bytes[split..]] {
                 buffer.extend_from_slice(chunk);
                 let before = buffer.len();
-                match framing.scan(&mut buffer, Some(256), |_| true, |tag, message| {
+                match framing.scan(&mut buffer, Some(256), |_, _| true, |tag, message| {
                     let _ = tracker.on_server_message(tag, message);
                     Ok(None)
                 }) {
