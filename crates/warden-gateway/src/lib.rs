@@ -142,7 +142,8 @@ impl Gateway {
             warn!("no [policy] files configured: every session will be refused (default deny)");
         }
         let policies = Policies::load(&config.policy.files)?;
-        info!(policies = policies.len(), "policies loaded");
+        let policy_count = policies.len();
+        info!(policies = policy_count, "policies loaded");
         let policies = Arc::new(guard::PolicyStore::new(policies));
         let tokens = Arc::new(auth::token_issuer(&config)?);
         info!(key_id = tokens.signing_key().key_id(), "token signing key loaded");
@@ -241,6 +242,10 @@ impl Gateway {
             workers = config.runtime.workers,
             "warden gateway listening"
         );
+        // What is in force, for the audit log: an auditor can tell which config (by digest) and policies a gateway ran.
+        if let Err(error) = recorder.audit(started_record(&config, policy_count, postgres_address, admin_address)) {
+            warn!(%error, "gateway start not recorded in the audit log");
+        }
         Ok(Gateway {
             postgres_address,
             admin_address,
@@ -319,6 +324,10 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        let stopped = warden_state::AuditRecord::new("gateway.stop", serde_json::json!({"reason": "shutdown"}));
+        if let Err(error) = self.recorder.audit(stopped) {
+            warn!(%error, "gateway stop not recorded in the audit log");
+        }
         let _ = self.shutdown.send(true);
         self.workers.stop.send_replace(true);
     }
@@ -520,4 +529,43 @@ impl SessionHooks for GatewayHooks {
             warn!(session = %session.id, %error, "session end not recorded");
         }
     }
+}
+
+/// The `gateway.start` audit event: the config file (path and SHA-256 of its bytes), what it puts in force and
+/// where the gateway listens. Secrets are never part of it.
+fn started_record(
+    config: &Config,
+    policies: usize,
+    postgres: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> warden_state::AuditRecord {
+    use sha2::Digest;
+    let digest = std::fs::read(&config.source).ok().map(|bytes| format!("{:x}", sha2::Sha256::digest(&bytes)));
+    let sinks: Vec<&str> = config
+        .audit
+        .sinks
+        .iter()
+        .map(|sink| match sink {
+            warden_config::AuditSink::Jsonl { .. } => "jsonl",
+            warden_config::AuditSink::Syslog { .. } => "syslog",
+            warden_config::AuditSink::Webhook { .. } => "webhook",
+        })
+        .collect();
+    let body = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": config.source.display().to_string(),
+        "config_sha256": digest,
+        "policy_files": config.policy.files.iter().map(|file| file.display().to_string()).collect::<Vec<_>>(),
+        "policies": policies,
+        "connections": config.connections.iter().map(|connection| connection.name.as_str()).collect::<Vec<_>>(),
+        "durability": config.audit.durability.as_str(),
+        "result_rows": config.audit.result_rows,
+        "retention_s": config.audit.retention.map(|retention| retention.as_secs()),
+        "sinks": sinks,
+        "listen": {
+            "postgres": postgres.map(|address| address.to_string()),
+            "admin": admin.map(|address| address.to_string()),
+        },
+    });
+    warden_state::AuditRecord::new("gateway.start", body)
 }

@@ -298,3 +298,25 @@ async fn result_rows_can_be_turned_off() {
     assert_eq!(statements.len(), 1);
     assert!(statements[0]["result"].is_null(), "{}", statements[0]);
 }
+
+/// The log says which config and policies a gateway ran with (the config file's SHA-256, never a secret), and
+/// when it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_start_and_stop_are_logged_with_the_config_digest() {
+    use sha2::Digest;
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let mut gateway = TestGateway::builder(&postgres, &app).policies(NO_UNBOUNDED_DELETES).start().await;
+    gateway.stop().await;
+    let (events, _) = gateway.store().audit_log(None).await.expect("audit log");
+    let kinds: Vec<&str> = events.iter().map(|sealed| sealed.event.kind.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"chain.start"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"gateway.stop"), "{kinds:?}");
+    let start = &events.iter().find(|sealed| sealed.event.kind == "gateway.start").expect("gateway.start").event.body;
+    let digest = format!("{:x}", sha2::Sha256::digest(std::fs::read(&gateway.config_path).expect("config")));
+    assert_eq!(start["config_sha256"], serde_json::json!(digest), "{start}");
+    assert_eq!(start["connections"], serde_json::json!([gateway.database]), "{start}");
+    assert_eq!(start["policies"], 2, "the harness's permit and the forbid under test: {start}");
+    assert_eq!((start["durability"].as_str(), start["result_rows"].as_u64()), (Some("async"), Some(10)), "{start}");
+    let config_text = std::fs::read_to_string(&gateway.config_path).expect("config");
+    assert!(!start.to_string().contains(app.password.as_str()), "no secret in {start}\n{config_text}");
+}
