@@ -250,6 +250,7 @@ fn build_context(core: &CoreNames, context: &RequestContext) -> Result<ast::Cont
     }
     let mut pairs = BTreeMap::new();
     pairs.insert("client".into(), ast::Value::record_arc(Arc::new(client), None));
+    pairs.insert("approved".into(), ast::Value::from(context.approved));
     if let Some(kind) = context.statement_kind {
         let mut statement = BTreeMap::new();
         statement.insert("kind".into(), ast::Value::from(kind));

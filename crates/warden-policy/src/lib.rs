@@ -144,6 +144,26 @@ pub struct TokenContext<'a> {
     pub node: Option<&'a str>,
 }
 
+/// A `forbid`'s approval annotations: who may lift it, how many of them must, and for how long a request for it
+/// stays open (and an approval of it usable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRule {
+    /// `@approval("<group>")`: the group whose members may approve.
+    pub group: Arc<str>,
+    /// `@approvals("N")`: distinct approvers needed, 1 by default.
+    pub approvals: u8,
+    /// `@approval_ttl("30m")`: 1 hour by default.
+    pub ttl: std::time::Duration,
+}
+
+/// The approvals a denied request needs before `context.approved` may lift it: for each approver group (sorted),
+/// how many distinct members of it must approve; the shortest ttl of the determining forbids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalNeeded {
+    pub groups: Vec<(Arc<str>, u8)>,
+    pub ttl: std::time::Duration,
+}
+
 /// What policies may read as `context`. Absent fields are absent attributes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestContext<'a> {
@@ -157,6 +177,9 @@ pub struct RequestContext<'a> {
     pub has_where: Option<bool>,
     /// `context.token`, when the session authenticated with a warden token.
     pub token: Option<TokenContext<'a>>,
+    /// `context.approved`: an approval covering this request exists (always present; false unless warden found
+    /// one).
+    pub approved: bool,
 }
 
 /// A loaded, validated set of policies, ready to answer requests. Immutable; cheap to share in an `Arc`.
@@ -214,8 +237,33 @@ impl Policies {
 
     /// The group named by the policy's `@approval("<group>")` annotation, if it has one.
     pub fn approval_group(&self, policy_id: &str) -> Option<&str> {
+        Some(&*self.approval_rule(policy_id)?.group)
+    }
+
+    /// The policy's approval rule (`@approval`, `@approvals`, `@approval_ttl`), if it has one.
+    pub fn approval_rule(&self, policy_id: &str) -> Option<&ApprovalRule> {
         let index = *self.index_by_id.get(policy_id)?;
-        self.policies.get(index)?.approval_group.as_deref()
+        self.policies.get(index)?.approval.as_ref()
+    }
+
+    /// What would lift a denial: when every policy that determined it is a `forbid` with an approval rule (and no
+    /// forbid failed to evaluate), the approvals it takes; `None` for an allowed request, a default deny, or a
+    /// denial some policy makes without `@approval`.
+    pub fn approval_needed(&self, verdict: &Verdict) -> Option<ApprovalNeeded> {
+        if verdict.allowed || verdict.policies.is_empty() || verdict.errors.iter().any(EvaluationError::fails_closed) {
+            return None;
+        }
+        let mut needed = ApprovalNeeded { groups: Vec::new(), ttl: std::time::Duration::MAX };
+        for id in &verdict.policies {
+            let rule = self.approval_rule(id)?;
+            needed.ttl = needed.ttl.min(rule.ttl);
+            match needed.groups.iter_mut().find(|(group, _)| *group == rule.group) {
+                Some((_, approvals)) => *approvals = (*approvals).max(rule.approvals),
+                None => needed.groups.push((rule.group.clone(), rule.approvals)),
+            }
+        }
+        needed.groups.sort();
+        Some(needed)
     }
 
     /// Cedar's answer for one request (default deny, forbid overrides permit), with the determining policies, and

@@ -16,7 +16,8 @@ pub(crate) struct LoadedPolicy {
     pub policy: Policy,
     pub id: Arc<str>,
     pub effect: Effect,
-    pub approval_group: Option<Box<str>>,
+    /// `@approval("<group>")` with its `@approvals` and `@approval_ttl`, on a `forbid`.
+    pub approval: Option<crate::ApprovalRule>,
 }
 
 /// Everything [`crate::Policies`] is built from.
@@ -192,16 +193,12 @@ pub(crate) fn parse_and_validate(
                 ));
                 continue;
             }
-            let approval_group = match policy.annotation("approval") {
-                Some("") => {
-                    problems.push(problem(
-                        Some(position),
-                        ProblemKind::Unsupported,
-                        "@approval needs the approver group, e.g. @approval(\"dba\")".to_owned(),
-                    ));
+            let approval = match approval_rule(policy) {
+                Ok(rule) => rule,
+                Err(message) => {
+                    problems.push(problem(Some(position), ProblemKind::Unsupported, message));
                     None
                 }
-                group => group.map(Box::from),
             };
             defined_at.insert(id.clone(), (source_index, position));
             source_of.insert(id.clone(), source_index);
@@ -209,7 +206,7 @@ pub(crate) fn parse_and_validate(
                 policy: policy.new_id(PolicyId::new(&*id)),
                 effect: policy.effect(),
                 id,
-                approval_group,
+                approval,
             });
         }
     }
@@ -354,4 +351,58 @@ fn diagnostic_message(diagnostic: &dyn Diagnostic) -> String {
         Some(help) => format!("{diagnostic} ({help})"),
         None => diagnostic.to_string(),
     }
+}
+
+/// The policy's approval annotations, checked: `@approval("<group>")` on a `forbid`, optionally `@approvals("N")`
+/// (1 to 10, default 1) and `@approval_ttl("30m")` (seconds `s`, minutes `m`, hours `h` or days `d`; default 1h).
+fn approval_rule(policy: &Policy) -> Result<Option<crate::ApprovalRule>, String> {
+    let group = policy.annotation("approval");
+    let approvals = policy.annotation("approvals");
+    let ttl = policy.annotation("approval_ttl");
+    let Some(group) = group else {
+        return match (approvals, ttl) {
+            (None, None) => Ok(None),
+            _ => Err("@approvals and @approval_ttl need @approval(\"<approver group>\") beside them".to_owned()),
+        };
+    };
+    if group.is_empty() {
+        return Err("@approval needs the approver group, e.g. @approval(\"dba\")".to_owned());
+    }
+    if policy.effect() != Effect::Forbid {
+        return Err("@approval belongs on a forbid (the approval lifts it), not on a permit".to_owned());
+    }
+    let approvals = match approvals {
+        None => 1,
+        Some(text) => match text.parse::<u8>() {
+            Ok(count) if (1..=10).contains(&count) => count,
+            _ => return Err(format!("@approvals(\"{text}\") is not a number of approvers from 1 to 10")),
+        },
+    };
+    let ttl = match ttl {
+        None => std::time::Duration::from_secs(3600),
+        Some(text) => match parse_ttl(text) {
+            Some(ttl) => ttl,
+            None => {
+                return Err(format!(
+                    "@approval_ttl(\"{text}\") is not a duration from 1m to 30d such as \"30m\", \"2h\" or \"1d\""
+                ))
+            }
+        },
+    };
+    Ok(Some(crate::ApprovalRule { group: Arc::from(group), approvals, ttl }))
+}
+
+/// `90s`, `30m`, `2h`, `1d`: from one minute to thirty days.
+fn parse_ttl(text: &str) -> Option<std::time::Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let number: u64 = text[..split].parse().ok()?;
+    let unit = match &text[split..] {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    let seconds = number.checked_mul(unit)?;
+    (60..=30 * 86_400).contains(&seconds).then(|| std::time::Duration::from_secs(seconds))
 }

@@ -568,6 +568,24 @@ mod load {
     }
 
     #[test]
+    fn approval_annotations_are_checked() {
+        check(
+            &[(
+                "p/a.cedar",
+                "@approvals(\"2\")\nforbid (principal, action, resource);\n\
+                 @approval(\"dba\")\npermit (principal, action, resource);\n\
+                 @approval(\"dba\") @approvals(\"11\")\nforbid (principal, action, resource);\n\
+                 @approval(\"dba\") @approval_ttl(\"soon\")\nforbid (principal, action, resource);\n",
+            )],
+            &["p"],
+            "$DIR/p/a.cedar:1:1: @approvals and @approval_ttl need @approval(\"<approver group>\") beside them\n\
+             $DIR/p/a.cedar:3:1: @approval belongs on a forbid (the approval lifts it), not on a permit\n\
+             $DIR/p/a.cedar:5:1: @approvals(\"11\") is not a number of approvers from 1 to 10\n\
+             $DIR/p/a.cedar:7:1: @approval_ttl(\"soon\") is not a duration from 1m to 30d such as \"30m\", \"2h\" or \"1d\"",
+        );
+    }
+
+    #[test]
     fn approval_group_is_kept() {
         let policies = policies(UNNAMED);
         assert_eq!(policies.approval_group("main.cedar:7"), Some("dba"));
@@ -731,7 +749,10 @@ mod same_answers_as_plain_cedar {
         if let Some(name) = context.application_name {
             client.push(("application_name".to_owned(), string(name)));
         }
-        let mut pairs = vec![("client".to_owned(), RestrictedExpression::new_record(client).expect("client"))];
+        let mut pairs = vec![
+            ("client".to_owned(), RestrictedExpression::new_record(client).expect("client")),
+            ("approved".to_owned(), RestrictedExpression::new_bool(context.approved)),
+        ];
         if let Some(kind) = context.statement_kind {
             let mut statement = vec![("kind".to_owned(), string(kind))];
             if let Some(has_where) = context.has_where {
@@ -818,5 +839,85 @@ mod same_answers_as_plain_cedar {
             }
         }
         assert_eq!(compared, 5 * (9 * 7 - 2 * 5) * 7);
+    }
+}
+
+/// `@approval` turns a denial into a request for approval when every determining forbid carries it, and
+/// `context.approved` lifts those forbids.
+mod approval {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ApprovalNeeded;
+
+    const POLICIES: &str = r#"
+@id("agents") permit (principal in Warden::Group::"agents", action, resource in Warden::Connection::"shop");
+
+@id("deletes-need-a-dba")
+@approval("dba") @approvals("2") @approval_ttl("30m")
+forbid (principal, action == Warden::Action::"write", resource)
+when { context has statement && context.statement.kind == "delete" }
+unless { context.approved };
+
+@id("ddl-needs-security")
+@approval("security")
+forbid (principal, action == Warden::Action::"ddl", resource)
+unless { context.approved };
+
+@id("drops-need-a-dba-too")
+@approval("dba") @approval_ttl("10m")
+forbid (principal, action == Warden::Action::"ddl", resource)
+when { context has statement && context.statement.kind == "drop" }
+unless { context.approved };
+
+@id("no-truncate")
+forbid (principal, action == Warden::Action::"write", resource)
+when { context has statement && context.statement.kind == "truncate" };
+"#;
+
+    fn ask(policies: &Policies, action: Action, kind: &'static str, approved: bool) -> Verdict {
+        let groups = vec!["agents".to_owned()];
+        let principal = Principal { name: "research-agent", groups: &groups };
+        let context = RequestContext { approved, ..statement(kind, Some(true)) };
+        policies.authorize(&principal, action, &ORDERS, &context)
+    }
+
+    #[test]
+    fn a_denial_by_annotated_forbids_needs_their_approvals() {
+        let policies = policies(POLICIES);
+        let denied = ask(&policies, Action::Write, "delete", false);
+        assert!(!denied.allowed);
+        assert_eq!(
+            policies.approval_needed(&denied),
+            Some(ApprovalNeeded { groups: vec![(Arc::from("dba"), 2)], ttl: std::time::Duration::from_secs(30 * 60) })
+        );
+        assert!(ask(&policies, Action::Write, "delete", true).allowed, "an approval lifts the forbid");
+
+        // Two annotated forbids: both groups, the shorter ttl.
+        let drop = ask(&policies, Action::Ddl, "drop", false);
+        assert_eq!(
+            policies.approval_needed(&drop),
+            Some(ApprovalNeeded {
+                groups: vec![(Arc::from("dba"), 1), (Arc::from("security"), 1)],
+                ttl: std::time::Duration::from_secs(600)
+            })
+        );
+        assert!(ask(&policies, Action::Ddl, "drop", true).allowed);
+    }
+
+    #[test]
+    fn other_denials_cannot_be_approved() {
+        let policies = policies(POLICIES);
+        let truncate = ask(&policies, Action::Write, "truncate", false);
+        assert!(!truncate.allowed);
+        assert_eq!(policies.approval_needed(&truncate), None, "no-truncate has no @approval");
+        assert!(!ask(&policies, Action::Write, "truncate", true).allowed, "approved changes nothing for it");
+        let allowed = ask(&policies, Action::Write, "update", false);
+        assert!(allowed.allowed);
+        assert_eq!(policies.approval_needed(&allowed), None);
+        let groups = vec![];
+        let nobody = Principal { name: "mallory", groups: &groups };
+        let default_deny = policies.authorize(&nobody, Action::Read, &ORDERS, &statement("select", None));
+        assert_eq!(policies.approval_needed(&default_deny), None, "a default deny is not an approvable forbid");
     }
 }
