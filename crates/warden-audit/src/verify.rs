@@ -1,10 +1,27 @@
 //! Offline verification of a whole audit trail: every chain's links, every checkpoint, and the chains each
 //! `chain.start` names.
 //!
-//! The order problems are looked for, so "the first" is well defined: chains by id; within a chain, events by seq
-//! (for each: its seq, then its `prev`, then its `hash`), then its checkpoints by seq (for each: its key, its
-//! signature, that its seq exists, its head). Only when every chain passes are the `chain.start` references checked,
-//! chains by id and events by seq, because they name other chains.
+//! The order problems are looked for, so "the first" is well defined: chains by id; within a chain, where it starts
+//! (seq 1, or just after its pruning mark, see below), then events by seq (for each: its seq, then its `prev`, then
+//! its `hash`), then its checkpoints by seq (for each: its key, its signature, that its seq exists, its head). Only
+//! when every chain passes are the `chain.start` references checked, chains by id and events by seq, because they
+//! name other chains.
+//!
+//! # Pruned chains
+//!
+//! Retention deletes a chain's oldest events, but only up to one of its checkpoints, and only after appending an
+//! `audit.pruned` event to the pruning gateway's chain, `{"before": T, "chains": [{"chain": C, "through": S, "head":
+//! H}, …]}`: events 1..=S of chain C may be gone, and event S's hash was H. Each such event lists every chain ever
+//! pruned (marks only grow), so the latest one suffices even after older ones were pruned in turn.
+//!
+//! An `audit.pruned` event counts only when a verified checkpoint of its own chain covers it: a signature vouches for
+//! it, so an attacker without the key cannot write one (an unsealed one, after its chain's last checkpoint, could be
+//! appended by anyone). A chain's mark is the greatest `through` any counted event names. A chain whose first stored
+//! event is `f > 1` then verifies from `f` when its mark is at least `f - 1`, and when the mark is exactly `f - 1`,
+//! event `f`'s `prev` must be the head the mark recorded; with a smaller mark the events between are missing
+//! ([`Broken::PrunedBeyond`]), with none the chain is missing its start as before ([`Broken::Missing`] at seq 1).
+//! Checkpoints at or below a chain's first stored event need only verify by signature, and a chain pruned whole (no
+//! events left) is fine where a `chain.start` names a seq at or below its mark.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +49,9 @@ pub struct ChainReport {
     /// Events after it. No signature covers these: deleting them from the end of the chain, or rewriting them with
     /// recomputed hashes, cannot be detected.
     pub unsealed: u64,
+    /// Events deleted by retention pruning, as an `audit.pruned` event allows: those before `first` (all of them, for
+    /// a chain pruned whole). 0 for an export ([`verify_export`]), which starts where it starts.
+    pub pruned: u64,
 }
 
 /// The first problem found, naming the chain and seq ("the first broken link").
@@ -81,8 +101,15 @@ pub enum Broken {
          differs from its recomputed hash (rewritten)"
     )]
     PreviousMismatch { chain: String, seq: u64, previous: String, previous_seq: u64 },
-    /// Something no gateway writes: a seq of 0, or a `chain.start` body whose `previous` is not a list of
-    /// {chain, seq, head}.
+    /// The chain was pruned through event `pruned` (an `audit.pruned` event says so), but its first stored event
+    /// comes after `seq` = `pruned + 1`: events after the pruning mark were deleted.
+    #[error(
+        "audit chain \"{chain}\": event {seq} is missing (deleted): the chain was pruned only through event {pruned}, \
+         so events from {seq} on must be kept"
+    )]
+    PrunedBeyond { chain: String, seq: u64, pruned: u64 },
+    /// Something no gateway writes: a seq of 0, a `chain.start` body whose `previous` is not a list of
+    /// {chain, seq, head}, or an `audit.pruned` body whose `chains` is not a list of {chain, through, head}.
     #[error("audit chain \"{chain}\": event {seq} is malformed: {reason}")]
     Malformed { chain: String, seq: u64, reason: String },
 }
@@ -92,6 +119,7 @@ impl Broken {
     pub fn chain(&self) -> &str {
         match self {
             Broken::Missing { chain, .. }
+            | Broken::PrunedBeyond { chain, .. }
             | Broken::Duplicate { chain, .. }
             | Broken::PrevMismatch { chain, .. }
             | Broken::HashMismatch { chain, .. }
@@ -109,6 +137,7 @@ impl Broken {
     pub fn seq(&self) -> u64 {
         match self {
             Broken::Missing { seq, .. }
+            | Broken::PrunedBeyond { seq, .. }
             | Broken::Duplicate { seq, .. }
             | Broken::PrevMismatch { seq, .. }
             | Broken::HashMismatch { seq, .. }
@@ -152,13 +181,65 @@ fn verify_with(
     for checkpoint in checkpoints {
         chains.entry(checkpoint.chain.clone()).or_default().checkpoints.push(checkpoint);
     }
+    for chain in chains.values_mut() {
+        chain.events.sort_by_key(|sealed| sealed.event.seq);
+        chain.checkpoints.sort_by_key(|checkpoint| checkpoint.seq);
+    }
+
+    // First each chain's own links and checkpoints, from its first stored event on, chains by id; then where each
+    // chain starts, which the pruning marks decide, read from the events those checks vouch for.
+    let mut sealed: BTreeMap<String, u64> = BTreeMap::new();
+    for (name, chain) in &mut chains {
+        if chain.events.is_empty() {
+            continue;
+        }
+        // From the first stored event, whatever its seq; below, whether the chain may start there.
+        (chain.offset, chain.hashes) = verify_links(name, &chain.events, true)?;
+        let through = verify_checkpoints(name, &chain.checkpoints, chain.offset, &chain.hashes, keys, partial)?;
+        if !partial {
+            check_pruned_bodies(name, &chain.events)?;
+        }
+        sealed.insert(name.clone(), through);
+    }
+    let marks = if partial { BTreeMap::new() } else { pruning_marks(&chains, &sealed) };
+    for name in marks.keys() {
+        chains.entry(name.clone()).or_default();
+    }
 
     let mut reports = Vec::with_capacity(chains.len());
     for (name, chain) in &mut chains {
-        chain.events.sort_by_key(|sealed| sealed.event.seq);
-        chain.checkpoints.sort_by_key(|checkpoint| checkpoint.seq);
-        (chain.offset, chain.hashes) = verify_links(name, &chain.events, partial)?;
-        let sealed_through = verify_checkpoints(name, &chain.checkpoints, chain.offset, &chain.hashes, keys, partial)?;
+        let mark = marks.get(name);
+        let sealed_through = match chain.events.first() {
+            Some(first) => {
+                let first_seq = first.event.seq;
+                if !partial && chain.offset > 0 {
+                    match mark {
+                        None => return Err(Broken::Missing { chain: name.clone(), seq: 1 }),
+                        Some(mark) if mark.through < chain.offset => {
+                            return Err(Broken::PrunedBeyond {
+                                chain: name.clone(),
+                                seq: mark.through + 1,
+                                pruned: mark.through,
+                            })
+                        }
+                        Some(mark) if mark.through == chain.offset && chain.hashes[0] != mark.head => {
+                            return Err(Broken::PrevMismatch { chain: name.clone(), seq: first_seq });
+                        }
+                        Some(_) => {}
+                    }
+                }
+                sealed[name]
+            }
+            None => {
+                // No events: a chain pruned whole starts after its mark; otherwise at 1 (and any checkpoint is then a
+                // truncation).
+                (chain.offset, chain.hashes) = match mark {
+                    Some(mark) => (mark.through, vec![mark.head]),
+                    None => (0, vec![GENESIS]),
+                };
+                verify_checkpoints(name, &chain.checkpoints, chain.offset, &chain.hashes, keys, partial)?
+            }
+        };
         let events = chain.offset + chain.events.len() as u64;
         let sealed_through = sealed_through.max(chain.offset);
         reports.push(ChainReport {
@@ -168,12 +249,13 @@ fn verify_with(
             checkpoints: chain.checkpoints.len() as u64,
             sealed_through,
             unsealed: events - sealed_through,
+            pruned: if partial { 0 } else { chain.offset },
         });
     }
 
     for (name, chain) in &chains {
         for sealed in chain.events.iter().filter(|sealed| sealed.event.kind == "chain.start") {
-            verify_previous(name, sealed, &chains, partial)?;
+            verify_previous(name, sealed, &chains, &marks, partial)?;
         }
     }
     Ok(Report { chains: reports })
@@ -187,6 +269,69 @@ struct Chain {
     checkpoints: Vec<Checkpoint>,
     offset: u64,
     hashes: Vec<[u8; 32]>,
+}
+
+/// How far a chain was pruned: events 1..=`through` may be gone, and event `through`'s hash was `head`.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    through: u64,
+    head: [u8; 32],
+}
+
+/// Per chain, the greatest `through` named by an `audit.pruned` event that a verified checkpoint of its own chain
+/// covers (with the head recorded for it).
+fn pruning_marks(chains: &BTreeMap<String, Chain>, sealed: &BTreeMap<String, u64>) -> BTreeMap<String, Mark> {
+    let mut marks: BTreeMap<String, Mark> = BTreeMap::new();
+    for (name, chain) in chains {
+        let Some(&sealed_through) = sealed.get(name) else { continue };
+        let counted =
+            chain.events.iter().filter(|sealed| sealed.event.kind == PRUNED && sealed.event.seq <= sealed_through);
+        for event in counted {
+            let Ok(named) = pruned_marks(&event.event.body) else { continue };
+            for (chain, mark) in named {
+                match marks.get(&chain) {
+                    Some(known) if known.through >= mark.through => {}
+                    _ => {
+                        marks.insert(chain, mark);
+                    }
+                }
+            }
+        }
+    }
+    marks
+}
+
+/// The kind of the event a pruning pass appends before deleting.
+const PRUNED: &str = "audit.pruned";
+
+/// The marks an `audit.pruned` body names: {"before": T, "chains": [{"chain": C, "through": S, "head": H}, …]}.
+fn pruned_marks(body: &serde_json::Value) -> Result<Vec<(String, Mark)>, &'static str> {
+    const NOT_A_LIST: &str = "audit.pruned's \"chains\" is not a list of {chain, through, head}";
+    let Some(entries) = body.get("chains").and_then(serde_json::Value::as_array) else { return Err(NOT_A_LIST) };
+    entries
+        .iter()
+        .map(|entry| {
+            let chain = entry.get("chain").and_then(serde_json::Value::as_str);
+            let through = entry.get("through").and_then(serde_json::Value::as_u64);
+            let head = entry.get("head").and_then(serde_json::Value::as_str).and_then(parse_hash);
+            match (chain, through, head) {
+                (Some(chain), Some(through), Some(head)) => Ok((chain.to_string(), Mark { through, head })),
+                _ => Err(NOT_A_LIST),
+            }
+        })
+        .collect()
+}
+
+/// Every `audit.pruned` body in a verified chain must name its marks: one that does not is nothing a gateway writes.
+fn check_pruned_bodies(chain: &str, events: &[Sealed]) -> Result<(), Broken> {
+    for sealed in events.iter().filter(|sealed| sealed.event.kind == PRUNED) {
+        pruned_marks(&sealed.event.body).map_err(|reason| Broken::Malformed {
+            chain: chain.into(),
+            seq: sealed.event.seq,
+            reason: reason.into(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Checks that `events` (sorted by seq) are exactly 1..=n (with `partial`, first..=n) and chain from [`GENESIS`]
@@ -256,6 +401,10 @@ fn verify_checkpoints(
             // them): the signature is all there is to check.
             continue;
         }
+        if seq < offset {
+            // Of a pruned event: what it signed is gone, the signature is all there is to check.
+            continue;
+        }
         let Some(hash) = usize::try_from(seq - offset).ok().and_then(|index| hashes.get(index)) else {
             return Err(Broken::Truncated { chain: chain.into(), seq, last: offset + hashes.len() as u64 - 1 });
         };
@@ -268,7 +417,13 @@ fn verify_checkpoints(
 }
 
 /// Checks the heads a `chain.start` body names: {"previous": [{"chain": C, "seq": S, "head": H}, …]}.
-fn verify_previous(chain: &str, start: &Sealed, chains: &BTreeMap<String, Chain>, partial: bool) -> Result<(), Broken> {
+fn verify_previous(
+    chain: &str,
+    start: &Sealed,
+    chains: &BTreeMap<String, Chain>,
+    marks: &BTreeMap<String, Mark>,
+    partial: bool,
+) -> Result<(), Broken> {
     let seq = start.event.seq;
     let malformed = |reason: &str| Broken::Malformed { chain: chain.into(), seq, reason: reason.into() };
     let entries = match start.event.body.get("previous") {
@@ -289,7 +444,11 @@ fn verify_previous(chain: &str, start: &Sealed, chains: &BTreeMap<String, Chain>
             None if partial => continue,
             None => return Err(Broken::MissingChain { chain: chain.into(), seq, missing: previous.into() }),
         };
-        if partial && previous_seq < other.offset {
+        // Before where the chain starts: in an export, outside the file; in a store, pruned (a chain starts after
+        // its first event only as far as its pruning mark allows).
+        if previous_seq < other.offset
+            && (partial || marks.get(previous).is_some_and(|mark| mark.through >= previous_seq))
+        {
             continue;
         }
         let Some(hash) = usize::try_from(previous_seq - other.offset).ok().and_then(|index| other.hashes.get(index))

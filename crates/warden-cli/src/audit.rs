@@ -49,6 +49,17 @@ pub enum AuditCommand {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Run one retention pass on the state store now, as the gateway's pruner does every 10 minutes (maintenance and
+    /// tests): deletes the sessions that ended before the cutoff and each audit chain's events up to its last
+    /// checkpoint before it, after recording (and signing) how far. Prints what it deleted.
+    #[command(hide = true)]
+    Prune {
+        #[arg(long)]
+        config: PathBuf,
+        /// The cutoff (RFC 3339); default: now minus `[audit] retention`.
+        #[arg(long)]
+        before: Option<String>,
+    },
 }
 
 pub async fn run(command: AuditCommand) -> Result<ExitCode> {
@@ -95,6 +106,7 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
                                     "checkpoints": chain.checkpoints,
                                     "sealed_through": chain.sealed_through,
                                     "unsealed": chain.unsealed,
+                                    "pruned": chain.pruned,
                                 })
                             })
                             .collect();
@@ -105,7 +117,14 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
                             report.chains.len()
                         );
                         for chain in &report.chains {
-                            let range = if chain.first > 1 {
+                            let range = if chain.pruned > 0 && chain.pruned == chain.events {
+                                format!("{} events, all pruned by retention", chain.events)
+                            } else if chain.pruned > 0 {
+                                format!(
+                                    "events {}..={} ({} pruned by retention)",
+                                    chain.first, chain.events, chain.pruned
+                                )
+                            } else if chain.first > 1 {
                                 format!("events {}..={} (the file starts mid-chain)", chain.first, chain.events)
                             } else {
                                 format!("{} events", chain.events)
@@ -135,6 +154,7 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
                 }
             }
         }
+        AuditCommand::Prune { config, before } => prune(&config, before).await,
         AuditCommand::PublicKey { config } => {
             let config = crate::load_config(&config)?;
             let issuer = warden_gateway::token_issuer(&config).context("cannot load the gateway's signing key")?;
@@ -185,6 +205,53 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `warden audit prune`: one retention pass with a recorder of its own (a chain of its own, signed with the gateway's
+/// key).
+async fn prune(config: &Path, before: Option<String>) -> Result<ExitCode> {
+    let config = crate::load_config(config)?;
+    let before = match (before, config.audit.retention) {
+        (Some(text), _) => {
+            OffsetDateTime::parse(&text, &Rfc3339).with_context(|| format!("--before \"{text}\" is not RFC 3339"))?
+        }
+        (None, Some(retention)) => OffsetDateTime::now_utc() - retention,
+        (None, None) => bail!("give --before, or set [audit] retention in the config"),
+    };
+    let issuer = warden_gateway::token_issuer(&config).context("cannot load the gateway's signing key")?;
+    let store = open(&config).await?;
+    let recorder = store.audited_recorder(64, std::sync::Arc::new(AuditKey(issuer)));
+    let report = recorder.prune(before).await.context("pruning failed")?;
+    recorder.flush().await.context("cannot flush the audit log")?;
+    println!(
+        "pruned before {}: {} session(s), {} statement(s)",
+        before.format(&Rfc3339)?,
+        report.sessions,
+        report.statements
+    );
+    for chain in &report.chains {
+        println!(
+            "  {}: events 1..={} pruned ({} event(s) and {} checkpoint(s) deleted now)",
+            chain.chain, chain.through, chain.events, chain.checkpoints
+        );
+    }
+    if !report.recorded {
+        println!("  nothing new to prune: no audit.pruned event recorded");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The gateway's token signing key as the audit signer, as the gateway itself uses it.
+struct AuditKey(warden_identity::TokenIssuer);
+
+impl warden_state::AuditSigner for AuditKey {
+    fn key_id(&self) -> &str {
+        self.0.signing_key().key_id()
+    }
+
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.signing_key().sign(message)
     }
 }
 

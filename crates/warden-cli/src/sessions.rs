@@ -27,6 +27,19 @@ pub enum SessionsCommand {
         /// Only sessions started at or after this RFC 3339 time.
         #[arg(long, value_parser = parse_time)]
         since: Option<OffsetDateTime>,
+        /// Only sessions started before this RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<OffsetDateTime>,
+        /// Only sessions with a statement that touched this table: `schema.table`, or a bare name for that table in
+        /// any schema.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only sessions of warden tokens issued for this workflow run.
+        #[arg(long)]
+        run: Option<String>,
+        /// Only sessions of warden tokens issued for this workflow node.
+        #[arg(long)]
+        node: Option<String>,
         /// Only sessions still open.
         #[arg(long)]
         active: bool,
@@ -98,10 +111,40 @@ async fn open(config: &std::path::Path) -> Result<StateStore> {
 
 pub async fn run(command: SessionsCommand) -> Result<()> {
     match command {
-        SessionsCommand::List { config, identity, connection, since, active, limit, json, admin_url } => {
-            let filter = SessionFilter { identity, connection, since, active_only: active, limit: Some(limit) };
+        SessionsCommand::List {
+            config,
+            identity,
+            connection,
+            since,
+            until,
+            table,
+            run,
+            node,
+            active,
+            limit,
+            json,
+            admin_url,
+        } => {
+            let filter = SessionFilter {
+                identity,
+                connection,
+                since,
+                until,
+                table,
+                run,
+                node,
+                active_only: active,
+                limit: Some(limit),
+            };
             let sessions = match api(admin_url.as_deref(), &config)? {
                 Some(client) => {
+                    if filter.until.is_some() || filter.table.is_some() || filter.run.is_some() || filter.node.is_some()
+                    {
+                        anyhow::bail!(
+                            "--until, --table, --run and --node read the state store directly: run without \
+                             --admin-url and WARDEN_TOKEN (the admin API does not take them yet)"
+                        );
+                    }
                     let mut query = vec![format!("limit={limit}")];
                     if let Some(identity) = &filter.identity {
                         query.push(format!("identity={}", encode(identity)));
@@ -426,6 +469,7 @@ impl Replay {
                 for line in body["text"].as_str().unwrap_or("").lines() {
                     println!("{INDENT}{line}");
                 }
+                print_result(&body["result"]);
                 if let Some(error) = error {
                     println!("{INDENT}error: {error}");
                 }
@@ -469,7 +513,6 @@ fn format_duration_us(micros: u64) -> String {
     } else if micros < 100_000 {
         format!("{millis:.1} ms")
     } else {
-                print_result(&body["result"]);
         format!("{millis:.0} ms")
     }
 }

@@ -305,6 +305,7 @@ async fn list_sessions(
         since: query.since,
         active_only: query.active,
         limit: query.limit,
+        ..SessionFilter::default()
     };
     let sessions = state.store.list_sessions(&filter).await.map_err(unavailable)?;
     Ok(Json(sessions))

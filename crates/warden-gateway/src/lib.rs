@@ -209,6 +209,14 @@ impl Gateway {
             pg.clone(),
             shutdown_receiver.clone(),
         )));
+        if let Some(retention) = config.audit.retention {
+            info!(retention_s = retention.as_secs(), "retention: pruning every 10 minutes");
+            tasks.push(tokio::spawn(warden_state::prune_periodically(
+                recorder.clone(),
+                retention,
+                shutdown_receiver.clone(),
+            )));
+        }
         let admin_address = match admin_listener {
             Some(listener) => {
                 let bound = listener.local_addr().ok();
@@ -234,6 +242,10 @@ impl Gateway {
             }
             None => None,
         };
+        // What is in force, for the audit log: an auditor can tell which config (by digest) and policies a gateway ran.
+        if let Err(error) = recorder.audit(started_record(&config, policy_count, postgres_address, admin_address)) {
+            warn!(%error, "gateway start not recorded in the audit log");
+        }
         info!(
             postgres = ?postgres_address,
             admin = ?admin_address,
@@ -242,10 +254,6 @@ impl Gateway {
             workers = config.runtime.workers,
             "warden gateway listening"
         );
-        // What is in force, for the audit log: an auditor can tell which config (by digest) and policies a gateway ran.
-        if let Err(error) = recorder.audit(started_record(&config, policy_count, postgres_address, admin_address)) {
-            warn!(%error, "gateway start not recorded in the audit log");
-        }
         Ok(Gateway {
             postgres_address,
             admin_address,
@@ -316,6 +324,10 @@ impl Gateway {
             }
         }
         self.workers.stop().await;
+        let stopped = warden_state::AuditRecord::new("gateway.stop", serde_json::json!({"reason": "shutdown"}));
+        if let Err(error) = self.recorder.audit(stopped) {
+            warn!(%error, "gateway stop not recorded in the audit log");
+        }
         if let Err(error) = self.recorder.flush().await {
             warn!(%error, "state store flush at shutdown failed");
         }
@@ -324,10 +336,6 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let stopped = warden_state::AuditRecord::new("gateway.stop", serde_json::json!({"reason": "shutdown"}));
-        if let Err(error) = self.recorder.audit(stopped) {
-            warn!(%error, "gateway stop not recorded in the audit log");
-        }
         let _ = self.shutdown.send(true);
         self.workers.stop.send_replace(true);
     }

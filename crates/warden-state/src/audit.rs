@@ -122,6 +122,7 @@ impl Chain {
             };
             let audit = match event {
                 Event::Flush(_) | Event::Durable(_) => continue,
+                Event::Prune(_) => continue,
                 Event::Audit(record) => AuditEvent {
                     chain: self.id.clone(),
                     seq: 0,
@@ -169,8 +170,8 @@ impl Chain {
                         "error": record.error,
                         "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
                         "decision": decision,
-                    });
                         "result": record.result,
+                    });
                     self.event("statement", record.started_at, Some(&record.session_id), &labels, body)
                 }
                 Event::Ended(end) => {
@@ -247,6 +248,11 @@ impl Chain {
     pub(crate) fn checkpointed(&mut self, checkpoint: &Checkpoint) {
         self.sealed_through = checkpoint.seq;
         self.last_checkpoint = Instant::now();
+    }
+
+    /// The key that signs this chain's checkpoints, if any.
+    pub(crate) fn signer(&self) -> Option<Arc<dyn AuditSigner>> {
+        self.signer.clone()
     }
 
     /// Events sealed but not yet under a checkpoint.

@@ -28,6 +28,8 @@ pub enum StateError {
     WritesFailed { failed: u64 },
     #[error("the state writer's queue is full: the state store cannot keep up")]
     QueueFull,
+    #[error("pruning needs a recorder that signs audit checkpoints: its audit.pruned event must be sealed")]
+    PruneUnsigned,
 }
 
 /// Who caused a [`StateError`].
@@ -53,7 +55,7 @@ impl StateError {
             | StateError::CorruptRow { .. }
             | StateError::WritesFailed { .. }
             | StateError::QueueFull => Fault::Database,
-            StateError::WriterStopped => Fault::Warden,
+            StateError::WriterStopped | StateError::PruneUnsigned => Fault::Warden,
         }
     }
 

@@ -13,6 +13,7 @@
 mod audit;
 mod error;
 mod migrations;
+mod prune;
 mod recorder;
 mod sql;
 
@@ -31,6 +32,7 @@ use time::OffsetDateTime;
 
 pub use audit::{AuditSigner, AuditTap, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
+pub use prune::{prune_periodically, PruneReport, PrunedChain, PRUNE_FIRST_DELAY, PRUNE_INTERVAL};
 pub use recorder::{AuditRecord, Recorder, SessionStart, StatementRecord};
 
 use recorder::{SessionEnd, SessionMasked};
@@ -58,6 +60,15 @@ pub struct SessionFilter {
     pub connection: Option<String>,
     /// Sessions that started at or after this instant.
     pub since: Option<OffsetDateTime>,
+    /// Sessions that started before this instant.
+    pub until: Option<OffsetDateTime>,
+    /// Sessions with a statement that touched this table: `schema.table` names exactly that table, a bare name
+    /// (`customers`) the table of that name in any schema.
+    pub table: Option<String>,
+    /// Sessions of a warden token issued for this workflow run (its `run` label).
+    pub run: Option<String>,
+    /// Sessions of a warden token issued for this workflow node (its `node` label).
+    pub node: Option<String>,
     /// Sessions that have not ended.
     pub active_only: bool,
     /// At most this many sessions; [`DEFAULT_SESSION_LIMIT`] when unset.
@@ -383,6 +394,28 @@ impl Backend {
         match self {
             Backend::Sqlite(store) => store.latest_checkpoints().await,
             Backend::Postgres(store) => store.latest_checkpoints().await,
+        }
+    }
+
+    pub(crate) async fn prune_plan(
+        &self,
+        before: OffsetDateTime,
+        signer: &dyn AuditSigner,
+    ) -> Result<sql::PrunePlan, StateError> {
+        match self {
+            Backend::Sqlite(store) => store.prune_plan(before, signer).await,
+            Backend::Postgres(store) => store.prune_plan(before, signer).await,
+        }
+    }
+
+    pub(crate) async fn prune_delete(
+        &self,
+        before: OffsetDateTime,
+        marks: &BTreeMap<String, sql::Mark>,
+    ) -> Result<sql::Pruned, sqlx::Error> {
+        match self {
+            Backend::Sqlite(store) => store.prune_delete(before, marks).await,
+            Backend::Postgres(store) => store.prune_delete(before, marks).await,
         }
     }
 

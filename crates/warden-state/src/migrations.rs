@@ -21,6 +21,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (4, "revocations", include_str!("../migrations/sqlite/0004_revocations.sql")),
     (5, "session masked counts", include_str!("../migrations/sqlite/0005_session_masked.sql")),
     (6, "audit log", include_str!("../migrations/sqlite/0006_audit_log.sql")),
+    (7, "session tables", include_str!("../migrations/sqlite/0007_session_tables.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
@@ -30,6 +31,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (4, "revocations", include_str!("../migrations/postgres/0004_revocations.sql")),
     (5, "session masked counts", include_str!("../migrations/postgres/0005_session_masked.sql")),
     (6, "audit log", include_str!("../migrations/postgres/0006_audit_log.sql")),
+    (7, "session tables", include_str!("../migrations/postgres/0007_session_tables.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

@@ -126,6 +126,8 @@ pub(crate) enum Event {
     /// Answered once the batch holding it (and so every event queued before it) is committed: whether every event
     /// since the previous durable marker was stored. Unlike a flush, it does not ask for a checkpoint.
     Durable(oneshot::Sender<bool>),
+    /// A pruning pass, run by the writer once the batch holding it is written.
+    Prune(crate::prune::PruneRequest),
 }
 
 /// What the recorders and their writer share.
@@ -248,6 +250,19 @@ impl Recorder {
         }
     }
 
+    /// Runs a retention pass on the writer (ordered with this recorder's chain): deletes the sessions that ended
+    /// before `before`, and each audit chain's events and checkpoints up to its latest checkpoint before it, after
+    /// appending an `audit.pruned` event that names how far every chain is pruned and sealing it with a checkpoint
+    /// (see [`crate::PruneReport`]). Needs an audited recorder ([`crate::StateStore::audited_recorder`]). Waits for room
+    /// in the queue.
+    pub async fn prune(&self, before: OffsetDateTime) -> Result<crate::PruneReport, StateError> {
+        let (reply, answer) = oneshot::channel();
+        let request = crate::prune::PruneRequest { before, reply };
+        self.sender.send(Event::Prune(request)).await.map_err(|_| StateError::WriterStopped)?;
+        self.shared.hurry.notify_one();
+        answer.await.map_err(|_| StateError::WriterStopped)?
+    }
+
     /// Events refused because the queue was full or the writer had stopped.
     pub fn dropped_events(&self) -> u64 {
         self.shared.dropped_events.load(Ordering::Relaxed)
@@ -295,6 +310,7 @@ async fn run_writer(
         // Sealed events wait at most CHECKPOINT_INTERVAL for their checkpoint, even when recording stops.
         let wait = (chain.unsealed() > 0).then_some(CHECKPOINT_INTERVAL);
         let open = gather(&mut receiver, &mut events, &shared.hurry, wait).await;
+        let prunes = take_prunes(&mut events);
         let flush = !open || events.iter().any(|event| matches!(event, Event::Flush(_)));
         let (mut failed, committed) = write_events(&backend, &events, &mut chain).await;
         if let (Some(tap), false) = (&tap, committed.is_empty()) {
@@ -341,6 +357,10 @@ async fn run_writer(
         }
         if answered_a_durable {
             failed_since_durable = 0;
+        }
+        for request in prunes {
+            let result = crate::prune::run(&backend, &mut chain, tap.as_ref(), request.before).await;
+            let _ = request.reply.send(result);
         }
         if !open {
             break;
@@ -390,6 +410,21 @@ async fn gather(
     true
 }
 
+/// Takes the pruning passes out of a batch (they run after it is written); allocates only when there is one.
+fn take_prunes(events: &mut Vec<Event>) -> Vec<crate::prune::PruneRequest> {
+    if !events.iter().any(|event| matches!(event, Event::Prune(_))) {
+        return Vec::new();
+    }
+    let mut prunes = Vec::new();
+    for event in std::mem::take(events) {
+        match event {
+            Event::Prune(request) => prunes.push(request),
+            other => events.push(other),
+        }
+    }
+    prunes
+}
+
 /// Stores one batch; returns how many of its events could not be stored, and the audit events committed.
 async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) -> (u64, Vec<Sealed>) {
     let pending = chain.seal(events);
@@ -407,6 +442,7 @@ async fn write_events(backend: &Backend, events: &[Event], chain: &mut Chain) ->
             Event::Ended(end) => batch.ends.push(end),
             Event::Masked(masked) => batch.masked.push(masked),
             Event::Audit(_) | Event::Flush(_) | Event::Durable(_) => {}
+            Event::Prune(_) => {}
         }
     }
     let table_events = batch.starts.len() + batch.statements.len() + batch.masked.len() + batch.ends.len();
@@ -469,6 +505,7 @@ async fn write_one_by_one(backend: &Backend, events: &[Event]) -> u64 {
         let (result, kind, session_id, seq) = match event {
             // Audit-only events were written with the batch's audit rows.
             Event::Flush(_) | Event::Durable(_) | Event::Audit(_) => continue,
+            Event::Prune(_) => continue,
             _ if unreachable => {
                 failed += 1;
                 continue;

@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 
 use crate::recorder::{SessionEnd, SessionMasked};
 use crate::{
-    Decision, Revocation, RevocationKind, RevocationRow, SessionFilter, SessionRow, SessionStart, StateError,
-    StatementRecord, StatementRow,
+    AuditSigner, Decision, Revocation, RevocationKind, RevocationRow, SessionFilter, SessionRow, SessionStart,
+    StateError, StatementRecord, StatementRow,
 };
 
 /// At most this many bind parameters in one statement: SQLite's limit since 3.32 (PostgreSQL allows 65,535).
@@ -50,6 +50,9 @@ pub(crate) trait Dialect: Database {
     /// Writes the placeholder for the `index`th bind (from 1).
     fn push_placeholder(sql: &mut String, index: usize);
 
+    /// What follows a text comparison for it to compare bytes, whatever the database's collation.
+    const BYTE_ORDER: &'static str;
+
     /// [`Dialect::TIMESTAMP_FROM_MICROS`] applied to `micros`.
     fn timestamp_from_micros(micros: &str) -> String {
         let (before, after) = Self::TIMESTAMP_FROM_MICROS;
@@ -73,6 +76,9 @@ impl Dialect for Sqlite {
     fn push_placeholder(sql: &mut String, _index: usize) {
         sql.push('?');
     }
+
+    // BINARY, SQLite's default.
+    const BYTE_ORDER: &'static str = "";
 }
 
 impl Dialect for Postgres {
@@ -94,6 +100,8 @@ impl Dialect for Postgres {
     fn push_placeholder(sql: &mut String, index: usize) {
         write!(sql, "${index}").expect("writing to a String cannot fail");
     }
+
+    const BYTE_ORDER: &'static str = " COLLATE \"C\"";
 }
 
 /// One batch of recorded events, split by kind, each kind in recording order.
@@ -175,6 +183,15 @@ where
             let query = chunk.iter().fold(sqlx::query(&sql.text), |query, record| bind_statement(query, record));
             let result = query.execute(&mut *transaction).await?;
             orphaned += (chunk.len() as u64).saturating_sub(DB::rows_affected(&result));
+        }
+
+        let touched = session_tables(&batch.statements);
+        for chunk in touched.chunks(rows_per_statement(3)) {
+            let sql = insert_session_tables::<DB>(chunk.len());
+            let query = chunk.iter().fold(sqlx::query(&sql), |query, &(table, name, session_id)| {
+                query.bind(table).bind(name).bind(session_id)
+            });
+            query.execute(&mut *transaction).await?;
         }
 
         let counts = statement_counts(&batch.statements);
@@ -260,20 +277,7 @@ where
             .fetch_all(&self.pool)
             .await
             .map_err(|source| StateError::Query { operation: "reading audit checkpoints", source })?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = get(row, 1)?;
-                Ok(warden_audit::Checkpoint {
-                    chain: get(row, 0)?,
-                    seq: u64::try_from(seq)
-                        .map_err(|_| StateError::CorruptRow { what: format!("checkpoint seq {seq}") })?,
-                    head: get(row, 2)?,
-                    at: get(row, 3)?,
-                    key_id: get(row, 4)?,
-                    signature: get(row, 5)?,
-                })
-            })
-            .collect()
+        rows.iter().map(checkpoint_from_row::<DB>).collect()
     }
 
     /// Audit events at or after `since` (RFC 3339 text compares in time order), by chain and seq.
@@ -334,6 +338,14 @@ where
         let mut sql = SqlText::<DB>::new("UPDATE sessions SET statement_count = statement_count + 1 WHERE id = ");
         sql.bind();
         sqlx::query(&sql.text).bind(&*record.session_id).execute(&mut *transaction).await?;
+        let touched = session_tables(&[record]);
+        if !touched.is_empty() {
+            let sql = insert_session_tables::<DB>(touched.len());
+            let query = touched.iter().fold(sqlx::query(&sql), |query, &(table, name, session_id)| {
+                query.bind(table).bind(name).bind(session_id)
+            });
+            query.execute(&mut *transaction).await?;
+        }
         transaction.commit().await
     }
 
@@ -374,6 +386,21 @@ where
             let (before, after) = DB::TIMESTAMP_FROM_MICROS;
             sql.push(" AND started_at >= ").push(before).bind().push(after);
         }
+        if filter.until.is_some() {
+            let (before, after) = DB::TIMESTAMP_FROM_MICROS;
+            sql.push(" AND started_at < ").push(before).bind().push(after);
+        }
+        if filter.run.is_some() {
+            sql.push(" AND run = ").bind();
+        }
+        if filter.node.is_some() {
+            sql.push(" AND node = ").bind();
+        }
+        if filter.table.is_some() {
+            // Both columns are indexed: the qualified name by the primary key, the bare one by session_tables_name.
+            sql.push(" AND id IN (SELECT session_id FROM session_tables WHERE table_name = ").bind();
+            sql.push(" UNION SELECT session_id FROM session_tables WHERE name = ").bind().push(")");
+        }
         if filter.active_only {
             sql.push(" AND ended_at IS NULL");
         }
@@ -388,6 +415,18 @@ where
         }
         if let Some(since) = filter.since {
             query = query.bind(micros(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.bind(micros(until));
+        }
+        if let Some(run) = &filter.run {
+            query = query.bind(run.as_str());
+        }
+        if let Some(node) = &filter.node {
+            query = query.bind(node.as_str());
+        }
+        if let Some(table) = &filter.table {
+            query = query.bind(table.as_str()).bind(table.as_str());
         }
         let limit = filter.limit.unwrap_or(crate::DEFAULT_SESSION_LIMIT);
         let rows = query
@@ -452,6 +491,178 @@ where
                 })
             })
             .collect()
+    }
+
+    /// What a pruning pass with this cutoff may delete: every chain's pruning mark (those the latest trusted
+    /// `audit.pruned` event of each chain names, grown to each chain's latest checkpoint before the cutoff), and how
+    /// many sessions ended before it.
+    ///
+    /// Trusted means signed with `signer`'s key: a mark is taken from an `audit.pruned` event only when a checkpoint
+    /// of its chain, whose signature `signer` reproduces (Ed25519 is deterministic), covers it through links that
+    /// recompute; a new mark only from such a checkpoint. Records signed with another key (before a key rotation) are
+    /// left alone: the pass cannot vouch for them.
+    pub(crate) async fn prune_plan(
+        &self,
+        before: OffsetDateTime,
+        signer: &dyn AuditSigner,
+    ) -> Result<PrunePlan, StateError> {
+        let read = |source| StateError::Query { operation: "planning a pruning pass", source };
+        let rows = sqlx::query(
+            "SELECT chain, seq, body FROM audit_events WHERE kind = 'audit.pruned' ORDER BY chain, seq DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(read)?;
+        let mut marks: BTreeMap<String, Mark> = BTreeMap::new();
+        let mut trusted_chain: Option<String> = None;
+        for row in &rows {
+            let chain: String = get(row, 0)?;
+            let seq: i64 = get(row, 1)?;
+            let body: String = get(row, 2)?;
+            if trusted_chain.as_deref() == Some(chain.as_str()) {
+                // Marks only grow: the chain's latest trusted event names all its earlier ones did.
+                continue;
+            }
+            let Ok(seq) = u64::try_from(seq) else { continue };
+            if !self.sealed_by(&chain, seq, signer).await? {
+                tracing::warn!(chain, seq, "an audit.pruned event no checkpoint of this key seals is ignored");
+                continue;
+            }
+            for (named, mark) in marks_of(&body) {
+                merge_mark(&mut marks, named, mark);
+            }
+            trusted_chain = Some(chain);
+        }
+        let recorded = marks.clone();
+
+        let mut sql = SqlText::<DB>::new("SELECT chain, max(seq) FROM audit_checkpoints WHERE at");
+        sql.push(DB::BYTE_ORDER).push(" < ").bind().push(" GROUP BY chain");
+        let rows = sqlx::query(&sql.text).bind(checkpoint_bound(before)).fetch_all(&self.pool).await.map_err(read)?;
+        for row in &rows {
+            let chain: String = get(row, 0)?;
+            let seq: i64 = get(row, 1)?;
+            let Ok(seq) = u64::try_from(seq) else { continue };
+            if marks.get(&chain).is_some_and(|mark| mark.through >= seq) {
+                continue;
+            }
+            match self.checkpoint(&chain, seq, false).await? {
+                Some(checkpoint) if signed_by(signer, &checkpoint) => {
+                    merge_mark(&mut marks, chain, Mark { through: seq, head: checkpoint.head.to_ascii_lowercase() });
+                }
+                _ => tracing::warn!(chain, seq, "a checkpoint this key did not sign is not pruned up to"),
+            }
+        }
+
+        let (before_ts, after_ts) = DB::TIMESTAMP_FROM_MICROS;
+        let mut sql = SqlText::<DB>::new("SELECT count(*) FROM sessions WHERE ended_at < ");
+        sql.push(before_ts).bind().push(after_ts);
+        let row = sqlx::query(&sql.text).bind(micros(before)).fetch_one(&self.pool).await.map_err(read)?;
+        let sessions: i64 = get(&row, 0)?;
+        Ok(PrunePlan { grown: marks != recorded, marks, sessions: u64::try_from(sessions).unwrap_or(0) })
+    }
+
+    /// Whether event `seq` of `chain` is covered by a checkpoint `signer` signed: the chain's first checkpoint at or
+    /// after it reproduces with `signer`, and the stored events from `seq` to it link up to its head.
+    async fn sealed_by(&self, chain: &str, seq: u64, signer: &dyn AuditSigner) -> Result<bool, StateError> {
+        let Some(checkpoint) = self.checkpoint(chain, seq, true).await? else { return Ok(false) };
+        if !signed_by(signer, &checkpoint) {
+            return Ok(false);
+        }
+        let mut sql = SqlText::<DB>::new(&format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE chain = "));
+        sql.bind().push(" AND seq >= ").bind().push(" AND seq <= ").bind().push(" ORDER BY seq");
+        let rows = sqlx::query(&sql.text)
+            .bind(chain)
+            .bind(saturating_i64(seq))
+            .bind(saturating_i64(checkpoint.seq))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "planning a pruning pass", source })?;
+        let events: Vec<warden_audit::Sealed> = rows.iter().map(sealed_from_row::<DB>).collect::<Result<_, _>>()?;
+        let Some(first) = events.first() else { return Ok(false) };
+        let mut hash = [0u8; 32];
+        if hex::decode_to_slice(&first.prev, &mut hash).is_err() {
+            return Ok(false);
+        }
+        for (index, sealed) in events.iter().enumerate() {
+            if sealed.event.seq != seq + index as u64 {
+                return Ok(false);
+            }
+            hash = warden_audit::link(&hash, &sealed.event);
+        }
+        Ok(events.len() as u64 == checkpoint.seq - seq + 1 && hex::encode(hash) == checkpoint.head.to_ascii_lowercase())
+    }
+
+    /// Checkpoint `seq` of `chain`; with `at_or_after`, the chain's first checkpoint at or after it.
+    async fn checkpoint(
+        &self,
+        chain: &str,
+        seq: u64,
+        at_or_after: bool,
+    ) -> Result<Option<warden_audit::Checkpoint>, StateError> {
+        let mut sql = SqlText::<DB>::new(&format!("SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE chain = "));
+        sql.bind().push(if at_or_after { " AND seq >= " } else { " AND seq = " }).bind();
+        sql.push(" ORDER BY seq LIMIT 1");
+        let row = sqlx::query(&sql.text)
+            .bind(chain)
+            .bind(saturating_i64(seq))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|source| StateError::Query { operation: "reading audit checkpoints", source })?;
+        row.as_ref().map(checkpoint_from_row::<DB>).transpose()
+    }
+
+    /// Deletes, in one transaction, the sessions that ended before `before` (their statements and session_tables
+    /// rows with them), and each chain's events and checkpoints up to its mark.
+    pub(crate) async fn prune_delete(
+        &self,
+        before: OffsetDateTime,
+        marks: &BTreeMap<String, Mark>,
+    ) -> Result<Pruned, sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        let (before_ts, after_ts) = DB::TIMESTAMP_FROM_MICROS;
+        let ended = format!("(SELECT id FROM sessions WHERE ended_at < {before_ts}{}{after_ts})", placeholder::<DB>(1));
+        let cutoff = micros(before);
+        sqlx::query(&format!("DELETE FROM session_tables WHERE session_id IN {ended}"))
+            .bind(cutoff)
+            .execute(&mut *transaction)
+            .await?;
+        let statements = sqlx::query(&format!("DELETE FROM statements WHERE session_id IN {ended}"))
+            .bind(cutoff)
+            .execute(&mut *transaction)
+            .await?;
+        let sessions = sqlx::query(&format!(
+            "DELETE FROM sessions WHERE ended_at < {before_ts}{}{after_ts}",
+            placeholder::<DB>(1)
+        ))
+        .bind(cutoff)
+        .execute(&mut *transaction)
+        .await?;
+        let mut pruned = Pruned {
+            sessions: DB::rows_affected(&sessions),
+            statements: DB::rows_affected(&statements),
+            chains: Vec::new(),
+        };
+        for (chain, mark) in marks {
+            let mut counts = [0; 2];
+            for (count, table) in counts.iter_mut().zip(["audit_events", "audit_checkpoints"]) {
+                let mut sql = SqlText::<DB>::new(&format!("DELETE FROM {table} WHERE chain = "));
+                sql.bind().push(" AND seq <= ").bind();
+                let result = sqlx::query(&sql.text)
+                    .bind(chain.as_str())
+                    .bind(saturating_i64(mark.through))
+                    .execute(&mut *transaction)
+                    .await?;
+                *count = DB::rows_affected(&result);
+            }
+            pruned.chains.push(crate::PrunedChain {
+                chain: chain.clone(),
+                through: mark.through,
+                events: counts[0],
+                checkpoints: counts[1],
+            });
+        }
+        transaction.commit().await?;
+        Ok(pruned)
     }
 
     pub(crate) async fn statements(&self, session_id: &str) -> Result<Vec<StatementRow>, StateError> {
@@ -694,6 +905,116 @@ where
     })
 }
 
+/// An `audit_checkpoints` row, selected as [`CHECKPOINT_COLUMNS`], back into a checkpoint.
+fn checkpoint_from_row<DB>(row: &DB::Row) -> Result<warden_audit::Checkpoint, StateError>
+where
+    DB: Database,
+    for<'a> i64: Decode<'a, DB> + Type<DB>,
+    for<'a> String: Decode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let seq: i64 = get(row, 1)?;
+    Ok(warden_audit::Checkpoint {
+        chain: get(row, 0)?,
+        seq: u64::try_from(seq).map_err(|_| StateError::CorruptRow { what: format!("checkpoint seq {seq}") })?,
+        head: get(row, 2)?,
+        at: get(row, 3)?,
+        key_id: get(row, 4)?,
+        signature: get(row, 5)?,
+    })
+}
+
+/// How far a pruning pass may delete a chain: events and checkpoints 1..=`through`; event `through` hashed to `head`
+/// (lowercase hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) through: u64,
+    pub(crate) head: String,
+}
+
+/// What [`Store::prune_plan`] found.
+#[derive(Debug)]
+pub(crate) struct PrunePlan {
+    /// Every chain's mark, the recorded ones grown by this pass.
+    pub(crate) marks: BTreeMap<String, Mark>,
+    /// Whether this pass grows any mark (or marks a new chain).
+    pub(crate) grown: bool,
+    /// Sessions that ended before the cutoff.
+    pub(crate) sessions: u64,
+}
+
+/// What [`Store::prune_delete`] deleted.
+#[derive(Debug)]
+pub(crate) struct Pruned {
+    pub(crate) sessions: u64,
+    pub(crate) statements: u64,
+    pub(crate) chains: Vec<crate::PrunedChain>,
+}
+
+/// Keeps the greater of two marks of a chain.
+pub(crate) fn merge_mark(marks: &mut BTreeMap<String, Mark>, chain: String, mark: Mark) {
+    match marks.get(&chain) {
+        Some(known) if known.through >= mark.through => {}
+        _ => {
+            marks.insert(chain, mark);
+        }
+    }
+}
+
+/// The marks an `audit.pruned` body names (`{"before": …, "chains": [{"chain", "through", "head"}, …]}`); entries
+/// that are not such are skipped.
+fn marks_of(body: &str) -> Vec<(String, Mark)> {
+    let Ok(body) = serde_json::from_str::<serde_json::Value>(body) else { return Vec::new() };
+    let Some(entries) = body.get("chains").and_then(serde_json::Value::as_array) else { return Vec::new() };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let chain = entry.get("chain")?.as_str()?;
+            let through = entry.get("through")?.as_u64()?;
+            let head = entry.get("head")?.as_str()?;
+            Some((chain.to_string(), Mark { through, head: head.to_ascii_lowercase() }))
+        })
+        .collect()
+}
+
+/// Whether `signer` signed `checkpoint`: Ed25519 signatures are deterministic, so signing its message again gives
+/// the stored signature exactly.
+fn signed_by(signer: &dyn AuditSigner, checkpoint: &warden_audit::Checkpoint) -> bool {
+    checkpoint.key_id == signer.key_id()
+        && warden_audit::sign_checkpoint(
+            &checkpoint.chain,
+            checkpoint.seq,
+            &checkpoint.head,
+            &checkpoint.at,
+            &checkpoint.key_id,
+            |message| signer.sign(message),
+        )
+        .signature
+            == checkpoint.signature
+}
+
+/// A checkpoint `at` (RFC 3339 UTC text, as the writer formats it) that compares, as bytes, below this bound is before
+/// `before`: the bound is the whole second before `before`, without a fraction ("…:41Z"), which sorts after every
+/// time within that second ("…:41.5Z": '.' sorts before 'Z') and before every later one. Up to a second early.
+fn checkpoint_bound(before: OffsetDateTime) -> String {
+    let at = before.to_offset(time::UtcOffset::UTC) - time::Duration::seconds(1);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+fn placeholder<DB: Dialect>(index: usize) -> String {
+    let mut text = String::new();
+    DB::push_placeholder(&mut text, index);
+    text
+}
+
 /// The `masked` column of a session row back into counts; empty when it is NULL.
 fn masked_from_column(masked: Option<String>) -> Result<BTreeMap<String, u64>, StateError> {
     let Some(text) = masked else { return Ok(BTreeMap::new()) };
@@ -708,6 +1029,36 @@ where
     usize: ColumnIndex<R>,
 {
     row.try_get(index).map_err(|source| StateError::Query { operation: "decoding a row", source })
+}
+
+/// The (table, bare name, session) rows of `session_tables` the statements add, each once: the tables their
+/// decisions name, as stored (`schema.table`), and the name after the schema.
+fn session_tables<'a>(statements: &[&'a StatementRecord]) -> Vec<(&'a str, &'a str, &'a str)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = Vec::new();
+    for record in statements {
+        let Some(decision) = &record.decision else { continue };
+        for table in &decision.tables {
+            if seen.insert((table.as_str(), &*record.session_id)) {
+                let name = table.split_once('.').map_or(table.as_str(), |(_, name)| name);
+                rows.push((table.as_str(), name, &*record.session_id));
+            }
+        }
+    }
+    rows
+}
+
+/// Inserts `rows` (table, name, session) rows into `session_tables`, skipping those already there and those of
+/// sessions the store does not know (their statements were skipped too).
+fn insert_session_tables<DB: Dialect>(rows: usize) -> String {
+    let mut sql = SqlText::<DB>::new(
+        "INSERT INTO session_tables (table_name, name, session_id) SELECT column1, column2, column3 FROM (",
+    );
+    sql.values(rows, 3).push(
+        ") AS v WHERE EXISTS (SELECT 1 FROM sessions WHERE sessions.id = v.column3) \
+         ON CONFLICT (table_name, session_id) DO NOTHING",
+    );
+    sql.text
 }
 
 /// Per session, how many statements of the batch belong to it.

@@ -482,6 +482,95 @@ async fn check_filters(store: &StateStore) {
 }
 
 #[tokio::test]
+async fn sqlite_table_run_node_and_until_filters() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_table_run_node_and_until_filters(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_table_run_node_and_until_filters() {
+    let (store, _postgres) = open_postgres().await;
+    check_table_run_node_and_until_filters(&store).await;
+}
+
+fn touching(session_id: &str, seq: u64, tables: &[&str]) -> StatementRecord {
+    let tables = tables.iter().map(|table| table.to_string()).collect();
+    let decision = Decision::new(true, vec!["read".into()], tables, vec!["read-all".into()]);
+    StatementRecord { decision: Some(Arc::new(decision)), ..statement(session_id, seq, "SELECT …") }
+}
+
+/// Four sessions of two runs and nodes, whose statements touch `public.customers`, `crm.customers` and
+/// `public.orders`; listed by time window, run, node and table (qualified or bare), alone and together.
+async fn check_table_run_node_and_until_filters(store: &StateStore) {
+    let prefix = unique_prefix();
+    let identity = format!("{prefix}-agent");
+    let (run_a, run_b) = (format!("{prefix}-run-a"), format!("{prefix}-run-b"));
+    let sessions = [
+        ("t1", &run_a, "planner", datetime!(2025-04-01 09:00 UTC)),
+        ("t2", &run_a, "writer", datetime!(2025-04-02 09:00 UTC)),
+        ("t3", &run_b, "planner", datetime!(2025-04-03 09:00 UTC)),
+        ("t4", &run_b, "writer", datetime!(2025-04-04 09:00 UTC)),
+    ];
+    let recorder = store.recorder(64);
+    for (id, run, node, started_at) in &sessions {
+        let start = SessionStart {
+            run: Some(run.to_string()),
+            node: Some(node.to_string()),
+            ..start(&format!("{prefix}-{id}"), &identity, "shop", *started_at)
+        };
+        recorder.session_started(start).expect("queue has room");
+    }
+    let id = |name: &str| format!("{prefix}-{name}");
+    // t1 reads public.customers twice (one session_tables row), t2 crm.customers, t3 public.orders with
+    // public.customers in a later batch, t4 nothing judged.
+    recorder.statement(touching(&id("t1"), 1, &["public.customers"])).expect("queue has room");
+    recorder.statement(touching(&id("t1"), 2, &["public.customers", "public.orders"])).expect("queue has room");
+    recorder.statement(touching(&id("t2"), 1, &["crm.customers"])).expect("queue has room");
+    recorder.statement(touching(&id("t3"), 1, &["public.orders"])).expect("queue has room");
+    recorder.statement(statement(&id("t4"), 1, "SELECT 1")).expect("queue has room");
+    recorder.flush().await.expect("stored");
+    recorder.statement(touching(&id("t3"), 2, &["public.customers"])).expect("queue has room");
+    recorder.statement(touching(&id("t1"), 3, &["public.customers"])).expect("queue has room");
+    recorder.flush().await.expect("stored");
+
+    let check = |filter: SessionFilter, expected: &'static [&'static str]| {
+        let prefix = prefix.clone();
+        async move {
+            let listed = store.list_sessions(&filter).await.expect("list sessions");
+            let ids: Vec<String> = listed.into_iter().map(|session| session.id).collect();
+            let expected: Vec<String> = expected.iter().map(|id| format!("{prefix}-{id}")).collect();
+            assert_eq!(ids, expected, "filter {filter:?}");
+        }
+    };
+    let mine = SessionFilter { identity: Some(identity.clone()), ..SessionFilter::default() };
+    check(mine.clone(), &["t4", "t3", "t2", "t1"]).await;
+    check(SessionFilter { until: Some(datetime!(2025-04-03 09:00 UTC)), ..mine.clone() }, &["t2", "t1"]).await;
+    check(
+        SessionFilter {
+            since: Some(datetime!(2025-04-02 00:00 UTC)),
+            until: Some(datetime!(2025-04-03 09:00:01 UTC)),
+            ..mine.clone()
+        },
+        &["t3", "t2"],
+    )
+    .await;
+    check(SessionFilter { run: Some(run_a.clone()), ..SessionFilter::default() }, &["t2", "t1"]).await;
+    check(SessionFilter { node: Some("planner".into()), ..mine.clone() }, &["t3", "t1"]).await;
+    check(SessionFilter { run: Some(run_b.clone()), node: Some("writer".into()), ..mine.clone() }, &["t4"]).await;
+    // A bare name matches the table in any schema; a qualified one only that schema's.
+    check(SessionFilter { table: Some("customers".into()), ..mine.clone() }, &["t3", "t2", "t1"]).await;
+    check(SessionFilter { table: Some("public.customers".into()), ..mine.clone() }, &["t3", "t1"]).await;
+    check(SessionFilter { table: Some("crm.customers".into()), ..mine.clone() }, &["t2"]).await;
+    check(SessionFilter { table: Some("orders".into()), ..mine.clone() }, &["t3", "t1"]).await;
+    check(SessionFilter { table: Some("public".into()), ..mine.clone() }, &[]).await;
+    check(SessionFilter { table: Some("orders".into()), node: Some("planner".into()), ..mine.clone() }, &["t3", "t1"])
+        .await;
+    check(SessionFilter { table: Some("customers".into()), limit: Some(1), ..mine.clone() }, &["t3"]).await;
+    let t1 = store.session(&id("t1")).await.expect("read").expect("t1 is stored");
+    assert_eq!(t1.statement_count, 3);
+}
+
+#[tokio::test]
 async fn the_default_limit_is_one_hundred() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let store = open_sqlite_in(directory.path()).await;
@@ -718,4 +807,113 @@ async fn durable_fails_for_an_audit_event_the_store_did_not_take() {
     recorder.audit(AuditRecord::new("policy.reload", serde_json::json!({}))).expect("queue");
     let error = recorder.durable().await.expect_err("not stored: the store is gone");
     assert!(matches!(error, StateError::WritesFailed { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn sqlite_pruning() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_pruning(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_pruning() {
+    let (store, _postgres) = open_postgres().await;
+    check_pruning(&store).await;
+}
+
+/// Retention: a pass deletes the sessions that ended before its cutoff (statements and session_tables rows with them)
+/// and each chain's events up to its last checkpoint before it, after an `audit.pruned` event sealed by a checkpoint;
+/// the log still verifies, reporting what was pruned, and deleting one more event breaks it at that event. The cutoff
+/// is a few seconds ahead, so every checkpoint written so far is before it whatever the clock does.
+async fn check_pruning(store: &StateStore) {
+    let (signer, key) = TestSigner::new();
+    let prefix = unique_prefix();
+    let id = |name: &str| format!("{prefix}-{name}");
+    let recorder = store.audited_recorder(64, signer.clone());
+    let long_ago = datetime!(2025-01-01 10:00 UTC);
+    for name in ["old", "open"] {
+        recorder.session_started(start(&id(name), "agent", "shop", long_ago)).expect("queue");
+        recorder.statement(touching(&id(name), 1, &["public.customers"])).expect("queue");
+    }
+    recorder.statement(touching(&id("old"), 2, &["public.orders"])).expect("queue");
+    recorder.session_ended(&id("old"), long_ago + Duration::from_secs(60), None).expect("queue");
+    let now = OffsetDateTime::now_utc();
+    recorder.session_started(start(&id("recent"), "agent", "shop", now)).expect("queue");
+    recorder.statement(touching(&id("recent"), 1, &["public.customers"])).expect("queue");
+    // Ends after the cutoff.
+    recorder.session_ended(&id("recent"), now + Duration::from_secs(86_400), None).expect("queue");
+    recorder.flush().await.expect("flush");
+    let (events, _) = store.audit_log(None).await.expect("audit log");
+    let chain = events[0].event.chain.clone();
+    let sealed_before = events.len() as u64;
+
+    // Without a signer there is nothing to seal the pruning mark with.
+    let unsigned = store.recorder(8);
+    let before = OffsetDateTime::now_utc() + Duration::from_secs(3);
+    assert!(matches!(unsigned.prune(before).await, Err(StateError::PruneUnsigned)));
+
+    // Another gateway's recorder runs the pass: its chain holds the audit.pruned event.
+    let pruner = store.audited_recorder(64, signer.clone());
+    let report = pruner.prune(before).await.expect("prune");
+    assert!(report.recorded);
+    assert_eq!((report.sessions, report.statements), (1, 2));
+    assert_eq!(report.chains.len(), 1);
+    let pruned = &report.chains[0];
+    assert_eq!((pruned.chain.as_str(), pruned.through, pruned.events), (chain.as_str(), sealed_before, sealed_before));
+
+    assert_eq!(store.session(&id("old")).await.expect("read"), None);
+    assert!(store.statements(&id("old")).await.expect("read").is_empty());
+    let listed = |table: &str| {
+        let filter = SessionFilter { table: Some(table.to_string()), ..SessionFilter::default() };
+        async move {
+            let sessions = store.list_sessions(&filter).await.expect("list");
+            sessions.into_iter().map(|session| session.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("customers").await, [id("recent"), id("open")]);
+    assert_eq!(listed("orders").await, Vec::<String>::new());
+    assert_eq!(store.statements(&id("recent")).await.expect("read").len(), 1);
+
+    // Recording goes on after the pass; the log verifies and says how much of the chain was pruned.
+    recorder.statement(touching(&id("open"), 2, &["public.orders"])).expect("queue");
+    recorder.statement(touching(&id("open"), 3, &["public.orders"])).expect("queue");
+    recorder.flush().await.expect("flush");
+    let (events, checkpoints) = store.audit_log(None).await.expect("audit log");
+    let first_left = events.iter().find(|sealed| sealed.event.chain == chain).expect("the first chain goes on");
+    assert_eq!(first_left.event.seq, sealed_before + 1);
+    let mark = events.iter().find(|sealed| sealed.event.kind == "audit.pruned").expect("the audit.pruned event");
+    assert_eq!(mark.event.body["chains"][0]["chain"], chain.as_str());
+    assert_eq!(mark.event.body["chains"][0]["through"], sealed_before);
+    let report =
+        warden_audit::verify(events.clone(), checkpoints.clone(), std::slice::from_ref(&key)).expect("verifies");
+    assert_eq!(report.chains.len(), 2);
+    let first = report.chains.iter().find(|report| report.chain == chain).expect("reported");
+    assert_eq!((first.first, first.pruned), (sealed_before + 1, sealed_before));
+    // One event more deleted is found at that event.
+    let mut fewer = events.clone();
+    fewer.retain(|sealed| !(sealed.event.chain == chain && sealed.event.seq == sealed_before + 1));
+    let broken = warden_audit::verify(fewer, checkpoints, std::slice::from_ref(&key)).unwrap_err();
+    assert_eq!(
+        broken,
+        warden_audit::Broken::PrunedBeyond { chain: chain.clone(), seq: sealed_before + 1, pruned: sealed_before }
+    );
+
+    // A pass with nothing new to delete records nothing.
+    let again = pruner.prune(OffsetDateTime::now_utc() - Duration::from_secs(3600)).await.expect("prune");
+    assert!(!again.recorded && again.sessions == 0);
+    assert_eq!(again.chains.iter().map(|chain| chain.events).sum::<u64>(), 0);
+    drop((recorder, pruner));
+
+    // A third gateway's pass takes the first chain's mark from its sealed audit.pruned event and prunes the whole
+    // first chain now; it still verifies, the first chain reported as pruned whole.
+    let second = store.audited_recorder(64, signer);
+    let report = second.prune(OffsetDateTime::now_utc() + Duration::from_secs(3)).await.expect("prune");
+    assert!(report.recorded);
+    second.flush().await.expect("flush");
+    let (events, checkpoints) = store.audit_log(None).await.expect("audit log");
+    assert!(events.iter().all(|sealed| sealed.event.chain != chain), "the first chain is pruned whole");
+    let report = warden_audit::verify(events, checkpoints, &[key]).expect("verifies");
+    let first = report.chains.iter().find(|report| report.chain == chain).expect("reported");
+    assert_eq!(first.events, first.pruned);
+    assert!(store.session(&id("recent")).await.expect("read").is_some());
 }

@@ -457,3 +457,159 @@ fn exports_verify_from_where_they_start() {
         Broken::HashMismatch { chain: "gw-a".into(), seq: 14 }
     );
 }
+
+/// The `audit.pruned` event a pruning pass appends to `chain` (after its last event): it may delete events
+/// 1..=through of each chain named, whose event `through` hashed to the head given.
+fn pruned_event(chain: &[Sealed], marks: &[(&str, u64, &str)]) -> Sealed {
+    let mut next = event(&chain[0].event.chain, chain.len() as u64 + 1);
+    next.kind = "audit.pruned".to_string();
+    next.session = None;
+    let marks: Vec<serde_json::Value> =
+        marks.iter().map(|(chain, through, head)| json!({"chain": chain, "through": through, "head": head})).collect();
+    next.body = json!({"before": "2026-11-21T07:25:30Z", "chains": marks});
+    append(chain, next)
+}
+
+/// The trail after gw-b pruned gw-a through its checkpoint at 10: gw-b's event 6 is the `audit.pruned` event, sealed by
+/// a checkpoint at 6; gw-a's events 1..=10 and its checkpoint at 10 are gone.
+fn pruned_trail() -> Trail {
+    let mut trail = trail();
+    let head = trail.a[9].hash.clone();
+    let pruned = pruned_event(&trail.b, &[("gw-a", 10, &head)]);
+    trail.b.push(pruned);
+    trail.checkpoints.push(trail.signer.checkpoint(&trail.b, 6));
+    trail.a.drain(..10);
+    trail.checkpoints.retain(|checkpoint| !(checkpoint.chain == "gw-a" && checkpoint.seq <= 10));
+    trail
+}
+
+fn verify_trail(trail: &Trail) -> Result<Report, Broken> {
+    let events = trail.a.iter().chain(&trail.b).cloned().collect();
+    verify(events, trail.checkpoints.clone(), &[trail.signer.public_key()])
+}
+
+#[test]
+fn a_pruned_trail_verifies_and_counts_what_was_pruned() {
+    let trail = pruned_trail();
+    let report = verify_trail(&trail).expect("the pruned trail verifies");
+    let rows: Vec<_> =
+        report.chains.iter().map(|chain| (chain.chain.as_str(), chain.first, chain.events, chain.pruned)).collect();
+    assert_eq!(rows, [("gw-a", 11, 20, 10), ("gw-b", 1, 6, 0)]);
+    let a = &report.chains[0];
+    assert_eq!((a.checkpoints, a.sealed_through, a.unsealed), (1, 18, 2));
+
+    // Pruned again, later, through 18 (gw-b's chain.start names that head): a second audit.pruned event, cumulative.
+    let mut trail = pruned_trail();
+    let head = trail.a[7].hash.clone();
+    assert_eq!(trail.a[7].event.seq, 18);
+    let again = pruned_event(&trail.b, &[("gw-a", 18, &head)]);
+    trail.b.push(again);
+    trail.checkpoints.push(trail.signer.checkpoint(&trail.b, 7));
+    trail.a.drain(..8);
+    trail.checkpoints.retain(|checkpoint| !(checkpoint.chain == "gw-a" && checkpoint.seq <= 18));
+    let report = verify_trail(&trail).expect("pruned twice, it verifies");
+    let a = &report.chains[0];
+    assert_eq!((a.first, a.events, a.pruned, a.sealed_through, a.unsealed), (19, 20, 18, 18, 2));
+
+    // A chain pruned whole: gw-c (3 events, sealed at 3), named by a gw-d that pruned it and then itself through 2.
+    let signer = TestSigner::generate();
+    let c = chain("gw-c", 3, json!([]));
+    let mut d = chain("gw-d", 3, json!([{"chain": "gw-c", "seq": 3, "head": c[2].hash}]));
+    let mut checkpoints = vec![signer.checkpoint(&c, 3), signer.checkpoint(&d, 2)];
+    let marks = [("gw-c", 3, c[2].hash.as_str()), ("gw-d", 2, d[1].hash.as_str())];
+    let pruned = pruned_event(&d, &marks);
+    d.push(pruned);
+    checkpoints.push(signer.checkpoint(&d, 4));
+    let events: Vec<Sealed> = d[2..].to_vec();
+    checkpoints.retain(|checkpoint| checkpoint.chain == "gw-d" && checkpoint.seq > 2);
+    let report = verify(events.clone(), checkpoints.clone(), &[signer.public_key()]).expect("verifies");
+    let rows: Vec<_> = report
+        .chains
+        .iter()
+        .map(|chain| (chain.chain.as_str(), chain.first, chain.events, chain.pruned, chain.unsealed))
+        .collect();
+    assert_eq!(rows, [("gw-c", 4, 3, 3, 0), ("gw-d", 3, 4, 2, 0)]);
+    // Without the audit.pruned event's checkpoint, it counts for nothing.
+    checkpoints.retain(|checkpoint| checkpoint.seq != 4);
+    assert_eq!(
+        verify(events, checkpoints, &[signer.public_key()]).unwrap_err(),
+        Broken::Missing { chain: "gw-d".into(), seq: 1 }
+    );
+}
+
+#[test]
+fn deleting_beyond_the_pruning_mark_is_named() {
+    let mut trail = pruned_trail();
+    trail.a.remove(0);
+    let broken = verify_trail(&trail).unwrap_err();
+    assert_eq!(broken, Broken::PrunedBeyond { chain: "gw-a".into(), seq: 11, pruned: 10 });
+    assert_eq!(
+        broken.to_string(),
+        "audit chain \"gw-a\": event 11 is missing (deleted): the chain was pruned only through event 10, so events \
+         from 11 on must be kept"
+    );
+    assert_eq!((broken.chain(), broken.seq()), ("gw-a", 11));
+    // Deleting in the middle after pruning is still a gap.
+    let mut trail = pruned_trail();
+    trail.a.remove(3);
+    assert_eq!(verify_trail(&trail).unwrap_err(), Broken::Missing { chain: "gw-a".into(), seq: 14 });
+    // Pruning the audit.pruned event away too leaves the chain without its start.
+    let mut trail = pruned_trail();
+    trail.b.pop();
+    trail.checkpoints.retain(|checkpoint| !(checkpoint.chain == "gw-b" && checkpoint.seq == 6));
+    assert_eq!(verify_trail(&trail).unwrap_err(), Broken::Missing { chain: "gw-a".into(), seq: 1 });
+}
+
+#[test]
+fn a_forged_or_edited_pruning_mark_is_caught() {
+    // Edited to allow more: the event no longer matches its hash.
+    let mut trail = pruned_trail();
+    trail.b[5].event.body["chains"][0]["through"] = json!(12);
+    assert_eq!(verify_trail(&trail).unwrap_err(), Broken::HashMismatch { chain: "gw-b".into(), seq: 6 });
+    // Edited and resealed, as an attacker without the key can: the checkpoint that sealed it no longer matches.
+    let mut trail = pruned_trail();
+    trail.b[5].event.body["chains"][0]["through"] = json!(12);
+    reseal(&mut trail.b);
+    trail.a.drain(..2);
+    assert_eq!(verify_trail(&trail).unwrap_err(), Broken::CheckpointMismatch { chain: "gw-b".into(), seq: 6 });
+    // Forged after the last checkpoint (anyone can append there): it does not count.
+    let mut trail = super::tests::trail();
+    let head = trail.a[9].hash.clone();
+    let forged = pruned_event(&trail.b, &[("gw-a", 10, &head)]);
+    trail.b.push(forged);
+    trail.a.drain(..10);
+    trail.checkpoints.retain(|checkpoint| !(checkpoint.chain == "gw-a" && checkpoint.seq <= 10));
+    assert_eq!(verify_trail(&trail).unwrap_err(), Broken::Missing { chain: "gw-a".into(), seq: 1 });
+    // A mark whose head is not the pruned event's hash: the first event left does not follow it.
+    let mut trail = super::tests::trail();
+    let pruned = pruned_event(&trail.b, &[("gw-a", 10, &"ab".repeat(32))]);
+    trail.b.push(pruned);
+    trail.checkpoints.push(trail.signer.checkpoint(&trail.b, 6));
+    trail.a.drain(..10);
+    assert_eq!(verify_trail(&trail).unwrap_err(), Broken::PrevMismatch { chain: "gw-a".into(), seq: 11 });
+    // A sealed audit.pruned event that names no marks is nothing a gateway writes.
+    let mut trail = super::tests::trail();
+    let mut pruned = pruned_event(&trail.b, &[]);
+    pruned.event.body = json!({"before": "2026-11-21T07:25:30Z", "chains": [{"chain": "gw-a"}]});
+    let pruned = append(&trail.b, pruned.event);
+    trail.b.push(pruned);
+    trail.checkpoints.push(trail.signer.checkpoint(&trail.b, 6));
+    assert_eq!(
+        verify_trail(&trail).unwrap_err(),
+        Broken::Malformed {
+            chain: "gw-b".into(),
+            seq: 6,
+            reason: "audit.pruned's \"chains\" is not a list of {chain, through, head}".into()
+        }
+    );
+}
+
+#[test]
+fn exports_ignore_pruning_marks() {
+    // A pruned store's export verifies as any export does, from where each chain starts.
+    let trail = pruned_trail();
+    let events = trail.a.iter().chain(&trail.b).cloned().collect();
+    let report = verify_export(events, trail.checkpoints.clone(), &[trail.signer.public_key()]).expect("verifies");
+    let a = &report.chains[0];
+    assert_eq!((a.first, a.events, a.pruned), (11, 20, 0));
+}

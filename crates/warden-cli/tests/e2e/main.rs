@@ -11,6 +11,7 @@ mod policy;
 mod protocol;
 mod raw;
 mod replay;
+mod retention;
 mod tls;
 mod tokens;
 mod tools;

@@ -1,0 +1,26 @@
+-- Which tables each session's statements touched, for `warden sessions list --table`: the name as the analyzer
+-- records it (schema-qualified, "public.customers") and the table's own name after the schema ("customers"), one row
+-- per (table, session), written by the writer in the transaction that inserts the statements. Sessions are also
+-- listed by their token's run and node labels.
+CREATE TABLE session_tables (
+    table_name text NOT NULL,
+    name       text NOT NULL,
+    session_id text NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    PRIMARY KEY (table_name, session_id)
+);
+CREATE INDEX session_tables_name ON session_tables (name, session_id);
+CREATE INDEX session_tables_session ON session_tables (session_id);
+
+INSERT INTO session_tables (table_name, name, session_id)
+SELECT DISTINCT touched.value, substr(touched.value, strpos(touched.value, '.') + 1), statements.session_id
+FROM statements, jsonb_array_elements_text(statements.tables::jsonb) AS touched (value)
+WHERE statements.tables IS NOT NULL
+ON CONFLICT DO NOTHING;
+
+CREATE INDEX sessions_run ON sessions (run, started_at);
+CREATE INDEX sessions_node ON sessions (node, started_at);
+
+-- Retention (`[audit] retention`): the pruner deletes sessions that ended before its cutoff, and reads the
+-- `audit.pruned` events (the pruning marks) on every pass.
+CREATE INDEX sessions_ended_at ON sessions (ended_at);
+CREATE INDEX audit_events_pruned ON audit_events (chain, seq) WHERE kind = 'audit.pruned';
