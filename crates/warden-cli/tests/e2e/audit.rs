@@ -429,53 +429,12 @@ async fn a_jsonl_sink_receives_the_log_as_it_is_written() {
     assert!(verified.status.success(), "{}", text(&verified));
 }
 
-/// Splits an octet-counted TCP syslog stream (RFC 6587) into messages.
-fn octet_counted(mut stream: &[u8]) -> Vec<String> {
-    let mut messages = Vec::new();
-    while let Some(space) = stream.iter().position(|byte| *byte == b' ') {
-        let Some(length) = std::str::from_utf8(&stream[..space]).ok().and_then(|text| text.parse::<usize>().ok())
-        else {
-            break;
-        };
-        let Some(message) = stream.get(space + 1..space + 1 + length) else { break };
-        messages.push(String::from_utf8_lossy(message).into_owned());
-        stream = &stream[space + 1 + length..];
-    }
-    messages
-}
-
-/// The JSON record a syslog message carries, after checking its RFC 5424 header.
-fn syslog_record(message: &str) -> String {
-    assert!(message.starts_with("<110>1 ") || message.starts_with("<108>1 "), "facility log audit: {message}");
-    let json = message.find('{').expect("a JSON record");
-    message[json..].to_string()
-}
-
 /// Two syslog sinks, UDP and TCP, each receive every record as RFC 5424 messages whose JSON verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syslog_sinks_receive_every_record_over_udp_and_tcp() {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp receiver");
-    udp.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp receiver");
-    let sinks = format!(
-        "[[audit.sink]]\nkind = \"syslog\"\naddress = \"udp://{}\"\n\n[[audit.sink]]\nkind = \"syslog\"\naddress = \"tcp://{}\"\n",
-        udp.local_addr().unwrap(),
-        tcp.local_addr().unwrap()
-    );
-    // The TCP receiver reads everything one connection sends until it closes (at gateway shutdown).
-    let tcp_received = std::thread::spawn(move || {
-        let (mut stream, _) = tcp.accept().expect("the gateway connects");
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-        let mut bytes = Vec::new();
-        let mut buffer = [0u8; 65536];
-        while let Ok(read) = std::io::Read::read(&mut stream, &mut buffer) {
-            if read == 0 {
-                break;
-            }
-            bytes.extend_from_slice(&buffer[..read]);
-        }
-        bytes
-    });
+    let udp = warden_testkit::receivers::SyslogUdpReceiver::start().await;
+    let tcp = warden_testkit::receivers::SyslogTcpReceiver::start().await;
+    let sinks = format!("{}\n{}", udp.sink_config(), tcp.sink_config());
     let (postgres, app) = crate::start_postgres(Default::default()).await;
     let mut gateway = warden_testkit::TestGateway::builder(&postgres, &app).config_extra(&sinks).start().await;
     let client = gateway.connect().await;
@@ -485,25 +444,14 @@ async fn syslog_sinks_receive_every_record_over_udp_and_tcp() {
     let (events, checkpoints) = gateway.store().audit_log(None).await.expect("audit log");
     let last_signature = checkpoints.last().expect("a final checkpoint").signature.clone();
 
-    // UDP: read datagrams until the final checkpoint has arrived (the sink thread sends on its own schedule).
-    let mut udp_lines = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut buffer = vec![0u8; 65536];
-    while !udp_lines.iter().any(|line: &String| line.contains(&last_signature)) {
-        assert!(std::time::Instant::now() < deadline, "the UDP sink did not deliver the final checkpoint");
-        if let Ok(read) = udp.recv(&mut buffer) {
-            udp_lines.push(syslog_record(&String::from_utf8_lossy(&buffer[..read])));
-        }
+    // The sink threads send on their own schedule: wait for the final checkpoint on each.
+    let timeout = std::time::Duration::from_secs(10);
+    let received =
+        [("UDP", udp.wait_for(&last_signature, timeout).await), ("TCP", tcp.wait_for(&last_signature, timeout).await)];
+    for (transport, lines) in received {
+        let (sunk_events, sunk_checkpoints) = warden_audit::parse_lines(&lines.join("\n")).expect("records");
+        assert_eq!(sunk_events, events, "every event over {transport}, in order");
+        assert!(sunk_checkpoints.iter().any(|checkpoint| checkpoint.signature == last_signature), "{transport}");
+        assert!(lines.iter().any(|line| line.contains("syslog probe")), "{transport}");
     }
-    let (udp_events, _) = warden_audit::parse_lines(&udp_lines.join("\n")).expect("records");
-    assert_eq!(udp_events, events, "every event over UDP, in order");
-
-    // TCP: the connection stays open while the gateway process lives; take what it sent so far.
-    drop(gateway);
-    let tcp_bytes = tokio::task::spawn_blocking(move || tcp_received.join().expect("receiver")).await.unwrap();
-    let tcp_lines: Vec<String> = octet_counted(&tcp_bytes).iter().map(|message| syslog_record(message)).collect();
-    let (tcp_events, tcp_checkpoints) = warden_audit::parse_lines(&tcp_lines.join("\n")).expect("records");
-    assert_eq!(tcp_events, events, "every event over TCP, in order");
-    assert!(tcp_checkpoints.iter().any(|checkpoint| checkpoint.signature == last_signature));
-    assert!(udp_lines.iter().any(|line| line.contains("syslog probe")));
 }

@@ -12,6 +12,7 @@ mod protocol;
 mod raw;
 mod replay;
 mod retention;
+mod sinks;
 mod tls;
 mod tokens;
 mod tools;
