@@ -212,13 +212,14 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
 /// key).
 async fn prune(config: &Path, before: Option<String>) -> Result<ExitCode> {
     let config = crate::load_config(config)?;
-    let before = match (before, config.audit.retention) {
-        (Some(text), _) => {
-            OffsetDateTime::parse(&text, &Rfc3339).with_context(|| format!("--before \"{text}\" is not RFC 3339"))?
-        }
-        (None, Some(retention)) => OffsetDateTime::now_utc() - retention,
-        (None, None) => bail!("give --before, or set [audit] retention in the config"),
-    };
+    let before =
+        match (before, config.audit.retention) {
+            (Some(text), _) => OffsetDateTime::parse(&text, &Rfc3339)
+                .with_context(|| format!("--before \"{text}\" is not RFC 3339"))?,
+            (None, Some(retention)) => warden_state::retention_cutoff(retention)
+                .context("[audit] retention reaches before any time there is")?,
+            (None, None) => bail!("give --before, or set [audit] retention in the config"),
+        };
     let issuer = warden_gateway::token_issuer(&config).context("cannot load the gateway's signing key")?;
     let store = open(&config).await?;
     let recorder = store.audited_recorder(64, std::sync::Arc::new(AuditKey(issuer)));

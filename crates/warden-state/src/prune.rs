@@ -108,6 +108,11 @@ pub(crate) async fn run(
     })
 }
 
+/// Now − `retention`; `None` when that is before the earliest time there is (nothing is that old).
+pub fn retention_cutoff(retention: Duration) -> Option<OffsetDateTime> {
+    OffsetDateTime::now_utc().checked_sub(time::Duration::try_from(retention).ok()?)
+}
+
 /// The gateway's pruner: a pass with cutoff now − `retention` [`PRUNE_FIRST_DELAY`] after start and every
 /// [`PRUNE_INTERVAL`] after, until `stop` turns true. A failed pass is logged and tried again at the next interval.
 pub async fn prune_periodically(recorder: Recorder, retention: Duration, mut stop: watch::Receiver<bool>) {
@@ -118,7 +123,7 @@ pub async fn prune_periodically(recorder: Recorder, retention: Duration, mut sto
             () = tokio::time::sleep(wait) => {}
         }
         wait = PRUNE_INTERVAL;
-        let before = OffsetDateTime::now_utc() - retention;
+        let Some(before) = retention_cutoff(retention) else { continue };
         match recorder.prune(before).await {
             Ok(report) => {
                 let events: u64 = report.chains.iter().map(|chain| chain.events).sum();

@@ -917,3 +917,59 @@ async fn check_pruning(store: &StateStore) {
     assert_eq!(first.events, first.pruned);
     assert!(store.session(&id("recent")).await.expect("read").is_some());
 }
+
+/// Migration 7 fills session_tables from the statements already stored: its INSERT, run again over a statement
+/// written straight into the table (as one stored before the migration), adds the rows, each once.
+#[tokio::test]
+async fn sqlite_session_tables_backfill() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_session_tables_backfill(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_session_tables_backfill() {
+    let (store, _postgres) = open_postgres().await;
+    check_session_tables_backfill(&store).await;
+}
+
+async fn check_session_tables_backfill(store: &StateStore) {
+    let prefix = unique_prefix();
+    let id = format!("{prefix}-before-7");
+    let recorder = store.recorder(8);
+    recorder.session_started(start(&id, "agent", "shop", datetime!(2025-05-01 09:00 UTC))).expect("queue");
+    recorder.flush().await.expect("stored");
+    let tables = r#"["public.customers", "crm.customers", "public.customers"]"#;
+    let insert = "INSERT INTO statements (session_id, seq, started_at, duration_us, text, tables) VALUES";
+    let backfill = |migration: &str| {
+        let start = migration.find("\nINSERT ").expect("the backfill") + 1;
+        migration[start..start + migration[start..].find(';').expect("its end")].to_string()
+    };
+    match &store.backend {
+        Backend::Sqlite(inner) => {
+            sqlx::query(&format!("{insert} (?, 1, 0, 1, 'SELECT 1', ?)"))
+                .bind(&id)
+                .bind(tables)
+                .execute(&inner.pool)
+                .await
+                .expect("a statement");
+            let sql = backfill(include_str!("../migrations/sqlite/0007_session_tables.sql"));
+            sqlx::query(&sql).execute(&inner.pool).await.expect("backfill");
+        }
+        Backend::Postgres(inner) => {
+            sqlx::query(&format!("{insert} ($1, 1, now(), 1, 'SELECT 1', $2)"))
+                .bind(&id)
+                .bind(tables)
+                .execute(&inner.pool)
+                .await
+                .expect("a statement");
+            let sql = backfill(include_str!("../migrations/postgres/0007_session_tables.sql"));
+            sqlx::query(&sql).execute(&inner.pool).await.expect("backfill");
+        }
+    }
+    for (table, expected) in [("customers", 1), ("public.customers", 1), ("crm.customers", 1), ("orders", 0)] {
+        let filter =
+            SessionFilter { table: Some(table.into()), identity: Some("agent".into()), ..SessionFilter::default() };
+        let listed = store.list_sessions(&filter).await.expect("list");
+        assert_eq!(listed.iter().filter(|session| session.id == id).count(), expected, "{table}");
+    }
+}

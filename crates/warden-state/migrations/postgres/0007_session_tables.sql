@@ -20,7 +20,8 @@ ON CONFLICT DO NOTHING;
 CREATE INDEX sessions_run ON sessions (run, started_at);
 CREATE INDEX sessions_node ON sessions (node, started_at);
 
--- Retention (`[audit] retention`): the pruner deletes sessions that ended before its cutoff, and reads the
--- `audit.pruned` events (the pruning marks) on every pass.
+-- Retention (`[audit] retention`): the pruner deletes sessions that ended before its cutoff, reads the
+-- `audit.pruned` events (the pruning marks) and the checkpoints before its cutoff (compared as bytes) on every pass.
 CREATE INDEX sessions_ended_at ON sessions (ended_at);
 CREATE INDEX audit_events_pruned ON audit_events (chain, seq) WHERE kind = 'audit.pruned';
+CREATE INDEX audit_checkpoints_at ON audit_checkpoints (at COLLATE "C");
