@@ -137,6 +137,7 @@ fn main() {
         statement_kind: Some("select"),
         has_where: None,
         token: None,
+        approved: false,
     };
     cases.push(measure("authorize one (read, table), 12 policies", || {
         black_box(loaded.authorize(&principal, Action::Read, black_box(&resource), &context));

@@ -90,6 +90,7 @@ pub fn explain(policies: Policies, request: &ExplainRequest<'_>) -> Explanation 
         statement_kind: None,
         has_where: None,
         token: None,
+        approved: false,
     };
     let verdict = guard::connect_verdict(&policies, &principal, request.connection, &context);
     let resource = Resource::Connection { name: request.connection, kind: "postgres" };

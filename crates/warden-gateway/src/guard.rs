@@ -140,6 +140,7 @@ pub(crate) fn admit(
         statement_kind: None,
         has_where: None,
         token: token_context(identity),
+        approved: false,
     };
     let resource = Resource::Connection { name: connection, kind: "postgres" };
     if let Some(scope) = &identity.token {
@@ -234,6 +235,7 @@ pub(crate) fn may_unmask(admission: &Admission<'_>, policies: &Arc<PolicyStore>)
         statement_kind: None,
         has_where: None,
         token: token_context(admission.identity),
+        approved: false,
     };
     let resource = Resource::Connection { name: admission.connection, kind: "postgres" };
     authorize(admission.identity, &current, Action::Unmask, &resource, &context).0.allowed
@@ -388,6 +390,7 @@ impl SqlGuard {
         Judgement {
             annotation: Some(Arc::new(decision) as Annotation),
             refusal: Some(StatementRefusal { code, message }),
+            deferral: None,
         }
     }
 
@@ -552,7 +555,7 @@ impl SqlGuard {
                 Some(Effect::Execute { .. }) | None => {}
             }
         }
-        (Judgement { annotation: Some(Arc::new(record) as Annotation), refusal: None }, decisions)
+        (Judgement { annotation: Some(Arc::new(record) as Annotation), ..Judgement::default() }, decisions)
     }
 
     /// The policy context of a statement of `kind` in this session.
@@ -563,6 +566,7 @@ impl SqlGuard {
             statement_kind: Some(kind),
             has_where,
             token: token_context(&self.identity),
+            approved: false,
         }
     }
 
@@ -603,7 +607,7 @@ impl StatementGuard for SqlGuard {
             verdict.policies.iter().map(|id| id.to_string()).collect(),
         );
         if verdict.allowed {
-            return Judgement { annotation: Some(Arc::new(record) as Annotation), refusal: None };
+            return Judgement { annotation: Some(Arc::new(record) as Annotation), ..Judgement::default() };
         }
         let message = format!(
             "connection \"{}\": fast-path call of function {function_oid} is unclassified: {reason}",

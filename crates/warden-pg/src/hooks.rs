@@ -53,6 +53,43 @@ pub struct Judgement {
     pub annotation: Option<Annotation>,
     /// Set when the statement must not reach the upstream.
     pub refusal: Option<StatementRefusal>,
+    /// Set when the statement's fate is decided later (an approval): the relay holds it, and everything the
+    /// client sent after it, until [`Deferral::decide`] resolves. For a Parse the hold is at each Execute, when
+    /// the parameters are known.
+    pub deferral: Option<Arc<dyn Deferral>>,
+}
+
+/// Decides a held statement ([`Judgement::deferral`]).
+pub trait Deferral: Send + Sync {
+    /// Resolves to the annotation to record the statement with when it may run, or the refusal the client gets.
+    /// `notices` tells the client something while it waits (a NoticeResponse, delivered between messages).
+    fn decide(&self, statement: DeferredStatement, notices: Notices) -> Deferred;
+}
+
+/// The answer a [`Deferral`] comes to.
+pub type Deferred =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Annotation>, StatementRefusal>> + Send + 'static>>;
+
+/// A held statement as it will run: its text and, for an extended-protocol Execute, the parameters its portal
+/// was bound with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredStatement {
+    pub text: Arc<str>,
+    pub parameters: Option<crate::codec::frontend::BindParameters>,
+}
+
+/// Sends NoticeResponses to a client whose statement is held.
+#[derive(Clone)]
+pub struct Notices(pub(crate) tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+
+impl Notices {
+    /// A NoticeResponse with SQLSTATE `code` (`01000`, warning, when unsure) and `message`.
+    pub fn notice(&self, code: &str, message: &str) {
+        let mut out = Vec::new();
+        crate::codec::backend::error_response(&mut out, crate::codec::backend::Severity::Notice, code, message, None);
+        // The session may have ended meanwhile: nobody left to tell.
+        let _ = self.0.send(out);
+    }
 }
 
 /// Why a statement was refused: what the client gets as an ErrorResponse.

@@ -17,9 +17,11 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::backend::Severity;
+use crate::codec::frontend::BindParameters;
 use crate::codec::{self, backend, frontend, CodecError};
 use crate::hooks::{
-    Annotation, Durable, Ending, Judgement, ResponseMasking, SessionHooks, SessionInfo, StatementEvent, StatementGuard,
+    Annotation, Deferral, DeferredStatement, Durable, Ending, Judgement, Notices, ResponseMasking, SessionHooks,
+    SessionInfo, StatementEvent, StatementGuard,
 };
 use crate::mask::{self, CopyOut, PortalShapes, SessionMasking, Shape};
 use crate::sample::Sampler;
@@ -161,7 +163,7 @@ impl Tracker {
         target: &str,
         annotation: Option<Annotation>,
     ) -> Result<(), CodecError> {
-        self.push_judged(kind, text, Judgement { annotation, refusal: None })?;
+        self.push_judged(kind, text, Judgement { annotation, ..Judgement::default() })?;
         if let Some(back) = self.queue.back_mut() {
             back.target = Some(Arc::from(target));
         }
@@ -357,18 +359,27 @@ where
     let guard = Mutex::new(guard);
     let masking = masking.map(|masking| Mutex::new(SessionMasking::new(masking)));
     let masked = masking.is_some();
-    let client_to_upstream =
-        client_loop(client_read, upstream_write, (&tracker, &guard), (session, hooks), max_message_bytes, masked);
+    // Notices for a client whose statement is held, written by the upstream leg between messages.
+    let (notices, mut notice_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let client_to_upstream = client_loop(
+        client_read,
+        upstream_write,
+        (&tracker, &guard),
+        (session, hooks),
+        (max_message_bytes, masked),
+        Notices(notices),
+    );
     let upstream_to_client = async {
         match &masking {
             None => {
-                upstream_loop(upstream_read, client_write, &tracker, &guard, (session, hooks), upstream_early_bytes)
+                let legs = (upstream_read, client_write);
+                upstream_loop(legs, &tracker, &guard, (session, hooks), upstream_early_bytes, &mut notice_receiver)
                     .await
             }
             Some(masking) => {
                 let legs = (upstream_read, client_write);
                 let shared = Shared { tracker: &tracker, guard: &guard, masking, session, hooks };
-                upstream_loop_masked(legs, shared, upstream_early_bytes, max_row_bytes).await
+                upstream_loop_masked(legs, shared, upstream_early_bytes, max_row_bytes, &mut notice_receiver).await
             }
         }
     };
@@ -532,14 +543,76 @@ fn server_message_tracked(tag: u8) -> bool {
 /// the guard attached to it at Parse.
 #[derive(Default)]
 struct ClientNames {
-    statements: HashMap<String, (Arc<str>, Option<Annotation>)>,
-    portals: HashMap<String, (Arc<str>, Option<Annotation>)>,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Portal>,
     /// When masking: the portals described since their Bind (warden describes the others itself before their
     /// Execute, to learn their result columns).
     described: std::collections::HashSet<String>,
     masked: bool,
     /// Statements judged in the current read, whose requests are recorded before they are forwarded.
     requested: Vec<Arc<str>>,
+    /// The statement just scanned, when its judgement deferred it: held back until its deferral decides.
+    held: Option<Held>,
+}
+
+/// A prepared statement: its text, and what the guard said of it at Parse.
+#[derive(Clone)]
+struct Prepared {
+    text: Arc<str>,
+    annotation: Option<Annotation>,
+    deferral: Option<Arc<dyn Deferral>>,
+}
+
+/// A bound portal: its statement and, when that statement is deferred, the parameters it was bound with.
+#[derive(Clone)]
+struct Portal {
+    prepared: Prepared,
+    parameters: Option<BindParameters>,
+}
+
+/// A statement held back from the upstream ([`Judgement::deferral`]).
+struct Held {
+    /// What goes upstream if it may run.
+    message: Vec<u8>,
+    /// What goes upstream in its place if not: a request that fails, whose error the refusal replaces.
+    stand_in: Vec<u8>,
+    deferral: Arc<dyn Deferral>,
+    statement: DeferredStatement,
+}
+
+/// The name of the statement a refused Execute's stand-in fails to prepare (so no client statement is touched).
+const STAND_IN_NAME: &str = "warden_refused";
+
+/// Waits for a held statement's deferral, then sends upstream the statement or, refused, its stand-in (with the
+/// refusal queued to replace the stand-in's error). The held request is the newest in the tracker: nothing after
+/// it was scanned.
+async fn release<W: AsyncWrite + Unpin + ?Sized>(
+    held: Held,
+    writer: &mut W,
+    tracker: &Mutex<Tracker>,
+    notices: &Notices,
+) -> io::Result<()> {
+    let outcome = held.deferral.decide(held.statement, notices.clone()).await;
+    let send = {
+        let mut tracker = tracker.lock();
+        let pending = tracker.queue.back_mut();
+        match outcome {
+            Ok(annotation) => {
+                if let (Some(pending), Some(annotation)) = (pending, annotation) {
+                    pending.annotation = Some(annotation);
+                }
+                held.message
+            }
+            Err(refusal) => {
+                if let Some(pending) = pending {
+                    pending.refusal = Some(Refused::new(refusal.code, &refusal.message));
+                }
+                held.stand_in
+            }
+        }
+    };
+    writer.write_all(&send).await?;
+    writer.flush().await
 }
 
 async fn client_loop<R, W>(
@@ -547,8 +620,8 @@ async fn client_loop<R, W>(
     writer: &mut W,
     (tracker, guard): (&Mutex<Tracker>, &Mutex<Box<dyn StatementGuard>>),
     (session, hooks): (&SessionInfo, &dyn SessionHooks),
-    limit: usize,
-    masked: bool,
+    (limit, masked): (usize, bool),
+    notices: Notices,
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -588,6 +661,11 @@ where
                 Step::Replace { forward, skip, with } => replace(writer, &mut buffer, forward, skip, &with).await,
                 Step::Fail(error) => return RelayEnd::ClientProtocol(error),
             };
+            // A held statement was skipped by the step (replaced with nothing): it goes now, or its stand-in does.
+            let done = match (done, names.held.take()) {
+                (Ok(more), Some(held)) => release(held, writer, tracker, &notices).await.map(|()| more),
+                (done, _) => done,
+            };
             match done {
                 Ok(true) => break,
                 Ok(false) => continue,
@@ -612,30 +690,44 @@ fn on_client_message(
     match tag {
         frontend::QUERY => {
             let text: Arc<str> = frontend::query_text(message)?.into();
-            let judgement = guard.lock().query(&text);
+            let mut judgement = guard.lock().query(&text);
             names.requested.push(text.clone());
-            if tracker.lock().push_judged(PendingKind::Query, text, judgement)? {
+            let deferral = judgement.deferral.take();
+            if tracker.lock().push_judged(PendingKind::Query, text.clone(), judgement)? {
                 return Ok(Some(frontend::query(STAND_IN)));
+            }
+            if let Some(deferral) = deferral {
+                let statement = DeferredStatement { text, parameters: None };
+                let stand_in = frontend::query(STAND_IN);
+                names.held = Some(Held { message: message.to_vec(), stand_in, deferral, statement });
+                return Ok(Some(Vec::new()));
             }
         }
         frontend::PARSE => {
             let (name, query) = frontend::parse_statement(message)?;
-            let judgement = guard.lock().parse(name, query);
+            let mut judgement = guard.lock().parse(name, query);
             let text: Arc<str> = query.into();
             names.requested.push(text.clone());
-            names.statements.insert(name.to_string(), (text.clone(), judgement.annotation.clone()));
+            // A deferred statement is prepared as usual; each Execute of it is held.
+            let deferral = judgement.deferral.take();
+            let prepared = Prepared { text: text.clone(), annotation: judgement.annotation.clone(), deferral };
+            names.statements.insert(name.to_string(), prepared);
             if tracker.lock().push_judged(PendingKind::Parse, text, judgement)? {
                 return Ok(Some(frontend::parse(name, STAND_IN)));
             }
         }
         frontend::BIND => {
             let (portal, statement) = frontend::bind_names(message)?;
-            let named = names
-                .statements
-                .get(statement)
-                .cloned()
-                .unwrap_or_else(|| (Arc::from(format!("<unknown prepared statement \"{statement}\">")), None));
-            names.portals.insert(portal.to_string(), named);
+            let prepared = names.statements.get(statement).cloned().unwrap_or_else(|| Prepared {
+                text: Arc::from(format!("<unknown prepared statement \"{statement}\">")),
+                annotation: None,
+                deferral: None,
+            });
+            let parameters = match prepared.deferral {
+                Some(_) => Some(frontend::bind_parameters(message)?),
+                None => None,
+            };
+            names.portals.insert(portal.to_string(), Portal { prepared, parameters });
             if names.masked {
                 names.described.remove(portal);
             }
@@ -644,7 +736,10 @@ fn on_client_message(
             let (kind, name) = frontend::close_target(message)?;
             let mut tracker = tracker.lock();
             if kind == b'P' {
-                let (text, annotation) = names.portals.get(name).cloned().unwrap_or_else(|| (Arc::from(""), None));
+                let (text, annotation) = match names.portals.get(name) {
+                    Some(portal) => (portal.prepared.text.clone(), portal.prepared.annotation.clone()),
+                    None => (Arc::from(""), None),
+                };
                 names.described.insert(name.to_string());
                 tracker.push_targeted(
                     PendingKind::Describe { portal: true, injected: false },
@@ -658,11 +753,30 @@ fn on_client_message(
         }
         frontend::EXECUTE => {
             let portal = frontend::execute_portal(message)?;
-            let (text, annotation) = names
-                .portals
-                .get(portal)
-                .cloned()
-                .unwrap_or_else(|| (Arc::from(format!("<unknown portal \"{portal}\">")), None));
+            let (text, annotation, held) = match names.portals.get(portal) {
+                Some(bound) => {
+                    let held = bound.prepared.deferral.clone().map(|deferral| {
+                        let statement = DeferredStatement {
+                            text: bound.prepared.text.clone(),
+                            parameters: bound.parameters.clone(),
+                        };
+                        let stand_in = frontend::parse(STAND_IN_NAME, STAND_IN);
+                        Held { message: Vec::new(), stand_in, deferral, statement }
+                    });
+                    (bound.prepared.text.clone(), bound.prepared.annotation.clone(), held)
+                }
+                None => (Arc::from(format!("<unknown portal \"{portal}\">")), None, None),
+            };
+            // A held Execute goes upstream (with any Describe warden adds) only once its deferral allows it.
+            let hold = |names: &mut ClientNames, with: Vec<u8>| match held {
+                Some(mut held) => {
+                    held.message = with;
+                    names.held = Some(held);
+                    Ok(Some(Vec::new()))
+                }
+                None if with.as_slice() == message => Ok(None),
+                None => Ok(Some(with)),
+            };
             let mut tracker = tracker.lock();
             if names.masked {
                 // The result columns must be known before the rows arrive: describe the portal first if the client
@@ -673,23 +787,27 @@ fn on_client_message(
                     tracker.push_targeted(kind, text.clone(), portal, annotation.clone())?;
                 }
                 tracker.push_targeted(PendingKind::Execute, text, portal, annotation)?;
+                drop(tracker);
                 if inject {
                     let mut with = frontend::describe_portal(portal);
                     with.extend_from_slice(message);
-                    return Ok(Some(with));
+                    return hold(names, with);
                 }
+                return hold(names, message.to_vec());
             } else {
-                tracker.push_judged(PendingKind::Execute, text, Judgement { annotation, refusal: None })?;
+                tracker.push_judged(PendingKind::Execute, text, Judgement { annotation, ..Judgement::default() })?;
+                drop(tracker);
+                return hold(names, message.to_vec());
             }
         }
         frontend::SYNC => tracker.lock().push(PendingKind::Sync, Arc::from(""))?,
         frontend::CLOSE => {
             let (kind, name) = frontend::close_target(message)?;
             match kind {
-                b'S' => names.statements.remove(name),
-                b'P' => names.portals.remove(name),
-                _ => None,
-            };
+                b'S' => drop(names.statements.remove(name)),
+                b'P' => drop(names.portals.remove(name)),
+                _ => {}
+            }
         }
         frontend::FUNCTION_CALL => {
             let mut reader = codec::BodyReader::new(message);
@@ -708,12 +826,12 @@ fn on_client_message(
 }
 
 async fn upstream_loop<R, W>(
-    reader: &mut R,
-    writer: &mut W,
+    (reader, writer): (&mut R, &mut W),
     tracker: &Mutex<Tracker>,
     guard: &Mutex<Box<dyn StatementGuard>>,
     (session, hooks): (&SessionInfo, &dyn SessionHooks),
     early_bytes: &[u8],
+    notices: &mut NoticeReceiver,
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -800,10 +918,44 @@ where
                 Err(error) => return RelayEnd::ClientIo(error),
             }
         }
-        match read_more(reader, &mut buffer).await {
-            Ok(0) => return RelayEnd::UpstreamClosed,
-            Ok(_) => {}
-            Err(error) => return RelayEnd::UpstreamIo(error),
+        // Between messages (nothing of a message forwarded in part), a notice for a held statement may go out.
+        let between = framing.passthrough == 0;
+        if let Some(end) = read_or_notify(reader, writer, &mut buffer, notices, between).await {
+            return end;
+        }
+    }
+}
+
+type NoticeReceiver = tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>;
+
+/// Reads more from the upstream, unless a notice for the client arrives first (then sends it, when `between`
+/// messages). `Some` when the relay must end.
+async fn read_or_notify<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    buffer: &mut BytesMut,
+    notices: &mut NoticeReceiver,
+    between: bool,
+) -> Option<RelayEnd>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    loop {
+        tokio::select! {
+            read = read_more(reader, buffer) => return match read {
+                Ok(0) => Some(RelayEnd::UpstreamClosed),
+                Ok(_) => None,
+                Err(error) => Some(RelayEnd::UpstreamIo(error)),
+            },
+            Some(notice) = notices.recv(), if between => {
+                if let Err(error) = writer.write_all(&notice).await {
+                    return Some(RelayEnd::ClientIo(error));
+                }
+                if let Err(error) = writer.flush().await {
+                    return Some(RelayEnd::ClientIo(error));
+                }
+            }
         }
     }
 }
@@ -872,6 +1024,7 @@ async fn upstream_loop_masked<R, W>(
     shared: Shared<'_>,
     early_bytes: &[u8],
     limit: usize,
+    notices: &mut NoticeReceiver,
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -1091,10 +1244,9 @@ where
                 out.shrink_to(READ_CHUNK);
             }
         }
-        match read_more(reader, &mut buffer).await {
-            Ok(0) => return RelayEnd::UpstreamClosed,
-            Ok(_) => {}
-            Err(error) => return RelayEnd::UpstreamIo(error),
+        // Every message scanned was written whole: a notice may go out.
+        if let Some(end) = read_or_notify(reader, writer, &mut buffer, notices, true).await {
+            return end;
         }
     }
 }
@@ -1157,3 +1309,6 @@ async fn forward_prefix<W: AsyncWrite + Unpin + ?Sized>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hold_tests;

@@ -100,6 +100,35 @@ pub fn bind_names(message: &[u8]) -> Result<(&str, &str), CodecError> {
     Ok((portal, statement))
 }
 
+/// A Bind message's parameters: their format codes (as sent: none, one for all, or one each) and values (`None`
+/// is NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindParameters {
+    pub formats: Vec<i16>,
+    pub values: Vec<Option<Vec<u8>>>,
+}
+
+/// The parameters of a Bind message. Counts are bounded by the message's own length.
+pub fn bind_parameters(message: &[u8]) -> Result<BindParameters, CodecError> {
+    let mut reader = BodyReader::new(message);
+    reader.cstr()?;
+    reader.cstr()?;
+    let count =
+        |value: i16| usize::try_from(value).map_err(|_| CodecError::Malformed { tag: 'B', reason: "negative count" });
+    let format_count = count(reader.i16()?)?;
+    let mut formats = Vec::with_capacity(format_count.min(message.len() / 2));
+    for _ in 0..format_count {
+        formats.push(reader.i16()?);
+    }
+    let value_count = count(reader.i16()?)?;
+    let mut values = Vec::with_capacity(value_count.min(message.len() / 4));
+    for _ in 0..value_count {
+        let length = reader.i32()?;
+        values.push(if length < 0 { None } else { Some(reader.take(length as usize)?.to_vec()) });
+    }
+    Ok(BindParameters { formats, values })
+}
+
 /// An Execute message's portal name.
 pub fn execute_portal(message: &[u8]) -> Result<&str, CodecError> {
     BodyReader::new(message).cstr_utf8()

@@ -199,6 +199,7 @@ fn a_refused_statement_gets_warden_error_in_place_of_the_stand_in() {
     let judgement = crate::hooks::Judgement {
         annotation: None,
         refusal: Some(crate::hooks::StatementRefusal { code: "42501", message: "no policy permits write".into() }),
+        deferral: None,
     };
     assert!(tracker.push_judged(PendingKind::Query, Arc::from("DELETE FROM t"), judgement).unwrap());
     let upstream_error = server(backend::ERROR_RESPONSE, "42601");
