@@ -169,8 +169,9 @@ impl Gateway {
             (masking::Maskings::default(), masking::hash_key_if_configured(&config))
         };
         // Result rows of connections that do not mask are masked for the audit log by every built-in detector.
-        let audit_masker = warden_mask::Masker::new(&warden_mask::MaskerConfig::all(hash_key))
-            .map_err(|source| GatewayError::Masking(masking::MaskingError::Masker { connection: "*".into(), source }))?;
+        let audit_masker = warden_mask::Masker::new(&warden_mask::MaskerConfig::all(hash_key)).map_err(|source| {
+            GatewayError::Masking(masking::MaskingError::Masker { connection: "*".into(), source })
+        })?;
         info!(durability = config.audit.durability.as_str(), "audit log");
         let hooks = Arc::new(GatewayHooks {
             durability: config.audit.durability,
