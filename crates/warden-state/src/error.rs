@@ -28,6 +28,8 @@ pub enum StateError {
     WritesFailed { failed: u64 },
     #[error("the state writer's queue is full: the state store cannot keep up")]
     QueueFull,
+    #[error("{what} kept changing under this update (other gateways writing it); try again")]
+    Contended { what: String },
     #[error("pruning needs a recorder that signs audit checkpoints: its audit.pruned event must be sealed")]
     PruneUnsigned,
 }
@@ -54,7 +56,8 @@ impl StateError {
             | StateError::Query { .. }
             | StateError::CorruptRow { .. }
             | StateError::WritesFailed { .. }
-            | StateError::QueueFull => Fault::Database,
+            | StateError::QueueFull
+            | StateError::Contended { .. } => Fault::Database,
             StateError::WriterStopped | StateError::PruneUnsigned => Fault::Warden,
         }
     }

@@ -10,6 +10,7 @@
 //! transaction that inserts the statements, so listing sessions never counts statements.
 #![forbid(unsafe_code)]
 
+mod approvals;
 mod audit;
 mod error;
 mod migrations;
@@ -30,6 +31,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Postgres, Sqlite};
 use time::OffsetDateTime;
 
+pub use approvals::{
+    ApprovalFilter, ApprovalKind, ApprovalRow, ApprovalStatus, Needed, NewApproval, Vote, VoteError, Voter,
+};
 pub use audit::{AuditSigner, AuditTap, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
 pub use prune::{prune_periodically, retention_cutoff, PruneReport, PrunedChain, PRUNE_FIRST_DELAY, PRUNE_INTERVAL};
@@ -301,6 +305,113 @@ impl StateStore {
         match &self.backend {
             Backend::Sqlite(store) => store.revoke(revocation).await,
             Backend::Postgres(store) => store.revoke(revocation).await,
+        }
+    }
+
+    /// Records a new approval request (pending), durably, and returns it with its id.
+    pub async fn create_approval(&self, new: NewApproval) -> Result<ApprovalRow, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.create_approval(new).await,
+            Backend::Postgres(store) => store.create_approval(new).await,
+        }
+    }
+
+    /// One approval by id.
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.approval(id).await,
+            Backend::Postgres(store) => store.approval(id).await,
+        }
+    }
+
+    /// Approvals, newest first.
+    pub async fn list_approvals(&self, filter: &ApprovalFilter) -> Result<Vec<ApprovalRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.list_approvals(filter).await,
+            Backend::Postgres(store) => store.list_approvals(filter).await,
+        }
+    }
+
+    /// `voter` approves (or denies) approval `id` at `now` ([`ApprovalRow::vote`]); the outer error is the store's,
+    /// the inner one why the vote was refused; `None` when there is no such approval. A pending request whose time
+    /// ran out is marked expired on the way.
+    pub async fn vote_on_approval(
+        &self,
+        id: &str,
+        voter: Voter<'_>,
+        approve: bool,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Result<Option<ApprovalRow>, VoteError>, StateError> {
+        let change = |row: &mut ApprovalRow| {
+            if row.status == ApprovalStatus::Pending && now >= row.expires_at {
+                row.status = ApprovalStatus::Expired;
+                return Ok(true);
+            }
+            row.vote(voter, approve, reason.map(str::to_string), now).map(|()| true)
+        };
+        let changed = match &self.backend {
+            Backend::Sqlite(store) => store.change_approval(id, change).await?,
+            Backend::Postgres(store) => store.change_approval(id, change).await?,
+        };
+        // An expiry found on the way is stored, and reported as the reason the vote was not taken.
+        Ok(changed.and_then(|row| match row {
+            Some(row) if row.status == ApprovalStatus::Expired => {
+                Err(VoteError::Expired { id: row.id.clone(), expires_at: audit::timestamp(row.expires_at) })
+            }
+            other => Ok(other),
+        }))
+    }
+
+    /// Takes (marks used) an approved, unused statement approval of `identity` on `connection` for exactly
+    /// `fingerprint`, still within its time; `None` if there is none.
+    pub async fn use_statement_approval(
+        &self,
+        identity: &str,
+        connection: &str,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<ApprovalRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.use_statement_approval(identity, connection, fingerprint, now).await,
+            Backend::Postgres(store) => store.use_statement_approval(identity, connection, fingerprint, now).await,
+        }
+    }
+
+    /// A pending request of `identity` on `connection` for exactly `fingerprint`, if one is still waiting.
+    pub async fn pending_statement_approval(
+        &self,
+        identity: &str,
+        connection: &str,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<ApprovalRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.pending_statement_approval(identity, connection, fingerprint, now).await,
+            Backend::Postgres(store) => store.pending_statement_approval(identity, connection, fingerprint, now).await,
+        }
+    }
+
+    /// A grant in force for `identity` to do `action` on `connection`, covering `tables`.
+    pub async fn active_grant(
+        &self,
+        identity: &str,
+        connection: &str,
+        action: &str,
+        tables: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Option<ApprovalRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.active_grant(identity, connection, action, tables, now).await,
+            Backend::Postgres(store) => store.active_grant(identity, connection, action, tables, now).await,
+        }
+    }
+
+    /// Marks pending requests past their time as expired, and returns them.
+    pub async fn expire_approvals(&self, now: OffsetDateTime) -> Result<Vec<ApprovalRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.expire_approvals(now).await,
+            Backend::Postgres(store) => store.expire_approvals(now).await,
         }
     }
 

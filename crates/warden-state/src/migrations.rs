@@ -22,6 +22,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (5, "session masked counts", include_str!("../migrations/sqlite/0005_session_masked.sql")),
     (6, "audit log", include_str!("../migrations/sqlite/0006_audit_log.sql")),
     (7, "session tables", include_str!("../migrations/sqlite/0007_session_tables.sql")),
+    (8, "approvals", include_str!("../migrations/sqlite/0008_approvals.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
@@ -32,6 +33,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (5, "session masked counts", include_str!("../migrations/postgres/0005_session_masked.sql")),
     (6, "audit log", include_str!("../migrations/postgres/0006_audit_log.sql")),
     (7, "session tables", include_str!("../migrations/postgres/0007_session_tables.sql")),
+    (8, "approvals", include_str!("../migrations/postgres/0008_approvals.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

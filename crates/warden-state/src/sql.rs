@@ -695,23 +695,23 @@ where
 }
 
 /// SQL text whose placeholders are written in the dialect's syntax, numbered as they are written.
-struct SqlText<DB> {
-    text: String,
+pub(crate) struct SqlText<DB> {
+    pub(crate) text: String,
     binds: usize,
     dialect: PhantomData<DB>,
 }
 
 impl<DB: Dialect> SqlText<DB> {
-    fn new(start: &str) -> Self {
+    pub(crate) fn new(start: &str) -> Self {
         SqlText { text: start.to_string(), binds: 0, dialect: PhantomData }
     }
 
-    fn push(&mut self, sql: &str) -> &mut Self {
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
         self.text.push_str(sql);
         self
     }
 
-    fn bind(&mut self) -> &mut Self {
+    pub(crate) fn bind(&mut self) -> &mut Self {
         self.binds += 1;
         DB::push_placeholder(&mut self.text, self.binds);
         self
@@ -1022,7 +1022,7 @@ fn masked_from_column(masked: Option<String>) -> Result<BTreeMap<String, u64>, S
         .map_err(|error| StateError::CorruptRow { what: format!("session masked counts {text:?}: {error}") })
 }
 
-fn get<'r, R, T>(row: &'r R, index: usize) -> Result<T, StateError>
+pub(crate) fn get<'r, R, T>(row: &'r R, index: usize) -> Result<T, StateError>
 where
     R: Row,
     T: Decode<'r, R::Database> + Type<R::Database>,
@@ -1122,7 +1122,7 @@ pub(crate) fn micros(at: OffsetDateTime) -> i64 {
     i64::try_from(micros).unwrap_or(if micros < 0 { i64::MIN } else { i64::MAX })
 }
 
-fn timestamp(micros: i64) -> Result<OffsetDateTime, StateError> {
+pub(crate) fn timestamp(micros: i64) -> Result<OffsetDateTime, StateError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).map_err(|_| StateError::CorruptRow {
         what: format!("timestamp {micros} µs since the Unix epoch is out of range"),
     })

@@ -973,3 +973,101 @@ async fn check_session_tables_backfill(store: &StateStore) {
         assert_eq!(listed.iter().filter(|session| session.id == id).count(), expected, "{table}");
     }
 }
+
+fn new_approval(kind: ApprovalKind, fingerprint: Option<&str>, now: OffsetDateTime) -> NewApproval {
+    NewApproval {
+        kind,
+        identity: "agent".into(),
+        connection: "shop".into(),
+        action: "write".into(),
+        tables: vec!["public.orders".into()],
+        statement: fingerprint.map(|_| "DELETE FROM orders WHERE id = $1".into()),
+        parameters: fingerprint.map(|_| vec![Some("7".into())]),
+        fingerprint: fingerprint.map(str::to_string),
+        reason: None,
+        needed: vec![Needed { group: "dba".into(), approvals: 2 }],
+        policies: vec!["deletes-need-a-dba".into()],
+        session_id: Some("s-1".into()),
+        requested_at: now,
+        expires_at: now + time::Duration::minutes(30),
+        grant_seconds: (kind == ApprovalKind::Grant).then_some(60),
+    }
+}
+
+/// Requests, votes (the requester refused, two of three DBAs approving at once on two connections), one use of a
+/// statement approval, grants by table and time, and expiry.
+async fn check_approvals(store: &StateStore) {
+    let now = OffsetDateTime::now_utc();
+    let dba: Vec<String> = vec!["dba".into()];
+    let requested =
+        store.create_approval(new_approval(ApprovalKind::Statement, Some("f1"), now)).await.expect("create");
+    assert!(requested.id.starts_with("apr_"));
+    assert_eq!(store.approval(&requested.id).await.expect("read"), Some(requested.clone()));
+    let pending = store.pending_statement_approval("agent", "shop", "f1", now).await.expect("pending");
+    assert_eq!(pending.map(|row| row.id), Some(requested.id.clone()));
+    let agent = vec!["agents".to_string(), "dba".to_string()];
+    let own = store.vote_on_approval(&requested.id, Voter { name: "agent", groups: &agent }, true, None, now).await;
+    assert!(matches!(own, Ok(Err(VoteError::OwnRequest { .. }))), "{own:?}");
+
+    // Two approvers at once: both votes count, whichever writes first.
+    let (alice, bob) = tokio::join!(
+        store.vote_on_approval(&requested.id, Voter { name: "alice", groups: &dba }, true, Some("ok"), now),
+        store.vote_on_approval(&requested.id, Voter { name: "bob", groups: &dba }, true, None, now),
+    );
+    alice.expect("store").expect("vote");
+    bob.expect("store").expect("vote");
+    let approved = store.approval(&requested.id).await.expect("read").expect("exists");
+    assert_eq!(approved.status, ApprovalStatus::Approved);
+    let voters: Vec<&str> = approved.votes.iter().map(|vote| vote.by.as_str()).collect();
+    assert_eq!(voters.len(), 2, "{voters:?}");
+    let listed = store
+        .list_approvals(&ApprovalFilter { status: Some(ApprovalStatus::Approved), ..ApprovalFilter::default() })
+        .await
+        .expect("list");
+    assert_eq!(listed.iter().map(|row| row.id.as_str()).collect::<Vec<_>>(), [requested.id.as_str()]);
+
+    // Used once, for exactly that statement.
+    assert_eq!(store.use_statement_approval("agent", "shop", "other", now).await.expect("use"), None);
+    assert_eq!(store.use_statement_approval("intruder", "shop", "f1", now).await.expect("use"), None);
+    let used = store.use_statement_approval("agent", "shop", "f1", now).await.expect("use").expect("usable");
+    assert_eq!((used.status, used.used_at), (ApprovalStatus::Used, Some(now)));
+    assert_eq!(store.use_statement_approval("agent", "shop", "f1", now).await.expect("use"), None, "used once");
+
+    // A grant covers its table for its time.
+    let grant = store.create_approval(new_approval(ApprovalKind::Grant, None, now)).await.expect("grant");
+    for name in ["alice", "carol"] {
+        store.vote_on_approval(&grant.id, Voter { name, groups: &dba }, true, None, now).await.unwrap().unwrap();
+    }
+    let orders = vec!["public.orders".to_string()];
+    let customers = vec!["public.customers".to_string()];
+    let active = store.active_grant("agent", "shop", "write", &orders, now).await.expect("grant lookup");
+    assert_eq!(active.map(|row| row.id), Some(grant.id.clone()));
+    assert_eq!(store.active_grant("agent", "shop", "write", &customers, now).await.unwrap(), None);
+    assert_eq!(store.active_grant("agent", "shop", "ddl", &orders, now).await.unwrap(), None);
+    let later = now + time::Duration::minutes(2);
+    assert_eq!(store.active_grant("agent", "shop", "write", &orders, later).await.unwrap(), None, "the grant ended");
+
+    // A request nobody decides expires; a vote after that is refused.
+    let lapsing = store.create_approval(new_approval(ApprovalKind::Statement, Some("f2"), now)).await.expect("create");
+    let after = now + time::Duration::minutes(31);
+    let expired = store.expire_approvals(after).await.expect("expire");
+    assert_eq!(expired.iter().map(|row| row.id.as_str()).collect::<Vec<_>>(), [lapsing.id.as_str()]);
+    let late = store.vote_on_approval(&lapsing.id, Voter { name: "alice", groups: &dba }, true, None, after).await;
+    assert!(matches!(late, Ok(Err(VoteError::NotPending { status: "expired", .. }))), "{late:?}");
+    assert_eq!(
+        store.vote_on_approval("apr_none", Voter { name: "alice", groups: &dba }, true, None, now).await.unwrap(),
+        Ok(None)
+    );
+}
+
+#[tokio::test]
+async fn sqlite_approvals() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    check_approvals(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_approvals() {
+    let (store, _postgres) = open_postgres().await;
+    check_approvals(&store).await;
+}
