@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_client;
+mod approvals;
 mod audit;
 mod demo;
 mod policy;
@@ -68,6 +69,11 @@ enum Command {
     },
     /// Revoke an identity, a token or a session: new authentications are refused and live sessions end at once.
     Revoke(revoke::RevokeArgs),
+    /// Approval requests: list them, approve or deny one (through the gateway's admin API).
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
+    },
     /// API keys for service accounts.
     ApiKey {
         #[command(subcommand)]
@@ -164,6 +170,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Revoke(args) => {
             runtime()?.block_on(revoke::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approvals { command } => {
+            runtime()?.block_on(approvals::run(command))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { command } => {

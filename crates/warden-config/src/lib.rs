@@ -235,6 +235,24 @@ pub struct Connection {
     pub tls: UpstreamTls,
     /// What is masked in this connection's responses; `None`: nothing.
     pub masking: Option<MaskingConfig>,
+    /// What a client experiences when a statement needs an approval (`approval = { mode = "hold", wait = "5m" }`).
+    pub approval: ApprovalMode,
+}
+
+/// `[[connection]] approval`: how a statement that needs an approval is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalMode {
+    /// The statement waits (the client told so by a notice) until it is approved (it runs), denied, or `wait`
+    /// passes (it fails; the request stays pending and an approval can still be used by sending it again).
+    Hold { wait: Duration },
+    /// The statement fails at once with the approval id; sent again once approved, it runs.
+    FailFast,
+}
+
+impl Default for ApprovalMode {
+    fn default() -> Self {
+        ApprovalMode::Hold { wait: Duration::from_secs(300) }
+    }
 }
 
 /// `[connection.masking]`.

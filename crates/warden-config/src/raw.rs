@@ -98,6 +98,14 @@ pub(crate) struct RawConnection {
     pub password: Option<Spanned<toml::Value>>,
     pub tls: Option<Spanned<RawUpstreamTls>>,
     pub masking: Option<Spanned<RawMasking>>,
+    pub approval: Option<Spanned<RawApproval>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApproval {
+    pub mode: Spanned<String>,
+    pub wait: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

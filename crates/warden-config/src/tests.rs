@@ -532,3 +532,27 @@ fn result_rows_and_retention_are_checked() {
         &["4:15: audit.result_rows: must be between 0 and 10000", "5:13: audit.retention: must be at least 1h"],
     );
 }
+
+#[test]
+fn connection_approval_modes() {
+    let connection = |approval: &str| {
+        format!(
+            "[listen]\npostgres = \"127.0.0.1:0\"\n[[connection]]\nname = \"shop\"\nkind = \"postgres\"\n\
+             address = \"127.0.0.1:5432\"\ndatabase = \"shop\"\nuser = \"u\"\n{approval}"
+        )
+    };
+    let default = parse(&connection("")).expect("valid");
+    assert_eq!(default.connections[0].approval, ApprovalMode::Hold { wait: std::time::Duration::from_secs(300) });
+    let hold = parse(&connection("approval = { mode = \"hold\", wait = \"90s\" }\n")).expect("valid");
+    assert_eq!(hold.connections[0].approval, ApprovalMode::Hold { wait: std::time::Duration::from_secs(90) });
+    let fail_fast = parse(&connection("approval = { mode = \"fail-fast\" }\n")).expect("valid");
+    assert_eq!(fail_fast.connections[0].approval, ApprovalMode::FailFast);
+    check_invalid(
+        &connection("approval = { mode = \"ask\" }\n"),
+        &["9:21: connection[0].approval.mode: \"ask\" is not an approval mode (expected \"hold\" or \"fail-fast\")"],
+    );
+    check_invalid(
+        &connection("approval = { mode = \"fail-fast\", wait = \"5m\" }\n"),
+        &["9:41: connection[0].approval.wait: wait applies to mode = \"hold\" only; a fail-fast statement does not wait"],
+    );
+}

@@ -352,8 +352,13 @@ impl Checker<'_> {
             None => Some(UpstreamTls { mode: UpstreamTlsMode::Prefer, ca: None, server_name: None }),
         };
         let masking = raw.masking.and_then(|masking| self.check_masking(masking, prefix));
+        let approval = match raw.approval {
+            None => Some(crate::ApprovalMode::default()),
+            Some(approval) => self.check_approval(approval.into_inner(), prefix),
+        };
         Some(Connection {
             masking,
+            approval: approval?,
             name: raw.name.into_inner(),
             kind: kind?,
             address: address?,
@@ -362,6 +367,33 @@ impl Checker<'_> {
             password,
             tls: tls?,
         })
+    }
+
+    fn check_approval(&mut self, raw: crate::raw::RawApproval, prefix: &str) -> Option<crate::ApprovalMode> {
+        match (raw.mode.get_ref().as_str(), raw.wait) {
+            ("hold", None) => Some(crate::ApprovalMode::default()),
+            ("hold", Some(wait)) => {
+                let wait = self.duration(&wait, &format!("{prefix}.approval.wait"))?;
+                Some(crate::ApprovalMode::Hold { wait })
+            }
+            ("fail-fast", None) => Some(crate::ApprovalMode::FailFast),
+            ("fail-fast", Some(wait)) => {
+                self.report(
+                    Some(wait.span()),
+                    &format!("{prefix}.approval.wait"),
+                    "wait applies to mode = \"hold\" only; a fail-fast statement does not wait",
+                );
+                None
+            }
+            (other, _) => {
+                self.report(
+                    Some(raw.mode.span()),
+                    &format!("{prefix}.approval.mode"),
+                    format!("\"{other}\" is not an approval mode (expected \"hold\" or \"fail-fast\")"),
+                );
+                None
+            }
+        }
     }
 
     fn required(

@@ -7,6 +7,10 @@
 //!   statements): every session for the `[admin] group`, the caller's own identity's sessions for anyone else.
 //! - `POST /v1/revocations` (`[admin] group` only): revoke an identity, a token (and its descendants) or a
 //!   session; live sessions it covers are ended at once.
+//! - `GET /v1/approvals` (`?status=&limit=`) and `GET /v1/approvals/{id}`: every approval for the `[admin] group`;
+//!   for anyone else the approvals they asked for and those they may decide (they are in a needed group).
+//! - `POST /v1/approvals/{id}/approve` and `/deny` (`{"reason": "…"}`, required to deny): the caller's vote; the
+//!   requester cannot approve their own request, and only members of a needed group can decide.
 //!
 //! Errors are `{"error": "…"}` with 400 (malformed request), 401 (no or bad credential) or 403 (refused).
 
@@ -26,7 +30,10 @@ use tracing::info;
 use warden_identity::{Identity, TokenError, TokenRequest};
 
 use warden_pg::PgFrontend;
-use warden_state::{Revocation, RevocationKind, RevocationRow, SessionFilter, SessionRow, StateStore, StatementRow};
+use warden_state::{
+    ApprovalFilter, ApprovalRow, ApprovalStatus, Revocation, RevocationKind, RevocationRow, SessionFilter, SessionRow,
+    StateStore, StatementRow, VoteError, Voter,
+};
 
 use crate::auth::Authenticator;
 use crate::revoke::{self, Revocations};
@@ -51,6 +58,10 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/revocations", post(revoke))
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{id}", get(show_session))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}", get(show_approval))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/deny", post(deny))
         .with_state(state)
 }
 
@@ -335,4 +346,132 @@ async fn show_session(
 
 fn unavailable(error: warden_state::StateError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("state store: {error}"))
+}
+
+/// `GET /v1/approvals` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Whether `caller` may see `approval`: an admin, its requester, or someone who may decide it.
+fn may_see(state: &AdminState, caller: &Identity, approval: &ApprovalRow) -> bool {
+    state.is_admin(caller)
+        || approval.identity == caller.name
+        || approval.needed.iter().any(|needed| caller.groups.contains(&needed.group))
+}
+
+async fn list_approvals(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    query: Result<Query<ApprovalQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ApprovalRow>>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    let Query(query) = query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text()))?;
+    let status = match query.status.as_deref() {
+        None | Some("all") => None,
+        Some(text) => Some(ApprovalStatus::parse(text).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("\"{text}\" is not a status (pending, approved, denied, expired, used, all)"),
+            )
+        })?),
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    // Read more than asked when filtering by visibility, so a caller sees up to `limit` of their own.
+    let filter = ApprovalFilter {
+        status,
+        limit: Some(if state.is_admin(&caller) { limit } else { 1000 }),
+        ..ApprovalFilter::default()
+    };
+    let approvals = state.store.list_approvals(&filter).await.map_err(unavailable)?;
+    Ok(Json(approvals.into_iter().filter(|approval| may_see(&state, &caller, approval)).take(limit as usize).collect()))
+}
+
+async fn show_approval(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ApprovalRow>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    match state.store.approval(&id).await.map_err(unavailable)? {
+        Some(approval) if may_see(&state, &caller, &approval) => Ok(Json(approval)),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no approval {id}"))),
+    }
+}
+
+/// `POST /v1/approvals/{id}/approve|deny` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteBody {
+    reason: Option<String>,
+}
+
+async fn approve(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<VoteBody>>,
+) -> Result<Json<ApprovalRow>, ApiError> {
+    vote(&state, &headers, &id, true, body.map(|Json(body)| body).unwrap_or_default()).await
+}
+
+async fn deny(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<VoteBody>>,
+) -> Result<Json<ApprovalRow>, ApiError> {
+    let body = body.map(|Json(body)| body).unwrap_or_default();
+    if body.reason.as_deref().is_none_or(|reason| reason.trim().is_empty()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "a denial needs a reason: {\"reason\": \"…\"}"));
+    }
+    vote(&state, &headers, &id, false, body).await
+}
+
+async fn vote(
+    state: &AdminState,
+    headers: &HeaderMap,
+    id: &str,
+    approve: bool,
+    body: VoteBody,
+) -> Result<Json<ApprovalRow>, ApiError> {
+    let caller = caller(state, headers).await?;
+    let reason = body.reason.filter(|reason| !reason.trim().is_empty());
+    if reason.as_ref().is_some_and(|reason| reason.len() > 1000) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "the reason must be at most 1000 characters"));
+    }
+    let voter = Voter { name: &caller.name, groups: &caller.groups };
+    let now = OffsetDateTime::now_utc();
+    let voted = state.store.vote_on_approval(id, voter, approve, reason.as_deref(), now).await.map_err(unavailable)?;
+    let approval = match voted {
+        Ok(Some(approval)) => approval,
+        Ok(None) => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no approval {id}"))),
+        Err(error) => {
+            let status = match error {
+                VoteError::OwnRequest { .. } | VoteError::NotApprover { .. } => StatusCode::FORBIDDEN,
+                VoteError::NotPending { .. } | VoteError::Expired { .. } | VoteError::AlreadyVoted { .. } => {
+                    StatusCode::CONFLICT
+                }
+            };
+            return Err(ApiError::new(status, error.to_string()));
+        }
+    };
+    info!(approval = %approval.id, by = %caller.name, approve, status = approval.status.as_str(), "approval vote");
+    let kind = if approve { "approval.approved" } else { "approval.denied" };
+    let extra = serde_json::json!({
+        "by": caller.name,
+        "reason": reason,
+        "outstanding": approval.outstanding(),
+    });
+    let mut record = warden_state::AuditRecord::new(kind, crate::approval::approval_body(&approval, extra));
+    record.session.clone_from(&approval.session_id);
+    record.identity = Some(approval.identity.clone());
+    record.connection = Some(approval.connection.clone());
+    if let Err(error) = state.recorder.audit(record) {
+        tracing::warn!(%error, "approval vote not recorded in the audit log");
+    }
+    Ok(Json(approval))
 }

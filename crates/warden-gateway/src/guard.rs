@@ -126,7 +126,7 @@ pub(crate) fn admit(
     admission: &Admission<'_>,
     analyzer: &Arc<Analyzer>,
     policies: &Arc<PolicyStore>,
-    expiry_grace: std::time::Duration,
+    (expiry_grace, approvals): (std::time::Duration, Option<Arc<crate::approval::SessionApprovals>>),
 ) -> Result<Admitted, String> {
     let (current, _) = policies.get();
     let identity = admission.identity;
@@ -218,6 +218,7 @@ pub(crate) fn admit(
     );
     guard.initial_search_path.clone_from(&search_path);
     guard.search_path = search_path;
+    guard.approvals = approvals;
     // A session lives no longer than its credential (plus the configured grace).
     let ends_at = identity.expires_at.map(|expires_at| expires_at + expiry_grace);
     Ok(Admitted { guard: Box::new(guard), masking: None, upstream_parameters, ends_at })
@@ -313,6 +314,8 @@ pub(crate) struct SqlGuard {
     /// Judgements by analysis (pointer; the entry keeps the analysis alive so the address stays unique).
     decisions: HashMap<usize, (Arc<Analysis>, Judgement)>,
     decisions_generation: u64,
+    /// Where approvals are asked for, when statements may be approved in this session.
+    pub(crate) approvals: Option<Arc<crate::approval::SessionApprovals>>,
 }
 
 /// One (action, resource) authorization a statement needed.
@@ -326,6 +329,11 @@ pub(crate) struct Check {
     pub(crate) policies: Vec<Arc<str>>,
     /// Why it is allowed or refused, as a client reads it.
     pub(crate) reason: String,
+    /// Refused, but an approval would lift it (every determining forbid has `@approval`, and with
+    /// `context.approved` the request is allowed): what it takes.
+    pub(crate) approval: Option<warden_policy::ApprovalNeeded>,
+    /// The table checked, `schema.table`, when the resource is one.
+    pub(crate) table: Option<String>,
 }
 
 /// One statement as the guard judged it.
@@ -383,6 +391,7 @@ impl SqlGuard {
             idle: true,
             decisions: HashMap::new(),
             decisions_generation: 0,
+            approvals: None,
         }
     }
 
@@ -501,12 +510,25 @@ impl SqlGuard {
                 if let (false, Some(note)) = (verdict.allowed, &statement.note) {
                     reason.push_str(&format!(" ({note})"));
                 }
+                let approval = match policies.approval_needed(&verdict) {
+                    Some(needed) if statement.note.is_none() => {
+                        let approved = RequestContext { approved: true, ..context };
+                        authorize(&self.identity, policies, action, &resource, &approved).0.allowed.then_some(needed)
+                    }
+                    _ => None,
+                };
+                let table = match &resource {
+                    Resource::Table { schema, table, .. } => Some(format!("{schema}.{table}")),
+                    Resource::Connection { .. } => None,
+                };
                 checks.push(Check {
                     action,
                     resource: resource.to_string(),
                     allowed: verdict.allowed,
                     policies: verdict.policies,
                     reason,
+                    approval,
+                    table,
                 });
             }
             decisions.push(StatementDecision { statement, tables, checks });
@@ -522,6 +544,17 @@ impl SqlGuard {
             }
         }
         let refused = decisions.iter().flat_map(|decision| &decision.checks).find(|check| !check.allowed);
+        if let Some(deferral) = refused.and_then(|_| self.approval_deferral(&decisions, &record)) {
+            let mut denied = record;
+            denied.allowed = false;
+            denied.policies.clone_from(&deferral.policies);
+            let judgement = Judgement {
+                annotation: Some(Arc::new(denied) as Annotation),
+                refusal: None,
+                deferral: Some(Arc::new(deferral)),
+            };
+            return (judgement, decisions);
+        }
         if let Some(check) = refused {
             record.allowed = false;
             record.policies = check.policies.iter().map(|id| id.to_string()).collect();
@@ -556,6 +589,45 @@ impl SqlGuard {
             }
         }
         (Judgement { annotation: Some(Arc::new(record) as Annotation), ..Judgement::default() }, decisions)
+    }
+
+    /// When every refused check of the statements is one an approval lifts, and this session may ask for
+    /// approvals: the deferral that asks (the approvals of all the checks combined).
+    fn approval_deferral(
+        &self,
+        decisions: &[StatementDecision],
+        record: &Decision,
+    ) -> Option<crate::approval::ApprovalDeferral> {
+        let session = self.approvals.clone()?;
+        let mut needed = warden_policy::ApprovalNeeded { groups: Vec::new(), ttl: std::time::Duration::MAX };
+        let mut lifted: Vec<crate::approval::Lifted> = Vec::new();
+        let mut policies: Vec<String> = Vec::new();
+        for check in decisions.iter().flat_map(|decision| &decision.checks).filter(|check| !check.allowed) {
+            let approval = check.approval.as_ref()?;
+            needed.ttl = needed.ttl.min(approval.ttl);
+            for (group, count) in &approval.groups {
+                match needed.groups.iter_mut().find(|(known, _)| known == group) {
+                    Some((_, known)) => *known = (*known).max(*count),
+                    None => needed.groups.push((group.clone(), *count)),
+                }
+            }
+            let action = check.action.to_string();
+            match lifted.iter_mut().find(|known| known.action == action) {
+                Some(known) => {
+                    if let Some(table) = check.table.as_ref().filter(|table| !known.tables.contains(table)) {
+                        known.tables.push(table.clone());
+                    }
+                }
+                None => lifted.push(crate::approval::Lifted { action, tables: check.table.iter().cloned().collect() }),
+            }
+            for policy in &check.policies {
+                if !policies.iter().any(|known| **known == **policy) {
+                    policies.push(policy.to_string());
+                }
+            }
+        }
+        needed.groups.sort();
+        Some(crate::approval::ApprovalDeferral { session, needed, lifted, policies, decision: record.clone() })
     }
 
     /// The policy context of a statement of `kind` in this session.

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod approval;
 mod auth;
 mod explain;
 mod guard;
@@ -177,6 +178,16 @@ impl Gateway {
             durability: config.audit.durability,
             result_rows: config.audit.result_rows,
             audit_masker: Arc::new(audit_masker),
+            approvals: Arc::new(approval::Approvals {
+                store: store.clone(),
+                recorder: recorder.clone(),
+                admin_url: config.listen.admin.map(|address| format!("http://{address}")),
+            }),
+            approval_modes: config
+                .connections
+                .iter()
+                .map(|connection| (connection.name.clone(), connection.approval))
+                .collect(),
             maskings: Arc::new(maskings),
             authenticator: authenticator.clone(),
             expiry_grace: config.tokens.expiry_grace,
@@ -373,6 +384,9 @@ struct GatewayHooks {
     result_rows: u32,
     /// Masks the result rows of connections without masking, for the audit log.
     audit_masker: Arc<warden_mask::Masker>,
+    approvals: Arc<approval::Approvals>,
+    /// Each connection's `approval` mode.
+    approval_modes: std::collections::HashMap<String, warden_config::ApprovalMode>,
     maskings: Arc<masking::Maskings>,
     authenticator: Arc<auth::Authenticator>,
     expiry_grace: std::time::Duration,
@@ -406,7 +420,19 @@ impl SessionHooks for GatewayHooks {
                 admission.connection
             ));
         }
-        let mut admitted = guard::admit(admission, &self.analyzer, &self.policies, self.expiry_grace)?;
+        let scope = admission.identity.token.as_ref();
+        let approvals = Arc::new(approval::SessionApprovals {
+            shared: self.approvals.clone(),
+            identity: admission.identity.name.clone(),
+            connection: admission.connection.to_string(),
+            run: scope.and_then(|scope| scope.run.clone()),
+            node: scope.and_then(|scope| scope.node.clone()),
+            mode: self.approval_modes.get(admission.connection).copied().unwrap_or_default(),
+            masking: self.maskings.get(admission.connection).cloned(),
+            fallback: self.audit_masker.clone(),
+        });
+        let mut admitted =
+            guard::admit(admission, &self.analyzer, &self.policies, (self.expiry_grace, Some(approvals)))?;
         if let Some(connection) = self.maskings.get(admission.connection) {
             if !guard::may_unmask(admission, &self.policies) {
                 admitted.masking = Some(Box::new(masking::SessionMasker::new(connection.clone())));

@@ -74,6 +74,8 @@ pub type Deferred =
 /// was bound with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeferredStatement {
+    /// The session it belongs to.
+    pub session: Arc<str>,
     pub text: Arc<str>,
     pub parameters: Option<crate::codec::frontend::BindParameters>,
 }

@@ -30,9 +30,9 @@ use tracing::{error, warn};
 use warden_config::{Config, Limits};
 
 pub use hooks::{
-    Admission, Admitted, Annotation, AuthFuture, CopyColumn, CopyShape, DerivedRule, Durable, Ending, Judgement,
-    MaskFuture, RefusedStartup, ResponseMasking, SessionHooks, SessionInfo, SourceColumn, StatementEvent,
-    StatementGuard, StatementRefusal,
+    Admission, Admitted, Annotation, AuthFuture, CopyColumn, CopyShape, Deferral, Deferred, DeferredStatement,
+    DerivedRule, Durable, Ending, Judgement, MaskFuture, Notices, RefusedStartup, ResponseMasking, SessionHooks,
+    SessionInfo, SourceColumn, StatementEvent, StatementGuard, StatementRefusal,
 };
 use upstream::UpstreamTarget;
 

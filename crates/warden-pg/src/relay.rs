@@ -553,6 +553,8 @@ struct ClientNames {
     requested: Vec<Arc<str>>,
     /// The statement just scanned, when its judgement deferred it: held back until its deferral decides.
     held: Option<Held>,
+    /// The session's id, for deferred statements.
+    session: Arc<str>,
 }
 
 /// A prepared statement: its text, and what the guard said of it at Parse.
@@ -629,7 +631,7 @@ where
 {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK);
     let mut framing = Framing::default();
-    let mut names = ClientNames { masked, ..ClientNames::default() };
+    let mut names = ClientNames { masked, session: session.id.clone(), ..ClientNames::default() };
     let tracked: fn(u8) -> bool = if masked { client_message_tracked_masked } else { client_message_tracked };
     let mut terminated = false;
     loop {
@@ -697,7 +699,7 @@ fn on_client_message(
                 return Ok(Some(frontend::query(STAND_IN)));
             }
             if let Some(deferral) = deferral {
-                let statement = DeferredStatement { text, parameters: None };
+                let statement = DeferredStatement { session: names.session.clone(), text, parameters: None };
                 let stand_in = frontend::query(STAND_IN);
                 names.held = Some(Held { message: message.to_vec(), stand_in, deferral, statement });
                 return Ok(Some(Vec::new()));
@@ -757,6 +759,7 @@ fn on_client_message(
                 Some(bound) => {
                     let held = bound.prepared.deferral.clone().map(|deferral| {
                         let statement = DeferredStatement {
+                            session: names.session.clone(),
                             text: bound.prepared.text.clone(),
                             parameters: bound.parameters.clone(),
                         };

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real gateway in process, a throwaway PostgreSQL, and real clients
 //! (psql, pgbench, tokio-postgres, and a raw-socket client for what libraries will not send).
 
+mod approvals;
 mod audit;
 mod auth;
 mod cli;

@@ -1,0 +1,426 @@
+//! Just-in-time approval of statements: what happens to a statement whose denial an approver may lift
+//! (`@approval` forbids, see [`warden_policy::Policies::approval_needed`]).
+//!
+//! The guard defers such a statement ([`ApprovalDeferral`]); the relay holds it and asks [`ApprovalDeferral`] to
+//! decide. Deciding, in order: a grant in force for the identity covering every action and table the statement
+//! needs lets it run; an approved, unused approval of exactly this statement (its fingerprint: the text and the
+//! bound parameters) is taken and lets it run; otherwise the pending request for it is found or created, and the
+//! connection's mode answers: `fail-fast` refuses at once with the approval id, `hold` tells the client (a notice)
+//! and waits for the request to be approved (then takes it and runs), denied, or the wait to pass.
+//!
+//! Fail closed: when the approval store cannot be read or written, the statement is refused (`58030`) naming why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::Digest;
+use time::OffsetDateTime;
+use tracing::warn;
+use warden_config::ApprovalMode;
+use warden_pg::{Annotation, Deferral, Deferred, DeferredStatement, Notices, StatementRefusal};
+use warden_policy::ApprovalNeeded;
+use warden_state::{ApprovalKind, ApprovalRow, ApprovalStatus, Decision, Needed, NewApproval, Recorder, StateStore};
+
+/// How often a held statement looks at its request again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// What every session's approvals share.
+pub(crate) struct Approvals {
+    pub(crate) store: StateStore,
+    pub(crate) recorder: Recorder,
+    /// Where approvers act, for the messages (`http://<admin>/v1/approvals`), when the admin API listens.
+    pub(crate) admin_url: Option<String>,
+}
+
+/// One session's side of approvals: who asks, where, and how the connection answers.
+pub(crate) struct SessionApprovals {
+    pub(crate) shared: Arc<Approvals>,
+    pub(crate) identity: String,
+    pub(crate) connection: String,
+    pub(crate) run: Option<String>,
+    pub(crate) node: Option<String>,
+    pub(crate) mode: ApprovalMode,
+    /// Masks statement texts and parameters kept in approval requests: the connection's masker, or every
+    /// built-in detector where the connection does not mask.
+    pub(crate) masking: Option<Arc<crate::masking::ConnectionMasking>>,
+    pub(crate) fallback: Arc<warden_mask::Masker>,
+}
+
+impl SessionApprovals {
+    fn mask(&self, text: &str) -> String {
+        let masker = match &self.masking {
+            Some(masking) => masking.masker(),
+            None => &self.fallback,
+        };
+        masker.mask(text).into_owned()
+    }
+}
+
+/// One (action, tables) check the statement failed and an approval would lift.
+#[derive(Debug, Clone)]
+pub(crate) struct Lifted {
+    pub(crate) action: String,
+    pub(crate) tables: Vec<String>,
+}
+
+/// A deferred statement's judge: what it needs and what it is recorded with once allowed.
+pub(crate) struct ApprovalDeferral {
+    pub(crate) session: Arc<SessionApprovals>,
+    pub(crate) needed: ApprovalNeeded,
+    pub(crate) lifted: Vec<Lifted>,
+    /// The forbids the approval lifts.
+    pub(crate) policies: Vec<String>,
+    /// The decision recorded when the statement runs (allowed; the policies are the approval's).
+    pub(crate) decision: Decision,
+}
+
+impl Deferral for ApprovalDeferral {
+    fn decide(&self, statement: DeferredStatement, notices: Notices) -> Deferred {
+        let job = Job {
+            session: self.session.clone(),
+            needed: self.needed.clone(),
+            lifted: self.lifted.clone(),
+            policies: self.policies.clone(),
+            decision: self.decision.clone(),
+        };
+        Box::pin(async move { job.run(statement, notices).await })
+    }
+}
+
+struct Job {
+    session: Arc<SessionApprovals>,
+    needed: ApprovalNeeded,
+    lifted: Vec<Lifted>,
+    policies: Vec<String>,
+    decision: Decision,
+}
+
+fn store_failed(error: warden_state::StateError) -> StatementRefusal {
+    StatementRefusal {
+        code: "58030",
+        message: format!("warden cannot reach its approval store, so the statement is refused: {error}"),
+    }
+}
+
+impl Job {
+    async fn run(self, statement: DeferredStatement, notices: Notices) -> Result<Option<Annotation>, StatementRefusal> {
+        let store = &self.session.shared.store;
+        let identity = &self.session.identity;
+        let connection = &self.session.connection;
+        let now = OffsetDateTime::now_utc();
+        if let Some(grant) = self.covering_grant(now).await.map_err(store_failed)? {
+            self.audit("approval.used", &grant, Some(&statement.session), json!({"grant": true}));
+            return Ok(Some(self.allowed_by(&grant)));
+        }
+        let fingerprint = fingerprint(&statement);
+        if let Some(approval) =
+            store.use_statement_approval(identity, connection, &fingerprint, now).await.map_err(store_failed)?
+        {
+            self.audit("approval.used", &approval, Some(&statement.session), json!({}));
+            return Ok(Some(self.allowed_by(&approval)));
+        }
+        let pending = store.pending_statement_approval(identity, connection, &fingerprint, now).await;
+        let request = match pending.map_err(store_failed)? {
+            Some(pending) => pending,
+            None => {
+                let request = self.request(&statement, fingerprint.clone(), now);
+                let created = store.create_approval(request).await.map_err(store_failed)?;
+                self.audit("approval.requested", &created, Some(&statement.session), json!({}));
+                created
+            }
+        };
+        let wait = match self.session.mode {
+            ApprovalMode::FailFast => {
+                return Err(StatementRefusal {
+                    code: "42501",
+                    message: format!(
+                        "{} {}; send the statement again once it is approved",
+                        self.needs_text(&request),
+                        self.where_to_approve(&request.id)
+                    ),
+                })
+            }
+            ApprovalMode::Hold { wait } => wait,
+        };
+        notices.notice(
+            "01000",
+            &format!(
+                "warden: {}; {}; holding the statement for up to {}",
+                self.needs_text(&request),
+                self.where_to_approve(&request.id),
+                humanize(wait)
+            ),
+        );
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::time::sleep(POLL).await;
+            let now = OffsetDateTime::now_utc();
+            let current = store.approval(&request.id).await.map_err(store_failed)?;
+            let Some(current) = current else {
+                return Err(refusal(format!("approval {} disappeared from the store", request.id)));
+            };
+            match current.status {
+                ApprovalStatus::Approved => {
+                    let taken = store.use_statement_approval(identity, connection, &fingerprint, now).await;
+                    return match taken.map_err(store_failed)? {
+                        Some(approval) => {
+                            self.audit("approval.used", &approval, Some(&statement.session), json!({}));
+                            Ok(Some(self.allowed_by(&approval)))
+                        }
+                        None => Err(refusal(format!(
+                            "approval {} was approved but already used by another statement",
+                            request.id
+                        ))),
+                    };
+                }
+                ApprovalStatus::Denied => {
+                    let by = current.votes.iter().find(|vote| !vote.approve);
+                    let who = by.map_or_else(|| "an approver".to_string(), |vote| vote.by.clone());
+                    let reason = by.and_then(|vote| vote.reason.clone()).map_or(String::new(), |r| format!(": {r}"));
+                    return Err(refusal(format!("approval {} was denied by {who}{reason}", request.id)));
+                }
+                ApprovalStatus::Expired => {
+                    return Err(refusal(format!("approval {} expired before anyone decided", request.id)));
+                }
+                ApprovalStatus::Used => {
+                    return Err(refusal(format!("approval {} was already used by another statement", request.id)));
+                }
+                ApprovalStatus::Pending if tokio::time::Instant::now() >= deadline => {
+                    return Err(StatementRefusal {
+                        code: "57014",
+                        message: format!(
+                            "approval {} was not decided within {}; it stays pending until {}: send the statement \
+                             again once it is approved",
+                            request.id,
+                            humanize(wait),
+                            timestamp(current.expires_at)
+                        ),
+                    });
+                }
+                ApprovalStatus::Pending => {}
+            }
+        }
+    }
+
+    /// A grant in force covering every check the statement failed.
+    async fn covering_grant(&self, now: OffsetDateTime) -> Result<Option<ApprovalRow>, warden_state::StateError> {
+        let store = &self.session.shared.store;
+        let mut found = None;
+        for lifted in &self.lifted {
+            let grant = store
+                .active_grant(&self.session.identity, &self.session.connection, &lifted.action, &lifted.tables, now)
+                .await?;
+            match grant {
+                Some(grant) => found = Some(grant),
+                None => return Ok(None),
+            }
+        }
+        Ok(found)
+    }
+
+    fn request(&self, statement: &DeferredStatement, fingerprint: String, now: OffsetDateTime) -> NewApproval {
+        let session = &self.session;
+        let parameters = statement.parameters.as_ref().map(|parameters| {
+            parameters
+                .values
+                .iter()
+                .enumerate()
+                .map(|(index, value)| {
+                    let binary = match parameters.formats.as_slice() {
+                        [] => false,
+                        [one] => *one == 1,
+                        each => each.get(index) == Some(&1),
+                    };
+                    value.as_ref().map(|bytes| match (binary, std::str::from_utf8(bytes)) {
+                        (false, Ok(text)) => session.mask(text),
+                        _ => format!("\\x{}", bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>()),
+                    })
+                })
+                .collect()
+        });
+        let mut tables: Vec<String> = Vec::new();
+        for lifted in &self.lifted {
+            for table in &lifted.tables {
+                if !tables.contains(table) {
+                    tables.push(table.clone());
+                }
+            }
+        }
+        let action = self.lifted.iter().map(|lifted| lifted.action.as_str()).collect::<Vec<_>>().join(",");
+        NewApproval {
+            kind: ApprovalKind::Statement,
+            identity: self.session.identity.clone(),
+            connection: self.session.connection.clone(),
+            action,
+            tables,
+            statement: Some(session.mask(&statement.text)),
+            parameters,
+            fingerprint: Some(fingerprint),
+            reason: None,
+            needed: self
+                .needed
+                .groups
+                .iter()
+                .map(|(group, approvals)| Needed { group: group.to_string(), approvals: *approvals })
+                .collect(),
+            policies: self.policies.clone(),
+            session_id: Some(statement.session.to_string()),
+            requested_at: now,
+            expires_at: now + self.needed.ttl,
+            grant_seconds: None,
+        }
+    }
+
+    /// `approval apr_… needs 2 approvals from dba (0 so far)`.
+    fn needs_text(&self, request: &ApprovalRow) -> String {
+        let outstanding = request.outstanding();
+        format!(
+            "this statement needs approval {} (by {}; still missing: {})",
+            request.id,
+            request
+                .needed
+                .iter()
+                .map(|needed| format!("{} of group {}", needed.approvals, needed.group))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            if outstanding.is_empty() { "none".to_string() } else { outstanding.join(", ") }
+        )
+    }
+
+    fn where_to_approve(&self, id: &str) -> String {
+        match &self.session.shared.admin_url {
+            Some(url) => {
+                format!("an approver runs `warden approvals approve {id}` or POSTs {url}/v1/approvals/{id}/approve")
+            }
+            None => format!("an approver runs `warden approvals approve {id}`"),
+        }
+    }
+
+    /// The annotation a statement allowed by `approval` is recorded with.
+    fn allowed_by(&self, approval: &ApprovalRow) -> Annotation {
+        let mut decision = self.decision.clone();
+        decision.allowed = true;
+        decision.policies = vec![format!("approval:{}", approval.id)];
+        Arc::new(decision) as Annotation
+    }
+
+    fn audit(&self, kind: &'static str, approval: &ApprovalRow, session: Option<&str>, extra: serde_json::Value) {
+        let mut record = warden_state::AuditRecord::new(kind, approval_body(approval, extra));
+        record.session = session.map(str::to_string);
+        record.identity = Some(self.session.identity.clone());
+        record.connection = Some(self.session.connection.clone());
+        record.run.clone_from(&self.session.run);
+        record.node.clone_from(&self.session.node);
+        if let Err(error) = self.session.shared.recorder.audit(record) {
+            warn!(approval = %approval.id, %error, "approval event not recorded in the audit log");
+        }
+    }
+}
+
+/// An approval as the audit log keeps it.
+pub(crate) fn approval_body(approval: &ApprovalRow, extra: serde_json::Value) -> serde_json::Value {
+    let mut body = json!({
+        "id": approval.id,
+        "kind": approval.kind.as_str(),
+        "status": approval.status.as_str(),
+        "action": approval.action,
+        "tables": approval.tables,
+        "statement": approval.statement,
+        "parameters": approval.parameters,
+        "needed": approval.needed,
+        "policies": approval.policies,
+        "expires_at": timestamp(approval.expires_at),
+    });
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    body
+}
+
+fn refusal(message: String) -> StatementRefusal {
+    StatementRefusal { code: "42501", message }
+}
+
+/// What an approval of one statement is bound to: SHA-256 over a version tag, the text and each parameter's
+/// format and bytes (NULL distinct from empty), hex.
+pub(crate) fn fingerprint(statement: &DeferredStatement) -> String {
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"warden-approval-v1\0");
+    hash.update((statement.text.len() as u64).to_be_bytes());
+    hash.update(statement.text.as_bytes());
+    if let Some(parameters) = &statement.parameters {
+        hash.update((parameters.formats.len() as u64).to_be_bytes());
+        for format in &parameters.formats {
+            hash.update(format.to_be_bytes());
+        }
+        hash.update((parameters.values.len() as u64).to_be_bytes());
+        for value in &parameters.values {
+            match value {
+                None => hash.update([0u8]),
+                Some(bytes) => {
+                    hash.update([1u8]);
+                    hash.update((bytes.len() as u64).to_be_bytes());
+                    hash.update(bytes);
+                }
+            }
+        }
+    }
+    format!("{:x}", hash.finalize())
+}
+
+fn timestamp(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+/// `5m`, `90s`, `1h 30m`.
+fn humanize(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match (seconds / 3600, seconds % 3600 / 60, seconds % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_pg::codec::frontend::BindParameters;
+
+    fn statement(text: &str, values: Option<Vec<Option<&[u8]>>>) -> DeferredStatement {
+        DeferredStatement {
+            session: Arc::from("s"),
+            text: Arc::from(text),
+            parameters: values.map(|values| BindParameters {
+                formats: Vec::new(),
+                values: values.into_iter().map(|value| value.map(<[u8]>::to_vec)).collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_binds_text_and_every_parameter() {
+        let delete = "DELETE FROM orders WHERE id = $1";
+        let seven = fingerprint(&statement(delete, Some(vec![Some(b"7")])));
+        assert_eq!(seven, fingerprint(&statement(delete, Some(vec![Some(b"7")]))));
+        assert_ne!(seven, fingerprint(&statement(delete, Some(vec![Some(b"8")]))));
+        assert_ne!(seven, fingerprint(&statement(delete, Some(vec![None]))));
+        assert_ne!(
+            fingerprint(&statement(delete, Some(vec![Some(b"")]))),
+            fingerprint(&statement(delete, Some(vec![None])))
+        );
+        assert_ne!(seven, fingerprint(&statement("DELETE FROM orders WHERE id = 7", None)));
+        assert_ne!(seven, fingerprint(&statement(delete, None)));
+    }
+
+    #[test]
+    fn waits_read_as_people_write_them() {
+        assert_eq!(humanize(Duration::from_secs(300)), "5m");
+        assert_eq!(humanize(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(humanize(Duration::from_secs(5400)), "1h 30m");
+        assert_eq!(humanize(Duration::from_secs(20)), "20s");
+    }
+}
