@@ -51,6 +51,26 @@ pub(crate) enum ApprovalsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ask for a time-boxed grant: an action on a connection (or one table) for a while, once approved.
+    Request {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        connection: String,
+        /// read, write, ddl, dcl, admin or procedural.
+        #[arg(long)]
+        action: String,
+        /// schema.table (a bare name is in public); without it, the whole connection.
+        #[arg(long)]
+        table: Option<String>,
+        /// How long the grant lasts once approved: 90s, 30m, 2h, 1d.
+        #[arg(long = "for", value_parser = parse_length)]
+        length: std::time::Duration,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Deny a request, saying why (the client waiting on it gets the reason).
     Deny {
         id: String,
@@ -94,6 +114,18 @@ pub(crate) async fn run(command: ApprovalsCommand) -> Result<()> {
                 client.call(Method::POST, &format!("/v1/approvals/{}/approve", encode(&id)), Some(&body)).await?;
             print(&answer, json)
         }
+        ApprovalsCommand::Request { target, connection, action, table, length, reason, json } => {
+            let client = AdminClient::new(target.admin_url.as_deref(), &target.config)?;
+            let body = serde_json::json!({
+                "connection": connection,
+                "action": action,
+                "table": table,
+                "seconds": length.as_secs(),
+                "reason": reason,
+            });
+            let answer = client.call(Method::POST, "/v1/approvals", Some(&body)).await?;
+            print(&answer, json)
+        }
         ApprovalsCommand::Deny { id, target, reason, json } => {
             if reason.trim().is_empty() {
                 bail!("a denial needs a reason (--reason \"…\")");
@@ -122,6 +154,12 @@ fn print(approval: &serde_json::Value, json: bool) -> Result<()> {
             .map(|(index, value)| format!("${}={}", index + 1, value.as_str().unwrap_or("NULL")))
             .collect();
         println!("    parameters: {}", shown.join(", "));
+    }
+    if let Some(reason) = approval["reason"].as_str() {
+        println!("    reason: {reason}");
+    }
+    if let Some(seconds) = approval["grant_seconds"].as_u64() {
+        println!("    grant: {seconds} s once approved");
     }
     for vote in approval["votes"].as_array().into_iter().flatten() {
         let verdict = if vote["approve"].as_bool() == Some(true) { "approved" } else { "denied" };
@@ -167,4 +205,12 @@ fn encode(text: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+/// A grant's length: whole seconds, at least one.
+fn parse_length(text: &str) -> Result<std::time::Duration, String> {
+    match warden_config::parse_duration(text) {
+        Some(length) if length.as_secs() >= 1 && length.subsec_millis() == 0 => Ok(length),
+        _ => Err(format!("\"{text}\" is not a length such as 90s, 30m, 2h or 1d")),
+    }
 }

@@ -62,6 +62,27 @@ pub struct Config {
     pub masking: GlobalMasking,
     /// The audit log (`[audit]`).
     pub audit: AuditConfig,
+    /// Approval requests (`[approvals]`).
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[approvals]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApprovalsConfig {
+    /// Where approvers reach the admin API, for the links in messages (`url`); default `http://<[listen] admin>`.
+    pub url: Option<String>,
+    /// Who is told of each new request (`[[approvals.notify]]`).
+    pub notify: Vec<ApprovalNotify>,
+}
+
+/// `[[approvals.notify]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalNotify {
+    /// `kind = "webhook"`: the request as JSON, POSTed to `url`, signed with HMAC-SHA256 under `secret` (the audit
+    /// webhook sink's headers).
+    Webhook { url: String, secret: Secret },
+    /// `kind = "slack"`: a Slack-compatible incoming-webhook message; the URL is a secret (it holds the token).
+    Slack { url: Secret },
 }
 
 /// `[audit]`.

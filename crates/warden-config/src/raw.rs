@@ -23,6 +23,23 @@ pub(crate) struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub masking: Option<RawGlobalMasking>,
     pub audit: Option<RawAudit>,
+    pub approvals: Option<RawApprovals>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApprovals {
+    pub url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub notify: Vec<Spanned<RawApprovalNotify>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApprovalNotify {
+    pub kind: Spanned<String>,
+    pub url: Option<Spanned<toml::Value>>,
+    pub secret: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

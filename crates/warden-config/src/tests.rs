@@ -556,3 +556,29 @@ fn connection_approval_modes() {
         &["9:41: connection[0].approval.wait: wait applies to mode = \"hold\" only; a fail-fast statement does not wait"],
     );
 }
+
+#[test]
+fn approval_notifications() {
+    let base = "[listen]\npostgres = \"127.0.0.1:0\"\n";
+    let config = parse(&format!(
+        "{base}[approvals]\nurl = \"https://warden.example/\"\n[[approvals.notify]]\nkind = \"webhook\"\n\
+         url = \"https://hooks.example/approvals\"\nsecret = {{ env = \"WEBHOOK_SECRET\" }}\n"
+    ))
+    .expect("valid");
+    assert_eq!(config.approvals.url.as_deref(), Some("https://warden.example"));
+    assert_eq!(
+        config.approvals.notify,
+        vec![ApprovalNotify::Webhook {
+            url: "https://hooks.example/approvals".into(),
+            secret: Secret::new("hook-secret")
+        }]
+    );
+    check_invalid(
+        &format!("{base}[[approvals.notify]]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/x\"\n"),
+        &["5:7: approvals.notify[0].url: a literal secret is not allowed in the config file; use { env = \"…\" } or { file = \"…\" }"],
+    );
+    check_invalid(
+        &format!("{base}[[approvals.notify]]\nkind = \"email\"\n"),
+        &["4:8: approvals.notify[0].kind: \"email\" is not a notification kind (expected \"webhook\" or \"slack\")"],
+    );
+}

@@ -99,6 +99,7 @@ impl Checker<'_> {
         let admin = self.check_admin(raw.admin);
         let masking = self.check_global_masking(raw.masking, &state, any_masking);
         let audit = self.check_audit(raw.audit);
+        let approvals = self.check_approvals(raw.approvals);
         Config {
             source: self.path.clone(),
             state,
@@ -113,7 +114,80 @@ impl Checker<'_> {
             admin,
             masking,
             audit,
+            approvals,
         }
+    }
+
+    fn check_approvals(&mut self, raw: Option<crate::raw::RawApprovals>) -> crate::ApprovalsConfig {
+        let mut approvals = crate::ApprovalsConfig::default();
+        let Some(raw) = raw else { return approvals };
+        if let Some(url) = raw.url {
+            if http_url(url.get_ref()) {
+                approvals.url = Some(url.get_ref().trim_end_matches('/').to_string());
+            } else {
+                self.report(
+                    Some(url.span()),
+                    "approvals.url",
+                    format!("\"{}\" is not an http:// or https:// URL", url.get_ref()),
+                );
+            }
+        }
+        for (index, notify) in raw.notify.into_iter().enumerate() {
+            let field = format!("approvals.notify[{index}]");
+            let span = notify.span();
+            let notify = notify.into_inner();
+            match notify.kind.get_ref().as_str() {
+                "webhook" => {
+                    let url = match notify.url.as_ref().map(|url| (url, url.get_ref().as_str())) {
+                        Some((_, Some(text))) if http_url(text) => text.to_string(),
+                        Some((url, _)) => {
+                            self.report(
+                                Some(url.span()),
+                                &format!("{field}.url"),
+                                "must be an http:// or https:// URL",
+                            );
+                            continue;
+                        }
+                        None => {
+                            self.report(Some(span), &format!("{field}.url"), "a webhook needs a url");
+                            continue;
+                        }
+                    };
+                    let Some(secret) = notify.secret else {
+                        self.report(Some(span), &format!("{field}.secret"), "a webhook needs a secret (its HMAC key)");
+                        continue;
+                    };
+                    let Some(secret) = self.secret(&secret, &format!("{field}.secret"), false) else { continue };
+                    approvals.notify.push(crate::ApprovalNotify::Webhook { url, secret });
+                }
+                "slack" => {
+                    let Some(url) = notify.url else {
+                        self.report(Some(span), &format!("{field}.url"), "a slack notification needs its webhook url");
+                        continue;
+                    };
+                    if let Some(secret) = notify.secret {
+                        self.report(Some(secret.span()), &format!("{field}.secret"), "slack messages are not signed");
+                        continue;
+                    }
+                    let Some(url) = self.secret(&url, &format!("{field}.url"), false) else { continue };
+                    if !http_url(url.expose()) {
+                        self.report(
+                            Some(span),
+                            &format!("{field}.url"),
+                            "the secret is not an http:// or https:// URL",
+                        );
+                        continue;
+                    }
+                    approvals.notify.push(crate::ApprovalNotify::Slack { url });
+                }
+                other => self.report(
+                    Some(notify.kind.span()),
+                    &format!("{field}.kind"),
+                    format!("\"{other}\" is not a notification kind (expected \"webhook\" or \"slack\")"),
+                ),
+            }
+        }
+        approvals
     }
 
     fn check_state(&mut self, raw: Option<crate::raw::RawState>) -> StateConfig {
@@ -1094,11 +1168,7 @@ impl Checker<'_> {
                         continue;
                     };
                     let text = url.get_ref();
-                    let valid = match text.split_once("://") {
-                        Some(("http" | "https", rest)) => !rest.is_empty() && !rest.starts_with('/'),
-                        _ => false,
-                    };
-                    if !valid {
+                    if !http_url(text) {
                         self.report(
                             Some(url.span()),
                             &format!("{field}.url"),
@@ -1210,4 +1280,12 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(milliseconds))
+}
+
+/// `http://host…` or `https://host…`.
+fn http_url(text: &str) -> bool {
+    match text.split_once("://") {
+        Some(("http" | "https", rest)) => !rest.is_empty() && !rest.starts_with('/'),
+        _ => false,
+    }
 }

@@ -9,6 +9,8 @@
 //!   session; live sessions it covers are ended at once.
 //! - `GET /v1/approvals` (`?status=&limit=`) and `GET /v1/approvals/{id}`: every approval for the `[admin] group`;
 //!   for anyone else the approvals they asked for and those they may decide (they are in a needed group).
+//! - `POST /v1/approvals` (`{"connection", "action", "table"?, "seconds", "reason"}`): the caller asks for a
+//!   time-boxed grant of an action on a connection (or one table), lifting the `@approval` forbids that apply.
 //! - `POST /v1/approvals/{id}/approve` and `/deny` (`{"reason": "…"}`, required to deny): the caller's vote; the
 //!   requester cannot approve their own request, and only members of a needed group can decide.
 //!
@@ -50,6 +52,10 @@ pub(crate) struct AdminState {
     pub(crate) pg: Arc<PgFrontend>,
     /// Token issuance and revocations go into the audit log.
     pub(crate) recorder: warden_state::Recorder,
+    /// What a grant request needs is read from the policies in force.
+    pub(crate) policies: Arc<crate::guard::PolicyStore>,
+    /// New grant requests are notified like statement requests.
+    pub(crate) approvals: Arc<crate::approval::Approvals>,
 }
 
 pub(crate) fn router(state: Arc<AdminState>) -> Router {
@@ -58,7 +64,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/revocations", post(revoke))
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{id}", get(show_session))
-        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals", get(list_approvals).post(request_grant))
         .route("/v1/approvals/{id}", get(show_approval))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/deny", post(deny))
@@ -474,4 +480,104 @@ async fn vote(
         tracing::warn!(%error, "approval vote not recorded in the audit log");
     }
     Ok(Json(approval))
+}
+
+/// `POST /v1/approvals` body: a grant request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    connection: String,
+    action: String,
+    /// `schema.table` (a bare name is in `public`).
+    table: Option<String>,
+    /// How long the grant lasts once approved.
+    seconds: u64,
+    reason: String,
+}
+
+/// The longest grant: thirty days.
+const MAX_GRANT_SECONDS: u64 = 30 * 86_400;
+
+async fn request_grant(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    body: Result<Json<GrantBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ApprovalRow>, ApiError> {
+    let caller = caller(&state, &headers).await?;
+    let Json(body) = body.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text()))?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    if !state.connections.contains(&body.connection) {
+        return Err(bad(format!("no connection \"{}\"", body.connection)));
+    }
+    let action = warden_policy::Action::parse(&body.action)
+        .filter(|action| !matches!(action, warden_policy::Action::Connect | warden_policy::Action::Unmask))
+        .ok_or_else(|| {
+            bad(format!("\"{}\" is not a statement action (read, write, ddl, dcl, admin, procedural)", body.action))
+        })?;
+    if !(1..=MAX_GRANT_SECONDS).contains(&body.seconds) {
+        return Err(bad(format!("a grant lasts from 1 second to {MAX_GRANT_SECONDS} seconds (30 days)")));
+    }
+    let reason = body.reason.trim().to_string();
+    if reason.is_empty() || reason.len() > 1000 {
+        return Err(bad("a grant request needs a reason of at most 1000 characters".to_string()));
+    }
+    let table = match body.table.as_deref() {
+        None => None,
+        Some(table) => {
+            let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+            if schema.is_empty() || name.is_empty() || name.contains('.') {
+                return Err(bad(format!("\"{table}\" is not schema.table")));
+            }
+            Some((schema.to_string(), name.to_string()))
+        }
+    };
+    let (policies, _) = state.policies.get();
+    let principal = warden_policy::Principal { name: &caller.name, groups: &caller.groups };
+    let table_ref = table.as_ref().map(|(schema, name)| (schema.as_str(), name.as_str()));
+    let Some(needed) = policies.approval_for_grant(&principal, action, &body.connection, table_ref) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "no @approval forbid applies to {} on {}{}: there is nothing to approve",
+                body.action,
+                body.connection,
+                table_ref.map(|(schema, name)| format!(" table {schema}.{name}")).unwrap_or_default()
+            ),
+        ));
+    };
+    let now = OffsetDateTime::now_utc();
+    let request = warden_state::NewApproval {
+        kind: warden_state::ApprovalKind::Grant,
+        identity: caller.name.clone(),
+        connection: body.connection.clone(),
+        action: action.to_string(),
+        tables: table.iter().map(|(schema, name)| format!("{schema}.{name}")).collect(),
+        statement: None,
+        parameters: None,
+        fingerprint: None,
+        reason: Some(reason),
+        needed: needed
+            .groups
+            .iter()
+            .map(|(group, approvals)| warden_state::Needed { group: group.to_string(), approvals: *approvals })
+            .collect(),
+        policies: Vec::new(),
+        session_id: None,
+        requested_at: now,
+        expires_at: now + needed.ttl,
+        grant_seconds: Some(body.seconds),
+    };
+    let created = state.store.create_approval(request).await.map_err(unavailable)?;
+    info!(approval = %created.id, by = %caller.name, "grant requested");
+    state.approvals.requested(&created);
+    let mut record = warden_state::AuditRecord::new(
+        "approval.requested",
+        crate::approval::approval_body(&created, serde_json::json!({ "grant_seconds": body.seconds })),
+    );
+    record.identity = Some(caller.name.clone());
+    record.connection = Some(created.connection.clone());
+    if let Err(error) = state.recorder.audit(record) {
+        tracing::warn!(%error, "grant request not recorded in the audit log");
+    }
+    Ok(Json(created))
 }

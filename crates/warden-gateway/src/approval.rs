@@ -29,8 +29,194 @@ const POLL: Duration = Duration::from_millis(200);
 pub(crate) struct Approvals {
     pub(crate) store: StateStore,
     pub(crate) recorder: Recorder,
-    /// Where approvers act, for the messages (`http://<admin>/v1/approvals`), when the admin API listens.
+    /// Where approvers act, for the messages (`http://<admin>`), when the admin API listens.
     pub(crate) admin_url: Option<String>,
+    /// New requests to tell `[[approvals.notify]]` about (delivered by [`notify`] on the gateway's runtime).
+    pub(crate) notices: Option<tokio::sync::mpsc::UnboundedSender<ApprovalRow>>,
+}
+
+impl Approvals {
+    /// Hands a new request to the notifier, if any is configured.
+    pub(crate) fn requested(&self, approval: &ApprovalRow) {
+        if let Some(notices) = &self.notices {
+            // The notifier stops only with the gateway.
+            let _ = notices.send(approval.clone());
+        }
+    }
+}
+
+/// One configured notification target.
+enum Target {
+    Webhook(warden_webhook::Webhook),
+    Slack(warden_webhook::Webhook),
+}
+
+/// Attempts per notification before it is given up (each failure logged; the request itself is unaffected).
+const NOTIFY_ATTEMPTS: u32 = 4;
+
+/// Builds the notification targets; an unusable one (a URL it cannot send to) stops the gateway at start.
+pub(crate) fn notify_targets(
+    config: &[warden_config::ApprovalNotify],
+) -> Result<Vec<(String, warden_webhook::Webhook, bool)>, warden_webhook::WebhookError> {
+    config
+        .iter()
+        .map(|notify| {
+            Ok(match notify {
+                warden_config::ApprovalNotify::Webhook { url, secret } => {
+                    let webhook = warden_webhook::Webhook::new(url, secret.expose().as_bytes())?;
+                    (format!("webhook {}", webhook.url()), webhook, false)
+                }
+                // Slack checks no signature; the URL holds its token, so it is never shown.
+                warden_config::ApprovalNotify::Slack { url } => {
+                    let webhook = warden_webhook::Webhook::new(url.expose(), b"")?;
+                    ("slack".to_string(), webhook, true)
+                }
+            })
+        })
+        .collect()
+}
+
+/// Delivers each new request to every target (JSON signed like the audit webhook; Slack a message with the
+/// details and the approve/deny commands and links), retrying with backoff, recording `approval.notified` per
+/// target. Runs until `stop`; deliveries in progress then get what is left of their attempts on their own tasks.
+pub(crate) async fn notify(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<ApprovalRow>,
+    targets: Vec<(String, warden_webhook::Webhook, bool)>,
+    (recorder, admin_url): (Recorder, Option<String>),
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let targets: Vec<(String, Target)> = targets
+        .into_iter()
+        .map(|(name, webhook, slack)| (name, if slack { Target::Slack(webhook) } else { Target::Webhook(webhook) }))
+        .collect();
+    let targets = Arc::new(targets);
+    loop {
+        let approval = tokio::select! {
+            approval = requests.recv() => match approval {
+                Some(approval) => approval,
+                None => return,
+            },
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        for index in 0..targets.len() {
+            let targets = targets.clone();
+            let recorder = recorder.clone();
+            let approval = approval.clone();
+            let admin_url = admin_url.clone();
+            tokio::spawn(async move {
+                let (name, target) = &targets[index];
+                let (webhook, body) = match target {
+                    Target::Webhook(webhook) => (webhook, webhook_body(&approval, admin_url.as_deref())),
+                    Target::Slack(webhook) => (webhook, slack_body(&approval, admin_url.as_deref())),
+                };
+                let mut backoff = warden_webhook::Backoff::new();
+                let mut outcome = Err(String::new());
+                for attempt in 1..=NOTIFY_ATTEMPTS {
+                    let delivery = format!("{}.requested", approval.id);
+                    match webhook.post(body.clone(), "application/json", &[("x-warden-delivery", &delivery)]).await {
+                        Ok(()) => {
+                            outcome = Ok(attempt);
+                            break;
+                        }
+                        Err(error) => {
+                            let reason = if name == "slack" { slack_error(&error) } else { error.to_string() };
+                            warn!(approval = %approval.id, target = %name, attempt, error = %reason, "approval notification failed");
+                            outcome = Err(reason);
+                            if !error.is_retryable() || attempt == NOTIFY_ATTEMPTS {
+                                break;
+                            }
+                            tokio::time::sleep(backoff.next_delay(error.retry_after())).await;
+                        }
+                    }
+                }
+                let extra = match &outcome {
+                    Ok(attempts) => json!({ "target": name, "delivered": true, "attempts": attempts }),
+                    Err(reason) => json!({ "target": name, "delivered": false, "error": reason }),
+                };
+                let mut record = warden_state::AuditRecord::new("approval.notified", approval_body(&approval, extra));
+                record.session.clone_from(&approval.session_id);
+                record.identity = Some(approval.identity.clone());
+                record.connection = Some(approval.connection.clone());
+                if let Err(error) = recorder.audit(record) {
+                    warn!(approval = %approval.id, %error, "approval notification not recorded in the audit log");
+                }
+            });
+        }
+    }
+}
+
+/// A Slack URL holds its token: say what failed without it.
+fn slack_error(error: &warden_webhook::WebhookError) -> String {
+    match error.status() {
+        Some(status) => format!("the slack webhook answered {status}"),
+        None if error.is_retryable() => "the slack webhook could not be reached".to_string(),
+        None => "the slack webhook refused the message".to_string(),
+    }
+}
+
+fn links(id: &str, admin_url: Option<&str>) -> serde_json::Value {
+    match admin_url {
+        Some(url) => json!({
+            "show": format!("{url}/v1/approvals/{id}"),
+            "approve": format!("{url}/v1/approvals/{id}/approve"),
+            "deny": format!("{url}/v1/approvals/{id}/deny"),
+        }),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// `{"event": "approval.requested", "approval": {…}, "links": {…}, "commands": {…}}`.
+fn webhook_body(approval: &ApprovalRow, admin_url: Option<&str>) -> Vec<u8> {
+    let body = json!({
+        "event": "approval.requested",
+        "approval": approval,
+        "links": links(&approval.id, admin_url),
+        "commands": {
+            "approve": format!("warden approvals approve {}", approval.id),
+            "deny": format!("warden approvals deny {} --reason \"…\"", approval.id),
+        },
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// A Slack incoming-webhook message: a summary line, the details, and approve/deny buttons (links to the admin
+/// API) with the commands.
+fn slack_body(approval: &ApprovalRow, admin_url: Option<&str>) -> Vec<u8> {
+    let needs: Vec<String> =
+        approval.needed.iter().map(|needed| format!("{} of group {}", needed.approvals, needed.group)).collect();
+    let what = match (&approval.statement, &approval.reason) {
+        (Some(statement), _) => format!("```{statement}```"),
+        (None, Some(reason)) => format!(
+            "grant of *{}* on {} for {}s: {reason}",
+            approval.action,
+            if approval.tables.is_empty() { approval.connection.clone() } else { approval.tables.join(", ") },
+            approval.grant_seconds.unwrap_or(0)
+        ),
+        (None, None) => String::new(),
+    };
+    let text = format!(
+        "warden: *{}* asks for approval {} on connection *{}* (needs {}; expires {})",
+        approval.identity,
+        approval.id,
+        approval.connection,
+        needs.join(" and "),
+        timestamp(approval.expires_at)
+    );
+    let mut blocks = vec![
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": what}}),
+        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
+            "`warden approvals approve {id}` · `warden approvals deny {id} --reason \"…\"`", id = approval.id)}]}),
+    ];
+    if let Some(url) = admin_url {
+        blocks.push(json!({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Approve"}, "style": "primary",
+             "url": format!("{url}/v1/approvals/{}/approve", approval.id)},
+            {"type": "button", "text": {"type": "plain_text", "text": "Deny"}, "style": "danger",
+             "url": format!("{url}/v1/approvals/{}/deny", approval.id)},
+        ]}));
+    }
+    serde_json::to_vec(&json!({ "text": text, "blocks": blocks })).unwrap_or_default()
 }
 
 /// One session's side of approvals: who asks, where, and how the connection answers.
@@ -127,6 +313,7 @@ impl Job {
                 let request = self.request(&statement, fingerprint.clone(), now);
                 let created = store.create_approval(request).await.map_err(store_failed)?;
                 self.audit("approval.requested", &created, Some(&statement.session), json!({}));
+                self.session.shared.requested(&created);
                 created
             }
         };
@@ -318,6 +505,35 @@ impl Job {
     }
 }
 
+/// How often pending requests whose time ran out are marked expired.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Marks lapsed requests expired every [`EXPIRY_INTERVAL`] (on whichever replica gets there first: each is
+/// expired, and recorded, once) until `stop`.
+pub(crate) async fn expire_periodically(shared: Arc<Approvals>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EXPIRY_INTERVAL) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match shared.store.expire_approvals(OffsetDateTime::now_utc()).await {
+            Ok(expired) => {
+                for approval in expired {
+                    let mut record =
+                        warden_state::AuditRecord::new("approval.expired", approval_body(&approval, json!({})));
+                    record.session.clone_from(&approval.session_id);
+                    record.identity = Some(approval.identity.clone());
+                    record.connection = Some(approval.connection.clone());
+                    if let Err(error) = shared.recorder.audit(record) {
+                        warn!(approval = %approval.id, %error, "approval expiry not recorded in the audit log");
+                    }
+                }
+            }
+            Err(error) => warn!(%error, "cannot expire lapsed approval requests"),
+        }
+    }
+}
+
 /// An approval as the audit log keeps it.
 pub(crate) fn approval_body(approval: &ApprovalRow, extra: serde_json::Value) -> serde_json::Value {
     let mut body = json!({
@@ -331,6 +547,7 @@ pub(crate) fn approval_body(approval: &ApprovalRow, extra: serde_json::Value) ->
         "needed": approval.needed,
         "policies": approval.policies,
         "expires_at": timestamp(approval.expires_at),
+        "reason": approval.reason,
     });
     if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);

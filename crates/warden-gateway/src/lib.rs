@@ -71,6 +71,8 @@ pub enum GatewayError {
     Masking(#[from] MaskingError),
     #[error("audit sink: {0}")]
     AuditSink(#[source] std::io::Error),
+    #[error("approval notification: {0}")]
+    Notify(#[source] warden_webhook::WebhookError),
     #[error("cannot start worker thread: {0}")]
     Worker(#[source] std::io::Error),
 }
@@ -173,28 +175,6 @@ impl Gateway {
         let audit_masker = warden_mask::Masker::new(&warden_mask::MaskerConfig::all(hash_key)).map_err(|source| {
             GatewayError::Masking(masking::MaskingError::Masker { connection: "*".into(), source })
         })?;
-        info!(durability = config.audit.durability.as_str(), "audit log");
-        let hooks = Arc::new(GatewayHooks {
-            durability: config.audit.durability,
-            result_rows: config.audit.result_rows,
-            audit_masker: Arc::new(audit_masker),
-            approvals: Arc::new(approval::Approvals {
-                store: store.clone(),
-                recorder: recorder.clone(),
-                admin_url: config.listen.admin.map(|address| format!("http://{address}")),
-            }),
-            approval_modes: config
-                .connections
-                .iter()
-                .map(|connection| (connection.name.clone(), connection.approval))
-                .collect(),
-            maskings: Arc::new(maskings),
-            authenticator: authenticator.clone(),
-            expiry_grace: config.tokens.expiry_grace,
-            recorder: recorder.clone(),
-            analyzer: Arc::new(Analyzer::default()),
-            policies: policies.clone(),
-        });
         let Some(postgres) = config.listen.postgres else {
             return Err(GatewayError::NoListener);
         };
@@ -212,6 +192,42 @@ impl Gateway {
             })?),
             None => None,
         };
+        // Where approvers act: the configured URL, else the admin listener as bound.
+        let admin_url = config.approvals.url.clone().or_else(|| {
+            admin_listener
+                .as_ref()
+                .and_then(|listener| listener.local_addr().ok())
+                .map(|bound| format!("http://{bound}"))
+        });
+        let notify_targets = approval::notify_targets(&config.approvals.notify).map_err(GatewayError::Notify)?;
+        let notices = if notify_targets.is_empty() {
+            None
+        } else {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            let context = (recorder.clone(), admin_url.clone());
+            tasks.push(tokio::spawn(approval::notify(receiver, notify_targets, context, shutdown_receiver.clone())));
+            Some(sender)
+        };
+        let approvals =
+            Arc::new(approval::Approvals { store: store.clone(), recorder: recorder.clone(), admin_url, notices });
+        info!(durability = config.audit.durability.as_str(), "audit log");
+        let hooks = Arc::new(GatewayHooks {
+            durability: config.audit.durability,
+            result_rows: config.audit.result_rows,
+            audit_masker: Arc::new(audit_masker),
+            approvals: approvals.clone(),
+            approval_modes: config
+                .connections
+                .iter()
+                .map(|connection| (connection.name.clone(), connection.approval))
+                .collect(),
+            maskings: Arc::new(maskings),
+            authenticator: authenticator.clone(),
+            expiry_grace: config.tokens.expiry_grace,
+            recorder: recorder.clone(),
+            analyzer: Arc::new(Analyzer::default()),
+            policies: policies.clone(),
+        });
         let workers = Workers::start(config.runtime.workers)?;
         let pg = PgFrontend::new(pg_config, hooks, workers.handles.clone());
         tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver.clone())));
@@ -221,6 +237,7 @@ impl Gateway {
             pg.clone(),
             shutdown_receiver.clone(),
         )));
+        tasks.push(tokio::spawn(approval::expire_periodically(approvals.clone(), shutdown_receiver.clone())));
         if let Some(retention) = config.audit.retention {
             info!(retention_s = retention.as_secs(), "retention: pruning every 10 minutes");
             tasks.push(tokio::spawn(warden_state::prune_periodically(
@@ -240,6 +257,8 @@ impl Gateway {
                     revocations,
                     pg: pg.clone(),
                     recorder: recorder.clone(),
+                    policies: policies.clone(),
+                    approvals: approvals.clone(),
                 });
                 let mut stop = shutdown_receiver;
                 tasks.push(tokio::spawn(async move {

@@ -296,6 +296,41 @@ impl Policies {
         })
     }
 
+    /// What a time-boxed grant of `action` on `connection` (or one `(schema, table)` of it) to `principal` needs:
+    /// the approval rules of every `forbid` with `@approval` whose scope may apply (conditions are not evaluated:
+    /// the grant lifts such a forbid whatever the statement), merged as for a statement (each group its largest
+    /// count, the shortest ttl). `None` when no such forbid applies: there is nothing to approve.
+    pub fn approval_for_grant(
+        &self,
+        principal: &Principal,
+        action: Action,
+        connection: &str,
+        table: Option<(&str, &str)>,
+    ) -> Option<ApprovalNeeded> {
+        let table_id = table.map(|(schema, name)| format!("{connection}/{schema}.{name}"));
+        let mut needed: Option<ApprovalNeeded> = None;
+        for (policy, scope) in self.policies.iter().zip(&self.scopes) {
+            let Some(rule) = &policy.approval else { continue };
+            let resource_applies = match (&scope.resource, &table_id) {
+                (scope::ResourceScope::Table(id), Some(table_id)) => **id == **table_id,
+                _ => scope.may_match_connection(connection),
+            };
+            if !(scope.actions.contains(action) && scope.may_match_principal(principal) && resource_applies) {
+                continue;
+            }
+            let needed = needed.get_or_insert(ApprovalNeeded { groups: Vec::new(), ttl: rule.ttl });
+            needed.ttl = needed.ttl.min(rule.ttl);
+            match needed.groups.iter_mut().find(|(group, _)| *group == rule.group) {
+                Some((_, approvals)) => *approvals = (*approvals).max(rule.approvals),
+                None => needed.groups.push((rule.group.clone(), rule.approvals)),
+            }
+        }
+        if let Some(needed) = &mut needed {
+            needed.groups.sort();
+        }
+        needed
+    }
+
     /// Whether some `permit` policy might grant `principal` an action other than `read` and `connect` on
     /// `connection` or a table in it. Decided from the policies' scopes alone: `when`/`unless` conditions are
     /// assumed true, and forbids are ignored, so the answer errs towards `true` (a read-only mode built on it is

@@ -906,6 +906,25 @@ when { context has statement && context.statement.kind == "truncate" };
     }
 
     #[test]
+    fn a_grant_needs_the_approvals_of_the_annotated_forbids_that_may_apply() {
+        let policies = policies(POLICIES);
+        let groups = vec!["agents".to_owned()];
+        let agent = Principal { name: "research-agent", groups: &groups };
+        assert_eq!(
+            policies.approval_for_grant(&agent, Action::Write, "shop", Some(("public", "orders"))),
+            Some(ApprovalNeeded { groups: vec![(Arc::from("dba"), 2)], ttl: std::time::Duration::from_secs(1800) })
+        );
+        assert_eq!(
+            policies.approval_for_grant(&agent, Action::Ddl, "shop", None),
+            Some(ApprovalNeeded {
+                groups: vec![(Arc::from("dba"), 1), (Arc::from("security"), 1)],
+                ttl: std::time::Duration::from_secs(600)
+            })
+        );
+        assert_eq!(policies.approval_for_grant(&agent, Action::Read, "shop", None), None, "nothing to approve");
+    }
+
+    #[test]
     fn other_denials_cannot_be_approved() {
         let policies = policies(POLICIES);
         let truncate = ask(&policies, Action::Write, "truncate", false);

@@ -362,7 +362,9 @@ impl WebhookState {
                 status = StatusCode::UNAUTHORIZED;
                 return;
             }
-            if method != hyper::Method::POST || content_type != "application/x-ndjson" || delivery.is_empty() {
+            let json = content_type == "application/json";
+            if method != hyper::Method::POST || !(json || content_type == "application/x-ndjson") || delivery.is_empty()
+            {
                 inbox.problems.push(format!("{method} content-type {content_type:?} delivery {delivery:?}"));
                 status = StatusCode::BAD_REQUEST;
                 return;
@@ -372,6 +374,15 @@ impl WebhookState {
                 return;
             }
             let text = String::from_utf8_lossy(&body);
+            if json {
+                // One JSON document (an approval notification), kept as one line.
+                match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(document) => inbox.lines.push(document.to_string()),
+                    Err(error) => inbox.problems.push(format!("delivery {delivery}: not JSON: {error}")),
+                }
+                inbox.deliveries.push(delivery.clone());
+                return;
+            }
             if !text.ends_with('\n') {
                 inbox.problems.push(format!("delivery {delivery}: the body does not end with a newline"));
             }

@@ -229,3 +229,135 @@ async fn fail_fast_binds_the_approval_to_the_parameters_and_uses_it_once() {
     let used = gateway.store().approval(&id).await.expect("read").expect("exists");
     assert_eq!(used.status, warden_state::ApprovalStatus::Used);
 }
+
+/// A time-boxed grant, asked for with `warden approvals request`: once two DBAs approve, the agent's deletes on that
+/// table run without asking, on that table only, until the grant ends; then they need approval again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_lets_deletes_run_on_its_table_until_it_ends() {
+    let dbas = dbas();
+    let (gateway, _postgres) = start(&dbas, "approval = { mode = \"fail-fast\" }\n").await;
+    let client = gateway.connect().await;
+    client.batch_execute("CREATE TABLE u (id int); INSERT INTO u VALUES (1)").await.expect("another table");
+    let (ok, answer, stderr) = approvals(
+        &gateway,
+        &gateway.api_key,
+        &[
+            "request",
+            "--connection",
+            &gateway.database,
+            "--action",
+            "write",
+            "--table",
+            "t",
+            "--for",
+            "3s",
+            "--reason",
+            "cleanup",
+            "--json",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let grant: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    let id = grant["id"].as_str().expect("an id").to_string();
+    assert_eq!((grant["kind"].as_str(), grant["status"].as_str()), (Some("grant"), Some("pending")));
+    assert_eq!(grant["needed"], serde_json::json!([{"group": "dba", "approvals": 2}]));
+    let error = client.simple_query("DELETE FROM t WHERE id = 5").await.expect_err("not approved yet");
+    assert_eq!(sqlstate(&error), "42501");
+    for key in &dbas.keys[1..] {
+        let (ok, _, stderr) = approvals(&gateway, key, &["approve", &id]);
+        assert!(ok, "{stderr}");
+    }
+    client.simple_query("DELETE FROM t WHERE id = 5").await.expect("the grant covers t");
+    let error = client.simple_query("DELETE FROM u").await.expect_err("the grant does not cover u");
+    assert_eq!(sqlstate(&error), "42501");
+    assert_eq!(ids(&gateway).await, [1, 2, 3, 4]);
+
+    // When the grant ends, deleting needs approval again.
+    wait_until(20, "the grant to end", || {
+        let client = &client;
+        async move {
+            match client.simple_query("DELETE FROM t WHERE id = 4").await {
+                Ok(_) => false,
+                Err(error) => {
+                    assert_eq!(sqlstate(&error), "42501", "{error}");
+                    assert!(server_message(&error).contains("needs approval"), "{error}");
+                    true
+                }
+            }
+        }
+    })
+    .await;
+    let requested = approvals(&gateway, &dbas.keys[0], &["list", "--status", "all", "--json"]).1;
+    let listed: serde_json::Value = serde_json::from_str(&requested).expect("JSON");
+    assert!(listed.as_array().expect("array").iter().any(|approval| approval["id"] == id.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_for_what_no_approval_governs_is_refused() {
+    let dbas = dbas();
+    let (gateway, _postgres) = start(&dbas, "").await;
+    let (ok, _, stderr) = approvals(
+        &gateway,
+        &gateway.api_key,
+        &["request", "--connection", &gateway.database, "--action", "read", "--for", "10m", "--reason", "x"],
+    );
+    assert!(!ok && stderr.contains("there is nothing to approve"), "{stderr}");
+    let (ok, _, stderr) = approvals(
+        &gateway,
+        &gateway.api_key,
+        &["request", "--connection", "nowhere", "--action", "write", "--for", "10m", "--reason", "x"],
+    );
+    assert!(!ok && stderr.contains("no connection \"nowhere\""), "{stderr}");
+}
+
+/// A new request is sent to a generic webhook (signed JSON, checked by the receiver) and to a Slack-compatible
+/// incoming webhook, with the details and the approve/deny links; each delivery is in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_requests_are_notified_to_a_webhook_and_slack() {
+    let hook = warden_testkit::receivers::WebhookReceiver::start("approvals-hook-secret").await;
+    let slack = warden_testkit::receivers::WebhookReceiver::start("").await;
+    let secrets = tempfile::tempdir().expect("temp dir");
+    std::fs::write(secrets.path().join("hook.secret"), "approvals-hook-secret").unwrap();
+    std::fs::write(secrets.path().join("slack.url"), slack.url()).unwrap();
+    let mut dbas = dbas();
+    dbas.config.push_str(&format!(
+        "\n[approvals]\n\n[[approvals.notify]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = {{ file = \"{}\" }}\n\n\
+         [[approvals.notify]]\nkind = \"slack\"\nurl = {{ file = \"{}\" }}\n",
+        hook.url(),
+        secrets.path().join("hook.secret").display(),
+        secrets.path().join("slack.url").display()
+    ));
+    let (mut gateway, _postgres) = start(&dbas, "approval = { mode = \"fail-fast\" }\n").await;
+    let client = gateway.connect().await;
+    let error = client.simple_query("DELETE FROM t WHERE id = 3").await.expect_err("needs approval");
+    let id = approval_id(&server_message(&error));
+
+    let timeout = std::time::Duration::from_secs(20);
+    let lines = hook.wait_for(&id, timeout).await;
+    let sent: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+    assert_eq!(sent["event"], "approval.requested");
+    assert_eq!(sent["approval"]["id"], id.as_str());
+    assert_eq!(sent["approval"]["statement"], "DELETE FROM t WHERE id = 3");
+    assert_eq!(sent["approval"]["needed"], serde_json::json!([{"group": "dba", "approvals": 2}]));
+    assert_eq!(sent["links"]["approve"], format!("{}/v1/approvals/{id}/approve", gateway.admin_url()));
+    assert_eq!(sent["commands"]["approve"], format!("warden approvals approve {id}"));
+    let message = slack.wait_for(&id, timeout).await;
+    let message: serde_json::Value = serde_json::from_str(&message[0]).expect("JSON");
+    let text = message["text"].as_str().expect("a text");
+    assert!(text.contains("*agent* asks for approval") && text.contains(&id), "{text}");
+    let buttons = message["blocks"].as_array().expect("blocks").last().expect("actions")["elements"].clone();
+    assert_eq!(buttons[0]["url"], format!("{}/v1/approvals/{id}/approve", gateway.admin_url()));
+    assert_eq!(buttons[1]["url"], format!("{}/v1/approvals/{id}/deny", gateway.admin_url()));
+
+    drop(client);
+    gateway.stop().await;
+    let (events, _) = gateway.store().audit_log(None).await.expect("audit log");
+    let notified: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|sealed| sealed.event.kind == "approval.notified")
+        .map(|sealed| &sealed.event.body)
+        .collect();
+    assert_eq!(notified.len(), 2, "{notified:?}");
+    assert!(notified.iter().all(|body| body["delivered"] == true && body["id"] == id.as_str()), "{notified:?}");
+    assert!(!format!("{notified:?}").contains(&slack.url()), "the Slack URL is a secret: {notified:?}");
+}
