@@ -21,6 +21,8 @@ pub struct CancelTarget {
 struct Entry {
     secret_key: i32,
     target: Option<CancelTarget>,
+    /// Wakes the session when a statement of it is held (waiting for an approval) as the cancel arrives.
+    canceled: Arc<tokio::sync::Notify>,
 }
 
 /// The live sessions' client-facing keys.
@@ -34,6 +36,8 @@ pub struct CancelKey {
     registry: Arc<CancelRegistry>,
     pub process_id: i32,
     pub secret_key: i32,
+    /// Notified (its current waiters only) by each CancelRequest for this session.
+    pub canceled: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for CancelKey {
@@ -55,16 +59,19 @@ impl CancelRegistry {
                 break candidate;
             }
         };
-        entries.insert(process_id, Entry { secret_key, target });
-        CancelKey { registry: self.clone(), process_id, secret_key }
+        let canceled = Arc::new(tokio::sync::Notify::new());
+        entries.insert(process_id, Entry { secret_key, target, canceled: canceled.clone() });
+        CancelKey { registry: self.clone(), process_id, secret_key, canceled }
     }
 
-    /// The upstream to cancel for a client's `(process_id, secret_key)`, when both match a live session.
-    pub fn lookup(&self, process_id: i32, secret_key: i32) -> Option<CancelTarget> {
+    /// A client's CancelRequest for `(process_id, secret_key)`: when both match a live session, wakes a statement of
+    /// it that is held, and returns the upstream to forward the cancel to.
+    pub fn request_cancel(&self, process_id: i32, secret_key: i32) -> Option<CancelTarget> {
         let entries = self.entries.lock();
         let entry = entries.get(&process_id)?;
         let matches: bool = entry.secret_key.to_be_bytes().ct_eq(&secret_key.to_be_bytes()).into();
         if matches {
+            entry.canceled.notify_waiters();
             entry.target.clone()
         } else {
             None

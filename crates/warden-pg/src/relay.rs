@@ -328,6 +328,8 @@ pub struct RelayContext<'a> {
     pub masking: Option<Box<dyn ResponseMasking>>,
     /// Largest upstream message held whole to be masked (limits.max_row_bytes).
     pub max_row_bytes: usize,
+    /// Notified when the client sends a CancelRequest: a held statement stops waiting.
+    pub canceled: Arc<tokio::sync::Notify>,
 }
 
 /// Relays an established session until either side ends it. Each leg is a (read, write) pair.
@@ -353,6 +355,7 @@ where
         guard,
         masking,
         max_row_bytes,
+        canceled,
     } = context;
     let tracker = Mutex::new(Tracker::default());
     // Both directions run in this one task, so the lock is never contended; it only satisfies the borrow.
@@ -367,7 +370,7 @@ where
         (&tracker, &guard),
         (session, hooks),
         (max_message_bytes, masked),
-        Notices(notices),
+        (Notices(notices), canceled),
     );
     let upstream_to_client = async {
         match &masking {
@@ -592,9 +595,18 @@ async fn release<W: AsyncWrite + Unpin + ?Sized>(
     held: Held,
     writer: &mut W,
     tracker: &Mutex<Tracker>,
-    notices: &Notices,
+    (notices, canceled): (&Notices, &tokio::sync::Notify),
 ) -> io::Result<()> {
-    let outcome = held.deferral.decide(held.statement, notices.clone()).await;
+    let deciding = held.deferral.decide(held.statement, notices.clone());
+    // A CancelRequest from the client stops the wait, as it would stop a running statement.
+    let outcome = tokio::select! {
+        outcome = deciding => outcome,
+        () = canceled.notified() => Err(crate::hooks::StatementRefusal {
+            code: "57014",
+            message: "canceling statement due to user request (it was waiting for an approval, which stays pending)"
+                .to_string(),
+        }),
+    };
     let send = {
         let mut tracker = tracker.lock();
         let pending = tracker.queue.back_mut();
@@ -623,7 +635,7 @@ async fn client_loop<R, W>(
     (tracker, guard): (&Mutex<Tracker>, &Mutex<Box<dyn StatementGuard>>),
     (session, hooks): (&SessionInfo, &dyn SessionHooks),
     (limit, masked): (usize, bool),
-    notices: Notices,
+    (notices, canceled): (Notices, Arc<tokio::sync::Notify>),
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -665,7 +677,7 @@ where
             };
             // A held statement was skipped by the step (replaced with nothing): it goes now, or its stand-in does.
             let done = match (done, names.held.take()) {
-                (Ok(more), Some(held)) => release(held, writer, tracker, &notices).await.map(|()| more),
+                (Ok(more), Some(held)) => release(held, writer, tracker, (&notices, &canceled)).await.map(|()| more),
                 (done, _) => done,
             };
             match done {

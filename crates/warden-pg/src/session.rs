@@ -166,6 +166,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         guard,
         masking,
         max_row_bytes: config.limits.max_row_bytes,
+        canceled: cancel_key.canceled.clone(),
     };
     let end = relay((&mut client_read, &mut client_write), (&mut upstream_read, &mut upstream_write), context).await;
     let farewell = match &end {
@@ -260,7 +261,7 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
                 ))
             }
             StartupPacket::CancelRequest { process_id, secret_key } => {
-                if let Some(target) = frontend.cancel.lookup(process_id, secret_key) {
+                if let Some(target) = frontend.cancel.request_cancel(process_id, secret_key) {
                     debug!(%peer, "forwarding cancel request");
                     if let Err(error) = upstream::cancel(&target.upstream, target.process_id, target.secret_key).await {
                         warn!(connection = %target.upstream.connection.name, %error, "cancel request could not be forwarded");

@@ -361,3 +361,58 @@ async fn new_requests_are_notified_to_a_webhook_and_slack() {
     assert!(notified.iter().all(|body| body["delivered"] == true && body["id"] == id.as_str()), "{notified:?}");
     assert!(!format!("{notified:?}").contains(&slack.url()), "the Slack URL is a secret: {notified:?}");
 }
+
+/// Ctrl-C on a held statement (a CancelRequest) stops the wait at once; the request stays pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_held_statement_stops_the_wait() {
+    let dbas = dbas();
+    let (gateway, _postgres) = start(&dbas, "").await;
+    let client = gateway.connect().await;
+    let cancel = client.cancel_token();
+    let held = tokio::spawn(async move { client.simple_query("DELETE FROM t WHERE id = 2").await });
+    let id = pending_id(&gateway).await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.expect("send the cancel request");
+    let error = held.await.expect("join").expect_err("cancelled");
+    assert_eq!(sqlstate(&error), "57014");
+    assert!(server_message(&error).contains("waiting for an approval"), "{error}");
+    assert_eq!(ids(&gateway).await, [1, 2, 3, 4, 5]);
+    let approval = gateway.store().approval(&id).await.expect("read").expect("exists");
+    assert_eq!(approval.status, warden_state::ApprovalStatus::Pending);
+}
+
+/// Approvals live in the shared state store: a statement held on a gateway that stops fails cleanly (57P01), and
+/// once approved through another gateway the same statement, sent again, runs there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_statement_fails_cleanly_when_its_gateway_stops_and_its_approval_outlives_it() {
+    let dbas = dbas();
+    let (postgres, app) = start_postgres(Default::default()).await;
+    let state_url = format!("postgres://{}:{}@{}/{}", app.role, app.password, postgres.address(), app.database);
+    let builder =
+        || TestGateway::builder(&postgres, &app).state_url(&state_url).policies(POLICIES).config_extra(&dbas.config);
+    let mut first = builder().start().await;
+    let second = builder().start().await;
+    first
+        .connect()
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 5)")
+        .await
+        .expect("setup");
+    let client = first.connect().await;
+    let held = tokio::spawn(async move { client.simple_query("DELETE FROM t WHERE id = 1").await });
+    let id = pending_id(&first).await;
+    first.stop().await;
+    let error = held.await.expect("join").expect_err("the gateway stopped");
+    assert_eq!(sqlstate(&error), "57P01", "{error}");
+    assert_eq!(ids(&second).await, [1, 2, 3, 4, 5]);
+
+    for key in &dbas.keys[..2] {
+        let (ok, _, stderr) = approvals(&second, key, &["approve", &id]);
+        assert!(ok, "{stderr}");
+    }
+    let again = second.connect().await;
+    let rows = again.simple_query("DELETE FROM t WHERE id = 1").await.expect("approved: runs at once");
+    assert!(matches!(rows.last(), Some(SimpleQueryMessage::CommandComplete(1))), "{rows:?}");
+    assert_eq!(ids(&second).await, [2, 3, 4, 5]);
+    let used = second.store().approval(&id).await.expect("read").expect("exists");
+    assert_eq!(used.status, warden_state::ApprovalStatus::Used);
+}

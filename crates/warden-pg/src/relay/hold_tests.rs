@@ -120,6 +120,7 @@ fn start() -> Running {
             guard: Box::new(guard),
             masking: None,
             max_row_bytes: 1 << 20,
+            canceled: Arc::new(tokio::sync::Notify::new()),
         };
         let (mut client_read, mut client_write) = tokio::io::split(&mut relay_client);
         let (mut upstream_read, mut upstream_write) = tokio::io::split(&mut relay_upstream);
