@@ -52,7 +52,9 @@ pub async fn run(port: u16) -> Result<()> {
     std::fs::write(&password_file, &shop_password)?;
     restrict(&password_file)?;
     let api_key = warden_identity::generate_api_key();
+    let dba_key = warden_identity::generate_api_key();
     let listen = free_port(port)?;
+    let admin = free_port(0)?;
     let config_path = directory.path().join("warden.toml");
     let config_text = format!(
         r#"# Written by `warden demo`.
@@ -61,6 +63,7 @@ url = "sqlite://warden-data/warden.db"
 
 [listen]
 postgres = "{listen}"
+admin = "{admin}"
 
 [[connection]]
 name = "shop"
@@ -84,11 +87,18 @@ name = "demo-agent"
 key = {{ sha256 = "{digest}" }}
 groups = ["agents"]
 
+# A DBA who approves the agent's deletes (policy "deletes-need-a-dba").
+[[api_key]]
+name = "demo-dba"
+key = {{ sha256 = "{dba_digest}" }}
+groups = ["dba"]
+
 [policy]
 files = ["policies/*.cedar"]
 "#,
         upstream = postgres.address(),
         digest = warden_identity::api_key_digest(&api_key),
+        dba_digest = warden_identity::api_key_digest(&dba_key),
     );
     std::fs::write(&config_path, config_text)?;
     std::fs::create_dir(directory.path().join("policies"))?;
@@ -113,8 +123,15 @@ Policies ({policies}) let the agent read the shop and write orders, and nothing 
 
   SELECT full_name, email, ssn FROM customers LIMIT 3;   -- allowed (read), PII masked
   UPDATE orders SET status = 'shipped' WHERE id = 1;     -- allowed (write on orders)
-  DELETE FROM orders;                                    -- refused: policy "no-delete-without-where"
+  DELETE FROM orders;                                    -- refused outright: policy "no-delete-without-where"
   DROP TABLE customers;                                  -- refused: no policy permits ddl
+  DELETE FROM orders WHERE id = 2;                       -- held until a DBA approves it (policy "deletes-need-a-dba")
+
+Approve the held delete as the demo DBA, from another terminal:
+
+  export WARDEN_TOKEN={dba_key}
+  cargo run --release -- approvals list --config {config}
+  cargo run --release -- approvals approve <approval id> --config {config}
 
 Then see what was recorded:
 
@@ -177,4 +194,11 @@ permit (principal in Warden::Group::"agents",
 forbid (principal, action == Warden::Action::"write", resource)
 when { context has statement && context.statement.kind == "delete"
        && context.statement has has_where && !context.statement.has_where };
+
+// A delete the agent may make once a DBA approves it (the statement waits up to 5 minutes for the approval).
+@id("deletes-need-a-dba")
+@approval("dba") @approval_ttl("30m")
+forbid (principal in Warden::Group::"agents", action == Warden::Action::"write", resource)
+when { context has statement && context.statement.kind == "delete" }
+unless { context.approved };
 "#;

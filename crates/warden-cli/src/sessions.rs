@@ -447,11 +447,14 @@ impl Replay {
                             list(&decision["classes"], ","),
                             list(&decision["tables"], ", ")
                         );
+                        let policies = list(&decision["policies"], ", ");
                         if !allowed {
-                            match list(&decision["policies"], ", ").as_str() {
+                            match policies.as_str() {
                                 "-" => verdict.push_str("  no policy permits it"),
                                 policies => verdict.push_str(&format!("  by {policies}")),
                             }
+                        } else if let Some(approval) = policies.strip_prefix("approval:") {
+                            verdict.push_str(&format!("  by approval {approval}"));
                         }
                         verdict
                     }
@@ -485,6 +488,56 @@ impl Replay {
             "session.end" => {
                 let reason = body["reason"].as_str().unwrap_or("ended");
                 println!("{at}  session.end  {reason}  (lasted {})", format_seconds(offset));
+            }
+            kind if kind.starts_with("approval.") => {
+                let id = body["id"].as_str().unwrap_or("?");
+                let detail = match kind {
+                    "approval.requested" => {
+                        let needed: Vec<String> = body["needed"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|needed| {
+                                format!("{}×{}", needed["group"].as_str().unwrap_or("?"), needed["approvals"])
+                            })
+                            .collect();
+                        let policies = body["policies"].as_array().map(|policies| {
+                            policies.iter().filter_map(|policy| policy.as_str()).collect::<Vec<_>>().join(", ")
+                        });
+                        format!(
+                            "needs {}{}",
+                            needed.join(" and "),
+                            policies
+                                .filter(|list| !list.is_empty())
+                                .map(|list| format!("  (lifting {list})"))
+                                .unwrap_or_default()
+                        )
+                    }
+                    "approval.approved" | "approval.denied" => {
+                        let by = body["by"].as_str().unwrap_or("?");
+                        let reason =
+                            body["vote_reason"].as_str().map(|reason| format!(": {reason}")).unwrap_or_default();
+                        let outstanding = body["outstanding"]
+                            .as_array()
+                            .filter(|missing| !missing.is_empty() && kind == "approval.approved")
+                            .map(|missing| {
+                                let missing: Vec<&str> = missing.iter().filter_map(|item| item.as_str()).collect();
+                                format!("  (still missing {})", missing.join(", "))
+                            })
+                            .unwrap_or_default();
+                        format!("by {by}{reason}{outstanding}")
+                    }
+                    "approval.notified" => match body["delivered"].as_bool() {
+                        Some(true) => format!("to {}", body["target"].as_str().unwrap_or("?")),
+                        _ => format!(
+                            "to {} FAILED: {}",
+                            body["target"].as_str().unwrap_or("?"),
+                            body["error"].as_str().unwrap_or("?")
+                        ),
+                    },
+                    _ => String::new(),
+                };
+                println!("{at}  {kind}  {id}  {detail}");
             }
             other => println!("{at}  {other}  {}", body),
         }

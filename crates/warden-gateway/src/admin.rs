@@ -469,7 +469,7 @@ async fn vote(
     let kind = if approve { "approval.approved" } else { "approval.denied" };
     let extra = serde_json::json!({
         "by": caller.name,
-        "reason": reason,
+        "vote_reason": reason,
         "outstanding": approval.outstanding(),
     });
     let mut record = warden_state::AuditRecord::new(kind, crate::approval::approval_body(&approval, extra));

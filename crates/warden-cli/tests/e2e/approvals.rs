@@ -159,6 +159,21 @@ async fn a_held_delete_runs_once_two_dbas_approve_it() {
     assert_eq!(statement.event.body["decision"]["allowed"], true);
     assert_eq!(statement.event.body["decision"]["policies"], serde_json::json!([format!("approval:{id}")]));
     assert_eq!(statement.event.body["rows"], 1);
+
+    // Replay tells the story.
+    let session = gateway.store().approval(&id).await.expect("read").expect("exists").session_id.expect("a session");
+    let replayed = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["sessions", "replay", &session, "--config"])
+        .arg(&gateway.config_path)
+        .env_remove("WARDEN_TOKEN")
+        .output()
+        .expect("run warden sessions replay");
+    let text = String::from_utf8_lossy(&replayed.stdout);
+    assert!(text.contains(&format!("allowed [write] public.t  by approval {id}")), "{text}");
+    assert!(text.contains(&format!("approval.requested  {id}  needs dba×2  (lifting deletes-need-two-dbas)")), "{text}");
+    assert!(text.contains(&format!("approval.approved  {id}  by dba1: ticket 42  (still missing dba 1 of 2)")), "{text}");
+    assert!(text.contains(&format!("approval.approved  {id}  by dba2")), "{text}");
+    assert!(text.contains(&format!("approval.used  {id}")), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
