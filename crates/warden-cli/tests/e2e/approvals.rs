@@ -170,8 +170,14 @@ async fn a_held_delete_runs_once_two_dbas_approve_it() {
         .expect("run warden sessions replay");
     let text = String::from_utf8_lossy(&replayed.stdout);
     assert!(text.contains(&format!("allowed [write] public.t  by approval {id}")), "{text}");
-    assert!(text.contains(&format!("approval.requested  {id}  needs dba×2  (lifting deletes-need-two-dbas)")), "{text}");
-    assert!(text.contains(&format!("approval.approved  {id}  by dba1: ticket 42  (still missing dba 1 of 2)")), "{text}");
+    assert!(
+        text.contains(&format!("approval.requested  {id}  needs dba×2  (lifting deletes-need-two-dbas)")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("approval.approved  {id}  by dba1: ticket 42  (still missing dba 1 of 2)")),
+        "{text}"
+    );
     assert!(text.contains(&format!("approval.approved  {id}  by dba2")), "{text}");
     assert!(text.contains(&format!("approval.used  {id}")), "{text}");
 }
