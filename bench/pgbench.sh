@@ -39,6 +39,7 @@
 #              `git worktree add` under target/baseline/, `cargo build --release -p warden-cli` with
 #              CARGO_TARGET_DIR=target/baseline; the binary is kept as target/baseline/bins/warden-<commit> and
 #              reused by later runs; the worktree is removed. Give BASELINE_BIN or BASELINE_REF, not both.
+#   EXTRA_CONFIG  TOML appended to the gateways' configuration, e.g. $'[audit]\nresult_rows = 0'   (default: none)
 #   QUICK=1    smoke run: 1 round of 3 s (explicit ROUNDS/DURATION still win)
 #
 # Exit status: 0 when all runs succeeded (whether or not the target is met), non-zero on any failure.
@@ -559,6 +560,7 @@ groups = ["bench"]
 
 [policy]
 files = ["policies/*.cedar"]
+${EXTRA_CONFIG:-}
 EOF
 }
 write_config "$TMP/warden.toml" "$GW_PORT" warden-data
