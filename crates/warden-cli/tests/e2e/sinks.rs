@@ -57,7 +57,9 @@ async fn logged(needles: &[&str], timeout: Duration) -> String {
     let mut receiver = logs().subscribe();
     let found =
         |logs: &str| logs.lines().find(|line| needles.iter().all(|needle| line.contains(needle))).map(str::to_string);
-    let waited = tokio::time::timeout(timeout, receiver.wait_for(|logs| found(logs).is_some())).await;
+    // `wait_for` answers with a read guard on the log: drop it before reading the log again, or a writer waiting
+    // between the two reads (a sink thread logging) deadlocks both.
+    let waited = tokio::time::timeout(timeout, receiver.wait_for(|logs| found(logs).is_some())).await.map(|_| ());
     let logs = logs().borrow().clone();
     match waited {
         Ok(_) => found(&logs).expect("just found"),
