@@ -20,7 +20,9 @@ use tracing::warn;
 use warden_config::ApprovalMode;
 use warden_pg::{Annotation, Deferral, Deferred, DeferredStatement, Notices, StatementRefusal};
 use warden_policy::ApprovalNeeded;
-use warden_state::{ApprovalKind, ApprovalRow, ApprovalStatus, Decision, Needed, NewApproval, Recorder, StateStore};
+use warden_state::{
+    timestamp, ApprovalKind, ApprovalRow, ApprovalStatus, Decision, Needed, NewApproval, Recorder, StateStore,
+};
 
 /// How often a held statement looks at its request again.
 const POLL: Duration = Duration::from_millis(200);
@@ -46,9 +48,12 @@ impl Approvals {
 }
 
 /// One configured notification target.
-enum Target {
-    Webhook(warden_webhook::Webhook),
-    Slack(warden_webhook::Webhook),
+pub(crate) struct Target {
+    /// How logs and the audit log name it: `webhook <url>`, or `slack` (its URL holds its token).
+    name: String,
+    webhook: warden_webhook::Webhook,
+    /// Sent a Slack message rather than the signed JSON request.
+    slack: bool,
 }
 
 /// Attempts per notification before it is given up (each failure logged; the request itself is unaffected).
@@ -57,19 +62,19 @@ const NOTIFY_ATTEMPTS: u32 = 4;
 /// Builds the notification targets; an unusable one (a URL it cannot send to) stops the gateway at start.
 pub(crate) fn notify_targets(
     config: &[warden_config::ApprovalNotify],
-) -> Result<Vec<(String, warden_webhook::Webhook, bool)>, warden_webhook::WebhookError> {
+) -> Result<Vec<Target>, warden_webhook::WebhookError> {
     config
         .iter()
         .map(|notify| {
             Ok(match notify {
                 warden_config::ApprovalNotify::Webhook { url, secret } => {
                     let webhook = warden_webhook::Webhook::new(url, secret.expose().as_bytes())?;
-                    (format!("webhook {}", webhook.url()), webhook, false)
+                    Target { name: format!("webhook {}", webhook.url()), webhook, slack: false }
                 }
                 // Slack checks no signature; the URL holds its token, so it is never shown.
                 warden_config::ApprovalNotify::Slack { url } => {
                     let webhook = warden_webhook::Webhook::new(url.expose(), b"")?;
-                    ("slack".to_string(), webhook, true)
+                    Target { name: "slack".to_string(), webhook, slack: true }
                 }
             })
         })
@@ -81,14 +86,10 @@ pub(crate) fn notify_targets(
 /// target. Runs until `stop`; deliveries in progress then get what is left of their attempts on their own tasks.
 pub(crate) async fn notify(
     mut requests: tokio::sync::mpsc::UnboundedReceiver<ApprovalRow>,
-    targets: Vec<(String, warden_webhook::Webhook, bool)>,
+    targets: Vec<Target>,
     (recorder, admin_url): (Recorder, Option<String>),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let targets: Vec<(String, Target)> = targets
-        .into_iter()
-        .map(|(name, webhook, slack)| (name, if slack { Target::Slack(webhook) } else { Target::Webhook(webhook) }))
-        .collect();
     let targets = Arc::new(targets);
     loop {
         let approval = tokio::select! {
@@ -104,10 +105,11 @@ pub(crate) async fn notify(
             let approval = approval.clone();
             let admin_url = admin_url.clone();
             tokio::spawn(async move {
-                let (name, target) = &targets[index];
-                let (webhook, body) = match target {
-                    Target::Webhook(webhook) => (webhook, webhook_body(&approval, admin_url.as_deref())),
-                    Target::Slack(webhook) => (webhook, slack_body(&approval, admin_url.as_deref())),
+                let Target { name, webhook, slack } = &targets[index];
+                let body = if *slack {
+                    slack_body(&approval, admin_url.as_deref())
+                } else {
+                    webhook_body(&approval, admin_url.as_deref())
                 };
                 let mut backoff = warden_webhook::Backoff::new();
                 let mut outcome = Err(String::new());
@@ -119,7 +121,7 @@ pub(crate) async fn notify(
                             break;
                         }
                         Err(error) => {
-                            let reason = if name == "slack" { slack_error(&error) } else { error.to_string() };
+                            let reason = if *slack { slack_error(&error) } else { error.to_string() };
                             warn!(approval = %approval.id, target = %name, attempt, error = %reason, "approval notification failed");
                             outcome = Err(reason);
                             if !error.is_retryable() || attempt == NOTIFY_ATTEMPTS {
@@ -584,10 +586,6 @@ pub(crate) fn fingerprint(statement: &DeferredStatement) -> String {
         }
     }
     format!("{:x}", hash.finalize())
-}
-
-fn timestamp(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 /// `5m`, `90s`, `1h 30m`.

@@ -599,18 +599,11 @@ impl SqlGuard {
         record: &Decision,
     ) -> Option<crate::approval::ApprovalDeferral> {
         let session = self.approvals.clone()?;
-        let mut needed = warden_policy::ApprovalNeeded { groups: Vec::new(), ttl: std::time::Duration::MAX };
+        let mut needed = warden_policy::ApprovalNeeded::none();
         let mut lifted: Vec<crate::approval::Lifted> = Vec::new();
         let mut policies: Vec<String> = Vec::new();
         for check in decisions.iter().flat_map(|decision| &decision.checks).filter(|check| !check.allowed) {
-            let approval = check.approval.as_ref()?;
-            needed.ttl = needed.ttl.min(approval.ttl);
-            for (group, count) in &approval.groups {
-                match needed.groups.iter_mut().find(|(known, _)| known == group) {
-                    Some((_, known)) => *known = (*known).max(*count),
-                    None => needed.groups.push((group.clone(), *count)),
-                }
-            }
+            needed.merge(check.approval.as_ref()?);
             let action = check.action.to_string();
             match lifted.iter_mut().find(|known| known.action == action) {
                 Some(known) => {
@@ -626,7 +619,6 @@ impl SqlGuard {
                 }
             }
         }
-        needed.groups.sort();
         Some(crate::approval::ApprovalDeferral { session, needed, lifted, policies, decision: record.clone() })
     }
 

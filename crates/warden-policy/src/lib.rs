@@ -164,6 +164,31 @@ pub struct ApprovalNeeded {
     pub ttl: std::time::Duration,
 }
 
+impl ApprovalNeeded {
+    /// Nothing needed yet: what [`ApprovalNeeded::add`] and [`ApprovalNeeded::merge`] build on.
+    pub fn none() -> ApprovalNeeded {
+        ApprovalNeeded { groups: Vec::new(), ttl: std::time::Duration::MAX }
+    }
+
+    /// Adds `approvals` from `group` within `ttl`: a group keeps its largest count, the shortest ttl wins; groups
+    /// stay sorted.
+    pub fn add(&mut self, group: &Arc<str>, approvals: u8, ttl: std::time::Duration) {
+        self.ttl = self.ttl.min(ttl);
+        match self.groups.binary_search_by(|(known, _)| known.cmp(group)) {
+            Ok(index) => self.groups[index].1 = self.groups[index].1.max(approvals),
+            Err(index) => self.groups.insert(index, (group.clone(), approvals)),
+        }
+    }
+
+    /// What `self` and `other` need together.
+    pub fn merge(&mut self, other: &ApprovalNeeded) {
+        for (group, approvals) in &other.groups {
+            self.add(group, *approvals, other.ttl);
+        }
+        self.ttl = self.ttl.min(other.ttl);
+    }
+}
+
 /// What policies may read as `context`. Absent fields are absent attributes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestContext<'a> {
@@ -253,16 +278,11 @@ impl Policies {
         if verdict.allowed || verdict.policies.is_empty() || verdict.errors.iter().any(EvaluationError::fails_closed) {
             return None;
         }
-        let mut needed = ApprovalNeeded { groups: Vec::new(), ttl: std::time::Duration::MAX };
+        let mut needed = ApprovalNeeded::none();
         for id in &verdict.policies {
             let rule = self.approval_rule(id)?;
-            needed.ttl = needed.ttl.min(rule.ttl);
-            match needed.groups.iter_mut().find(|(group, _)| *group == rule.group) {
-                Some((_, approvals)) => *approvals = (*approvals).max(rule.approvals),
-                None => needed.groups.push((rule.group.clone(), rule.approvals)),
-            }
+            needed.add(&rule.group, rule.approvals, rule.ttl);
         }
-        needed.groups.sort();
         Some(needed)
     }
 
@@ -318,15 +338,7 @@ impl Policies {
             if !(scope.actions.contains(action) && scope.may_match_principal(principal) && resource_applies) {
                 continue;
             }
-            let needed = needed.get_or_insert(ApprovalNeeded { groups: Vec::new(), ttl: rule.ttl });
-            needed.ttl = needed.ttl.min(rule.ttl);
-            match needed.groups.iter_mut().find(|(group, _)| *group == rule.group) {
-                Some((_, approvals)) => *approvals = (*approvals).max(rule.approvals),
-                None => needed.groups.push((rule.group.clone(), rule.approvals)),
-            }
-        }
-        if let Some(needed) = &mut needed {
-            needed.groups.sort();
+            needed.get_or_insert_with(ApprovalNeeded::none).add(&rule.group, rule.approvals, rule.ttl);
         }
         needed
     }

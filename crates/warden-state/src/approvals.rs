@@ -224,11 +224,12 @@ impl ApprovalRow {
 
     /// Whether every needed group has its count of approving votes.
     pub fn complete(&self) -> bool {
-        self.needed.iter().all(|needed| {
-            let approvals =
-                self.votes.iter().filter(|vote| vote.approve && vote.groups.contains(&needed.group)).count();
-            approvals >= usize::from(needed.approvals)
-        })
+        self.needed.iter().all(|needed| self.approvals_from(&needed.group) >= usize::from(needed.approvals))
+    }
+
+    /// Approving votes that count towards `group`.
+    fn approvals_from(&self, group: &str) -> usize {
+        self.votes.iter().filter(|vote| vote.approve && vote.groups.iter().any(|known| known == group)).count()
     }
 
     /// Approvals still missing per group, e.g. `dba 1 of 2`.
@@ -236,8 +237,7 @@ impl ApprovalRow {
         self.needed
             .iter()
             .filter_map(|needed| {
-                let approvals =
-                    self.votes.iter().filter(|vote| vote.approve && vote.groups.contains(&needed.group)).count();
+                let approvals = self.approvals_from(&needed.group);
                 (approvals < usize::from(needed.approvals))
                     .then(|| format!("{} {approvals} of {}", needed.group, needed.approvals))
             })

@@ -67,7 +67,8 @@ pub(crate) struct Pending {
     sessions: Vec<(String, Option<Labels>)>,
 }
 
-pub(crate) fn timestamp(at: OffsetDateTime) -> String {
+/// `at` as RFC 3339 in UTC, as the audit log and approvals show instants.
+pub fn timestamp(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 

@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 pub use approvals::{
     ApprovalFilter, ApprovalKind, ApprovalRow, ApprovalStatus, Needed, NewApproval, Vote, VoteError, Voter,
 };
-pub use audit::{AuditSigner, AuditTap, CHECKPOINT_INTERVAL};
+pub use audit::{timestamp, AuditSigner, AuditTap, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
 pub use prune::{prune_periodically, retention_cutoff, PruneReport, PrunedChain, PRUNE_FIRST_DELAY, PRUNE_INTERVAL};
 pub use recorder::{AuditRecord, Recorder, SessionStart, StatementRecord};
