@@ -20,6 +20,10 @@ pub use diagnostics::{ConfigError, Diagnostic};
 pub use secret::Secret;
 pub use validate::parse_duration;
 
+/// The default `hold_back` of an HTTP connection: bytes of streamed text held while they could still be part of a
+/// value to mask.
+pub const DEFAULT_HOLD_BACK: usize = 256;
+
 /// The environment a config is resolved against: where `{ env = "…" }` secrets come from.
 ///
 /// Passed explicitly so tests never have to touch the process environment.
@@ -186,6 +190,8 @@ impl StateConfig {
 pub struct ListenConfig {
     /// The PostgreSQL front end.
     pub postgres: Option<SocketAddr>,
+    /// The HTTP front end (HTTP/1.1 and HTTP/2; LLM APIs and plain HTTP services).
+    pub http: Option<SocketAddr>,
     /// The admin REST API and web page.
     pub admin: Option<SocketAddr>,
     /// Client-facing TLS; absent means `SSLRequest` is answered with `N`.
@@ -249,15 +255,141 @@ impl Default for RuntimeConfig {
 pub struct Connection {
     pub name: String,
     pub kind: ConnectionKind,
+    /// Where and how warden reaches it, by kind.
+    pub target: Target,
+    /// What is masked in this connection's responses; `None`: nothing.
+    pub masking: Option<MaskingConfig>,
+    /// What a client experiences when a statement needs an approval (`approval = { mode = "hold", wait = "5m" }`).
+    pub approval: ApprovalMode,
+}
+
+impl Connection {
+    /// The PostgreSQL upstream, for a `kind = "postgres"` connection.
+    pub fn postgres(&self) -> Option<&PostgresTarget> {
+        match &self.target {
+            Target::Postgres(target) => Some(target),
+            Target::Http(_) => None,
+        }
+    }
+
+    /// The HTTP upstream, for a `kind = "http"` connection.
+    pub fn http(&self) -> Option<&HttpTarget> {
+        match &self.target {
+            Target::Http(target) => Some(target),
+            Target::Postgres(_) => None,
+        }
+    }
+}
+
+/// A connection's upstream, by kind.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Postgres(PostgresTarget),
+    Http(HttpTarget),
+}
+
+/// A PostgreSQL server and the credential warden logs in with.
+#[derive(Debug, Clone)]
+pub struct PostgresTarget {
     pub address: UpstreamAddress,
     pub database: String,
     pub user: String,
     pub password: Option<Secret>,
     pub tls: UpstreamTls,
-    /// What is masked in this connection's responses; `None`: nothing.
-    pub masking: Option<MaskingConfig>,
-    /// What a client experiences when a statement needs an approval (`approval = { mode = "hold", wait = "5m" }`).
-    pub approval: ApprovalMode,
+}
+
+/// An HTTP service (plain, or an LLM provider's API) and the credential warden injects.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    /// The upstream base URL, `http://` or `https://`, without a trailing `/`; a request to
+    /// `/<connection>/rest` goes to `<url>/rest`.
+    pub url: String,
+    /// The LLM API the upstream speaks, when it is one.
+    pub api: Option<LlmApi>,
+    /// The credential injected into every upstream request (the caller's own is always removed).
+    pub auth: Option<HttpAuth>,
+    /// A PEM bundle of trusted roots for an `https` upstream; the system's roots when absent.
+    pub ca: Option<PathBuf>,
+    /// How long warden waits for the upstream's response headers.
+    pub timeout: Duration,
+    /// The models a caller may ask for (LLM connections); `None`: any.
+    pub models: Option<Vec<String>>,
+    /// The most output tokens a request may ask for (LLM connections); requests asking for more, or not saying,
+    /// are capped to it.
+    pub max_tokens: Option<u32>,
+    /// Prompt guardrails (LLM connections).
+    pub guard: PromptGuard,
+    /// Budgets and rate limits (LLM connections).
+    pub limits: LlmLimits,
+    /// The most bytes of masked text held back while streaming, waiting to know whether it is part of a value.
+    pub hold_back: usize,
+}
+
+/// `api = "openai" | "anthropic"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmApi {
+    OpenAi,
+    Anthropic,
+}
+
+impl LlmApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LlmApi::OpenAi => "openai",
+            LlmApi::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// `auth = { bearer = … } | { header = "…", value = … } | { basic = { user = "…", password = … } }`.
+#[derive(Debug, Clone)]
+pub enum HttpAuth {
+    Bearer(Secret),
+    Header { name: String, value: Secret },
+    Basic { user: String, password: Secret },
+}
+
+/// `[connection.guard]`: what a prompt may contain.
+#[derive(Debug, Clone, Default)]
+pub struct PromptGuard {
+    /// `deny = [{ id = "…", pattern = "…" }]`: a prompt matching any is refused, naming the id.
+    pub deny: Vec<DenyPattern>,
+    /// What happens to PII found in a prompt.
+    pub prompt_pii: PromptPii,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyPattern {
+    pub id: String,
+    /// A regular expression (regex-automata syntax), checked at load.
+    pub pattern: String,
+}
+
+/// `prompt_pii = "allow" | "mask" | "refuse"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PromptPii {
+    /// Sent as written.
+    #[default]
+    Allow,
+    /// Masked (with the connection's masking, or every built-in detector) before it leaves.
+    Mask,
+    /// The request is refused, naming what was found.
+    Refuse,
+}
+
+/// `[connection.limits]`: per identity, counted from the usage the provider reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmLimits {
+    /// `budget = { tokens = N, per = "1d" }`: tokens (input + output) an identity may use per period.
+    pub budget: Option<TokenBudget>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBudget {
+    pub tokens: u64,
+    pub per: Duration,
 }
 
 /// `[[connection]] approval`: how a statement that needs an approval is answered.
@@ -329,12 +461,14 @@ impl MaskedColumn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionKind {
     Postgres,
+    Http,
 }
 
 impl ConnectionKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectionKind::Postgres => "postgres",
+            ConnectionKind::Http => "http",
         }
     }
 }

@@ -75,6 +75,7 @@ pub(crate) struct RawState {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawListen {
     pub postgres: Option<Spanned<String>>,
+    pub http: Option<Spanned<String>>,
     pub admin: Option<Spanned<String>>,
     pub tls: Option<Spanned<RawServerTls>>,
     pub allow_plaintext_password: Option<bool>,
@@ -109,13 +110,54 @@ pub(crate) struct RawRuntime {
 pub(crate) struct RawConnection {
     pub name: Spanned<String>,
     pub kind: Spanned<String>,
-    pub address: Spanned<String>,
+    pub address: Option<Spanned<String>>,
     pub database: Option<Spanned<String>>,
     pub user: Option<Spanned<String>>,
     pub password: Option<Spanned<toml::Value>>,
     pub tls: Option<Spanned<RawUpstreamTls>>,
     pub masking: Option<Spanned<RawMasking>>,
     pub approval: Option<Spanned<RawApproval>>,
+    // kind = "http"
+    pub url: Option<Spanned<String>>,
+    pub api: Option<Spanned<String>>,
+    pub auth: Option<Spanned<toml::Value>>,
+    pub ca: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub models: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_tokens: Option<Spanned<i64>>,
+    pub guard: Option<Spanned<RawGuard>>,
+    pub limits: Option<Spanned<RawLlmLimits>>,
+    pub hold_back: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGuard {
+    #[serde(default)]
+    pub deny: Vec<Spanned<RawDenyPattern>>,
+    pub prompt_pii: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDenyPattern {
+    pub id: Spanned<String>,
+    pub pattern: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLlmLimits {
+    pub budget: Option<Spanned<RawBudget>>,
+    pub requests_per_minute: Option<Spanned<i64>>,
+    pub tokens_per_minute: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBudget {
+    pub tokens: Spanned<i64>,
+    pub per: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,9 +16,9 @@ use crate::raw::{
 };
 use crate::secret::Secret;
 use crate::{
-    AdminConfig, ApiKey, Config, Connection, ConnectionKind, Environment, GlobalMasking, Limits, ListenConfig,
-    MaskedColumn, MaskingConfig, OidcIssuer, PolicyConfig, RuntimeConfig, ServerTls, StateConfig, TokenConfig,
-    UpstreamAddress, UpstreamTls, UpstreamTlsMode,
+    AdminConfig, ApiKey, Config, Connection, ConnectionKind, Environment, GlobalMasking, HttpAuth, HttpTarget, Limits,
+    ListenConfig, LlmApi, MaskedColumn, MaskingConfig, OidcIssuer, PolicyConfig, PostgresTarget, RuntimeConfig,
+    ServerTls, StateConfig, Target, TokenConfig, UpstreamAddress, UpstreamTls, UpstreamTlsMode,
 };
 
 pub(crate) fn parse(text: &str, path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
@@ -239,17 +239,23 @@ impl Checker<'_> {
     }
 
     fn check_listen(&mut self, raw: Option<Spanned<RawListen>>) -> ListenConfig {
-        let mut listen = ListenConfig { postgres: None, admin: None, tls: None, allow_plaintext_password: false };
+        let mut listen =
+            ListenConfig { postgres: None, http: None, admin: None, tls: None, allow_plaintext_password: false };
         let Some(raw) = raw else {
-            self.report(None, "listen", "missing [listen] section; set at least listen.postgres");
+            self.report(None, "listen", "missing [listen] section; set listen.postgres or listen.http");
             return listen;
         };
         let raw_span = raw.span();
         let raw = raw.into_inner();
-        match &raw.postgres {
-            Some(address) => listen.postgres = self.socket_address(address, "listen.postgres"),
-            None => self.report(Some(raw_span), "listen.postgres", "no listener configured; set listen.postgres"),
+        if raw.postgres.is_none() && raw.http.is_none() {
+            self.report(
+                Some(raw_span),
+                "listen.postgres",
+                "no listener configured; set listen.postgres or listen.http",
+            );
         }
+        listen.postgres = raw.postgres.and_then(|address| self.socket_address(&address, "listen.postgres"));
+        listen.http = raw.http.and_then(|address| self.socket_address(&address, "listen.http"));
         listen.admin = raw.admin.and_then(|address| {
             let parsed = self.socket_address(&address, "listen.admin")?;
             if !parsed.ip().is_loopback() {
@@ -396,10 +402,11 @@ impl Checker<'_> {
         connections
     }
 
-    fn check_connection(&mut self, raw: RawConnection, prefix: &str) -> Option<Connection> {
+    fn check_connection(&mut self, mut raw: RawConnection, prefix: &str) -> Option<Connection> {
         let kind = match raw.kind.get_ref().as_str() {
             "postgres" => Some(ConnectionKind::Postgres),
-            other @ ("mysql" | "http" | "ssh") => {
+            "http" => Some(ConnectionKind::Http),
+            other @ ("mysql" | "ssh") => {
                 self.report(
                     Some(raw.kind.span()),
                     &format!("{prefix}.kind"),
@@ -411,36 +418,374 @@ impl Checker<'_> {
                 self.report(
                     Some(raw.kind.span()),
                     &format!("{prefix}.kind"),
-                    format!("unknown kind \"{other}\"; expected \"postgres\""),
+                    format!("unknown kind \"{other}\"; expected \"postgres\" or \"http\""),
                 );
                 None
             }
         };
-        let address = self.upstream_address(&raw.address, &format!("{prefix}.address"));
-        let database = self.required(raw.database, &raw.name, prefix, "database");
-        let user = self.required(raw.user, &raw.name, prefix, "user");
-        let password =
-            raw.password.as_ref().and_then(|password| self.secret(password, &format!("{prefix}.password"), false));
-        let tls = match raw.tls {
-            Some(tls) => self.check_upstream_tls(tls.into_inner(), prefix),
-            None => Some(UpstreamTls { mode: UpstreamTlsMode::Prefer, ca: None, server_name: None }),
-        };
-        let masking = raw.masking.and_then(|masking| self.check_masking(masking, prefix));
-        let approval = match raw.approval {
+        let masking_span = raw.masking.as_ref().map(Spanned::span);
+        let masking = raw.masking.take().and_then(|masking| self.check_masking(masking, prefix));
+        let approval = match raw.approval.take() {
             None => Some(crate::ApprovalMode::default()),
             Some(approval) => self.check_approval(approval.into_inner(), prefix),
         };
-        Some(Connection {
-            masking,
-            approval: approval?,
-            name: raw.name.into_inner(),
-            kind: kind?,
-            address: address?,
-            database: database?,
-            user: user?,
-            password,
-            tls: tls?,
+        let target = match kind? {
+            ConnectionKind::Postgres => self.check_postgres_target(&mut raw, prefix).map(Target::Postgres),
+            ConnectionKind::Http => {
+                if masking.as_ref().is_some_and(|masking| !masking.columns.is_empty()) {
+                    self.report(
+                        masking_span,
+                        &format!("{prefix}.masking.column"),
+                        "column rules apply to database connections; an http connection masks by content \
+                         (masking.detect)",
+                    );
+                }
+                self.check_http_target(&raw, prefix).map(Target::Http)
+            }
+        };
+        Some(Connection { masking, approval: approval?, name: raw.name.into_inner(), kind: kind?, target: target? })
+    }
+
+    /// Reports each field that belongs to another kind of connection.
+    fn foreign_fields(&mut self, fields: &[(&str, Option<Range<usize>>)], prefix: &str, kind: &str) {
+        for (field, span) in fields {
+            if let Some(span) = span {
+                self.report(
+                    Some(span.clone()),
+                    &format!("{prefix}.{field}"),
+                    format!("{field} does not apply to a kind = \"{kind}\" connection"),
+                );
+            }
+        }
+    }
+
+    fn check_postgres_target(&mut self, raw: &mut RawConnection, prefix: &str) -> Option<PostgresTarget> {
+        let span = |value: &Option<Spanned<_>>| value.as_ref().map(Spanned::span);
+        let foreign = [
+            ("url", span(&raw.url)),
+            ("api", raw.api.as_ref().map(Spanned::span)),
+            ("auth", raw.auth.as_ref().map(Spanned::span)),
+            ("ca", raw.ca.as_ref().map(Spanned::span)),
+            ("timeout", raw.timeout.as_ref().map(Spanned::span)),
+            ("models", raw.models.as_ref().map(Spanned::span)),
+            ("max_tokens", raw.max_tokens.as_ref().map(Spanned::span)),
+            ("guard", raw.guard.as_ref().map(Spanned::span)),
+            ("limits", raw.limits.as_ref().map(Spanned::span)),
+            ("hold_back", raw.hold_back.as_ref().map(Spanned::span)),
+        ];
+        self.foreign_fields(&foreign, prefix, "postgres");
+        let address = match &raw.address {
+            Some(address) => self.upstream_address(address, &format!("{prefix}.address")),
+            None => {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{prefix}.address"),
+                    format!("connection \"{}\" needs an address", raw.name.get_ref()),
+                );
+                None
+            }
+        };
+        let database = self.required(raw.database.clone(), &raw.name, prefix, "database");
+        let user = self.required(raw.user.clone(), &raw.name, prefix, "user");
+        let password =
+            raw.password.as_ref().and_then(|password| self.secret(password, &format!("{prefix}.password"), false));
+        let tls = match raw.tls.take() {
+            Some(tls) => self.check_upstream_tls(tls.into_inner(), prefix),
+            None => Some(UpstreamTls { mode: UpstreamTlsMode::Prefer, ca: None, server_name: None }),
+        };
+        Some(PostgresTarget { address: address?, database: database?, user: user?, password, tls: tls? })
+    }
+
+    fn check_http_target(&mut self, raw: &RawConnection, prefix: &str) -> Option<HttpTarget> {
+        let foreign = [
+            ("address", raw.address.as_ref().map(Spanned::span)),
+            ("database", raw.database.as_ref().map(Spanned::span)),
+            ("user", raw.user.as_ref().map(Spanned::span)),
+            ("password", raw.password.as_ref().map(Spanned::span)),
+            ("tls", raw.tls.as_ref().map(Spanned::span)),
+        ];
+        self.foreign_fields(&foreign, prefix, "http");
+        let url = match &raw.url {
+            Some(url) => {
+                let text = url.get_ref().trim_end_matches('/');
+                if !http_url(text) || text.contains(['?', '#']) {
+                    self.report(
+                        Some(url.span()),
+                        &format!("{prefix}.url"),
+                        format!("\"{}\" is not an http:// or https:// base URL (no query or fragment)", url.get_ref()),
+                    );
+                    None
+                } else if url_has_userinfo(text) {
+                    self.report(
+                        Some(url.span()),
+                        &format!("{prefix}.url"),
+                        "credentials do not belong in the URL; use auth = { basic = { user = \"…\", password = \
+                         { env = \"…\" } } }",
+                    );
+                    None
+                } else {
+                    Some(text.to_string())
+                }
+            }
+            None => {
+                self.report(
+                    Some(raw.name.span()),
+                    &format!("{prefix}.url"),
+                    format!("connection \"{}\" needs a url", raw.name.get_ref()),
+                );
+                None
+            }
+        };
+        let api = match &raw.api {
+            None => Some(None),
+            Some(api) => {
+                match api.get_ref().as_str() {
+                    "openai" => Some(Some(LlmApi::OpenAi)),
+                    "anthropic" => Some(Some(LlmApi::Anthropic)),
+                    other => {
+                        self.report(
+                        Some(api.span()),
+                        &format!("{prefix}.api"),
+                        format!("unknown api \"{other}\"; expected \"openai\" or \"anthropic\" (or none, for plain HTTP)"),
+                    );
+                        None
+                    }
+                }
+            }
+        };
+        let auth = match &raw.auth {
+            None => Some(None),
+            Some(auth) => self.http_auth(auth, &format!("{prefix}.auth")).map(Some),
+        };
+        let ca = match &raw.ca {
+            Some(ca) => self.existing_file(ca, &format!("{prefix}.ca")).map(Some),
+            None => Some(None),
+        };
+        let timeout = match &raw.timeout {
+            Some(timeout) => self.duration(timeout, &format!("{prefix}.timeout")),
+            None => Some(Duration::from_secs(300)),
+        };
+        let llm_only = [
+            ("models", raw.models.as_ref().map(Spanned::span)),
+            ("max_tokens", raw.max_tokens.as_ref().map(Spanned::span)),
+            ("guard", raw.guard.as_ref().map(Spanned::span)),
+            ("limits", raw.limits.as_ref().map(Spanned::span)),
+        ];
+        if matches!(api, Some(None)) {
+            for (field, span) in llm_only {
+                if let Some(span) = span {
+                    self.report(
+                        Some(span),
+                        &format!("{prefix}.{field}"),
+                        format!("{field} applies to LLM connections only (set api = \"openai\" or \"anthropic\")"),
+                    );
+                }
+            }
+        }
+        let models = match &raw.models {
+            None => Some(None),
+            Some(models) if models.get_ref().is_empty() => {
+                self.report(
+                    Some(models.span()),
+                    &format!("{prefix}.models"),
+                    "an empty allow-list refuses every request; list the models, or leave models out to allow any",
+                );
+                None
+            }
+            Some(models) => Some(Some(models.get_ref().iter().map(|model| model.get_ref().clone()).collect())),
+        };
+        let max_tokens = match &raw.max_tokens {
+            None => Some(None),
+            Some(value) => match u32::try_from(*value.get_ref()) {
+                Ok(tokens) if tokens > 0 => Some(Some(tokens)),
+                _ => {
+                    self.report(
+                        Some(value.span()),
+                        &format!("{prefix}.max_tokens"),
+                        "must be a positive number of tokens",
+                    );
+                    None
+                }
+            },
+        };
+        let guard = match &raw.guard {
+            None => Some(crate::PromptGuard::default()),
+            Some(guard) => self.check_guard(guard.get_ref(), prefix),
+        };
+        let limits = match &raw.limits {
+            None => Some(crate::LlmLimits::default()),
+            Some(limits) => self.check_llm_limits(limits.get_ref(), prefix),
+        };
+        let hold_back = match &raw.hold_back {
+            None => Some(crate::DEFAULT_HOLD_BACK),
+            Some(value) => match usize::try_from(*value.get_ref()) {
+                Ok(bytes) if (64..=65_536).contains(&bytes) => Some(bytes),
+                _ => {
+                    self.report(
+                        Some(value.span()),
+                        &format!("{prefix}.hold_back"),
+                        "must be between 64 and 65536 bytes",
+                    );
+                    None
+                }
+            },
+        };
+        Some(HttpTarget {
+            url: url?,
+            api: api?,
+            auth: auth?,
+            ca: ca?,
+            timeout: timeout?,
+            models: models?,
+            max_tokens: max_tokens?,
+            guard: guard?,
+            limits: limits?,
+            hold_back: hold_back?,
         })
+    }
+
+    fn http_auth(&mut self, raw: &Spanned<toml::Value>, field: &str) -> Option<HttpAuth> {
+        let expected = "expected { bearer = { env = \"…\" } }, { header = \"x-api-key\", value = { env = \"…\" } } \
+                        or { basic = { user = \"…\", password = { env = \"…\" } } }";
+        let Some(table) = raw.get_ref().as_table() else {
+            self.report(Some(raw.span()), field, expected);
+            return None;
+        };
+        // Spans of the inner values are not kept by toml::Value; point at the auth table.
+        let inner = |value: &toml::Value| Spanned::new(raw.span(), value.clone());
+        let keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        match keys.as_slice() {
+            ["bearer"] => {
+                self.secret(&inner(&table["bearer"]), &format!("{field}.bearer"), false).map(HttpAuth::Bearer)
+            }
+            ["header", "value"] | ["value", "header"] => {
+                let Some(name) = table["header"].as_str().filter(|name| valid_header_name(name)) else {
+                    self.report(Some(raw.span()), &format!("{field}.header"), "must be an HTTP header name");
+                    return None;
+                };
+                let value = self.secret(&inner(&table["value"]), &format!("{field}.value"), false)?;
+                Some(HttpAuth::Header { name: name.to_ascii_lowercase(), value })
+            }
+            ["basic"] => {
+                let basic = table["basic"].as_table();
+                let user = basic.and_then(|basic| basic.get("user")).and_then(toml::Value::as_str);
+                let password = basic.and_then(|basic| basic.get("password"));
+                match (user, password, basic.map(|basic| basic.len())) {
+                    (Some(user), Some(password), Some(2)) if !user.contains(':') => {
+                        let password = self.secret(&inner(password), &format!("{field}.basic.password"), false)?;
+                        Some(HttpAuth::Basic { user: user.to_string(), password })
+                    }
+                    _ => {
+                        self.report(
+                            Some(raw.span()),
+                            &format!("{field}.basic"),
+                            "expected { user = \"…\" (no ':'), password = { env = \"…\" } }",
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.report(Some(raw.span()), field, expected);
+                None
+            }
+        }
+    }
+
+    fn check_guard(&mut self, raw: &crate::raw::RawGuard, prefix: &str) -> Option<crate::PromptGuard> {
+        let mut ok = true;
+        let mut deny = Vec::new();
+        let mut ids = HashSet::new();
+        for (index, pattern) in raw.deny.iter().enumerate() {
+            let field = format!("{prefix}.guard.deny[{index}]");
+            let pattern = pattern.get_ref();
+            let id = pattern.id.get_ref();
+            if !valid_name(id) {
+                self.report(
+                    Some(pattern.id.span()),
+                    &format!("{field}.id"),
+                    "an id is 1 to 63 letters, digits, '_' and '-'",
+                );
+                ok = false;
+            } else if !ids.insert(id.clone()) {
+                self.report(
+                    Some(pattern.id.span()),
+                    &format!("{field}.id"),
+                    format!("deny pattern \"{id}\" is defined twice"),
+                );
+                ok = false;
+            }
+            if let Err(error) = regex_automata::meta::Regex::new(pattern.pattern.get_ref()) {
+                self.report(
+                    Some(pattern.pattern.span()),
+                    &format!("{field}.pattern"),
+                    format!("invalid regular expression: {}", one_line(&error.to_string())),
+                );
+                ok = false;
+            }
+            deny.push(crate::DenyPattern { id: id.clone(), pattern: pattern.pattern.get_ref().clone() });
+        }
+        let prompt_pii = match &raw.prompt_pii {
+            None => crate::PromptPii::default(),
+            Some(value) => match value.get_ref().as_str() {
+                "allow" => crate::PromptPii::Allow,
+                "mask" => crate::PromptPii::Mask,
+                "refuse" => crate::PromptPii::Refuse,
+                other => {
+                    self.report(
+                        Some(value.span()),
+                        &format!("{prefix}.guard.prompt_pii"),
+                        format!("\"{other}\" is not allow, mask or refuse"),
+                    );
+                    return None;
+                }
+            },
+        };
+        ok.then_some(crate::PromptGuard { deny, prompt_pii })
+    }
+
+    fn check_llm_limits(&mut self, raw: &crate::raw::RawLlmLimits, prefix: &str) -> Option<crate::LlmLimits> {
+        let mut ok = true;
+        let mut positive = |this: &mut Self, value: &Spanned<i64>, field: &str| -> Option<u64> {
+            match u64::try_from(*value.get_ref()) {
+                Ok(number) if number > 0 => Some(number),
+                _ => {
+                    this.report(Some(value.span()), &format!("{prefix}.limits.{field}"), "must be a positive number");
+                    ok = false;
+                    None
+                }
+            }
+        };
+        let requests_per_minute = raw
+            .requests_per_minute
+            .as_ref()
+            .and_then(|value| positive(self, value, "requests_per_minute"))
+            .map(|value| u32::try_from(value).unwrap_or(u32::MAX));
+        let tokens_per_minute =
+            raw.tokens_per_minute.as_ref().and_then(|value| positive(self, value, "tokens_per_minute"));
+        let budget = match &raw.budget {
+            None => None,
+            Some(budget) => {
+                let budget = budget.get_ref();
+                let tokens = positive(self, &budget.tokens, "budget.tokens");
+                let per = self.duration(&budget.per, &format!("{prefix}.limits.budget.per"));
+                match (tokens, per) {
+                    (Some(tokens), Some(per)) if per >= Duration::from_secs(60) => {
+                        Some(crate::TokenBudget { tokens, per })
+                    }
+                    (Some(_), Some(_)) => {
+                        self.report(
+                            Some(budget.per.span()),
+                            &format!("{prefix}.limits.budget.per"),
+                            "a budget period is at least 1m (use tokens_per_minute for shorter windows)",
+                        );
+                        return None;
+                    }
+                    _ => return None,
+                }
+            }
+        };
+        ok.then_some(crate::LlmLimits { budget, requests_per_minute, tokens_per_minute })
     }
 
     fn check_approval(&mut self, raw: crate::raw::RawApproval, prefix: &str) -> Option<crate::ApprovalMode> {
@@ -1257,6 +1602,17 @@ fn one_line(message: &str) -> String {
 
 fn valid_name(name: &str) -> bool {
     (1..=63).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A URL whose authority carries `user@` or `user:password@`.
+fn url_has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?']).next().unwrap_or("").contains('@')
+}
+
+/// An HTTP header name (RFC 9110 token).
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
 }
 
 fn url_has_password(url: &str) -> bool {

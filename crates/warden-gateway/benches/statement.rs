@@ -138,6 +138,8 @@ fn main() {
         has_where: None,
         token: None,
         approved: false,
+        http_path: None,
+        model: None,
     };
     cases.push(measure("authorize one (read, table), 12 policies", || {
         black_box(loaded.authorize(&principal, Action::Read, black_box(&resource), &context));

@@ -231,18 +231,24 @@ pub(crate) struct SessionApprovals {
     pub(crate) mode: ApprovalMode,
     /// Masks statement texts and parameters kept in approval requests: the connection's masker, or every
     /// built-in detector where the connection does not mask.
-    pub(crate) masking: Option<Arc<crate::masking::ConnectionMasking>>,
-    pub(crate) fallback: Arc<warden_mask::Masker>,
+    pub(crate) masker: warden_mask::Masker,
 }
 
 impl SessionApprovals {
     fn mask(&self, text: &str) -> String {
-        let masker = match &self.masking {
-            Some(masking) => masking.masker(),
-            None => &self.fallback,
-        };
-        masker.mask(text).into_owned()
+        self.masker.mask(text).into_owned()
     }
+}
+
+/// What is held for an approval, whatever the protocol: a statement (with its parameters) or an HTTP request.
+pub(crate) struct Held {
+    pub(crate) session: Arc<str>,
+    /// As approvers see it, masked.
+    pub(crate) text: String,
+    /// Masked, as approvers see them.
+    pub(crate) parameters: Option<Vec<Option<String>>>,
+    /// What a later request must match to use an approval of this one.
+    pub(crate) fingerprint: String,
 }
 
 /// One (action, tables) check the statement failed and an approval would lift.
@@ -270,51 +276,68 @@ impl Deferral for ApprovalDeferral {
             needed: self.needed.clone(),
             lifted: self.lifted.clone(),
             policies: self.policies.clone(),
-            decision: self.decision.clone(),
+            noun: "statement",
         };
-        Box::pin(async move { job.run(statement, notices).await })
+        let decision = self.decision.clone();
+        Box::pin(async move {
+            let held = job.held_statement(&statement);
+            let approval = job.decide(held, &|message| notices.notice("01000", message)).await?;
+            let mut decision = decision;
+            decision.allowed = true;
+            decision.policies = vec![format!("approval:{}", approval.id)];
+            Ok(Some(Arc::new(decision) as Annotation))
+        })
     }
 }
 
-struct Job {
-    session: Arc<SessionApprovals>,
-    needed: ApprovalNeeded,
-    lifted: Vec<Lifted>,
-    policies: Vec<String>,
-    decision: Decision,
+/// Deciding one held request.
+pub(crate) struct Job {
+    pub(crate) session: Arc<SessionApprovals>,
+    pub(crate) needed: ApprovalNeeded,
+    pub(crate) lifted: Vec<Lifted>,
+    /// The forbids the approval lifts.
+    pub(crate) policies: Vec<String>,
+    /// `statement` or `request`, in messages.
+    pub(crate) noun: &'static str,
 }
 
 fn store_failed(error: warden_state::StateError) -> StatementRefusal {
     StatementRefusal {
         code: "58030",
-        message: format!("warden cannot reach its approval store, so the statement is refused: {error}"),
+        message: format!("warden cannot reach its approval store, so the request is refused: {error}"),
     }
 }
 
 impl Job {
-    async fn run(self, statement: DeferredStatement, notices: Notices) -> Result<Option<Annotation>, StatementRefusal> {
+    /// Decides a held request: the approval (or grant) that lets it through, used; or why not. `notify` tells the
+    /// client it is being held (a PostgreSQL notice; HTTP has no way to, and ignores it).
+    pub(crate) async fn decide(
+        &self,
+        held: Held,
+        notify: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<ApprovalRow, StatementRefusal> {
         let store = &self.session.shared.store;
         let identity = &self.session.identity;
         let connection = &self.session.connection;
         let now = OffsetDateTime::now_utc();
         if let Some(grant) = self.covering_grant(now).await.map_err(store_failed)? {
-            self.audit("approval.used", &grant, Some(&statement.session), json!({"grant": true}));
-            return Ok(Some(self.allowed_by(&grant)));
+            self.audit("approval.used", &grant, Some(&held.session), json!({"grant": true}));
+            return Ok(grant);
         }
-        let fingerprint = fingerprint(&statement);
+        let fingerprint = held.fingerprint.clone();
         if let Some(approval) =
             store.use_statement_approval(identity, connection, &fingerprint, now).await.map_err(store_failed)?
         {
-            self.audit("approval.used", &approval, Some(&statement.session), json!({}));
-            return Ok(Some(self.allowed_by(&approval)));
+            self.audit("approval.used", &approval, Some(&held.session), json!({}));
+            return Ok(approval);
         }
         let pending = store.pending_statement_approval(identity, connection, &fingerprint, now).await;
         let request = match pending.map_err(store_failed)? {
             Some(pending) => pending,
             None => {
-                let request = self.request(&statement, fingerprint.clone(), now);
+                let request = self.request(&held, now);
                 let created = store.create_approval(request).await.map_err(store_failed)?;
-                self.audit("approval.requested", &created, Some(&statement.session), json!({}));
+                self.audit("approval.requested", &created, Some(&held.session), json!({}));
                 self.session.shared.requested(&created);
                 created
             }
@@ -324,23 +347,22 @@ impl Job {
                 return Err(StatementRefusal {
                     code: "42501",
                     message: format!(
-                        "{} {}; send the statement again once it is approved",
+                        "{} {}; send the {} again once it is approved",
                         self.needs_text(&request),
-                        self.where_to_approve(&request.id)
+                        self.where_to_approve(&request.id),
+                        self.noun
                     ),
                 })
             }
             ApprovalMode::Hold { wait } => wait,
         };
-        notices.notice(
-            "01000",
-            &format!(
-                "warden: {}; {}; holding the statement for up to {}",
-                self.needs_text(&request),
-                self.where_to_approve(&request.id),
-                humanize(wait)
-            ),
-        );
+        notify(&format!(
+            "warden: {}; {}; holding the {} for up to {}",
+            self.needs_text(&request),
+            self.where_to_approve(&request.id),
+            self.noun,
+            humanize(wait)
+        ));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             tokio::time::sleep(POLL).await;
@@ -354,12 +376,12 @@ impl Job {
                     let taken = store.use_statement_approval(identity, connection, &fingerprint, now).await;
                     return match taken.map_err(store_failed)? {
                         Some(approval) => {
-                            self.audit("approval.used", &approval, Some(&statement.session), json!({}));
-                            Ok(Some(self.allowed_by(&approval)))
+                            self.audit("approval.used", &approval, Some(&held.session), json!({}));
+                            Ok(approval)
                         }
                         None => Err(refusal(format!(
-                            "approval {} was approved but already used by another statement",
-                            request.id
+                            "approval {} was approved but already used by another {}",
+                            request.id, self.noun
                         ))),
                     };
                 }
@@ -373,17 +395,18 @@ impl Job {
                     return Err(refusal(format!("approval {} expired before anyone decided", request.id)));
                 }
                 ApprovalStatus::Used => {
-                    return Err(refusal(format!("approval {} was already used by another statement", request.id)));
+                    return Err(refusal(format!("approval {} was already used by another {}", request.id, self.noun)));
                 }
                 ApprovalStatus::Pending if tokio::time::Instant::now() >= deadline => {
                     return Err(StatementRefusal {
                         code: "57014",
                         message: format!(
-                            "approval {} was not decided within {}; it stays pending until {}: send the statement \
-                             again once it is approved",
+                            "approval {} was not decided within {}; it stays pending until {}: send the {} again once \
+                             it is approved",
                             request.id,
                             humanize(wait),
-                            timestamp(current.expires_at)
+                            timestamp(current.expires_at),
+                            self.noun
                         ),
                     });
                 }
@@ -408,7 +431,8 @@ impl Job {
         Ok(found)
     }
 
-    fn request(&self, statement: &DeferredStatement, fingerprint: String, now: OffsetDateTime) -> NewApproval {
+    /// A held PostgreSQL statement: its text and parameters masked, its fingerprint.
+    fn held_statement(&self, statement: &DeferredStatement) -> Held {
         let session = &self.session;
         let parameters = statement.parameters.as_ref().map(|parameters| {
             parameters
@@ -428,6 +452,15 @@ impl Job {
                 })
                 .collect()
         });
+        Held {
+            session: statement.session.clone(),
+            text: session.mask(&statement.text),
+            parameters,
+            fingerprint: fingerprint(statement),
+        }
+    }
+
+    fn request(&self, held: &Held, now: OffsetDateTime) -> NewApproval {
         let mut tables: Vec<String> = Vec::new();
         for lifted in &self.lifted {
             for table in &lifted.tables {
@@ -443,9 +476,9 @@ impl Job {
             connection: self.session.connection.clone(),
             action,
             tables,
-            statement: Some(session.mask(&statement.text)),
-            parameters,
-            fingerprint: Some(fingerprint),
+            statement: Some(held.text.clone()),
+            parameters: held.parameters.clone(),
+            fingerprint: Some(held.fingerprint.clone()),
             reason: None,
             needed: self
                 .needed
@@ -454,7 +487,7 @@ impl Job {
                 .map(|(group, approvals)| Needed { group: group.to_string(), approvals: *approvals })
                 .collect(),
             policies: self.policies.clone(),
-            session_id: Some(statement.session.to_string()),
+            session_id: Some(held.session.to_string()),
             requested_at: now,
             expires_at: now + self.needed.ttl,
             grant_seconds: None,
@@ -465,7 +498,8 @@ impl Job {
     fn needs_text(&self, request: &ApprovalRow) -> String {
         let outstanding = request.outstanding();
         format!(
-            "this statement needs approval {} (by {}; still missing: {})",
+            "this {} needs approval {} (by {}; still missing: {})",
+            self.noun,
             request.id,
             request
                 .needed
@@ -484,14 +518,6 @@ impl Job {
             }
             None => format!("an approver runs `warden approvals approve {id}`"),
         }
-    }
-
-    /// The annotation a statement allowed by `approval` is recorded with.
-    fn allowed_by(&self, approval: &ApprovalRow) -> Annotation {
-        let mut decision = self.decision.clone();
-        decision.allowed = true;
-        decision.policies = vec![format!("approval:{}", approval.id)];
-        Arc::new(decision) as Annotation
     }
 
     fn audit(&self, kind: &'static str, approval: &ApprovalRow, session: Option<&str>, extra: serde_json::Value) {

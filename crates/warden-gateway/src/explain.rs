@@ -91,6 +91,8 @@ pub fn explain(policies: Policies, request: &ExplainRequest<'_>) -> Explanation 
         has_where: None,
         token: None,
         approved: false,
+        http_path: None,
+        model: None,
     };
     let verdict = guard::connect_verdict(&policies, &principal, request.connection, &context);
     let resource = Resource::Connection { name: request.connection, kind: "postgres" };

@@ -141,6 +141,8 @@ pub(crate) fn admit(
         has_where: None,
         token: token_context(identity),
         approved: false,
+        http_path: None,
+        model: None,
     };
     let resource = Resource::Connection { name: connection, kind: "postgres" };
     if let Some(scope) = &identity.token {
@@ -237,6 +239,8 @@ pub(crate) fn may_unmask(admission: &Admission<'_>, policies: &Arc<PolicyStore>)
         has_where: None,
         token: token_context(admission.identity),
         approved: false,
+        http_path: None,
+        model: None,
     };
     let resource = Resource::Connection { name: admission.connection, kind: "postgres" };
     authorize(admission.identity, &current, Action::Unmask, &resource, &context).0.allowed
@@ -255,7 +259,7 @@ pub fn session_guard(
 }
 
 /// `context.token` for a session authenticated with a warden token.
-fn token_context(identity: &Identity) -> Option<warden_policy::TokenContext<'_>> {
+pub(crate) fn token_context(identity: &Identity) -> Option<warden_policy::TokenContext<'_>> {
     identity.token.as_ref().map(|scope| warden_policy::TokenContext {
         id: &scope.id,
         run: scope.run.as_deref(),
@@ -265,7 +269,7 @@ fn token_context(identity: &Identity) -> Option<warden_policy::TokenContext<'_>>
 
 /// The verdict on one request and the reason a client reads. The identity's token narrows it first: what the token
 /// does not allow is refused before any policy is asked.
-fn authorize(
+pub(crate) fn authorize(
     identity: &Identity,
     policies: &Policies,
     action: Action,
@@ -631,6 +635,8 @@ impl SqlGuard {
             has_where,
             token: token_context(&self.identity),
             approved: false,
+            http_path: None,
+            model: None,
         }
     }
 

@@ -10,6 +10,8 @@ mod approval;
 mod auth;
 mod explain;
 mod guard;
+mod http;
+mod limits;
 mod masking;
 mod revoke;
 mod sinks;
@@ -61,6 +63,8 @@ pub enum GatewayError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] warden_pg::tls::TlsError),
+    #[error("HTTP front end: {0}")]
+    Http(#[from] warden_http::HttpError),
     #[error("policies: {0}")]
     Policy(#[from] warden_policy::PolicyError),
     #[error("tokens: {0}")]
@@ -124,6 +128,7 @@ impl Workers {
 /// A running gateway. Dropping it without [`Gateway::shutdown`] stops accepting but does not flush.
 pub struct Gateway {
     postgres_address: Option<SocketAddr>,
+    http_address: Option<SocketAddr>,
     admin_address: Option<SocketAddr>,
     policy_files: Vec<std::path::PathBuf>,
     policies: Arc<guard::PolicyStore>,
@@ -175,15 +180,27 @@ impl Gateway {
         let audit_masker = warden_mask::Masker::new(&warden_mask::MaskerConfig::all(hash_key)).map_err(|source| {
             GatewayError::Masking(masking::MaskingError::Masker { connection: "*".into(), source })
         })?;
-        let Some(postgres) = config.listen.postgres else {
+        if config.listen.postgres.is_none() && config.listen.http.is_none() {
             return Err(GatewayError::NoListener);
+        }
+        let listener = match config.listen.postgres {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| GatewayError::Bind {
+                listener: "postgres",
+                address,
+                source,
+            })?),
+            None => None,
         };
-        let listener = TcpListener::bind(postgres).await.map_err(|source| GatewayError::Bind {
-            listener: "postgres",
-            address: postgres,
-            source,
-        })?;
-        let postgres_address = listener.local_addr().ok();
+        let postgres_address = listener.as_ref().and_then(|listener| listener.local_addr().ok());
+        let http_listener = match config.listen.http {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| GatewayError::Bind {
+                listener: "http",
+                address,
+                source,
+            })?),
+            None => None,
+        };
+        let http_address = http_listener.as_ref().and_then(|listener| listener.local_addr().ok());
         let admin_listener = match config.listen.admin {
             Some(address) => Some(TcpListener::bind(address).await.map_err(|source| GatewayError::Bind {
                 listener: "admin",
@@ -211,10 +228,11 @@ impl Gateway {
         let approvals =
             Arc::new(approval::Approvals { store: store.clone(), recorder: recorder.clone(), admin_url, notices });
         info!(durability = config.audit.durability.as_str(), "audit log");
+        let audit_masker = Arc::new(audit_masker);
         let hooks = Arc::new(GatewayHooks {
             durability: config.audit.durability,
             result_rows: config.audit.result_rows,
-            audit_masker: Arc::new(audit_masker),
+            audit_masker: audit_masker.clone(),
             approvals: approvals.clone(),
             approval_modes: config
                 .connections
@@ -230,7 +248,28 @@ impl Gateway {
         });
         let workers = Workers::start(config.runtime.workers)?;
         let pg = PgFrontend::new(pg_config, hooks, workers.handles.clone());
-        tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver.clone())));
+        if let Some(listener) = listener {
+            tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver.clone())));
+        }
+        if let Some(listener) = http_listener {
+            let http_config = warden_http::HttpFrontendConfig::from_config(&config)?;
+            let http_hooks = Arc::new(http::GatewayHttpHooks {
+                authenticator: authenticator.clone(),
+                policies: policies.clone(),
+                recorder: recorder.clone(),
+                maskers: http_maskers(&config, hash_key)?,
+                audit_masker: audit_masker.clone(),
+                limits: limits::Limits::new(&config),
+                approvals: approvals.clone(),
+                approval_modes: config
+                    .connections
+                    .iter()
+                    .map(|connection| (connection.name.clone(), connection.approval))
+                    .collect(),
+            });
+            let frontend = warden_http::HttpFrontend::new(http_config, http_hooks, workers.handles.clone());
+            tasks.push(tokio::spawn(frontend.serve(listener, shutdown_receiver.clone())));
+        }
         tasks.push(tokio::spawn(revoke::poll(
             store.clone(),
             revocations.clone(),
@@ -274,11 +313,13 @@ impl Gateway {
             None => None,
         };
         // What is in force, for the audit log: an auditor can tell which config (by digest) and policies a gateway ran.
-        if let Err(error) = recorder.audit(started_record(&config, policy_count, postgres_address, admin_address)) {
+        let listening = Listening { postgres: postgres_address, http: http_address, admin: admin_address };
+        if let Err(error) = recorder.audit(started_record(&config, policy_count, &listening)) {
             warn!(%error, "gateway start not recorded in the audit log");
         }
         info!(
             postgres = ?postgres_address,
+            http = ?http_address,
             admin = ?admin_address,
             state = store.backend(),
             connections = config.connections.len(),
@@ -287,6 +328,7 @@ impl Gateway {
         );
         Ok(Gateway {
             postgres_address,
+            http_address,
             admin_address,
             policy_files: config.policy.files.clone(),
             policies,
@@ -326,6 +368,11 @@ impl Gateway {
     /// Where the PostgreSQL listener is bound (the real port when the config said port 0).
     pub fn postgres_address(&self) -> Option<SocketAddr> {
         self.postgres_address
+    }
+
+    /// Where the HTTP listener is bound (the real port when the config said port 0).
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http_address
     }
 
     pub fn store(&self) -> &StateStore {
@@ -447,8 +494,10 @@ impl SessionHooks for GatewayHooks {
             run: scope.and_then(|scope| scope.run.clone()),
             node: scope.and_then(|scope| scope.node.clone()),
             mode: self.approval_modes.get(admission.connection).copied().unwrap_or_default(),
-            masking: self.maskings.get(admission.connection).cloned(),
-            fallback: self.audit_masker.clone(),
+            masker: self
+                .maskings
+                .get(admission.connection)
+                .map_or_else(|| (*self.audit_masker).clone(), |masking| masking.masker().clone()),
         });
         let mut admitted =
             guard::admit(admission, &self.analyzer, &self.policies, (self.expiry_grace, Some(approvals)))?;
@@ -519,6 +568,7 @@ impl SessionHooks for GatewayHooks {
             error,
             decision: statement.annotation.and_then(|annotation| annotation.downcast::<Decision>().ok()),
             result,
+            http: None,
         };
         if let Err(error) = self.recorder.statement(record) {
             warn!(session = %session.id, %error, "statement not recorded");
@@ -587,12 +637,30 @@ impl SessionHooks for GatewayHooks {
 
 /// The `gateway.start` audit event: the config file (path and SHA-256 of its bytes), what it puts in force and
 /// where the gateway listens. Secrets are never part of it.
-fn started_record(
-    config: &Config,
-    policies: usize,
+/// Where a gateway listens, as bound.
+struct Listening {
     postgres: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     admin: Option<SocketAddr>,
-) -> warden_state::AuditRecord {
+}
+
+/// The compiled maskers of the `http` connections with `[connection.masking]`.
+fn http_maskers(
+    config: &Config,
+    hash_key: [u8; 32],
+) -> Result<std::collections::HashMap<String, warden_mask::Masker>, GatewayError> {
+    let mut maskers = std::collections::HashMap::new();
+    for connection in &config.connections {
+        let (Some(_), Some(masking)) = (connection.http(), &connection.masking) else { continue };
+        let masker = warden_mask::Masker::new(&masking.masker_config(hash_key)).map_err(|source| {
+            GatewayError::Masking(masking::MaskingError::Masker { connection: connection.name.clone(), source })
+        })?;
+        maskers.insert(connection.name.clone(), masker);
+    }
+    Ok(maskers)
+}
+
+fn started_record(config: &Config, policies: usize, listening: &Listening) -> warden_state::AuditRecord {
     use sha2::Digest;
     let digest = std::fs::read(&config.source).ok().map(|bytes| format!("{:x}", sha2::Sha256::digest(&bytes)));
     let sinks: Vec<&str> = config
@@ -617,8 +685,9 @@ fn started_record(
         "retention_s": config.audit.retention.map(|retention| retention.as_secs()),
         "sinks": sinks,
         "listen": {
-            "postgres": postgres.map(|address| address.to_string()),
-            "admin": admin.map(|address| address.to_string()),
+            "postgres": listening.postgres.map(|address| address.to_string()),
+            "http": listening.http.map(|address| address.to_string()),
+            "admin": listening.admin.map(|address| address.to_string()),
         },
     });
     warden_state::AuditRecord::new("gateway.start", body)

@@ -22,6 +22,7 @@
 mod detectors;
 mod json;
 mod strategy;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ use regex_automata::{Anchored, Input, PatternID};
 
 pub use json::mask_json_members;
 pub use strategy::Strategy;
+pub use stream::{StreamError, StreamMasker, DEFAULT_HOLD_BACK, LONG_VALUE_CAP, LOOKAHEAD};
 
 /// A built-in detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -317,6 +319,8 @@ struct Inner {
     /// After a rejected candidate, skip the rest of its ASCII word: true when there are only built-in detectors (a
     /// custom pattern may start inside a word).
     skip_words: bool,
+    /// What [`StreamMasker`] needs to know which candidates are still open at the end of a piece of text.
+    stream: stream::Automaton,
 }
 
 /// A pattern's build error with its cause (the meta regex's own message only says which pattern failed).
@@ -416,7 +420,11 @@ impl Masker {
         let regex = Regex::new_many(&patterns).map_err(|error| MaskError::Compile(error.to_string()))?;
         let hasher = strategy::Hasher::new(&config.hash_key);
         let skip_words = config.custom.is_empty();
-        Ok(Masker { inner: Arc::new(Inner { regex, entries, hasher, skip_words }) })
+        let longest_window =
+            entries.iter().filter_map(|entry| entry.keywords.as_ref().map(|(_, window)| *window)).max();
+        let kinds: Vec<Kind> = entries.iter().map(|entry| entry.kind).collect();
+        let stream = stream::Automaton::new(&patterns, &kinds, longest_window.unwrap_or(0))?;
+        Ok(Masker { inner: Arc::new(Inner { regex, entries, hasher, skip_words, stream }) })
     }
 
     /// Masks every detected value in `text` with its detector's strategy; borrowed when nothing was found (the
@@ -432,13 +440,7 @@ impl Masker {
         for finding in self.scan(text) {
             let out = output.get_or_insert_with(|| String::with_capacity(text.len() + 16));
             out.push_str(&text[copied..finding.range.start]);
-            let entry = self.entry(finding.kind);
-            found(finding.kind);
-            let value = &text[finding.range.clone()];
-            if let Some(masked) = strategy::apply(&self.inner.hasher, entry.strategy, finding.kind, &entry.label, value)
-            {
-                out.push_str(&masked);
-            }
+            self.render(text, &finding, out, found);
             copied = finding.range.end;
         }
         match output {
@@ -490,6 +492,38 @@ impl Masker {
 
     fn scan<'m, 't>(&'m self, text: &'t str) -> Scan<'m, 't> {
         Scan { inner: &self.inner, text, at: 0 }
+    }
+
+    /// The findings of `text` starting at or after `from`, the text before it serving as context only (look-behind,
+    /// keyword windows), exactly as a scan of the whole text would see them were its cursor at `from`.
+    fn scan_from<'m, 't>(&'m self, text: &'t str, from: usize) -> Scan<'m, 't> {
+        Scan { inner: &self.inner, text, at: from }
+    }
+
+    /// Appends `finding` (a range of `text`) to `out` as its strategy renders it, and reports its kind.
+    fn render(&self, text: &str, finding: &Finding, out: &mut String, found: &mut dyn FnMut(Kind)) {
+        let entry = self.entry(finding.kind);
+        found(finding.kind);
+        if let Some(masked) = strategy::apply(
+            &self.inner.hasher,
+            entry.strategy,
+            finding.kind,
+            &entry.label,
+            &text[finding.range.clone()],
+        ) {
+            out.push_str(&masked);
+        }
+    }
+
+    /// A value withheld by a [`StreamMasker`] because it outgrew [`LONG_VALUE_CAP`]: its strategy applied to what was
+    /// seen of it, except `hash`, whose token would depend on the part seen, which gives the label alone.
+    fn render_withheld(&self, detector: Detector, seen: &str) -> Option<String> {
+        let kind = Kind::Builtin(detector);
+        let entry = self.entry(kind);
+        match entry.strategy {
+            Strategy::Hash => Some(format!("[{}]", entry.label)),
+            strategy => strategy::apply(&self.inner.hasher, strategy, kind, &entry.label, seen),
+        }
     }
 }
 

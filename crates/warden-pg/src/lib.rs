@@ -49,9 +49,10 @@ impl PgFrontendConfig {
     pub fn from_config(config: &Config) -> Result<Self, tls::TlsError> {
         let mut connections = HashMap::new();
         for connection in &config.connections {
-            let tls = tls::UpstreamTlsConnector::new(&connection.tls)?;
-            connections
-                .insert(connection.name.clone(), Arc::new(UpstreamTarget { connection: connection.clone(), tls }));
+            let Some(postgres) = connection.postgres() else { continue };
+            let tls = tls::UpstreamTlsConnector::new(&postgres.tls)?;
+            let target = UpstreamTarget { name: connection.name.clone(), postgres: postgres.clone(), tls };
+            connections.insert(connection.name.clone(), Arc::new(target));
         }
         let tls = config.listen.tls.as_ref().map(tls::acceptor).transpose()?;
         Ok(PgFrontendConfig {

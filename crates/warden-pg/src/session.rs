@@ -103,7 +103,7 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
     let session = SessionInfo {
         id: new_session_id().into(),
         identity,
-        connection: target.connection.name.clone(),
+        connection: target.name.clone(),
         client_address: peer,
         user_name: message.get("user").unwrap_or_default().to_string(),
         application_name: message.get("application_name").map(str::to_string),
@@ -264,7 +264,7 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
                 if let Some(target) = frontend.cancel.request_cancel(process_id, secret_key) {
                     debug!(%peer, "forwarding cancel request");
                     if let Err(error) = upstream::cancel(&target.upstream, target.process_id, target.secret_key).await {
-                        warn!(connection = %target.upstream.connection.name, %error, "cancel request could not be forwarded");
+                        warn!(connection = %target.upstream.name, %error, "cancel request could not be forwarded");
                     }
                 }
                 return Err(Startup::Cancelled);
@@ -360,14 +360,14 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
     // Admit: the connect policy, and which startup parameters may reach the upstream.
     let admission = crate::hooks::Admission {
         identity: &identity,
-        connection: &target.connection.name,
+        connection: &target.name,
         client_address: peer,
         parameters: &forwarded,
     };
     let admitted = match frontend.hooks.admit(&admission) {
         Ok(admitted) => admitted,
         Err(message) => {
-            info!(%peer, identity = %identity.name, connection = %target.connection.name, %message, "session not admitted");
+            info!(%peer, identity = %identity.name, connection = %target.name, %message, "session not admitted");
             let refusal = Refusal::new("42501", message).about(user, database, Some(&identity.name));
             return Err(Startup::Refused(stream, refusal));
         }
@@ -377,7 +377,7 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
     let upstream = match connected {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(error)) => {
-            let refusal = upstream_refusal(&target.connection.name, &error).about(user, database, Some(&identity.name));
+            let refusal = upstream_refusal(&target.name, &error).about(user, database, Some(&identity.name));
             return Err(Startup::Refused(stream, refusal));
         }
         Err(_) => {
@@ -387,7 +387,7 @@ async fn startup(frontend: &PgFrontend, tcp: TcpStream, peer: SocketAddr) -> Res
                     "08001",
                     format!(
                         "could not connect to connection \"{}\": timed out after {:?} (limits.connect_timeout)",
-                        target.connection.name, config.limits.connect_timeout
+                        target.name, config.limits.connect_timeout
                     ),
                 ),
             ))

@@ -12,7 +12,7 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use warden_config::{Connection, UpstreamAddress, UpstreamTlsMode};
+use warden_config::{PostgresTarget, UpstreamAddress, UpstreamTlsMode};
 
 use crate::codec::backend::{self, Authentication, ErrorFields};
 use crate::codec::{self, frontend};
@@ -25,7 +25,9 @@ const MAX_STARTUP_MESSAGE: usize = 1 << 20;
 /// A connection target, compiled once per config version.
 #[derive(Debug)]
 pub struct UpstreamTarget {
-    pub connection: Connection,
+    /// The connection's name.
+    pub name: String,
+    pub postgres: PostgresTarget,
     pub tls: UpstreamTlsConnector,
 }
 
@@ -95,7 +97,7 @@ fn mode_name(mode: UpstreamTlsMode) -> &'static str {
 
 /// Opens the transport (TLS negotiated per the mode), without any PostgreSQL message yet.
 pub async fn open_transport(target: &UpstreamTarget) -> Result<Stream, UpstreamError> {
-    let connection = &target.connection;
+    let connection = &target.postgres;
     let (host, port) = match &connection.address {
         UpstreamAddress::Unix(path) => {
             let stream = UnixStream::connect(path).await.map_err(|error| UpstreamError::Unreachable {
@@ -136,7 +138,7 @@ pub async fn connect(
     target: &UpstreamTarget,
     parameters: &[(String, String)],
 ) -> Result<UpstreamSession, UpstreamError> {
-    let connection = &target.connection;
+    let connection = &target.postgres;
     let mut stream = open_transport(target).await?;
     let mut startup: Vec<(&str, &str)> = vec![("user", &connection.user), ("database", &connection.database)];
     startup.extend(parameters.iter().map(|(key, value)| (key.as_str(), value.as_str())));
@@ -177,7 +179,7 @@ pub async fn connect(
 
 async fn authenticate(
     stream: &mut Stream,
-    connection: &Connection,
+    connection: &PostgresTarget,
     buffer: &mut BytesMut,
 ) -> Result<(), UpstreamError> {
     let password =

@@ -122,7 +122,7 @@ struct CoreNames {
     connection: ast::EntityType,
     table: ast::EntityType,
     /// Indexed like [`Action::ALL`].
-    actions: [EntityUid; 9],
+    actions: [EntityUid; Action::ALL.len()],
     /// Cedar's `ip()` extension function.
     ip: &'static ExtensionFunction,
 }
@@ -258,6 +258,14 @@ fn build_context(core: &CoreNames, context: &RequestContext) -> Result<ast::Cont
             statement.insert("has_where".into(), ast::Value::from(has_where));
         }
         pairs.insert("statement".into(), ast::Value::record_arc(Arc::new(statement), None));
+    }
+    if let Some(path) = context.http_path {
+        let mut http = BTreeMap::new();
+        http.insert("path".into(), ast::Value::from(path));
+        if let Some(model) = context.model {
+            http.insert("model".into(), ast::Value::from(model));
+        }
+        pairs.insert("http".into(), ast::Value::record_arc(Arc::new(http), None));
     }
     if let Some(token) = &context.token {
         let mut record = BTreeMap::new();

@@ -66,10 +66,18 @@ pub enum Action {
     Unclassified,
     /// Seeing a connection's results unmasked (exempts the session from `[connection.masking]`).
     Unmask,
+    /// An HTTP request by method (`http:GET`…), on an `http` connection.
+    HttpGet,
+    HttpHead,
+    HttpPost,
+    HttpPut,
+    HttpPatch,
+    HttpDelete,
+    HttpOptions,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 16] = [
         Action::Connect,
         Action::Read,
         Action::Write,
@@ -79,7 +87,29 @@ impl Action {
         Action::Procedural,
         Action::Unclassified,
         Action::Unmask,
+        Action::HttpGet,
+        Action::HttpHead,
+        Action::HttpPost,
+        Action::HttpPut,
+        Action::HttpPatch,
+        Action::HttpDelete,
+        Action::HttpOptions,
     ];
+
+    /// The action of an HTTP request with this method (upper case, as sent); `None` for methods warden does not
+    /// relay (`CONNECT`, `TRACE`, extensions).
+    pub fn http(method: &str) -> Option<Action> {
+        Some(match method {
+            "GET" => Action::HttpGet,
+            "HEAD" => Action::HttpHead,
+            "POST" => Action::HttpPost,
+            "PUT" => Action::HttpPut,
+            "PATCH" => Action::HttpPatch,
+            "DELETE" => Action::HttpDelete,
+            "OPTIONS" => Action::HttpOptions,
+            _ => return None,
+        })
+    }
 
     /// The Cedar action id: `Warden::Action::"<as_str>"`.
     pub fn as_str(self) -> &'static str {
@@ -93,11 +123,23 @@ impl Action {
             Action::Procedural => "procedural",
             Action::Unclassified => "unclassified",
             Action::Unmask => "unmask",
+            Action::HttpGet => "http:GET",
+            Action::HttpHead => "http:HEAD",
+            Action::HttpPost => "http:POST",
+            Action::HttpPut => "http:PUT",
+            Action::HttpPatch => "http:PATCH",
+            Action::HttpDelete => "http:DELETE",
+            Action::HttpOptions => "http:OPTIONS",
         }
     }
 
     pub fn parse(s: &str) -> Option<Action> {
         Action::ALL.into_iter().find(|action| action.as_str() == s)
+    }
+
+    /// One of the `http:<METHOD>` actions.
+    pub fn is_http(self) -> bool {
+        self.index() >= Action::HttpGet.index()
     }
 
     /// Position in [`Action::ALL`].
@@ -205,6 +247,11 @@ pub struct RequestContext<'a> {
     /// `context.approved`: an approval covering this request exists (always present; false unless warden found
     /// one).
     pub approved: bool,
+    /// `context.http.path`: for an HTTP request, the path after the connection prefix (query excluded); when
+    /// `Some`, `context.http` is present.
+    pub http_path: Option<&'a str>,
+    /// `context.http.model`: the LLM model asked for; ignored unless `http_path` is `Some`.
+    pub model: Option<&'a str>,
 }
 
 /// A loaded, validated set of policies, ready to answer requests. Immutable; cheap to share in an `Arc`.
@@ -297,6 +344,11 @@ impl Policies {
         context: &RequestContext,
     ) -> Verdict {
         if let (Action::Connect | Action::Unmask, Resource::Table { .. }) = (action, resource) {
+            return Verdict::refused(EvaluationError::Request(format!(
+                "{action} applies to a connection, not to {resource}"
+            )));
+        }
+        if let (true, Resource::Table { .. }) = (action.is_http(), resource) {
             return Verdict::refused(EvaluationError::Request(format!(
                 "{action} applies to a connection, not to {resource}"
             )));
@@ -400,9 +452,9 @@ fn without_constraints(policy: &Policy, drop_action: bool, drop_resource: bool) 
 /// Policy sets per (connection, action); see the crate documentation.
 struct Slices {
     /// For every connection some policy's resource scope names: the policies that may apply to it.
-    by_connection: HashMap<Box<str>, [PolicySet; 9]>,
+    by_connection: HashMap<Box<str>, [PolicySet; Action::ALL.len()]>,
     /// For every other connection: the policies whose resource scope names no connection.
-    other: [PolicySet; 9],
+    other: [PolicySet; Action::ALL.len()],
 }
 
 impl Slices {
@@ -410,7 +462,7 @@ impl Slices {
         // Each policy as Cedar sees it in a slice, with the scope constraints the slice already guarantees removed,
         // by (policy index, action constraint removed, resource constraint removed). Built on first use.
         let mut variants: HashMap<(usize, bool, bool), Policy> = HashMap::new();
-        let mut slice = |connection: Option<&str>| -> [PolicySet; 9] {
+        let mut slice = |connection: Option<&str>| -> [PolicySet; Action::ALL.len()] {
             Action::ALL.map(|action| {
                 let mut set = PolicySet::new();
                 for (index, (loaded, scope)) in policies.iter().zip(scopes).enumerate() {

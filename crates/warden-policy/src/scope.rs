@@ -59,7 +59,8 @@ impl ActionSet {
 
     /// Whether the set has an action other than `read`, `connect` and `unmask` (none of which changes anything).
     pub fn beyond_read(self) -> bool {
-        self.0 & !(Action::Read.bit() | Action::Connect.bit() | Action::Unmask.bit()) != 0
+        let beyond = [Action::Write, Action::Ddl, Action::Dcl, Action::Admin, Action::Procedural, Action::Unclassified];
+        self.0 & beyond.iter().fold(0, |bits, action| bits | action.bit()) != 0
     }
 }
 

@@ -142,6 +142,7 @@ fn statement(session_id: &Arc<str>, seq: u64, text: &Arc<str>, decision: &Arc<De
         error: None,
         decision: Some(Arc::clone(decision)),
         result: None,
+        http: None,
     }
 }
 

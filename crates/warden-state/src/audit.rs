@@ -164,7 +164,7 @@ impl Chain {
                             "policies": decision.policies,
                         })
                     });
-                    let body = json!({
+                    let mut body = json!({
                         "seq": record.seq,
                         "text": &*record.text,
                         "rows": record.rows,
@@ -173,6 +173,9 @@ impl Chain {
                         "decision": decision,
                         "result": record.result,
                     });
+                    if let Some(http) = &record.http {
+                        body["http"] = http.clone();
+                    }
                     self.event("statement", record.started_at, Some(&record.session_id), &labels, body)
                 }
                 Event::Ended(end) => {

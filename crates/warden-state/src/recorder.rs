@@ -65,6 +65,9 @@ pub struct StatementRecord {
     /// The first rows of its result, masked, for the audit log alone: `{"sets": [{"columns": [...] | null,
     /// "rows": [[...]]}], "cut": n}` (`cut`: rows not kept).
     pub result: Option<serde_json::Value>,
+    /// For an HTTP request, what the audit log keeps of it beyond the text (`POST /v1/chat/completions`): status,
+    /// model, usage, the masked and capped prompt and answer, latencies. Absent from the event otherwise.
+    pub http: Option<serde_json::Value>,
 }
 
 /// The end of a session.

@@ -63,6 +63,7 @@ fn statement(session_id: &str, seq: u64, text: &str) -> StatementRecord {
         error: None,
         decision: None,
         result: None,
+        http: None,
     }
 }
 

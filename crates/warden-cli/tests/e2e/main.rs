@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod crash;
 mod durability;
+mod http;
 mod masking;
 mod policy;
 mod protocol;

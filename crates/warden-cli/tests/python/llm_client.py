@@ -1,0 +1,186 @@
+"""Drives warden's HTTP front end with the official OpenAI and Anthropic SDKs, as a workflow would: the SDK's base
+URL points at warden, its API key is the caller's warden credential. Prints one JSON object with what the client
+saw; the Rust end-to-end tests assert on it (no PII, valid frames, refusals with warden's reasons).
+
+usage: llm_client.py SCENARIO WARDEN_URL API_KEY [ARG...]
+"""
+
+import json
+import sys
+import urllib.request
+
+try:
+    import anthropic
+    import openai
+except ImportError as error:  # pragma: no cover - reported to the Rust test
+    print(json.dumps({"error": f"{error}: pip install openai anthropic"}))
+    sys.exit(2)
+
+
+def sse_frames(response):
+    """Every SSE frame of a raw streamed response, checked: returns (frames, problems)."""
+    frames, problems, current = [], [], []
+    for raw in response:
+        line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+        if line == "":
+            if current:
+                frames.append(current)
+                current = []
+            continue
+        current.append(line)
+    if current:
+        problems.append(f"unterminated frame at the end: {current}")
+    for frame in frames:
+        fields = {}
+        for line in frame:
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            if name not in ("event", "data", "id", "retry"):
+                problems.append(f"unknown field {name!r} in {frame}")
+            fields.setdefault(name, []).append(value[1:] if value.startswith(" ") else value)
+        data = "\n".join(fields.get("data", []))
+        if not data:
+            problems.append(f"frame without data: {frame}")
+        elif data != "[DONE]":
+            try:
+                json.loads(data)
+            except ValueError as error:
+                problems.append(f"frame data is not JSON ({error}): {data!r}")
+    return frames, problems
+
+
+def openai_chat(base, key, model="gpt-4o-mini"):
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    out = {}
+    completion = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}])
+    out["text"] = completion.choices[0].message.content
+    out["usage"] = completion.usage.model_dump() if completion.usage else None
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hello"}], stream=True
+    )
+    deltas, chunks = [], 0
+    for chunk in stream:
+        chunks += 1
+        for choice in chunk.choices:
+            if choice.delta.content:
+                deltas.append(choice.delta.content)
+    out["stream_text"] = "".join(deltas)
+    out["stream_deltas"] = deltas
+    out["stream_chunks"] = chunks
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions",
+        data=json.dumps(
+            {"model": model, "messages": [{"role": "user", "content": "Hello"}], "stream": True}
+        ).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        out["raw_status"] = response.status
+        out["raw_content_type"] = response.headers.get("content-type")
+        frames, problems = sse_frames(response)
+    out["raw_frames"] = ["\n".join(frame) for frame in frames]
+    out["frame_problems"] = problems
+    return out
+
+
+def openai_responses(base, key, model="gpt-4o-mini"):
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    out = {}
+    response = client.responses.create(model=model, input="Hello")
+    out["text"] = response.output_text
+    deltas = []
+    with client.responses.stream(model=model, input="Hello") as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    out["stream_text"] = "".join(deltas)
+    out["final_text"] = final.output_text
+    out["usage"] = final.usage.model_dump() if final.usage else None
+    return out
+
+
+def anthropic_messages(base, key, model="claude-3-5-haiku-latest"):
+    client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
+    out = {}
+    message = client.messages.create(
+        model=model, max_tokens=200, messages=[{"role": "user", "content": "Hello"}]
+    )
+    out["text"] = "".join(block.text for block in message.content if block.type == "text")
+    out["usage"] = message.usage.model_dump()
+    deltas = []
+    with client.messages.stream(
+        model=model, max_tokens=200, messages=[{"role": "user", "content": "Hello"}]
+    ) as stream:
+        for text in stream.text_stream:
+            deltas.append(text)
+        final = stream.get_final_message()
+    out["stream_text"] = "".join(deltas)
+    out["final_text"] = "".join(block.text for block in final.content if block.type == "text")
+    out["stream_usage"] = final.usage.model_dump()
+    return out
+
+
+def refusal(error):
+    return {
+        "type": type(error).__name__,
+        "status": getattr(error, "status_code", None),
+        "message": str(error),
+        "retry_after": error.response.headers.get("retry-after") if getattr(error, "response", None) else None,
+    }
+
+
+def openai_model(base, key, model):
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    try:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}])
+        return {"refused": None}
+    except openai.APIStatusError as error:
+        return {"refused": refusal(error)}
+
+
+def openai_prompt(base, key, prompt):
+    """One chat request with this prompt; ECHO: prompts come back as the stand-in received them."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    try:
+        completion = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": prompt}]
+        )
+        return {"text": completion.choices[0].message.content, "refused": None}
+    except openai.APIStatusError as error:
+        return {"refused": refusal(error)}
+
+
+def openai_until_refused(base, key, limit):
+    """Requests until one is refused (at most `limit`): how many went through, and the refusal."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    done = 0
+    for _ in range(int(limit)):
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}])
+            done += 1
+        except openai.APIStatusError as error:
+            return {"completed": done, "refused": refusal(error)}
+    return {"completed": done, "refused": None}
+
+
+SCENARIOS = {
+    "openai-chat": openai_chat,
+    "openai-responses": openai_responses,
+    "anthropic-messages": anthropic_messages,
+    "openai-model": openai_model,
+    "openai-prompt": openai_prompt,
+    "openai-until-refused": openai_until_refused,
+}
+
+if __name__ == "__main__":
+    scenario, base, key, *args = sys.argv[1:]
+    try:
+        result = SCENARIOS[scenario](base, key, *args)
+    except openai.APIStatusError as error:
+        result = {"unexpected_refusal": refusal(error)}
+    except anthropic.APIStatusError as error:
+        result = {"unexpected_refusal": refusal(error)}
+    print(json.dumps(result))

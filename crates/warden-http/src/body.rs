@@ -1,0 +1,315 @@
+//! Bodies on their way through: [`Relay`] passes an upstream (or client) body frame by frame, through a
+//! [`Transform`] when warden must rewrite it (server-sent events masked event by event, text and JSON masked as
+//! they stream), counts it, keeps the start of it for the audit trail, and reports once when it ends, however it
+//! ends (complete, failed, or dropped because the client went away).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::hooks::TokenUsage;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every body warden sends, to clients and upstreams.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What a transform learned of the body, for the record.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Summary {
+    pub usage: Option<TokenUsage>,
+    /// The answer text (LLM) or the start of the body, as sent (masked when the transform masks).
+    pub answer: Option<String>,
+    pub masked: u64,
+}
+
+/// How a body ended.
+pub(crate) struct End {
+    pub bytes: u64,
+    pub error: Option<String>,
+    pub summary: Summary,
+}
+
+pub(crate) type OnEnd = Box<dyn FnOnce(End) + Send>;
+
+/// A rewrite of a body, chunk by chunk. Output may lag input (held back) but is complete after `finish`.
+pub(crate) trait Transform: Send {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), String>;
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String>;
+    /// The last bytes to send after a failure, when the format has a way to say so (an SSE error event).
+    fn failure(&mut self, _message: &str, _out: &mut Vec<u8>) {}
+    fn summary(&mut self) -> Summary;
+}
+
+/// How much of an untransformed body is kept for the audit trail.
+const SAMPLE_BYTES: usize = crate::proxy::AUDIT_TEXT_CAP;
+
+pub(crate) struct Relay<B> {
+    inner: B,
+    transform: Option<Box<dyn Transform>>,
+    on_end: Option<OnEnd>,
+    bytes: u64,
+    /// The start of an untransformed body, for the record.
+    sample: Vec<u8>,
+    state: State,
+    out: Vec<u8>,
+}
+
+#[derive(PartialEq, Eq)]
+enum State {
+    Streaming,
+    /// The last frame has been sent: the next poll ends the body.
+    Done,
+}
+
+impl<B> Relay<B> {
+    pub fn new(inner: B, transform: Option<Box<dyn Transform>>, on_end: Option<OnEnd>) -> Relay<B> {
+        Relay { inner, transform, on_end, bytes: 0, sample: Vec::new(), state: State::Streaming, out: Vec::new() }
+    }
+
+    fn end(&mut self, error: Option<String>) {
+        let Some(on_end) = self.on_end.take() else { return };
+        let summary = match &mut self.transform {
+            Some(transform) => transform.summary(),
+            None => Summary {
+                answer: (!self.sample.is_empty()).then(|| String::from_utf8_lossy(&self.sample).into_owned()),
+                ..Summary::default()
+            },
+        };
+        on_end(End { bytes: self.bytes, error, summary });
+    }
+
+    fn data(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.bytes += bytes.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+}
+
+impl<B> Body for Relay<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.state == State::Done {
+                this.end(None);
+                return Poll::Ready(None);
+            }
+            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(frame) => frame,
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        // Trailers pass as they are.
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    };
+                    let Some(transform) = this.transform.as_mut() else {
+                        if this.sample.len() < SAMPLE_BYTES {
+                            let room = SAMPLE_BYTES - this.sample.len();
+                            this.sample.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                        return this.data(data);
+                    };
+                    this.out.clear();
+                    if let Err(message) = transform.push(&data, &mut this.out) {
+                        // Fail closed: what could not be masked is not sent; the format's error, if it has one, is.
+                        this.out.clear();
+                        transform.failure(&message, &mut this.out);
+                        this.end(Some(message.clone()));
+                        this.state = State::Done;
+                        if this.out.is_empty() {
+                            return Poll::Ready(Some(Err(message.into())));
+                        }
+                        let out = Bytes::from(std::mem::take(&mut this.out));
+                        return this.data(out);
+                    }
+                    if !this.out.is_empty() {
+                        let out = Bytes::from(std::mem::take(&mut this.out));
+                        return this.data(out);
+                    }
+                }
+                Some(Err(error)) => {
+                    let error: BoxError = error.into();
+                    this.end(Some(format!("the body was cut short: {error}")));
+                    return Poll::Ready(Some(Err(error)));
+                }
+                None => {
+                    this.state = State::Done;
+                    let Some(transform) = this.transform.as_mut() else { continue };
+                    this.out.clear();
+                    if let Err(message) = transform.finish(&mut this.out) {
+                        this.out.clear();
+                        transform.failure(&message, &mut this.out);
+                        this.end(Some(message.clone()));
+                        if this.out.is_empty() {
+                            return Poll::Ready(Some(Err(message.into())));
+                        }
+                    }
+                    if !this.out.is_empty() {
+                        let out = Bytes::from(std::mem::take(&mut this.out));
+                        return this.data(out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done && self.on_end.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.transform {
+            Some(_) => SizeHint::default(),
+            None => self.inner.size_hint(),
+        }
+    }
+}
+
+impl<B> Drop for Relay<B> {
+    fn drop(&mut self) {
+        if self.on_end.is_some() {
+            self.end(Some("the client went away before the end of the response".into()));
+        }
+    }
+}
+
+/// An LLM answer streamed as server-sent events: each event parsed, masked by the provider's rules, written back.
+pub(crate) struct SseTransform {
+    parser: warden_llm::SseParser,
+    masker: warden_llm::ResponseMasker,
+    events: Vec<warden_llm::SseEvent>,
+}
+
+/// The largest single event accepted from an upstream.
+const MAX_EVENT_BYTES: usize = 4 << 20;
+
+impl SseTransform {
+    pub fn new(masker: warden_llm::ResponseMasker) -> SseTransform {
+        SseTransform { parser: warden_llm::SseParser::new(MAX_EVENT_BYTES), masker, events: Vec::new() }
+    }
+
+    fn write(&mut self, events: Vec<warden_llm::SseEvent>, out: &mut Vec<u8>) -> Result<(), String> {
+        for event in events {
+            for masked in self.masker.event(event).map_err(|error| error.to_string())? {
+                masked.write(out);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Transform for SseTransform {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let events = self.parser.push(chunk).map_err(|error| error.to_string())?;
+        self.write(events, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        let events = self.parser.finish().map_err(|error| error.to_string())?;
+        self.write(events, out)?;
+        for event in self.masker.finish().map_err(|error| error.to_string())? {
+            event.write(out);
+        }
+        let _ = &self.events;
+        Ok(())
+    }
+
+    fn failure(&mut self, message: &str, out: &mut Vec<u8>) {
+        let data = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": format!("warden: {message}")}});
+        out.extend_from_slice(format!("event: error\ndata: {data}\n\n").as_bytes());
+    }
+
+    fn summary(&mut self) -> Summary {
+        Summary {
+            usage: self
+                .masker
+                .usage()
+                .map(|usage| TokenUsage { input: usage.input_tokens, output: usage.output_tokens }),
+            answer: Some(crate::proxy::cap(self.masker.answer_text().to_string())),
+            masked: self.masker.masked_count() as u64,
+        }
+    }
+}
+
+/// A plain HTTP body masked as it streams, when its content type is text or JSON.
+struct PlainTransform {
+    masker: warden_llm::BodyMasker,
+    sample: Vec<u8>,
+}
+
+impl Transform for PlainTransform {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let masked = self.masker.push(chunk).map_err(|error| error.to_string())?;
+        self.keep(&masked);
+        out.extend_from_slice(&masked);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        let masked = self.masker.finish().map_err(|error| error.to_string())?;
+        self.keep(&masked);
+        out.extend_from_slice(&masked);
+        Ok(())
+    }
+
+    fn summary(&mut self) -> Summary {
+        Summary {
+            usage: None,
+            answer: (!self.sample.is_empty()).then(|| String::from_utf8_lossy(&self.sample).into_owned()),
+            masked: self.masker.masked_count() as u64,
+        }
+    }
+}
+
+impl PlainTransform {
+    fn keep(&mut self, masked: &[u8]) {
+        if self.sample.len() < SAMPLE_BYTES {
+            let room = SAMPLE_BYTES - self.sample.len();
+            self.sample.extend_from_slice(&masked[..masked.len().min(room)]);
+        }
+    }
+}
+
+/// The masking transform for a plain body of `content_type`, or `None` when the type is not masked (binary).
+pub(crate) fn plain_transform(
+    content_type: &str,
+    masker: warden_mask::Masker,
+    hold_back: usize,
+) -> Option<Box<dyn Transform>> {
+    let masker = warden_llm::BodyMasker::for_content_type(content_type, masker, hold_back)?;
+    Some(Box::new(PlainTransform { masker, sample: Vec::new() }))
+}
+
+/// A masker that finds nothing: LLM answers of a session that is not masked still go through the response
+/// masker, for usage and the audit copy.
+pub(crate) fn no_masking() -> warden_mask::Masker {
+    static NONE: std::sync::OnceLock<warden_mask::Masker> = std::sync::OnceLock::new();
+    NONE.get_or_init(|| {
+        let config = warden_mask::MaskerConfig {
+            detectors: warden_mask::Selection::Only(Vec::new()),
+            custom: Vec::new(),
+            strategies: std::collections::HashMap::new(),
+            hash_key: [0; 32],
+        };
+        warden_mask::Masker::new(&config).expect("a masker with no detectors compiles")
+    })
+    .clone()
+}
+
+/// A body of known bytes.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into()).map_err(|never| -> BoxError { match never {} }).boxed_unsync()
+}

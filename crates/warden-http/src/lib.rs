@@ -1,0 +1,141 @@
+//! warden-http owns the HTTP front end: the listener (HTTP/1.1 and HTTP/2, optionally TLS with ALPN), routing by
+//! path prefix `/<connection>/…` to `kind = "http"` connections, the caller's credential (`Authorization: Bearer`,
+//! or an LLM SDK's own key header) swapped for the one warden holds, per-request authorization through
+//! [`HttpHooks`], and the bodies: LLM requests inspected and guarded (`warden-llm`), responses masked as they
+//! stream (JSON, text, server-sent events), each exchange recorded when its response ends.
+//!
+//! It talks to the rest of the gateway only through [`HttpHooks`]; policy, identity, limits and the state store
+//! live behind it.
+#![forbid(unsafe_code)]
+
+mod body;
+mod error;
+mod hooks;
+mod proxy;
+mod route;
+
+pub use error::HttpError;
+pub use hooks::{Authorization, BoxFuture, Exchange, HttpHooks, HttpSession, LimitRefusal, RequestInfo, TokenUsage};
+pub use route::Route;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// The largest request body warden reads whole (an LLM request, whose prompt it must inspect): 16 MiB.
+pub const MAX_INSPECTED_BODY: usize = 16 << 20;
+
+/// The HTTP front end's compiled configuration, built once per config version.
+pub struct HttpFrontendConfig {
+    pub routes: HashMap<String, Arc<Route>>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// A credential over plaintext HTTP from a non-loopback address is refused unless this is set.
+    pub allow_plaintext_credentials: bool,
+}
+
+impl HttpFrontendConfig {
+    pub fn from_config(config: &warden_config::Config) -> Result<HttpFrontendConfig, HttpError> {
+        let mut routes = HashMap::new();
+        for connection in &config.connections {
+            let Some(target) = connection.http() else { continue };
+            routes.insert(connection.name.clone(), Arc::new(Route::new(&connection.name, target)?));
+        }
+        let tls = config.listen.tls.as_ref().map(error::tls_acceptor).transpose()?;
+        Ok(HttpFrontendConfig { routes, tls, allow_plaintext_credentials: config.listen.allow_plaintext_password })
+    }
+}
+
+/// The running front end.
+pub struct HttpFrontend {
+    config: HttpFrontendConfig,
+    hooks: Arc<dyn HttpHooks>,
+    workers: Vec<tokio::runtime::Handle>,
+    next_worker: AtomicUsize,
+    live: AtomicUsize,
+}
+
+impl HttpFrontend {
+    pub fn new(
+        config: HttpFrontendConfig,
+        hooks: Arc<dyn HttpHooks>,
+        workers: Vec<tokio::runtime::Handle>,
+    ) -> Arc<HttpFrontend> {
+        Arc::new(HttpFrontend { config, hooks, workers, next_worker: AtomicUsize::new(0), live: AtomicUsize::new(0) })
+    }
+
+    /// Client connections open now.
+    pub fn live_connections(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Accepts connections until `shutdown` turns true; each connection is served on a worker thread.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let address = listener.local_addr().ok();
+        info!(?address, routes = self.config.routes.len(), "HTTP front end listening");
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "HTTP accept failed");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let frontend = self.clone();
+            let stop = shutdown.clone();
+            let connection = async move { frontend.connection(stream, peer, stop).await };
+            match self.workers.get(self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1)) {
+                Some(worker) => drop(worker.spawn(connection)),
+                None => drop(tokio::spawn(connection)),
+            }
+        }
+    }
+
+    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(proxy::ConnectionState::new(self.clone(), peer, self.config.tls.is_some()));
+        match &self.config.tls {
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(tls) => serve_connection(TokioIo::new(tls), state.clone(), stop).await,
+                Err(error) => debug!(%peer, %error, "HTTP TLS handshake failed"),
+            },
+            None => serve_connection(TokioIo::new(stream), state.clone(), stop).await,
+        }
+        state.end("connection closed");
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection<I>(io: I, state: Arc<proxy::ConnectionState>, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(state.handle(request).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                debug!(%error, "HTTP connection ended with an error");
+            }
+        }
+        () = async { drop(stop.wait_for(|stop| *stop).await) } => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}

@@ -1,0 +1,623 @@
+//! One client connection's requests: route, authenticate, inspect and guard (LLM), authorize, limit, forward
+//! with warden's credential, and answer with the response masked as it streams. Sessions are per client
+//! connection, identity and warden connection: the first request of an identity on a connection opens one, the
+//! client connection's close ends them all.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use parking_lot::Mutex;
+use time::OffsetDateTime;
+use tracing::{debug, warn};
+use warden_llm::Api;
+
+use crate::body::{self, Relay, ResponseBody, Summary};
+use crate::error::Refusal;
+use crate::hooks::{Authorization, Exchange, HttpSession, RequestInfo, TokenUsage};
+use crate::route::Route;
+use crate::{HttpFrontend, MAX_INSPECTED_BODY};
+
+/// The most characters of a prompt or an answer kept in the audit trail.
+pub(crate) const AUDIT_TEXT_CAP: usize = 8 * 1024;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), and the caller's credentials.
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"];
+const CALLER_CREDENTIALS: [&str; 4] = ["authorization", "proxy-authorization", "x-api-key", "api-key"];
+
+pub(crate) struct ConnectionState {
+    frontend: Arc<HttpFrontend>,
+    peer: SocketAddr,
+    tls: bool,
+    sessions: Mutex<HashMap<(String, String), Arc<SessionSlot>>>,
+}
+
+pub(crate) struct SessionSlot {
+    pub session: HttpSession,
+    seq: AtomicU64,
+}
+
+/// What is known of a request by the time it is answered, for its record.
+struct Pending {
+    started: Instant,
+    started_at: OffsetDateTime,
+    method: String,
+    path: String,
+    model: Option<String>,
+    stream: bool,
+    prompt: Option<String>,
+    policies: Vec<Arc<str>>,
+    request_bytes: u64,
+}
+
+impl ConnectionState {
+    pub fn new(frontend: Arc<HttpFrontend>, peer: SocketAddr, tls: bool) -> ConnectionState {
+        ConnectionState { frontend, peer, tls, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    /// Ends every session the connection opened.
+    pub fn end(&self, reason: &str) {
+        let sessions: Vec<Arc<SessionSlot>> = self.sessions.lock().drain().map(|(_, slot)| slot).collect();
+        for slot in sessions {
+            self.frontend.hooks.session_ended(&slot.session, reason);
+        }
+    }
+
+    pub async fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let started_at = OffsetDateTime::now_utc();
+        let path = request.uri().path().to_string();
+        let Some((name, rest)) = split_route(&path) else {
+            return Refusal::new(StatusCode::NOT_FOUND, "route", "requests go to /<connection>/<path>").response(None);
+        };
+        let Some(route) = self.frontend.config.routes.get(name).cloned() else {
+            let message = format!("no http connection named \"{name}\"");
+            return Refusal::new(StatusCode::NOT_FOUND, "route", message).response(None);
+        };
+        let rest = rest.to_string();
+        // Who is calling.
+        let Some(credential) = caller_credential(request.headers()) else {
+            let refusal = Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "no credential: send Authorization: Bearer <API key or token>",
+            );
+            self.frontend.hooks.unauthenticated(self.peer, &route.name, &refusal.message);
+            return refusal.response(route.api);
+        };
+        if !self.tls && !self.peer.ip().is_loopback() && !self.frontend.config.allow_plaintext_credentials {
+            let refusal = Refusal::new(
+                StatusCode::FORBIDDEN,
+                "plaintext",
+                "a credential over plaintext HTTP from a non-loopback address is refused; use TLS",
+            );
+            self.frontend.hooks.unauthenticated(self.peer, &route.name, &refusal.message);
+            return refusal.response(route.api);
+        }
+        let identity = match self.frontend.hooks.authenticate(&credential).await {
+            Ok(identity) => identity,
+            Err(error) => {
+                let refusal = Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string());
+                self.frontend.hooks.unauthenticated(self.peer, &route.name, &refusal.message);
+                return refusal.response(route.api);
+            }
+        };
+        let user_agent = request.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
+        let slot = self.session(identity, &route.name, user_agent);
+        let mut pending = Pending {
+            started,
+            started_at,
+            method: request.method().as_str().to_string(),
+            path: rest.clone(),
+            model: None,
+            stream: false,
+            prompt: None,
+            policies: Vec::new(),
+            request_bytes: 0,
+        };
+        let answer = self.forward(&route, &slot, request, &mut pending).await;
+        match answer {
+            Ok(response) => response,
+            Err(refusal) => {
+                self.frontend.hooks.exchange(&slot.session, refused(&slot, pending, &refusal));
+                let mut response = refusal.response(route.api);
+                response.headers_mut().insert("x-warden-session", session_header(&slot.session));
+                response
+            }
+        }
+    }
+
+    fn session(
+        &self,
+        identity: warden_identity::Identity,
+        connection: &str,
+        user_agent: Option<&str>,
+    ) -> Arc<SessionSlot> {
+        let key = (identity.name.clone(), connection.to_string());
+        let mut sessions = self.sessions.lock();
+        if let Some(slot) = sessions.get(&key) {
+            return slot.clone();
+        }
+        let session = HttpSession {
+            id: self.frontend.hooks.new_session_id(),
+            identity,
+            connection: connection.to_string(),
+            client_address: self.peer,
+            user_agent: user_agent.map(str::to_string),
+            started_at: OffsetDateTime::now_utc(),
+        };
+        self.frontend.hooks.session_started(&session);
+        let slot = Arc::new(SessionSlot { session, seq: AtomicU64::new(0) });
+        sessions.insert(key, slot.clone());
+        slot
+    }
+
+    async fn forward(
+        &self,
+        route: &Arc<Route>,
+        slot: &Arc<SessionSlot>,
+        request: Request<Incoming>,
+        pending: &mut Pending,
+    ) -> Result<Response<ResponseBody>, Refusal> {
+        let hooks = &self.frontend.hooks;
+        let (parts, incoming) = request.into_parts();
+        let mut incoming = Some(incoming);
+        // An LLM request is read whole: its prompt is inspected, guarded and possibly rewritten.
+        let mut llm: Option<(LlmCall, Bytes)> = None;
+        if let Some(api) = route.api {
+            let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
+            pending.request_bytes = bytes.len() as u64;
+            let endpoint = warden_llm::Endpoint::of(api, parts.method.as_str(), &pending.path);
+            let request = warden_llm::LlmRequest::inspect(api, endpoint, &bytes)
+                .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, "request", error.to_string()))?;
+            pending.model = request.model.clone();
+            pending.stream = request.stream;
+            llm = Some((LlmCall { api, endpoint, strip_usage_chunk: false }, bytes));
+        }
+        let info = RequestInfo {
+            session: &slot.session,
+            method: parts.method.as_str(),
+            path: &pending.path,
+            model: pending.model.as_deref(),
+            body: llm.as_ref().map(|(_, bytes)| &bytes[..]),
+        };
+        let masker = match hooks.authorize(&info).await {
+            Authorization::Allowed { policies, masker, approval } => {
+                pending.policies = policies;
+                if let Some(approval) = approval {
+                    pending.policies.push(Arc::from(format!("approval:{approval}")));
+                }
+                masker
+            }
+            Authorization::Refused { status, rule, message, policies } => {
+                pending.policies = policies;
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                return Err(Refusal::new(status, rule, message));
+            }
+        };
+        let inspect_response = llm.is_some() || masker.is_some();
+        let upstream_body: ResponseBody = match llm.as_mut() {
+            Some((call, bytes)) => {
+                // The guard: model allow-list, deny patterns, prompt PII, max_tokens; then the limits.
+                let guard = route.guard.as_ref().expect("an LLM route has a guard");
+                let prompt_masker = masker.clone().unwrap_or_else(|| hooks.prompt_masker(&route.name));
+                let outcome = guard
+                    .apply(call.api, call.endpoint, bytes, &prompt_masker)
+                    .map_err(|refusal| guard_refusal(&refusal))?;
+                call.strip_usage_chunk = outcome.strip_usage_chunk;
+                pending.prompt = Some(cap(hooks.audit_mask(&route.name, &outcome.request.prompt_text())));
+                hooks.admit_usage(&slot.session, pending.model.as_deref()).map_err(|limit| Refusal {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    rule: format!("limit:{}", limit.limit),
+                    message: limit.message,
+                    retry_after: Some(limit.retry_after),
+                })?;
+                let body = match outcome.body {
+                    Some(rewritten) => Bytes::from(rewritten),
+                    None => bytes.clone(),
+                };
+                body::full(body)
+            }
+            None => {
+                let incoming = incoming.take().expect("a plain request's body is streamed");
+                pending.request_bytes = content_length(&parts.headers).unwrap_or(0);
+                let transform = masker.as_ref().and_then(|masker| {
+                    body::plain_transform(content_type(&parts.headers), masker.clone(), route.hold_back)
+                });
+                Relay::new(incoming, transform, None).boxed_unsync()
+            }
+        };
+        let uri = route
+            .upstream_uri(&pending.path, parts.uri.query())
+            .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, "request", format!("bad path: {error}")))?;
+        let mut upstream = Request::builder().method(parts.method.clone()).uri(uri);
+        let headers = upstream.headers_mut().expect("a fresh builder has headers");
+        copy_request_headers(&parts.headers, headers, route, inspect_response);
+        let upstream = upstream
+            .body(upstream_body)
+            .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, "request", error.to_string()))?;
+        let response = match tokio::time::timeout(route.timeout, route.client.request(upstream)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                let reason = error_chain(&error);
+                warn!(connection = %route.name, error = %reason, "upstream request failed");
+                return Err(Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream",
+                    format!("connection \"{}\": upstream unreachable: {reason}", route.name),
+                ));
+            }
+            Err(_) => {
+                return Err(Refusal::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!("connection \"{}\": no response within {} s", route.name, route.timeout.as_secs()),
+                ));
+            }
+        };
+        let call = llm.map(|(call, _)| call);
+        self.respond(route, slot, response, pending, masker, call, inspect_response).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn respond(
+        &self,
+        route: &Arc<Route>,
+        slot: &Arc<SessionSlot>,
+        response: Response<Incoming>,
+        pending: &mut Pending,
+        masker: Option<warden_mask::Masker>,
+        llm: Option<LlmCall>,
+        inspect: bool,
+    ) -> Result<Response<ResponseBody>, Refusal> {
+        let hooks = self.frontend.hooks.clone();
+        let first_byte = pending.started.elapsed();
+        let (mut parts, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert("x-warden-session", session_header(&slot.session));
+        let status = parts.status.as_u16();
+        let content_type = content_type(&parts.headers).to_string();
+        if inspect {
+            if let Some(encoding) = parts.headers.get(header::CONTENT_ENCODING) {
+                if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+                    let encoding = String::from_utf8_lossy(encoding.as_bytes()).into_owned();
+                    return Err(Refusal::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream",
+                        format!(
+                            "connection \"{}\": the upstream sent a {encoding}-encoded body, which warden cannot \
+                             inspect (it asked for identity)",
+                            route.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let event_stream = content_type.eq_ignore_ascii_case("text/event-stream");
+        let transform: Option<Box<dyn body::Transform>> = match &llm {
+            Some(call) if event_stream => Some(Box::new(body::SseTransform::new(warden_llm::ResponseMasker::new(
+                call.api,
+                call.endpoint,
+                masker.clone().unwrap_or_else(body::no_masking),
+                route.hold_back,
+                call.strip_usage_chunk,
+            )))),
+            Some(call) => {
+                // A JSON answer is small: read whole, masked, then sent with its length.
+                let bytes = read_upstream(incoming, &route.name).await?;
+                let response_masker = warden_llm::ResponseMasker::new(
+                    call.api,
+                    call.endpoint,
+                    masker.clone().unwrap_or_else(body::no_masking),
+                    route.hold_back,
+                    call.strip_usage_chunk,
+                );
+                let (masked, usage, count) = if content_type.to_ascii_lowercase().contains("json") {
+                    response_masker.json(&bytes).map_err(|error| {
+                        Refusal::new(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream",
+                            format!(
+                                "connection \"{}\": the upstream's answer cannot be inspected: {error}",
+                                route.name
+                            ),
+                        )
+                    })?
+                } else if masker.is_some() {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream",
+                        format!(
+                            "connection \"{}\": unexpected {content_type} answer, which warden cannot mask",
+                            route.name
+                        ),
+                    ));
+                } else {
+                    (bytes.to_vec(), None, 0)
+                };
+                let usage = usage.map(|usage| TokenUsage { input: usage.input_tokens, output: usage.output_tokens });
+                if let Some(usage) = usage {
+                    hooks.used(&slot.session, pending.model.as_deref(), usage);
+                }
+                let text = String::from_utf8_lossy(&masked).into_owned();
+                let summary = Summary {
+                    usage,
+                    answer: Some(cap(if masker.is_some() { text } else { hooks.audit_mask(&route.name, &text) })),
+                    masked: count as u64,
+                };
+                parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
+                let exchange = finish(slot, pending, status, masked.len() as u64, None, summary, Some(first_byte));
+                hooks.exchange(&slot.session, exchange);
+                let body = body::full(masked);
+                return Ok(Response::from_parts(parts, body));
+            }
+            None => {
+                masker.as_ref().and_then(|masker| body::plain_transform(&content_type, masker.clone(), route.hold_back))
+            }
+        };
+        if transform.is_some() {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        let audit_plain = llm.is_none() && masker.is_none();
+        let record = {
+            let slot = slot.clone();
+            let hooks = hooks.clone();
+            let connection = route.name.clone();
+            let mut pending = std::mem::replace(pending, Pending::empty());
+            let model = pending.model.clone();
+            Box::new(move |end: body::End| {
+                let mut summary = end.summary;
+                if let Some(usage) = summary.usage {
+                    hooks.used(&slot.session, model.as_deref(), usage);
+                }
+                if audit_plain {
+                    summary.answer = summary.answer.map(|answer| hooks.audit_mask(&connection, &answer));
+                }
+                let exchange = finish(&slot, &mut pending, status, end.bytes, end.error, summary, Some(first_byte));
+                hooks.exchange(&slot.session, exchange);
+            }) as body::OnEnd
+        };
+        let body = Relay::new(incoming, transform, Some(record)).boxed_unsync();
+        debug!(connection = %route.name, status, "answering");
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// What the response side needs to know of an LLM request.
+#[derive(Debug, Clone, Copy)]
+struct LlmCall {
+    api: Api,
+    endpoint: warden_llm::Endpoint,
+    strip_usage_chunk: bool,
+}
+
+impl Pending {
+    fn empty() -> Pending {
+        Pending {
+            started: Instant::now(),
+            started_at: OffsetDateTime::now_utc(),
+            method: String::new(),
+            path: String::new(),
+            model: None,
+            stream: false,
+            prompt: None,
+            policies: Vec::new(),
+            request_bytes: 0,
+        }
+    }
+}
+
+/// The record of an answered request.
+fn finish(
+    slot: &SessionSlot,
+    pending: &mut Pending,
+    status: u16,
+    response_bytes: u64,
+    error: Option<String>,
+    summary: Summary,
+    first_byte: Option<Duration>,
+) -> Exchange {
+    Exchange {
+        seq: slot.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        started_at: pending.started_at,
+        duration: pending.started.elapsed(),
+        first_byte,
+        method: std::mem::take(&mut pending.method),
+        path: std::mem::take(&mut pending.path),
+        status,
+        allowed: true,
+        policies: std::mem::take(&mut pending.policies),
+        refusal: None,
+        model: pending.model.take(),
+        stream: pending.stream,
+        usage: summary.usage,
+        prompt: pending.prompt.take(),
+        response: summary.answer,
+        masked: summary.masked,
+        request_bytes: pending.request_bytes,
+        response_bytes,
+        error,
+    }
+}
+
+/// The record of a request warden answered itself.
+fn refused(slot: &SessionSlot, mut pending: Pending, refusal: &Refusal) -> Exchange {
+    // An upstream failure or timeout was allowed by policy; anything else is a refusal by its rule.
+    let allowed = matches!(refusal.rule.as_str(), "upstream" | "timeout");
+    let mut exchange = finish(slot, &mut pending, refusal.status.as_u16(), 0, None, Summary::default(), None);
+    exchange.allowed = allowed;
+    if allowed {
+        exchange.error = Some(refusal.message.clone());
+    } else {
+        let rule: Arc<str> = Arc::from(refusal.rule.as_str());
+        if !exchange.policies.contains(&rule) {
+            exchange.policies.push(rule);
+        }
+        exchange.refusal = Some(refusal.message.clone());
+    }
+    exchange
+}
+
+fn guard_refusal(refusal: &warden_llm::Refusal) -> Refusal {
+    let status = if refusal.rule == "request" { StatusCode::BAD_REQUEST } else { StatusCode::FORBIDDEN };
+    Refusal::new(status, refusal.rule.clone(), refusal.message.clone())
+}
+
+/// `/<connection>/<rest>` → (connection, `/<rest>`).
+fn split_route(path: &str) -> Option<(&str, &str)> {
+    let path = path.strip_prefix('/')?;
+    let (name, rest) = match path.find('/') {
+        Some(slash) => (&path[..slash], &path[slash..]),
+        None => (path, "/"),
+    };
+    (!name.is_empty()).then_some((name, rest))
+}
+
+/// `Authorization: Bearer <credential>`, else an LLM SDK's own key header (`x-api-key`, `api-key`).
+fn caller_credential(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
+        let (scheme, credential) = value.trim().split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim().to_string()).filter(|c| !c.is_empty());
+    }
+    ["x-api-key", "api-key"]
+        .iter()
+        .find_map(|name| headers.get(*name))
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.trim().to_string())
+        .filter(|value| !value.is_empty())
+}
+
+fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap, route: &Route, inspect_response: bool) {
+    for (name, value) in from {
+        let lower = name.as_str();
+        if HOP_BY_HOP.contains(&lower) || CALLER_CREDENTIALS.contains(&lower) || lower == "content-length" {
+            continue;
+        }
+        if route.credential.as_ref().is_some_and(|(credential, _)| credential == name) {
+            continue;
+        }
+        if inspect_response && lower == "accept-encoding" {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+    if inspect_response {
+        // warden reads what it masks: no compressed answers.
+        to.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+    if let Some((name, value)) = &route.credential {
+        to.insert(name.clone(), value.clone());
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map_or("", |value| value.split(';').next().unwrap_or("").trim())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Reads a request body whole, refusing one over [`MAX_INSPECTED_BODY`] (413) before reading it.
+async fn read_whole(incoming: Incoming, headers: &HeaderMap) -> Result<Bytes, Refusal> {
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request",
+            format!("the request body is over {} MiB, the most warden inspects", MAX_INSPECTED_BODY >> 20),
+        )
+    };
+    if content_length(headers).is_some_and(|length| length > MAX_INSPECTED_BODY as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(incoming, MAX_INSPECTED_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => {
+            Err(Refusal::new(StatusCode::BAD_REQUEST, "request", format!("reading the request body: {error}")))
+        }
+    }
+}
+
+/// Reads an upstream answer whole (an LLM's JSON answer), up to [`MAX_INSPECTED_BODY`].
+async fn read_upstream(incoming: Incoming, connection: &str) -> Result<Bytes, Refusal> {
+    match Limited::new(incoming, MAX_INSPECTED_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => Err(Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream",
+            format!("connection \"{connection}\": reading the upstream's answer: {error}"),
+        )),
+    }
+}
+
+fn session_header(session: &HttpSession) -> HeaderValue {
+    HeaderValue::from_str(&session.id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// At most [`AUDIT_TEXT_CAP`] bytes, cut on a character boundary.
+pub(crate) fn cap(mut text: String) -> String {
+    if text.len() > AUDIT_TEXT_CAP {
+        let mut end = AUDIT_TEXT_CAP;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// An error and its sources, for messages (hyper's own message is often just "client error (Connect)").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// The compiled guard of an LLM connection.
+pub(crate) fn compile_guard(target: &warden_config::HttpTarget) -> Result<warden_llm::PromptGuard, String> {
+    let config = warden_llm::GuardConfig {
+        deny: target.guard.deny.iter().map(|deny| (deny.id.clone(), deny.pattern.clone())).collect(),
+        pii: match target.guard.prompt_pii {
+            warden_config::PromptPii::Allow => warden_llm::PromptPii::Allow,
+            warden_config::PromptPii::Mask => warden_llm::PromptPii::Mask,
+            warden_config::PromptPii::Refuse => warden_llm::PromptPii::Refuse,
+        },
+        max_tokens: target.max_tokens,
+        models: target.models.clone(),
+    };
+    warden_llm::PromptGuard::new(config).map_err(|error| error.to_string())
+}

@@ -1,0 +1,239 @@
+//! Plain bodies by content type, cut at every byte: JSON stays valid JSON with its string values masked (escapes
+//! included), text is masked as a stream, event streams event by event, binary passes; and the errors.
+
+use proptest::prelude::*;
+use warden_mask::{Masker, MaskerConfig, DEFAULT_HOLD_BACK};
+
+use super::*;
+
+fn detectors() -> Masker {
+    Masker::new(&MaskerConfig::all([7; 32])).expect("the built-in detectors compile")
+}
+
+/// `body` of `content_type` cut before each offset of `cuts`.
+fn mask(content_type: Option<&str>, body: &[u8], cuts: &[usize]) -> Result<Vec<u8>, BodyError> {
+    let mut masker = BodyMasker::new(content_type, detectors(), DEFAULT_HOLD_BACK);
+    let mut out = Vec::new();
+    let mut from = 0;
+    for &cut in cuts.iter().chain([&body.len()]) {
+        if cut < from || cut > body.len() {
+            continue;
+        }
+        out.extend(masker.push(&body[from..cut])?);
+        from = cut;
+    }
+    out.extend(masker.finish()?);
+    Ok(out)
+}
+
+/// Whole and cut at every byte, `body` masks to `expected`.
+fn check(content_type: &str, body: &str, expected: &str) {
+    for cut in 0..=body.len() {
+        let out = mask(Some(content_type), body.as_bytes(), &[cut]).unwrap_or_else(|error| panic!("{error}: {body}"));
+        assert_eq!(String::from_utf8(out).unwrap(), expected, "{body:?} cut at {cut}");
+    }
+    let every: Vec<usize> = (1..body.len()).collect();
+    let out = mask(Some(content_type), body.as_bytes(), &every).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), expected, "{body:?} byte by byte");
+}
+
+#[test]
+fn content_types() {
+    let cases = [
+        (Some("application/json"), BodyKind::Json),
+        (Some("Application/JSON; charset=utf-8"), BodyKind::Json),
+        (Some("application/problem+json"), BodyKind::Json),
+        (Some("application/x-ndjson"), BodyKind::Json),
+        (Some("text/event-stream"), BodyKind::EventStream),
+        (Some("text/plain; charset=utf-8"), BodyKind::Text),
+        (Some("text/html"), BodyKind::Text),
+        (Some("application/xml"), BodyKind::Text),
+        (Some("application/atom+xml"), BodyKind::Text),
+        (Some("application/x-www-form-urlencoded"), BodyKind::Text),
+        (Some("image/png"), BodyKind::Binary),
+        (Some("application/octet-stream"), BodyKind::Binary),
+        (Some("multipart/form-data; boundary=x"), BodyKind::Binary),
+        (Some(""), BodyKind::Unknown),
+        (None, BodyKind::Unknown),
+    ];
+    for (content_type, kind) in cases {
+        assert_eq!(BodyKind::of(content_type), kind, "{content_type:?}");
+    }
+}
+
+#[test]
+fn json_string_values_are_masked_and_the_document_stays_valid() {
+    check(
+        "application/json",
+        r#"{"name": "Jane", "email": "jane.roe@example.com", "tags": ["+1 415 555 0100", true, null, -1.5e3]}"#,
+        r#"{"name": "Jane", "email": "***@example.com", "tags": ["[PHONE]", true, null, -1.5e3]}"#,
+    );
+    // Keys are copied as they are, escapes and all; a value found in a key is not masked.
+    check(
+        "application/json",
+        r#"{"jane@example.com": 1, "k\"ey\\": "v"}"#,
+        r#"{"jane@example.com": 1, "k\"ey\\": "v"}"#,
+    );
+    // A card sent as a number becomes a string of its masked form.
+    check("application/json", r#"{"card": 4111111111111111, "n": 42}"#, r#"{"card": "************1111", "n": 42}"#);
+}
+
+#[test]
+fn escapes_are_decoded_before_masking_and_encoded_after() {
+    // Raw, `\n` glues its `n` to the address, which would give `\***@…`, an invalid escape.
+    check("application/json", r#"["Hi\njane@example.com\tok"]"#, r#"["Hi\n***@example.com\tok"]"#);
+    // An escaped `@` hides nothing.
+    check("application/json", r#"["jane\u0040example.com"]"#, r#"["***@example.com"]"#);
+    check("application/json", r#"["\"jane@example.com\" \\ \/"]"#, r#"["\"***@example.com\" \\ /"]"#);
+    // Surrogate pairs join; a lone surrogate becomes U+FFFD; control characters are escaped again.
+    check("application/json", r#"["\ud83d\ude00 \ud800x \udc00 \u0001"]"#, "[\"😀 \u{fffd}x \u{fffd} \\u0001\"]");
+    check("application/json", r#"["\ud83d"]"#, "[\"\u{fffd}\"]");
+    check("application/json", r#"["é日本 +44 20 7946 0958"]"#, r#"["é日本 [PHONE]"]"#);
+}
+
+#[test]
+fn several_documents_in_one_body() {
+    check(
+        "application/x-ndjson",
+        "{\"a\":\"jane@example.com\"}\n{\"b\":[1,2]}\n\"123-45-6789\"\n7\n",
+        "{\"a\":\"***@example.com\"}\n{\"b\":[1,2]}\n\"[SSN]\"\n7\n",
+    );
+    check("application/json", "", "");
+    check("application/json", " 4111111111111111 ", " \"************1111\" ");
+    check("application/json", "4111111111111111", "\"************1111\"");
+}
+
+#[test]
+fn what_is_not_json_is_an_error() {
+    let refused = |body: &str| mask(Some("application/json"), body.as_bytes(), &[]).unwrap_err();
+    assert_eq!(refused("{\"a\" 1}"), BodyError::InvalidJson { offset: 5, reason: "expected ':'" });
+    assert_eq!(refused("[1,]"), BodyError::InvalidJson { offset: 3, reason: "expected a value" });
+    assert_eq!(refused("{1:2}"), BodyError::InvalidJson { offset: 1, reason: "expected a key" });
+    assert_eq!(refused("[01]"), BodyError::InvalidJson { offset: 3, reason: "an invalid number" });
+    assert_eq!(refused("[tru]"), BodyError::InvalidJson { offset: 4, reason: "an invalid literal" });
+    assert_eq!(refused("[\"a\\x\"]"), BodyError::InvalidJson { offset: 4, reason: "an invalid escape" });
+    assert_eq!(refused("[\"a\nb\"]"), BodyError::InvalidJson { offset: 3, reason: "a control character in a string" });
+    assert_eq!(
+        refused("[1}"),
+        BodyError::InvalidJson { offset: 2, reason: "expected ',' or the end of the container" }
+    );
+    assert_eq!(refused("{\"a\": [1, 2"), BodyError::TruncatedJson);
+    assert_eq!(refused("\"open"), BodyError::TruncatedJson);
+    assert_eq!(refused(&"[".repeat(MAX_DEPTH + 1)), BodyError::TooDeep { limit: MAX_DEPTH });
+    assert_eq!(refused(&format!("[{}]", "1".repeat(MAX_NUMBER_BYTES + 1))), BodyError::NumberTooLong { limit: 128 });
+    assert!(matches!(refused("[\"\u{0}\"]"), BodyError::InvalidJson { .. }));
+    assert!(matches!(mask(Some("application/json"), b"[\"\xff\"]", &[]), Err(BodyError::InvalidUtf8 { .. })));
+}
+
+#[test]
+fn text_is_masked_as_a_stream() {
+    check(
+        "text/plain",
+        "Sure. Write to jane.roe@example.com or call +1 415 555 0100.\n",
+        "Sure. Write to ***@example.com or call [PHONE].\n",
+    );
+    assert!(matches!(mask(Some("text/plain"), b"ok \xff", &[]), Err(BodyError::InvalidUtf8 { offset: 3 })));
+    assert!(matches!(mask(Some("text/plain"), b"ok \xe6\x97", &[]), Err(BodyError::InvalidUtf8 { offset: 3 })));
+}
+
+#[test]
+fn event_streams_are_masked_event_by_event() {
+    check(
+        "text/event-stream",
+        ": hi jane@example.com\n\nevent: note\ndata: {\"to\": \"jane@example.com\", \"n\": 1}\n\ndata: call +1 415 555 0100\ndata: now\n\ndata: cut",
+        ": hi ***@example.com\n\nevent: note\ndata: {\"to\":\"***@example.com\",\"n\":1}\n\ndata: call [PHONE]\ndata: now\n\n",
+    );
+}
+
+#[test]
+fn binary_passes_untouched_and_unknown_bodies_are_sniffed() {
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR jane@example.com";
+    let masker = BodyMasker::new(Some("image/png"), detectors(), DEFAULT_HOLD_BACK);
+    assert!(masker.passes_untouched());
+    assert!(BodyMasker::for_content_type("image/png", detectors(), DEFAULT_HOLD_BACK).is_none());
+    let sniffing = BodyMasker::for_content_type("", detectors(), DEFAULT_HOLD_BACK).expect("sniffed");
+    assert_eq!(sniffing.kind(), BodyKind::Unknown);
+    assert_eq!(mask(Some("image/png"), png, &[3]).unwrap(), png.to_vec());
+    assert_eq!(mask(None, png, &[3]).unwrap(), png.to_vec());
+    assert_eq!(mask(None, b"mail jane@example.com", &[7]).unwrap(), b"mail ***@example.com".to_vec());
+    // Decided on the first bytes: a long text body is streamed once they are in.
+    let long = format!("{}jane@example.com", "word ".repeat(200));
+    let mut masker = BodyMasker::new(None, detectors(), DEFAULT_HOLD_BACK);
+    let first = masker.push(long.as_bytes()).unwrap();
+    assert_eq!(masker.kind(), BodyKind::Text);
+    assert!(first.len() >= 990);
+    let rest = masker.finish().unwrap();
+    assert_eq!(String::from_utf8([first, rest].concat()).unwrap(), format!("{}***@example.com", "word ".repeat(200)));
+    assert_eq!(masker.masked_count(), 1);
+}
+
+/// A JSON value with planted values in its strings and numbers.
+fn value() -> impl Strategy<Value = serde_json::Value> {
+    let planted = prop::sample::select(vec![
+        "jane.roe@example.com",
+        "+1 415 555 0100",
+        "4111 1111 1111 1111",
+        "DE89 3704 0044 0532 0130 00",
+        "123-45-6789",
+        "é\n\"\\\u{1}\u{1F600}",
+        "plain words",
+    ]);
+    let text = (planted, "[ a-z\n\"\\\\/é]{0,8}").prop_map(|(value, gap)| format!("{gap}{value}{gap}"));
+    let leaf = prop_oneof![
+        text.prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        Just(serde_json::Value::from(4111111111111111u64)),
+        any::<bool>().prop_map(serde_json::Value::from),
+        Just(serde_json::Value::Null),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            prop::collection::vec(("[a-z@]{1,6}", inner), 0..6)
+                .prop_map(|members| serde_json::Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+/// What masking the decoded values gives: each string masked, each number with a finding turned into a string.
+fn expected(value: &serde_json::Value, masker: &Masker) -> serde_json::Value {
+    match value {
+        serde_json::Value::String(text) => serde_json::Value::from(masker.mask(text).into_owned()),
+        serde_json::Value::Number(number) => {
+            let digits = number.to_string();
+            match masker.mask(&digits) {
+                std::borrow::Cow::Borrowed(_) => value.clone(),
+                std::borrow::Cow::Owned(masked) => serde_json::Value::from(masked),
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().map(|item| expected(item, masker)).collect(),
+        serde_json::Value::Object(members) => {
+            members.iter().map(|(name, member)| (name.clone(), expected(member, masker))).collect()
+        }
+        other => other.clone(),
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_json_cut_anywhere_stays_valid_and_masked(
+        value in value(),
+        pretty in any::<bool>(),
+        cuts in prop::collection::vec(0usize..600, 0..12),
+    ) {
+        let body = if pretty { serde_json::to_vec_pretty(&value).unwrap() } else { serde_json::to_vec(&value).unwrap() };
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let out = mask(Some("application/json"), &body, &cuts).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON out");
+        prop_assert_eq!(parsed, expected(&value, &detectors()));
+    }
+
+    #[test]
+    fn any_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..100), cut in 0usize..100) {
+        for content_type in ["application/json", "text/plain", "text/event-stream"] {
+            let _ = mask(Some(content_type), &body, &[cut]);
+        }
+        let _ = mask(None, &body, &[cut]);
+    }
+}

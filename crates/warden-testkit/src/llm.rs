@@ -1,0 +1,1434 @@
+//! A local stand-in for the LLM providers' HTTP APIs ([`LlmStandIn`]), faithful enough that the official `openai`
+//! and `anthropic` SDKs parse everything it answers, streamed or not, with strict response validation on. It
+//! serves HTTP/1.1 (keep-alive) on loopback:
+//!
+//! - OpenAI: `POST /v1/chat/completions`, `POST /v1/responses`, `POST /v1/embeddings`, `GET /v1/models` (the
+//!   models asked for so far, plus `gpt-4o-mini` and `gpt-4o`) and `GET /v1/models/{id}`, authenticated with
+//!   `Authorization: Bearer <openai_key>`;
+//! - Anthropic: `POST /v1/messages` and `POST /v1/messages/count_tokens`, authenticated with
+//!   `x-api-key: <anthropic_key>` or, as the current `anthropic` SDKs send an API key, `Authorization: Bearer
+//!   <anthropic_key>`, with an `anthropic-version` header required.
+//!
+//! Every generation answers the same text: [`LlmStandInOptions::answer`] (by default [`DEFAULT_ANSWER`], which
+//! carries an email address, a phone number and a card number), unless the request says otherwise (below). A
+//! streamed answer is cut into content deltas of about [`LlmStandInOptions::chunk_bytes`] bytes on character
+//! boundaries, so with the default 6 bytes every one of those values arrives split across deltas: what a gateway
+//! masking streams must reassemble. Each delta is its own SSE event, sent as its own HTTP chunk.
+//!
+//! **Tokens** are counted deterministically, so tests can assert budgets: a token is a whitespace-separated word.
+//! Prompt tokens are the words of every prompt text (system prompt or instructions, and the text of every message
+//! or input item: string contents, and the `text` of content blocks), at least 1; for embeddings, the words of
+//! every input (a token-array input counts its array's length). Completion tokens are the words of the answer
+//! sent. A limit (`max_completion_tokens` or `max_tokens` for chat completions, `max_output_tokens` for responses,
+//! `max_tokens` for Anthropic, which requires it) keeps only that many words of the answer, up to the end of the
+//! last word kept, and reports the truncation as the provider does: `finish_reason: "length"`, `status:
+//! "incomplete"` with `incomplete_details.reason: "max_output_tokens"` (streamed: `response.incomplete` instead of
+//! `response.completed`), `stop_reason: "max_tokens"`. Anthropic's `message_start` reports `output_tokens: 1`, as
+//! the real API does; the final count is in `message_delta`.
+//!
+//! **Per-request overrides**, read from request headers (a gateway forwards headers it does not know):
+//! - `x-standin-answer: <text>` answers that text (UTF-8) instead of the configured answer;
+//! - `x-standin-chunk-bytes: <n>`, `x-standin-chunk-delay-ms: <ms>`, `x-standin-first-delay-ms: <ms>` replace the
+//!   options of the same names for that request;
+//! - `x-standin-error: <status>` answers that HTTP status with an error body in the provider's format (429 a rate
+//!   limit error, 500 a server error, 529 Anthropic's overloaded error, …), after the key is checked;
+//! - `x-standin-abort-after: <n>` cuts a streamed answer after `n` content deltas (or after the last one, if
+//!   fewer): the connection is closed mid-body, without the terminal events, as an upstream failing mid-stream.
+//!
+//! And if the text of the last user message starts with `ECHO:`, the answer is the rest of that text (one space
+//! after the colon dropped), whatever the headers say, so a test sees its prompt round-trip.
+//!
+//! Like the real Chat Completions API, streamed chat chunks and response text deltas carry a random `obfuscation`
+//! padding field (lower-case letters only, so no PII detector can match it), unless the request sets
+//! `stream_options.include_obfuscation: false`; chunks carry `"usage": null` when `include_usage` is on.
+//!
+//! Every request is recorded ([`LlmStandIn::requests`]; unless [`LlmStandInOptions::record_requests`] is off), and a
+//! test can wait for requests without sleeping: the serving task publishes each one on a watch channel. Delays are only the simulated model's pace. Test-only
+//! helpers: they panic with a clear message instead of returning errors. The stand-in stops when dropped.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming};
+use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+
+/// The answer when none is configured: an email address, a phone number and a (test) card number, each longer
+/// than the default delta, so streaming splits every one of them.
+pub const DEFAULT_ANSWER: &str =
+    "Sure. Write to Jane Roe at jane.roe@example.com or call +1 415 555 0100; her card is 4111 1111 1111 1111.";
+
+/// How long [`LlmStandIn::wait_for_requests`] waits before giving up.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The models `GET /v1/models` always lists, before those asked for.
+const LISTED_MODELS: [&str; 2] = ["gpt-4o-mini", "gpt-4o"];
+
+const SYSTEM_FINGERPRINT: &str = "fp_5713a5f1e0";
+
+/// How the stand-in answers.
+#[derive(Debug, Clone)]
+pub struct LlmStandInOptions {
+    /// Expected as `Authorization: Bearer <key>` on the OpenAI routes.
+    pub openai_key: String,
+    /// Expected as `x-api-key: <key>` (or `Authorization: Bearer <key>`) on the Anthropic routes.
+    pub anthropic_key: String,
+    /// The assistant text every generation answers.
+    pub answer: String,
+    /// Streamed answers are cut into deltas of this many bytes (a delta ends at the first character boundary at or
+    /// after it); 0 sends the whole answer as one delta.
+    pub chunk_bytes: usize,
+    /// The pause before each content delta after the first.
+    pub chunk_delay: Duration,
+    /// The pause before the first content delta, after the opening events (role, start) are sent. A non-streamed
+    /// answer is sent after this pause too.
+    pub first_delay: Duration,
+    /// Whether to keep every request for [`LlmStandIn::requests`] (default); a long benchmark turns it off, so
+    /// memory does not grow with every request.
+    pub record_requests: bool,
+}
+
+impl Default for LlmStandInOptions {
+    fn default() -> LlmStandInOptions {
+        LlmStandInOptions {
+            openai_key: "sk-upstream-openai-test".to_string(),
+            anthropic_key: "sk-ant-upstream-test".to_string(),
+            answer: DEFAULT_ANSWER.to_string(),
+            chunk_bytes: 6,
+            chunk_delay: Duration::ZERO,
+            first_delay: Duration::ZERO,
+            record_requests: true,
+        }
+    }
+}
+
+/// One request as the stand-in received it, whatever it answered.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// Every header, names in lower case, in the order hyper keeps them.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "the {} {} request's body is not JSON ({error}): {:?}",
+                self.method,
+                self.path,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// The stand-in, serving on its own port until dropped.
+pub struct LlmStandIn {
+    address: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for LlmStandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmStandIn").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl LlmStandIn {
+    /// Starts serving on `127.0.0.1:<a free port>`, on the current tokio runtime.
+    pub async fn start(options: LlmStandInOptions) -> LlmStandIn {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        LlmStandIn::bind(loopback, options).await.expect("bind a loopback port for the LLM stand-in")
+    }
+
+    /// Starts serving on `address` (port 0 picks a free one), on the current tokio runtime.
+    pub async fn bind(address: SocketAddr, options: LlmStandInOptions) -> std::io::Result<LlmStandIn> {
+        let listener = TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let (requests, _) = watch::channel(Vec::new());
+        let state = Arc::new(State { options, requests, models: Mutex::new(Vec::new()) });
+        let task = tokio::spawn(serve(listener, state.clone()));
+        Ok(LlmStandIn { address, state, task })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://127.0.0.1:PORT`: the Anthropic SDK's `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// `http://127.0.0.1:PORT/v1`: the OpenAI SDK's `base_url`.
+    pub fn openai_base_url(&self) -> String {
+        format!("{}/v1", self.base_url())
+    }
+
+    /// Every request received so far, in order (none unless [`LlmStandInOptions::record_requests`]).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.borrow().clone()
+    }
+
+    /// Waits until at least `n` requests have arrived (panicking after [`WAIT_TIMEOUT`]); every request so far.
+    pub async fn wait_for_requests(&self, n: usize) -> Vec<RecordedRequest> {
+        let mut receiver = self.state.requests.subscribe();
+        let requests = match tokio::time::timeout(WAIT_TIMEOUT, receiver.wait_for(|requests| requests.len() >= n)).await
+        {
+            Ok(Ok(requests)) => requests.clone(),
+            Ok(Err(_)) => panic!("the LLM stand-in stopped while waiting for {n} requests"),
+            Err(_) => panic!(
+                "timed out after {WAIT_TIMEOUT:?} waiting for {n} requests to the LLM stand-in; it has {}",
+                self.state.requests.borrow().len()
+            ),
+        };
+        requests
+    }
+}
+
+impl Drop for LlmStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct State {
+    options: LlmStandInOptions,
+    requests: watch::Sender<Vec<RecordedRequest>>,
+    /// The models asked for so far, each once, in order of first use.
+    models: Mutex<Vec<String>>,
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        // Reap finished connections, so a long benchmark does not accumulate them.
+        while connections.try_join_next().is_some() {}
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        // Small SSE frames must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&state, request).await) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// The error a streamed body ends with when `x-standin-abort-after` asks for it: hyper then closes the connection
+/// without finishing the chunked body.
+#[derive(Debug, thiserror::Error)]
+#[error("the LLM stand-in cut the stream, as x-standin-abort-after asked")]
+pub struct StreamCut;
+
+type ResponseBody = UnsyncBoxBody<Bytes, StreamCut>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    OpenAi,
+    Anthropic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    ChatCompletions,
+    Responses,
+    Embeddings,
+    Models,
+    Model(String),
+    Messages,
+    CountTokens,
+}
+
+impl Endpoint {
+    fn of(method: &Method, path: &str) -> Option<Endpoint> {
+        let post = method == Method::POST;
+        let get = method == Method::GET;
+        match path {
+            "/v1/chat/completions" if post => Some(Endpoint::ChatCompletions),
+            "/v1/responses" if post => Some(Endpoint::Responses),
+            "/v1/embeddings" if post => Some(Endpoint::Embeddings),
+            "/v1/models" if get => Some(Endpoint::Models),
+            "/v1/messages" if post => Some(Endpoint::Messages),
+            "/v1/messages/count_tokens" if post => Some(Endpoint::CountTokens),
+            _ if get => {
+                path.strip_prefix("/v1/models/").filter(|id| !id.is_empty()).map(|id| Endpoint::Model(id.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    fn provider(&self) -> Provider {
+        match self {
+            Endpoint::Messages | Endpoint::CountTokens => Provider::Anthropic,
+            _ => Provider::OpenAi,
+        }
+    }
+
+    /// Whether it answers a generated text (and so waits `first_delay` before a non-streamed answer).
+    fn generates(&self) -> bool {
+        matches!(self, Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages)
+    }
+}
+
+/// What a handler answers; [`respond`] adds the headers.
+enum Reply {
+    Json(StatusCode, Value),
+    Stream(SseBody),
+}
+
+impl Reply {
+    fn ok(value: Value) -> Reply {
+        Reply::Json(StatusCode::OK, value)
+    }
+}
+
+async fn respond(state: &State, request: Request<Incoming>) -> Response<ResponseBody> {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = body.collect().await.map(|body| body.to_bytes()) else {
+        return plain(StatusCode::BAD_REQUEST, "could not read the request body");
+    };
+    if state.options.record_requests {
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .collect();
+        let recorded = RecordedRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            headers,
+            body: body.to_vec(),
+        };
+        state.requests.send_modify(|requests| requests.push(recorded));
+    }
+
+    let endpoint = Endpoint::of(&parts.method, parts.uri.path());
+    let provider = match &endpoint {
+        Some(endpoint) => endpoint.provider(),
+        None if parts.headers.contains_key("x-api-key") || parts.headers.contains_key("anthropic-version") => {
+            Provider::Anthropic
+        }
+        None => Provider::OpenAi,
+    };
+    let reply = match endpoint {
+        None => not_found(provider, &parts.method, parts.uri.path()),
+        Some(endpoint) => match answer(state, &endpoint, &parts.headers, &body) {
+            Ok((reply, pause)) => {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                reply
+            }
+            Err(reply) => reply,
+        },
+    };
+    finish(provider, reply)
+}
+
+/// Checks the key, the overrides and the JSON, then lets the endpoint answer; with the pause before sending it (a
+/// non-streamed generation waits `first_delay`). `Err` holds an error reply.
+fn answer(state: &State, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) -> Result<(Reply, Duration), Reply> {
+    let provider = endpoint.provider();
+    authenticate(provider, headers, &state.options)?;
+    let knobs = Knobs::read(headers, &state.options).map_err(|message| bad_request(provider, &message, None))?;
+    if let Some(status) = knobs.error {
+        return Err(forced_error(provider, status));
+    }
+    let request = match endpoint {
+        Endpoint::Models | Endpoint::Model(_) => Map::new(),
+        _ => parse_json(provider, body)?,
+    };
+    if let Some(model) = request.get("model").and_then(Value::as_str) {
+        let mut models = state.models.lock();
+        if !models.iter().any(|known| known == model) {
+            models.push(model.to_string());
+        }
+    }
+    let reply = match endpoint {
+        Endpoint::ChatCompletions => chat_completions(&knobs, &request)?,
+        Endpoint::Responses => responses(&knobs, &request)?,
+        Endpoint::Embeddings => embeddings(&request)?,
+        Endpoint::Models => models(state),
+        Endpoint::Model(id) => Reply::ok(model_object(id)),
+        Endpoint::Messages => messages(&knobs, &request)?,
+        Endpoint::CountTokens => count_tokens(&request)?,
+    };
+    let pause = match reply {
+        Reply::Json(..) if endpoint.generates() => knobs.first_delay,
+        _ => Duration::ZERO,
+    };
+    Ok((reply, pause))
+}
+
+/// The per-request settings: the options, overridden by `x-standin-*` headers.
+struct Knobs {
+    /// The configured answer, or `x-standin-answer`'s.
+    answer: String,
+    chunk_bytes: usize,
+    chunk_delay: Duration,
+    first_delay: Duration,
+    abort_after: Option<usize>,
+    error: Option<StatusCode>,
+}
+
+impl Knobs {
+    fn read(headers: &HeaderMap, options: &LlmStandInOptions) -> Result<Knobs, String> {
+        let answer = match headers.get("x-standin-answer") {
+            Some(value) => {
+                String::from_utf8(value.as_bytes().to_vec()).map_err(|_| "x-standin-answer: not UTF-8".to_string())?
+            }
+            None => options.answer.clone(),
+        };
+        let error = match header_number(headers, "x-standin-error")? {
+            Some(status) => Some(
+                u16::try_from(status)
+                    .ok()
+                    .and_then(|status| StatusCode::from_u16(status).ok())
+                    .filter(|status| status.as_u16() >= 400)
+                    .ok_or_else(|| format!("x-standin-error: {status} is not an HTTP error status"))?,
+            ),
+            None => None,
+        };
+        Ok(Knobs {
+            answer,
+            chunk_bytes: header_number(headers, "x-standin-chunk-bytes")?.unwrap_or(options.chunk_bytes),
+            chunk_delay: header_millis(headers, "x-standin-chunk-delay-ms")?.unwrap_or(options.chunk_delay),
+            first_delay: header_millis(headers, "x-standin-first-delay-ms")?.unwrap_or(options.first_delay),
+            abort_after: header_number(headers, "x-standin-abort-after")?,
+            error,
+        })
+    }
+
+    /// The answer to a conversation whose last user message says `last_user_text`.
+    fn answer_to(&self, last_user_text: Option<String>) -> String {
+        match last_user_text.as_deref().and_then(|text| text.strip_prefix("ECHO:")) {
+            Some(rest) => rest.strip_prefix(' ').unwrap_or(rest).to_string(),
+            None => self.answer.clone(),
+        }
+    }
+}
+
+fn header_number(headers: &HeaderMap, name: &str) -> Result<Option<usize>, String> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| format!("{name}: {value:?} is not a number")),
+    }
+}
+
+fn header_millis(headers: &HeaderMap, name: &str) -> Result<Option<Duration>, String> {
+    Ok(header_number(headers, name)?.map(|millis| Duration::from_millis(millis as u64)))
+}
+
+fn authenticate(provider: Provider, headers: &HeaderMap, options: &LlmStandInOptions) -> Result<(), Reply> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    match provider {
+        Provider::OpenAi => {
+            let presented = header("authorization").and_then(|value| value.strip_prefix("Bearer "));
+            if presented == Some(options.openai_key.as_str()) {
+                return Ok(());
+            }
+            let message = match presented {
+                None => "You didn't provide an API key. You need to provide your API key in an Authorization \
+                         header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                    .to_string(),
+                Some(key) => format!(
+                    "Incorrect API key provided: {}. You can find your API key at \
+                     https://platform.openai.com/account/api-keys.",
+                    redacted_key(key)
+                ),
+            };
+            Err(openai_error(
+                StatusCode::UNAUTHORIZED,
+                &message,
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            ))
+        }
+        // The SDK sent `x-api-key` until recently; its current versions send the API key as a bearer token.
+        Provider::Anthropic => match header("x-api-key")
+            .or_else(|| header("authorization").and_then(|value| value.strip_prefix("Bearer ")))
+        {
+            None => Err(anthropic_error(StatusCode::UNAUTHORIZED, "x-api-key header is required")),
+            Some(key) if key != options.anthropic_key => {
+                Err(anthropic_error(StatusCode::UNAUTHORIZED, "invalid x-api-key"))
+            }
+            Some(_) if header("anthropic-version").is_none() => {
+                Err(anthropic_error(StatusCode::BAD_REQUEST, "anthropic-version: header is required"))
+            }
+            Some(_) => Ok(()),
+        },
+    }
+}
+
+/// A key as OpenAI's error message shows it: the first and last few characters.
+fn redacted_key(key: &str) -> String {
+    let characters: Vec<char> = key.chars().collect();
+    if characters.len() <= 8 {
+        return "*".repeat(characters.len());
+    }
+    let head: String = characters[..3].iter().collect();
+    let tail: String = characters[characters.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(characters.len() - 7))
+}
+
+fn parse_json(provider: Provider, body: &[u8]) -> Result<Map<String, Value>, Reply> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(request)) => Ok(request),
+        Ok(_) => Err(bad_request(provider, "the request body must be a JSON object", None)),
+        Err(error) => Err(match provider {
+            Provider::OpenAi => openai_error(
+                StatusCode::BAD_REQUEST,
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your \
+                 HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid \
+                 JSON.)",
+                "invalid_request_error",
+                None,
+                None,
+            ),
+            Provider::Anthropic => {
+                anthropic_error(StatusCode::BAD_REQUEST, &format!("There was an error parsing the body: {error}"))
+            }
+        }),
+    }
+}
+
+// ----- Generation -------------------------------------------------------------------------------------------------
+
+/// The text one request gets: the answer (truncated to a token limit, if any), its deltas and the token counts.
+struct Generation {
+    text: String,
+    deltas: Vec<String>,
+    /// Whether the limit cut the answer short.
+    truncated: bool,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+impl Generation {
+    fn new(answer: &str, limit: Option<u64>, chunk_bytes: usize, prompt_texts: &[String]) -> Generation {
+        let (text, truncated) = match limit.and_then(|limit| first_words(answer, limit)) {
+            Some(kept) => (kept, true),
+            None => (answer, false),
+        };
+        Generation {
+            text: text.to_string(),
+            deltas: pieces(text, chunk_bytes),
+            truncated,
+            prompt_tokens: prompt_tokens(prompt_texts),
+            completion_tokens: words(text),
+        }
+    }
+}
+
+/// The number of whitespace-separated words: the stand-in's token.
+fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+/// Prompt tokens: the words of all prompt texts, at least 1.
+fn prompt_tokens(texts: &[String]) -> usize {
+    texts.iter().map(|text| words(text)).sum::<usize>().max(1)
+}
+
+/// `text` up to the end of its `limit`th word, when it has more words than that; `None` when it fits.
+fn first_words(text: &str, limit: u64) -> Option<&str> {
+    let mut seen = 0u64;
+    let mut end = 0;
+    let mut in_word = false;
+    for (index, character) in text.char_indices() {
+        if character.is_whitespace() {
+            if in_word {
+                in_word = false;
+                end = index;
+            }
+        } else if !in_word {
+            if seen == limit {
+                return Some(&text[..end]);
+            }
+            in_word = true;
+            seen += 1;
+        }
+    }
+    None
+}
+
+/// `text` cut into pieces of `chunk_bytes` bytes, each ending at the first character boundary at or after that
+/// many bytes (the last may be shorter); one piece when `chunk_bytes` is 0, none when `text` is empty.
+fn pieces(text: &str, chunk_bytes: usize) -> Vec<String> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    if chunk_bytes == 0 {
+        return vec![text.to_string()];
+    }
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (index, character) in text.char_indices() {
+        let end = index + character.len_utf8();
+        if end - start >= chunk_bytes {
+            pieces.push(text[start..end].to_string());
+            start = end;
+        }
+    }
+    if start < text.len() {
+        pieces.push(text[start..].to_string());
+    }
+    pieces
+}
+
+/// The prompt texts in a message content, an input or a system prompt: strings, and the `text`, `content` and
+/// `output` members of blocks and items, recursively.
+fn collect_texts(value: &Value, texts: &mut Vec<String>) {
+    match value {
+        Value::String(text) => texts.push(text.clone()),
+        Value::Array(items) => items.iter().for_each(|item| collect_texts(item, texts)),
+        Value::Object(object) => {
+            for key in ["text", "content", "output"] {
+                if let Some(inner) = object.get(key) {
+                    collect_texts(inner, texts);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn texts_of<'a>(values: impl IntoIterator<Item = Option<&'a Value>>) -> Vec<String> {
+    let mut texts = Vec::new();
+    values.into_iter().flatten().for_each(|value| collect_texts(value, &mut texts));
+    texts
+}
+
+/// The text of the last message with role `user` in `messages` (its text parts joined by newlines).
+fn last_user_text(messages: Option<&Value>) -> Option<String> {
+    let message = messages?
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|message| message.get("role").and_then(Value::as_str) == Some("user"))?;
+    Some(texts_of([message.get("content")]).join("\n"))
+}
+
+// ----- OpenAI -----------------------------------------------------------------------------------------------------
+
+fn require_model(request: &Map<String, Value>) -> Result<String, Reply> {
+    match request.get("model").and_then(Value::as_str) {
+        Some(model) => Ok(model.to_string()),
+        None => Err(openai_error(
+            StatusCode::BAD_REQUEST,
+            "you must provide a model parameter",
+            "invalid_request_error",
+            None,
+            None,
+        )),
+    }
+}
+
+fn openai_missing(param: &str) -> Reply {
+    openai_error(
+        StatusCode::BAD_REQUEST,
+        &format!("Missing required parameter: '{param}'."),
+        "invalid_request_error",
+        Some(param),
+        Some("missing_required_parameter"),
+    )
+}
+
+fn is_streamed(request: &Map<String, Value>) -> bool {
+    request.get("stream").and_then(Value::as_bool) == Some(true)
+}
+
+/// A random padding of lower-case letters, as the real API's `obfuscation` field (letters only, so that no PII
+/// detector can match it).
+fn obfuscation() -> String {
+    let mut random = rand::rng();
+    let length = random.random_range(1..=16);
+    (0..length).map(|_| char::from(b'a' + random.random_range(0..26u8))).collect()
+}
+
+fn chat_usage(generation: &Generation) -> Value {
+    json!({
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+        "prompt_tokens_details": { "cached_tokens": 0, "audio_tokens": 0 },
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    })
+}
+
+fn chat_completions(knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply, Reply> {
+    let model = require_model(request)?;
+    let messages = request.get("messages").ok_or_else(|| openai_missing("messages"))?;
+    if messages.as_array().is_none_or(Vec::is_empty) {
+        return Err(openai_error(
+            StatusCode::BAD_REQUEST,
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            "invalid_request_error",
+            Some("messages"),
+            Some("empty_array"),
+        ));
+    }
+    let streamed = is_streamed(request);
+    let stream_options = request.get("stream_options").filter(|options| !options.is_null());
+    if stream_options.is_some() && !streamed {
+        return Err(openai_error(
+            StatusCode::BAD_REQUEST,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "invalid_request_error",
+            Some("stream_options"),
+            None,
+        ));
+    }
+    let answer = knobs.answer_to(last_user_text(Some(messages)));
+    let limit = ["max_completion_tokens", "max_tokens"].iter().find_map(|key| request.get(*key)?.as_u64());
+    let prompt = texts_of(messages.as_array().into_iter().flatten().map(|message| message.get("content")));
+    let generation = Generation::new(&answer, limit, knobs.chunk_bytes, &prompt);
+    let finish_reason = if generation.truncated { "length" } else { "stop" };
+    let id = random_id("chatcmpl-", 29, BASE62);
+    let created = unix_now();
+
+    if !streamed {
+        return Ok(Reply::ok(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": generation.text, "refusal": null, "annotations": [] },
+                "logprobs": null,
+                "finish_reason": finish_reason,
+            }],
+            "usage": chat_usage(&generation),
+            "service_tier": "default",
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        })));
+    }
+
+    let include_usage =
+        stream_options.and_then(|options| options.get("include_usage")).and_then(Value::as_bool) == Some(true);
+    let include_obfuscation =
+        stream_options.and_then(|options| options.get("include_obfuscation")).and_then(Value::as_bool) != Some(false);
+    let chunk = |choices: Value| {
+        let mut chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "service_tier": "default",
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+        });
+        if include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        if include_obfuscation {
+            chunk["obfuscation"] = Value::String(obfuscation());
+        }
+        data_frame(&chunk)
+    };
+    let choice = |delta: Value, finish_reason: Value| json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }]);
+    let mut tail = vec![chunk(choice(json!({}), json!(finish_reason)))];
+    if include_usage {
+        let mut usage_chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "service_tier": "default",
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": [],
+            "usage": chat_usage(&generation),
+        });
+        if include_obfuscation {
+            usage_chunk["obfuscation"] = Value::String(obfuscation());
+        }
+        tail.push(data_frame(&usage_chunk));
+    }
+    tail.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    Ok(Reply::Stream(SseBody::new(
+        vec![chunk(choice(json!({ "role": "assistant", "content": "", "refusal": null }), Value::Null))],
+        generation.deltas.iter().map(|delta| chunk(choice(json!({ "content": delta }), Value::Null))).collect(),
+        tail,
+        knobs,
+    )))
+}
+
+/// The Responses API's `input`'s last user text: the input itself when it is a string.
+fn responses_last_user_text(input: Option<&Value>) -> Option<String> {
+    match input? {
+        Value::String(text) => Some(text.clone()),
+        items => last_user_text(Some(items)),
+    }
+}
+
+fn responses(knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply, Reply> {
+    let model = require_model(request)?;
+    let input = request.get("input");
+    let answer = knobs.answer_to(responses_last_user_text(input));
+    let limit = request.get("max_output_tokens").and_then(Value::as_u64);
+    let generation =
+        Generation::new(&answer, limit, knobs.chunk_bytes, &texts_of([request.get("instructions"), input]));
+    let echoed =
+        |key: &str, default: Value| request.get(key).filter(|value| !value.is_null()).cloned().unwrap_or(default);
+    let id = random_id("resp_", 50, HEX);
+    let item_id = random_id("msg_", 50, HEX);
+    let created = unix_now();
+    let final_status = if generation.truncated { "incomplete" } else { "completed" };
+    let response = |status: &str, output: Value, usage: Value| {
+        let done = status != "in_progress";
+        json!({
+            "id": id,
+            "object": "response",
+            "created_at": created,
+            "status": status,
+            "background": false,
+            "completed_at": if done { json!(unix_now()) } else { Value::Null },
+            "error": null,
+            "incomplete_details": if status == "incomplete" {
+                json!({ "reason": "max_output_tokens" })
+            } else {
+                Value::Null
+            },
+            "instructions": echoed("instructions", Value::Null),
+            "max_output_tokens": echoed("max_output_tokens", Value::Null),
+            "max_tool_calls": echoed("max_tool_calls", Value::Null),
+            "model": model,
+            "output": output,
+            "parallel_tool_calls": echoed("parallel_tool_calls", json!(true)),
+            "previous_response_id": echoed("previous_response_id", Value::Null),
+            "prompt_cache_key": echoed("prompt_cache_key", Value::Null),
+            "reasoning": { "effort": null, "summary": null },
+            "safety_identifier": echoed("safety_identifier", Value::Null),
+            "service_tier": "default",
+            "store": echoed("store", json!(true)),
+            "temperature": echoed("temperature", json!(1.0)),
+            "text": echoed("text", json!({ "format": { "type": "text" }, "verbosity": "medium" })),
+            "tool_choice": echoed("tool_choice", json!("auto")),
+            "tools": echoed("tools", json!([])),
+            "top_logprobs": echoed("top_logprobs", json!(0)),
+            "top_p": echoed("top_p", json!(1.0)),
+            "truncation": echoed("truncation", json!("disabled")),
+            "usage": usage,
+            "user": echoed("user", Value::Null),
+            "metadata": echoed("metadata", json!({})),
+        })
+    };
+    let part = |text: &str| json!({ "type": "output_text", "annotations": [], "logprobs": [], "text": text });
+    let item = |status: &str, content: Value| json!({ "id": item_id, "type": "message", "status": status, "content": content, "role": "assistant" });
+    let usage = json!({
+        "input_tokens": generation.prompt_tokens,
+        "input_tokens_details": { "cached_tokens": 0, "cache_write_tokens": 0 },
+        "output_tokens": generation.completion_tokens,
+        "output_tokens_details": { "reasoning_tokens": 0 },
+        "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+    });
+    let done_item = item(final_status, json!([part(&generation.text)]));
+    let done_response = response(final_status, json!([done_item]), usage);
+    if !is_streamed(request) {
+        return Ok(Reply::ok(done_response));
+    }
+
+    let include_obfuscation =
+        request.get("stream_options").and_then(|options| options.get("include_obfuscation")).and_then(Value::as_bool)
+            != Some(false);
+    let mut sequence_number = 0u64;
+    let mut event = |mut body: Value| {
+        body["sequence_number"] = json!(sequence_number);
+        sequence_number += 1;
+        event_frame(&body)
+    };
+    let head = vec![
+        event(json!({ "type": "response.created", "response": response("in_progress", json!([]), Value::Null) })),
+        event(json!({ "type": "response.in_progress", "response": response("in_progress", json!([]), Value::Null) })),
+        event(json!({
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": item("in_progress", json!([])),
+        })),
+        event(json!({
+            "type": "response.content_part.added",
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "part": part(""),
+        })),
+    ];
+    let deltas = generation
+        .deltas
+        .iter()
+        .map(|delta| {
+            let mut body = json!({
+                "type": "response.output_text.delta",
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": delta,
+                "logprobs": [],
+            });
+            if include_obfuscation {
+                body["obfuscation"] = Value::String(obfuscation());
+            }
+            event(body)
+        })
+        .collect();
+    let tail = vec![
+        event(json!({
+            "type": "response.output_text.done",
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "text": generation.text,
+            "logprobs": [],
+        })),
+        event(json!({
+            "type": "response.content_part.done",
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "part": part(&generation.text),
+        })),
+        event(json!({ "type": "response.output_item.done", "output_index": 0, "item": done_item })),
+        event(json!({ "type": format!("response.{final_status}"), "response": done_response })),
+    ];
+    Ok(Reply::Stream(SseBody::new(head, deltas, tail, knobs)))
+}
+
+/// One embedding input: what seeds its vector, and its token count.
+struct EmbeddingInput {
+    seed: String,
+    tokens: usize,
+}
+
+fn embedding_inputs(input: &Value) -> Option<Vec<EmbeddingInput>> {
+    let text = |text: &str| EmbeddingInput { seed: text.to_string(), tokens: words(text) };
+    let token_array = |tokens: &[Value]| {
+        tokens
+            .iter()
+            .all(Value::is_u64)
+            .then(|| EmbeddingInput { seed: Value::from(tokens).to_string(), tokens: tokens.len() })
+    };
+    match input {
+        Value::String(single) => Some(vec![text(single)]),
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_u64) => Some(vec![token_array(items)?]),
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| match item {
+                Value::String(single) => Some(text(single)),
+                Value::Array(tokens) if !tokens.is_empty() => token_array(tokens),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// A unit vector of `dimensions` components, a pure function of `seed` (FNV-1a, then xorshift64*).
+fn embedding_vector(seed: &str, dimensions: usize) -> Vec<f32> {
+    let mut state = seed
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3));
+    state |= 1;
+    let mut vector: Vec<f32> = (0..dimensions)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let bits = state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
+            (bits as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let norm = vector.iter().map(|value| value * value).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|value| *value /= norm);
+    }
+    vector
+}
+
+fn embeddings(request: &Map<String, Value>) -> Result<Reply, Reply> {
+    let model = require_model(request)?;
+    let input = request.get("input").ok_or_else(|| openai_missing("input"))?;
+    let inputs = embedding_inputs(input).ok_or_else(|| {
+        openai_error(
+            StatusCode::BAD_REQUEST,
+            "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
+            "invalid_request_error",
+            None,
+            None,
+        )
+    })?;
+    let base64 = match request.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(openai_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid value: '{other}'. Supported values are: 'float' and 'base64'."),
+                "invalid_request_error",
+                Some("encoding_format"),
+                Some("invalid_value"),
+            ))
+        }
+    };
+    let default_dimensions = if model.contains("3-large") { 3072 } else { 1536 };
+    let dimensions = request.get("dimensions").and_then(Value::as_u64).map_or(default_dimensions, |n| n as usize);
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let vector = embedding_vector(&input.seed, dimensions);
+            let embedding = if base64 {
+                json!(STANDARD.encode(vector.iter().flat_map(|value| value.to_le_bytes()).collect::<Vec<u8>>()))
+            } else {
+                json!(vector)
+            };
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
+        .collect();
+    let tokens = inputs.iter().map(|input| input.tokens).sum::<usize>().max(1);
+    Ok(Reply::ok(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    })))
+}
+
+fn model_object(id: &str) -> Value {
+    json!({ "id": id, "object": "model", "created": 1_715_367_049, "owned_by": "system" })
+}
+
+fn models(state: &State) -> Reply {
+    let mut ids: Vec<String> = LISTED_MODELS.iter().map(|model| model.to_string()).collect();
+    for model in state.models.lock().iter() {
+        if !ids.contains(model) {
+            ids.push(model.clone());
+        }
+    }
+    Reply::ok(json!({ "object": "list", "data": ids.iter().map(|id| model_object(id)).collect::<Vec<_>>() }))
+}
+
+// ----- Anthropic --------------------------------------------------------------------------------------------------
+
+/// The Anthropic request's prompt texts and last user text, after checking the required fields.
+fn anthropic_request(request: &Map<String, Value>) -> Result<(String, Vec<String>, Option<String>), Reply> {
+    let required = |field: &str| {
+        request
+            .get(field)
+            .filter(|value| !value.is_null())
+            .ok_or_else(|| anthropic_error(StatusCode::BAD_REQUEST, &format!("{field}: Field required")))
+    };
+    let model = required("model")?
+        .as_str()
+        .ok_or_else(|| anthropic_error(StatusCode::BAD_REQUEST, "model: Input should be a valid string"))?
+        .to_string();
+    let messages = required("messages")?;
+    if messages.as_array().is_none() {
+        return Err(anthropic_error(StatusCode::BAD_REQUEST, "messages: Input should be a valid list"));
+    }
+    let prompt = texts_of(
+        std::iter::once(request.get("system"))
+            .chain(messages.as_array().into_iter().flatten().map(|message| message.get("content"))),
+    );
+    Ok((model, prompt, last_user_text(Some(messages))))
+}
+
+fn anthropic_usage(input_tokens: usize, output_tokens: usize) -> Value {
+    json!({
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation": { "ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0 },
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    })
+}
+
+fn messages(knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply, Reply> {
+    let (model, prompt, last_user) = anthropic_request(request)?;
+    let max_tokens = request
+        .get("max_tokens")
+        .filter(|value| !value.is_null())
+        .ok_or_else(|| anthropic_error(StatusCode::BAD_REQUEST, "max_tokens: Field required"))?
+        .as_u64()
+        .filter(|max_tokens| *max_tokens >= 1)
+        .ok_or_else(|| {
+            anthropic_error(StatusCode::BAD_REQUEST, "max_tokens: Input should be greater than or equal to 1")
+        })?;
+    let answer = knobs.answer_to(last_user);
+    let generation = Generation::new(&answer, Some(max_tokens), knobs.chunk_bytes, &prompt);
+    let stop_reason = if generation.truncated { "max_tokens" } else { "end_turn" };
+    let id = random_id("msg_01", 22, BASE62);
+    let message = |content: Value, stop_reason: Value, usage: Value| {
+        json!({
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": null,
+            "usage": usage,
+        })
+    };
+    if !is_streamed(request) {
+        return Ok(Reply::ok(message(
+            json!([{ "type": "text", "text": generation.text }]),
+            json!(stop_reason),
+            anthropic_usage(generation.prompt_tokens, generation.completion_tokens),
+        )));
+    }
+    let head = vec![
+        event_frame(&json!({
+            "type": "message_start",
+            "message": message(json!([]), Value::Null, anthropic_usage(generation.prompt_tokens, 1)),
+        })),
+        event_frame(
+            &json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+        ),
+        event_frame(&json!({ "type": "ping" })),
+    ];
+    let deltas = generation
+        .deltas
+        .iter()
+        .map(|delta| {
+            event_frame(&json!({
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": { "type": "text_delta", "text": delta },
+            }))
+        })
+        .collect();
+    let tail = vec![
+        event_frame(&json!({ "type": "content_block_stop", "index": 0 })),
+        event_frame(&json!({
+            "type": "message_delta",
+            "delta": { "stop_reason": stop_reason, "stop_sequence": null },
+            "usage": {
+                "input_tokens": generation.prompt_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": generation.completion_tokens,
+            },
+        })),
+        event_frame(&json!({ "type": "message_stop" })),
+    ];
+    Ok(Reply::Stream(SseBody::new(head, deltas, tail, knobs)))
+}
+
+fn count_tokens(request: &Map<String, Value>) -> Result<Reply, Reply> {
+    let (_, prompt, _) = anthropic_request(request)?;
+    Ok(Reply::ok(json!({ "input_tokens": prompt_tokens(&prompt) })))
+}
+
+// ----- Errors -----------------------------------------------------------------------------------------------------
+
+fn openai_error(status: StatusCode, message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Reply {
+    Reply::Json(status, json!({ "error": { "message": message, "type": kind, "param": param, "code": code } }))
+}
+
+/// Anthropic's error body; its type follows the status, as the API's does.
+fn anthropic_error(status: StatusCode, message: &str) -> Reply {
+    let kind = match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    };
+    Reply::Json(status, json!({ "type": "error", "error": { "type": kind, "message": message } }))
+}
+
+fn bad_request(provider: Provider, message: &str, param: Option<&str>) -> Reply {
+    match provider {
+        Provider::OpenAi => openai_error(StatusCode::BAD_REQUEST, message, "invalid_request_error", param, None),
+        Provider::Anthropic => anthropic_error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+fn not_found(provider: Provider, method: &Method, path: &str) -> Reply {
+    match provider {
+        Provider::OpenAi => openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("Invalid URL ({method} {path})"),
+            "invalid_request_error",
+            None,
+            None,
+        ),
+        Provider::Anthropic => anthropic_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+/// The error `x-standin-error` asks for, in the provider's format.
+fn forced_error(provider: Provider, status: StatusCode) -> Reply {
+    let message = format!("the LLM stand-in answers {status}, as x-standin-error asked");
+    match provider {
+        Provider::Anthropic => anthropic_error(status, &message),
+        Provider::OpenAi => {
+            let (kind, code) = match status.as_u16() {
+                401 => ("invalid_request_error", Some("invalid_api_key")),
+                429 => ("requests", Some("rate_limit_exceeded")),
+                500.. => ("server_error", None),
+                _ => ("invalid_request_error", None),
+            };
+            openai_error(status, &message, kind, None, code)
+        }
+    }
+}
+
+// ----- Responses and SSE ------------------------------------------------------------------------------------------
+
+/// The reply with its headers: the content type, and a request id as the provider sends it (Anthropic's also in
+/// its error bodies).
+fn finish(provider: Provider, reply: Reply) -> Response<ResponseBody> {
+    let request_id = match provider {
+        Provider::OpenAi => random_id("req_", 32, HEX),
+        Provider::Anthropic => random_id("req_011C", 20, BASE62),
+    };
+    let mut response = match reply {
+        Reply::Json(status, mut value) => {
+            if provider == Provider::Anthropic && value.get("type").and_then(Value::as_str) == Some("error") {
+                value["request_id"] = json!(request_id);
+            }
+            let mut response = Response::new(full(value.to_string()));
+            *response.status_mut() = status;
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Reply::Stream(body) => {
+            let mut response = Response::new(body.boxed_unsync());
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+    };
+    let name = match provider {
+        Provider::OpenAi => HeaderName::from_static("x-request-id"),
+        Provider::Anthropic => HeaderName::from_static("request-id"),
+    };
+    response.headers_mut().insert(name, HeaderValue::from_str(&request_id).expect("a request id is ASCII"));
+    response
+}
+
+fn full(text: String) -> ResponseBody {
+    Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(full(text.to_string()));
+    *response.status_mut() = status;
+    response
+}
+
+/// `data: <json>\n\n`, as Chat Completions streams.
+fn data_frame(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// `event: <type>\ndata: <json>\n\n`, as the Responses API and Anthropic stream (the event named by `type`).
+fn event_frame(value: &Value) -> Bytes {
+    let kind = value.get("type").and_then(Value::as_str).expect("every event has a type");
+    Bytes::from(format!("event: {kind}\ndata: {value}\n\n"))
+}
+
+/// A streamed body: each SSE event its own HTTP chunk, sent after its pause; optionally cut (an error, which makes
+/// hyper close the connection mid-body).
+struct SseBody {
+    frames: VecDeque<(Duration, Bytes)>,
+    cut: Cut,
+    waiting: Option<(Pin<Box<Sleep>>, Bytes)>,
+}
+
+/// Whether the body ends with a cut, and how far it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    No,
+    /// After the last frame: first yield once, so hyper flushes the frames before (it drops its write buffer when a
+    /// body fails), then fail.
+    Pending,
+    Now,
+}
+
+impl SseBody {
+    /// The opening events at once; the content deltas after `first_delay`, then `chunk_delay` each; the closing
+    /// events at once after them (after `first_delay` when there is no delta) — or, with `abort_after`, a cut
+    /// after that many deltas instead of the closing events.
+    fn new(head: Vec<Bytes>, deltas: Vec<Bytes>, tail: Vec<Bytes>, knobs: &Knobs) -> SseBody {
+        let mut frames: VecDeque<(Duration, Bytes)> = head.into_iter().map(|frame| (Duration::ZERO, frame)).collect();
+        let kept = knobs.abort_after.map_or(deltas.len(), |abort_after| abort_after.min(deltas.len()));
+        for (index, delta) in deltas.into_iter().take(kept).enumerate() {
+            frames.push_back((if index == 0 { knobs.first_delay } else { knobs.chunk_delay }, delta));
+        }
+        let cut = if knobs.abort_after.is_some() { Cut::Pending } else { Cut::No };
+        if cut == Cut::No {
+            for (index, frame) in tail.into_iter().enumerate() {
+                let delay = if index == 0 && kept == 0 { knobs.first_delay } else { Duration::ZERO };
+                frames.push_back((delay, frame));
+            }
+        }
+        SseBody { frames, cut, waiting: None }
+    }
+}
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = StreamCut;
+
+    fn poll_frame(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StreamCut>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some((sleep, _)) = &mut this.waiting {
+                if sleep.as_mut().poll(context).is_pending() {
+                    return Poll::Pending;
+                }
+                let (_, frame) = this.waiting.take().expect("a frame is waiting");
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
+            }
+            match this.frames.pop_front() {
+                Some((delay, frame)) if delay.is_zero() => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                Some((delay, frame)) => this.waiting = Some((Box::pin(tokio::time::sleep(delay)), frame)),
+                None => match this.cut {
+                    Cut::No => return Poll::Ready(None),
+                    Cut::Pending => {
+                        this.cut = Cut::Now;
+                        context.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Cut::Now => {
+                        this.cut = Cut::No;
+                        return Poll::Ready(Some(Err(StreamCut)));
+                    }
+                },
+            }
+        }
+    }
+}
+
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const HEX: &[u8] = b"0123456789abcdef";
+
+fn random_id(prefix: &str, length: usize, alphabet: &[u8]) -> String {
+    let mut random = rand::rng();
+    let mut id = prefix.to_string();
+    id.extend((0..length).map(|_| char::from(alphabet[random.random_range(0..alphabet.len())])));
+    id
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is after 1970").as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_end_on_character_boundaries() {
+        assert_eq!(pieces("abcdefgh", 3), ["abc", "def", "gh"]);
+        assert_eq!(pieces("añb€c", 2), ["añ", "b€", "c"]);
+        assert_eq!(pieces("abc", 0), ["abc"]);
+        assert!(pieces("", 6).is_empty());
+        assert_eq!(pieces(DEFAULT_ANSWER, 6).concat(), DEFAULT_ANSWER);
+    }
+
+    #[test]
+    fn the_default_answer_splits_every_sensitive_value() {
+        let deltas = pieces(DEFAULT_ANSWER, LlmStandInOptions::default().chunk_bytes);
+        for value in ["jane.roe@example.com", "+1 415 555 0100", "4111 1111 1111 1111"] {
+            assert!(DEFAULT_ANSWER.contains(value));
+            assert!(deltas.iter().all(|delta| !delta.contains(value)), "{value} arrives whole");
+        }
+    }
+
+    #[test]
+    fn limits_keep_whole_words() {
+        assert_eq!(first_words("one two  three", 2), Some("one two"));
+        assert_eq!(first_words("one two", 2), None);
+        assert_eq!(first_words("  one two", 0), Some(""));
+        assert_eq!(first_words("one", 5), None);
+        assert_eq!(words(DEFAULT_ANSWER), 20);
+    }
+
+    #[test]
+    fn prompt_texts_come_from_strings_and_blocks() {
+        let messages = json!([
+            { "role": "system", "content": "be brief" },
+            { "role": "user", "content": [{ "type": "text", "text": "hello there" }, { "type": "image_url", "image_url": { "url": "x" } }] },
+        ]);
+        let texts = texts_of(messages.as_array().unwrap().iter().map(|message| message.get("content")));
+        assert_eq!(texts, ["be brief", "hello there"]);
+        assert_eq!(prompt_tokens(&texts), 4);
+        assert_eq!(prompt_tokens(&[]), 1);
+        assert_eq!(last_user_text(Some(&messages)).as_deref(), Some("hello there"));
+    }
+
+    #[test]
+    fn echo_wins_over_the_configured_answer() {
+        let knobs = Knobs::read(&HeaderMap::new(), &LlmStandInOptions::default()).unwrap();
+        assert_eq!(knobs.answer_to(Some("ECHO: round trip".to_string())), "round trip");
+        assert_eq!(knobs.answer_to(Some("ECHO:x".to_string())), "x");
+        assert_eq!(knobs.answer_to(Some("hello".to_string())), DEFAULT_ANSWER);
+        assert_eq!(knobs.answer_to(None), DEFAULT_ANSWER);
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let first = embedding_vector("hello", 8);
+        assert_eq!(first, embedding_vector("hello", 8));
+        assert_ne!(first, embedding_vector("hellp", 8));
+        let norm: f32 = first.iter().map(|value| value * value).sum();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+}
