@@ -580,3 +580,95 @@ fn approval_notifications() {
         &["4:8: approvals.notify[0].kind: \"email\" is not a notification kind (expected \"webhook\" or \"slack\")"],
     );
 }
+
+const LLM: &str = r#"
+[[connection]]
+name = "openai"
+kind = "http"
+url = "https://api.openai.com/"
+api = "openai"
+auth = { bearer = { env = "SHOP_PG_PASSWORD" } }
+models = ["gpt-4o-mini"]
+max_tokens = 1024
+approval = { mode = "fail-fast" }
+
+[connection.guard]
+deny = [{ id = "no-jailbreak", pattern = "(?i)ignore previous instructions" }]
+prompt_pii = "refuse"
+
+[connection.limits]
+budget = { tokens = 100000, per = "1d" }
+requests_per_minute = 60
+
+[[connection]]
+name = "wiki"
+kind = "http"
+url = "http://wiki.internal:8080/api"
+auth = { basic = { user = "warden", password = { env = "SHOP_PG_PASSWORD" } } }
+"#;
+
+#[test]
+fn http_connections_parse_with_their_llm_settings() {
+    let text = format!("{VALID}{LLM}").replace("admin = \"127.0.0.1:18081\"", "http = \"127.0.0.1:18080\"");
+    let config = parse(&text).expect("valid config");
+    assert_eq!(config.listen.http, Some("127.0.0.1:18080".parse().unwrap()));
+    let openai = config.connection("openai").expect("openai").http().expect("an http connection");
+    assert_eq!(openai.url, "https://api.openai.com");
+    assert_eq!(openai.api, Some(LlmApi::OpenAi));
+    assert!(matches!(&openai.auth, Some(HttpAuth::Bearer(secret)) if secret.expose() == "s3cret-upstream"));
+    assert_eq!(openai.models.as_deref(), Some(&["gpt-4o-mini".to_string()][..]));
+    assert_eq!(openai.max_tokens, Some(1024));
+    assert_eq!(openai.guard.prompt_pii, PromptPii::Refuse);
+    assert_eq!(openai.guard.deny[0].id, "no-jailbreak");
+    assert_eq!(openai.limits.budget, Some(TokenBudget { tokens: 100_000, per: Duration::from_secs(86_400) }));
+    assert_eq!(openai.limits.requests_per_minute, Some(60));
+    assert_eq!(openai.hold_back, DEFAULT_HOLD_BACK);
+    assert_eq!(config.connection("openai").expect("openai").approval, ApprovalMode::FailFast);
+    let wiki = config.connection("wiki").expect("wiki").http().expect("an http connection");
+    assert_eq!(wiki.api, None);
+    assert!(matches!(&wiki.auth, Some(HttpAuth::Basic { user, .. }) if user == "warden"));
+    assert!(config.connection("shop").expect("shop").http().is_none());
+}
+
+#[test]
+fn http_connection_mistakes_are_pointed_at() {
+    let text = format!(
+        "{VALID}{}",
+        r#"
+[[connection]]
+name = "llm"
+kind = "http"
+url = "ftp://example.com"
+api = "gemini"
+database = "x"
+auth = { bearer = "sk-literal" }
+
+[[connection]]
+name = "plain"
+kind = "http"
+url = "https://user:pw@example.com"
+models = ["gpt-4o"]
+
+[connection.guard]
+deny = [{ id = "bad", pattern = "(unclosed" }]
+
+[connection.limits]
+budget = { tokens = 10, per = "30s" }
+"#
+    );
+    check_invalid(
+        &text,
+        &[
+            "29:7: connection[1].url: \"ftp://example.com\" is not an http:// or https:// base URL (no query or fragment)",
+            "30:7: connection[1].api: unknown api \"gemini\"; expected \"openai\" or \"anthropic\" (or none, for plain HTTP)",
+            "31:12: connection[1].database: database does not apply to a kind = \"http\" connection",
+            "32:8: connection[1].auth.bearer: a literal secret is not allowed in the config file; use { env = \"…\" } or { file = \"…\" }",
+            "37:7: connection[2].url: credentials do not belong in the URL; use auth = { basic = { user = \"…\", password = { env = \"…\" } } }",
+            "38:10: connection[2].models: models applies to LLM connections only (set api = \"openai\" or \"anthropic\")",
+            "40:1: connection[2].guard: guard applies to LLM connections only (set api = \"openai\" or \"anthropic\")",
+            "41:33: connection[2].guard.deny[0].pattern: invalid regular expression: regex parse error: (unclosed: ^: error: unclosed group",
+            "43:1: connection[2].limits: limits applies to LLM connections only (set api = \"openai\" or \"anthropic\")",
+            "44:31: connection[2].limits.budget.per: a budget period is at least 1m (use tokens_per_minute for shorter windows)",
+        ],
+    );
+}

@@ -716,10 +716,21 @@ impl Checker<'_> {
                 ok = false;
             }
             if let Err(error) = regex_automata::meta::Regex::new(pattern.pattern.get_ref()) {
+                // The meta regex's own message only says which pattern failed; the syntax error says why.
+                let reason = match error.syntax_error() {
+                    Some(syntax) => syntax
+                        .to_string()
+                        .lines()
+                        .map(|line| line.trim().trim_end_matches(':'))
+                        .filter(|line| !line.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(": "),
+                    None => one_line(&error.to_string()),
+                };
                 self.report(
                     Some(pattern.pattern.span()),
                     &format!("{field}.pattern"),
-                    format!("invalid regular expression: {}", one_line(&error.to_string())),
+                    format!("invalid regular expression: {reason}"),
                 );
                 ok = false;
             }

@@ -55,6 +55,8 @@ struct Pending {
     stream: bool,
     prompt: Option<String>,
     policies: Vec<Arc<str>>,
+    /// Policy refused it: `policies` are the ones that did.
+    refused_by_policy: bool,
     request_bytes: u64,
 }
 
@@ -121,6 +123,7 @@ impl ConnectionState {
             stream: false,
             prompt: None,
             policies: Vec::new(),
+            refused_by_policy: false,
             request_bytes: 0,
         };
         let answer = self.forward(&route, &slot, request, &mut pending).await;
@@ -199,6 +202,7 @@ impl ConnectionState {
             }
             Authorization::Refused { status, rule, message, policies } => {
                 pending.policies = policies;
+                pending.refused_by_policy = true;
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
                 return Err(Refusal::new(status, rule, message));
             }
@@ -410,6 +414,7 @@ impl Pending {
             stream: false,
             prompt: None,
             policies: Vec::new(),
+            refused_by_policy: false,
             request_bytes: 0,
         }
     }
@@ -448,18 +453,19 @@ fn finish(
     }
 }
 
-/// The record of a request warden answered itself.
+/// The record of a request warden answered itself. Its policies are what refused it: the policies (or approval)
+/// when policy did, else the guard's or limit's rule.
 fn refused(slot: &SessionSlot, mut pending: Pending, refusal: &Refusal) -> Exchange {
     // An upstream failure or timeout was allowed by policy; anything else is a refusal by its rule.
     let allowed = matches!(refusal.rule.as_str(), "upstream" | "timeout");
+    let by_policy = pending.refused_by_policy;
     let mut exchange = finish(slot, &mut pending, refusal.status.as_u16(), 0, None, Summary::default(), None);
     exchange.allowed = allowed;
     if allowed {
         exchange.error = Some(refusal.message.clone());
     } else {
-        let rule: Arc<str> = Arc::from(refusal.rule.as_str());
-        if !exchange.policies.contains(&rule) {
-            exchange.policies.push(rule);
+        if !by_policy {
+            exchange.policies = vec![Arc::from(refusal.rule.as_str())];
         }
         exchange.refusal = Some(refusal.message.clone());
     }

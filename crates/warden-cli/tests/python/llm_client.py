@@ -102,7 +102,7 @@ def openai_responses(base, key, model="gpt-4o-mini"):
     return out
 
 
-def anthropic_messages(base, key, model="claude-3-5-haiku-latest"):
+def anthropic_messages(base, key, model="claude-haiku-4-5"):
     client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
     out = {}
     message = client.messages.create(
@@ -153,6 +153,17 @@ def openai_prompt(base, key, prompt):
         return {"refused": refusal(error)}
 
 
+def anthropic_prompt(base, key, prompt, model="claude-haiku-4-5"):
+    client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
+    try:
+        message = client.messages.create(
+            model=model, max_tokens=200, messages=[{"role": "user", "content": prompt}]
+        )
+        return {"text": "".join(block.text for block in message.content if block.type == "text"), "refused": None}
+    except anthropic.APIStatusError as error:
+        return {"refused": refusal(error)}
+
+
 def openai_until_refused(base, key, limit):
     """Requests until one is refused (at most `limit`): how many went through, and the refusal."""
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
@@ -173,6 +184,7 @@ SCENARIOS = {
     "openai-model": openai_model,
     "openai-prompt": openai_prompt,
     "openai-until-refused": openai_until_refused,
+    "anthropic-prompt": anthropic_prompt,
 }
 
 if __name__ == "__main__":
