@@ -1,4 +1,5 @@
-//! `warden demo`: a throwaway PostgreSQL with a small shop database, and a gateway in front of it.
+//! `warden demo`: a throwaway PostgreSQL with a small shop database, a local stand-in for the OpenAI and Anthropic
+//! APIs (it answers like them and plants PII in every answer), and a gateway in front of both.
 //!
 //! Everything lives in one temporary directory (the server's data, the config, the credential files and
 //! the gateway's SQLite state) and is removed on Ctrl-C.
@@ -7,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
 use anyhow::{Context, Result};
 use warden_config::{Config, ProcessEnvironment};
+use warden_testkit::llm::{LlmStandIn, LlmStandInOptions};
 use warden_testkit::TempPostgres;
 
 const SEED: &str = r#"
@@ -55,6 +57,14 @@ pub async fn run(port: u16) -> Result<()> {
     let dba_key = warden_identity::generate_api_key();
     let listen = free_port(port)?;
     let admin = free_port(0)?;
+    let http = free_port(18080)?;
+    // The LLM provider's key stays in warden, like the database's password.
+    let llm_options =
+        LlmStandInOptions { chunk_delay: std::time::Duration::from_millis(40), ..LlmStandInOptions::default() };
+    let llm_key_file = directory.path().join("openai.key");
+    std::fs::write(&llm_key_file, &llm_options.openai_key)?;
+    restrict(&llm_key_file)?;
+    let llm = LlmStandIn::start(llm_options).await;
     let config_path = directory.path().join("warden.toml");
     let config_text = format!(
         r#"# Written by `warden demo`.
@@ -63,6 +73,7 @@ url = "sqlite://warden-data/warden.db"
 
 [listen]
 postgres = "{listen}"
+http = "{http}"
 admin = "{admin}"
 
 [[connection]]
@@ -82,6 +93,28 @@ detect = ["all"]
 match = "public.customers.full_name"
 strategy = "hash"
 
+# An LLM API (here a local stand-in that answers like OpenAI); the agent's SDK points at
+# http://{http}/openai/v1 with its warden key, and warden injects the provider's key.
+[[connection]]
+name = "openai"
+kind = "http"
+url = "{llm_url}"
+api = "openai"
+auth = {{ bearer = {{ file = "openai.key" }} }}
+models = ["gpt-4o-mini"]
+max_tokens = 1024
+
+[connection.guard]
+deny = [{{ id = "no-prompt-injection", pattern = "(?i)ignore (all )?previous instructions" }}]
+prompt_pii = "mask"
+
+[connection.limits]
+budget = {{ tokens = 2000, per = "1h" }}
+requests_per_minute = 30
+
+[connection.masking]
+detect = ["all"]
+
 [[api_key]]
 name = "demo-agent"
 key = {{ sha256 = "{digest}" }}
@@ -97,6 +130,7 @@ groups = ["dba"]
 files = ["policies/*.cedar"]
 "#,
         upstream = postgres.address(),
+        llm_url = llm.base_url(),
         digest = warden_identity::api_key_digest(&api_key),
         dba_digest = warden_identity::api_key_digest(&dba_key),
     );
@@ -106,13 +140,15 @@ files = ["policies/*.cedar"]
     let config = Config::load(&config_path, &ProcessEnvironment).map_err(|error| anyhow::anyhow!("{error}"))?;
     let gateway = warden_gateway::Gateway::start(config).await?;
     let address = gateway.postgres_address().context("gateway has no PostgreSQL listener")?;
+    let http = gateway.http_address().context("gateway has no HTTP listener")?;
 
     println!(
         r#"
 warden demo is running.
 
   throwaway PostgreSQL  {upstream}  database "shop" (customers with PII, orders); warden holds its password
-  warden gateway        {address}
+  LLM stand-in          {llm_url}  answers like OpenAI, with PII in every answer; warden holds its key
+  warden gateway        {address} (PostgreSQL), http://{http} (HTTP and LLM APIs)
   config                {config}
 
 Connect through warden. The password is your API key; the database's own password never leaves warden:
@@ -126,6 +162,16 @@ Policies ({policies}) let the agent read the shop and write orders, and nothing 
   DELETE FROM orders;                                    -- refused outright: policy "no-delete-without-where"
   DROP TABLE customers;                                  -- refused: no policy permits ddl
   DELETE FROM orders WHERE id = 2;                       -- held until a DBA approves it (policy "deletes-need-a-dba")
+
+Call the LLM through warden with the same key: the answer streams with its email, phone and card masked, a model
+other than gpt-4o-mini is refused, and a prompt with PII leaves warden masked:
+
+  curl -sN http://{http}/openai/v1/chat/completions -H "Authorization: Bearer {api_key}" \
+    -H 'content-type: application/json' \
+    -d '{{"model": "gpt-4o-mini", "stream": true, "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  OPENAI_BASE_URL=http://{http}/openai/v1 OPENAI_API_KEY={api_key} python3 -c \
+    'import openai; print(openai.OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
 
 Approve the held delete as the demo DBA, from another terminal:
 
@@ -142,6 +188,7 @@ Then see what was recorded:
 Press Ctrl-C to stop the gateway and remove the database.
 "#,
         upstream = postgres.address(),
+        llm_url = llm.base_url(),
         config = config_path.display(),
         policies = directory.path().join("policies/shop.cedar").display(),
         host = address.ip(),
@@ -150,6 +197,7 @@ Press Ctrl-C to stop the gateway and remove the database.
     crate::wait_for_shutdown_signal().await?;
     eprintln!("Stopping…");
     gateway.shutdown().await;
+    drop(llm);
     tokio::task::spawn_blocking(move || postgres.stop()).await?;
     drop(directory);
     eprintln!("Removed the demo database and its files.");
@@ -177,7 +225,8 @@ fn random_password() -> String {
     warden_identity::generate_api_key().replace("wk_", "pg_")
 }
 
-/// What the demo agent may do: read the shop, write orders, never delete without a WHERE, no DDL or admin.
+/// What the demo agent may do: read the shop, write orders, never delete without a WHERE, no DDL or admin; call the
+/// LLM.
 const DEMO_POLICIES: &str = r#"// Written by `warden demo`. Edit and send warden SIGHUP to reload.
 
 @id("agents-read-shop")
@@ -201,4 +250,10 @@ when { context has statement && context.statement.kind == "delete"
 forbid (principal in Warden::Group::"agents", action == Warden::Action::"write", resource)
 when { context has statement && context.statement.kind == "delete" }
 unless { context.approved };
+
+// The LLM: chat and the other POST endpoints, and listing models.
+@id("agents-call-the-llm")
+permit (principal in Warden::Group::"agents",
+        action in [Warden::Action::"http:POST", Warden::Action::"http:GET"],
+        resource == Warden::Connection::"openai");
 "#;
