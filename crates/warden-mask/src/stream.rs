@@ -7,14 +7,15 @@
 //! After each piece, the masker asks, for each position of the unreleased text in turn, whether a candidate of any
 //! detector starting there could still be in progress: an anchored walk of a lazy DFA built from every detector's
 //! pattern (all of them at once, every match kept, so no alternative is forgotten) over the text up to
-//! [`LOOKAHEAD`] bytes before its end. The first position where the walk is still alive is the earliest *open*
-//! start; everything before it is *settled*: which candidates start there, where they end, and what their validators
-//! say (they look at most two bytes past a candidate, a Unicode word boundary four) no longer depends on what comes
-//! next. The settled part is released, masked by the same scan [`Masker::mask`] runs (with up to a keyword window of
+//! [`LOOKAHEAD`] bytes before its end, or, failing that, whether the walk over the whole text dies without ever
+//! matching (then no candidate starts there at all, and there is nothing for a validator to look past). The first
+//! position where neither holds is the earliest *open* start; everything before it is *settled*: which candidates
+//! start there, where they end, and what their validators say (they look at most two bytes past a candidate, a
+//! Unicode word boundary four) no longer depends on what comes next. The settled part is released, masked by the same scan [`Masker::mask`] runs (with up to a keyword window of
 //! already released text kept as look-behind context), except a finding that runs past it, which is held whole.
 //!
-//! So prose is released up to its last word (an email's local part could be in progress), plus at most
-//! [`LOOKAHEAD`] bytes; a number is held while more digits or separators could extend it into a phone, card or IBAN;
+//! So prose is released up to its last word (an email's local part could be in progress), and whole when it ends
+//! in a space or a punctuation mark no candidate can run through; a number is held while more digits or separators could extend it into a phone, card or IBAN;
 //! a `-----BEGIN … PRIVATE KEY-----` block is held until its `-----END … PRIVATE KEY-----`.
 //!
 //! ## What is guaranteed
@@ -204,6 +205,30 @@ fn alive(automaton: &Automaton, cache: &mut Cache, text: &[u8], from: usize, to:
         }
     }
     !state.is_dead()
+}
+
+/// Whether the anchored walk from `from` dies before `to` without passing a match: no candidate of any detector
+/// starts at `from`, whatever follows.
+fn dies_unmatched(automaton: &Automaton, cache: &mut Cache, text: &[u8], from: usize, to: usize) -> bool {
+    let dfa = &automaton.dfa;
+    let look_behind = from.checked_sub(1).map(|index| text[index]);
+    let config = start::Config::new().anchored(Anchored::Yes).look_behind(look_behind);
+    let Ok(mut state) = dfa.start_state(cache, &config) else {
+        return false;
+    };
+    if state.is_match() {
+        return false;
+    }
+    for &byte in &text[from..to] {
+        match dfa.next_state(cache, state, byte) {
+            // A match is reported one byte late: a dead state right after one is still a match state's successor.
+            Ok(next) if next.is_dead() => return true,
+            Ok(next) if next.is_quit() || next.is_match() => return false,
+            Ok(next) => state = next,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 fn next_boundary(text: &str, at: usize) -> usize {
@@ -418,13 +443,22 @@ impl StreamMasker {
         let mut position = self.frontier.max(self.held_from);
         let mut next_finding = 0;
         let open = loop {
-            if position >= limit {
+            if position >= length {
                 break position;
             }
-            if !alive(automaton, &mut cache, bytes, position, limit, Anchored::Yes) {
+            // Settled: no candidate can start here. Either the walk dies before the lookahead (whatever it matched
+            // ended far enough from the end for its validators), or it dies anywhere in the text without having
+            // matched at all (there is no candidate, so nothing to validate: prose ending in a space or a
+            // punctuation mark is released at once).
+            let settled = (position < limit && !alive(automaton, &mut cache, bytes, position, limit, Anchored::Yes))
+                || dies_unmatched(automaton, &mut cache, bytes, position, length);
+            if settled {
                 position = next_boundary(text, position);
                 self.frontier = position;
                 continue;
+            }
+            if position >= limit {
+                break position;
             }
             // A complete PEM block found here is settled although the walk is alive (its lazy body could run on to
             // a later END line, but the scan stops at the first), unless a custom pattern, which comes first, is open.
