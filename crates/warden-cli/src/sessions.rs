@@ -473,6 +473,7 @@ impl Replay {
                     println!("{INDENT}{line}");
                 }
                 print_result(&body["result"]);
+                print_http(&body["http"]);
                 if let Some(error) = error {
                     println!("{INDENT}error: {error}");
                 }
@@ -571,6 +572,42 @@ fn format_duration_us(micros: u64) -> String {
 }
 
 /// A statement's recorded result rows (masked when they were recorded), as `|`-separated lines under it.
+/// What an HTTP request's record adds: status, model, usage, latency to the first byte, the masked prompt and
+/// answer (first lines).
+fn print_http(http: &serde_json::Value) {
+    if !http.is_object() {
+        return;
+    }
+    let mut line = format!("status {}", http["status"]);
+    if let Some(model) = http["model"].as_str() {
+        line.push_str(&format!("  model {model}"));
+    }
+    if http["stream"] == true {
+        line.push_str("  streamed");
+    }
+    if let (Some(input), Some(output)) =
+        (http["usage"]["input_tokens"].as_u64(), http["usage"]["output_tokens"].as_u64())
+    {
+        line.push_str(&format!("  tokens {input} in, {output} out"));
+    }
+    if let Some(first_byte) = http["first_byte_us"].as_u64() {
+        line.push_str(&format!("  first byte after {}", format_duration_us(first_byte)));
+    }
+    if let Some(masked) = http["masked"].as_u64().filter(|masked| *masked > 0) {
+        line.push_str(&format!("  {masked} masked"));
+    }
+    println!("{INDENT}{line}");
+    for (label, field) in [("prompt", "prompt"), ("answer", "response")] {
+        if let Some(text) = http[field].as_str().filter(|text| !text.is_empty()) {
+            let mut lines = text.lines();
+            println!("{INDENT}{label}: {}", lines.next().unwrap_or(""));
+            for more in lines.take(20) {
+                println!("{INDENT}  {more}");
+            }
+        }
+    }
+}
+
 fn print_result(result: &serde_json::Value) {
     let cell = |value: &serde_json::Value| match value.as_str() {
         Some(text) if text.chars().count() > 60 => format!("{}…", text.chars().take(59).collect::<String>()),

@@ -141,7 +141,20 @@ where
                 }
                 Some(Err(error)) => {
                     let error: BoxError = error.into();
-                    this.end(Some(format!("the body was cut short: {error}")));
+                    let message = format!("the upstream's answer was cut short: {error}");
+                    this.end(Some(message.clone()));
+                    // Held text is never released unmasked. A format with an in-band error (SSE) says so and ends
+                    // cleanly, the connection staying usable; any other body is aborted, so the client cannot take
+                    // a truncated answer for a whole one.
+                    if let Some(transform) = this.transform.as_mut() {
+                        this.out.clear();
+                        transform.failure(&message, &mut this.out);
+                        if !this.out.is_empty() {
+                            this.state = State::Done;
+                            let out = Bytes::from(std::mem::take(&mut this.out));
+                            return this.data(out);
+                        }
+                    }
                     return Poll::Ready(Some(Err(error)));
                 }
                 None => {

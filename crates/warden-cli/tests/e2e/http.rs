@@ -291,3 +291,98 @@ unless { context.approved };
     let seen = sdk("anthropic-prompt", &base, &agent, &["Hello"]).await;
     assert_eq!(seen["refused"]["status"], 403, "used once: {seen}");
 }
+
+/// One request over a fresh HTTP/2 connection (prior knowledge, as gRPC-style clients and curl
+/// `--http2-prior-knowledge` do): status, the `x-warden-refusal` header, and the body, or the error that cut it.
+async fn h2_post(base: &str, path: &str, key: &str, body: &str) -> (u16, Result<String, String>) {
+    use http_body_util::BodyExt;
+    let address = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::post(format!("http://{address}{path}"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let body = match response.into_body().collect().await {
+        Ok(collected) => Ok(String::from_utf8_lossy(&collected.to_bytes()).into_owned()),
+        Err(error) => Err(error.to_string()),
+    };
+    (status, body)
+}
+
+/// A streamed request over HTTP/1.1 with `x-standin-abort-after: 5`: the status, the body frames received, and the
+/// error the body ended with, if it did.
+async fn h1_stream(base: &str, path: &str, key: &str, body: &str) -> (u16, String, Option<String>) {
+    use http_body_util::BodyExt;
+    let address = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::post(format!("http://{address}{path}"))
+        .header("host", address)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .header("x-standin-abort-after", "5")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut received = String::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    received.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            Some(Err(error)) => return (status, received, Some(error.to_string())),
+            None => return (status, received, None),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_are_masked_and_an_upstream_cut_mid_stream_is_an_error_not_a_silent_end() {
+    let fixture = llm_fixture("").await;
+    let key = fixture.gateway.api_key.clone();
+    let chat = r#"{"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "Hello"}]}"#;
+    let (status, body) = h2_post(&fixture.base, "/openai/v1/chat/completions", &key, chat).await;
+    assert_eq!(status, 200);
+    let body = body.expect("a whole stream");
+    assert_no_pii("the h2 stream", &body);
+    assert!(body.contains("[EMAIL]") && body.trim_end().ends_with("data: [DONE]"), "{body}");
+
+    // The stand-in closes the connection after 5 deltas: the stream must end in an SSE error event the SDKs raise,
+    // not look complete, and nothing held back goes out unmasked.
+    let (status, received, error) = h1_stream(&fixture.base, "/openai/v1/chat/completions", &key, chat).await;
+    assert_eq!(status, 200);
+    assert_eq!(error, None, "the stream ends cleanly, with its error in band: {received}");
+    assert!(received.contains("\"content\":\"Sure. \""), "what came before the cut arrived: {received}");
+    assert!(!received.contains("[DONE]"), "{received}");
+    let last = received.trim_end().rsplit("\n\n").next().expect("a last frame");
+    assert!(last.starts_with("event: error\ndata: {"), "{received}");
+    assert!(last.contains("warden: the upstream's answer was cut short"), "{last}");
+    assert_no_pii("the cut stream", &received);
+    fixture.gateway.flush().await;
+    let (events, _) = fixture.gateway.store().audit_log(None).await.expect("audit log");
+    let cut = events
+        .iter()
+        .filter(|sealed| sealed.event.kind == "statement")
+        .find_map(|sealed| sealed.event.body["error"].as_str().map(str::to_string))
+        .expect("the cut request is recorded with its error");
+    assert!(cut.contains("cut short"), "{cut}");
+    // The OpenAI SDK raises it.
+    let seen = sdk("openai-chat-cut", &format!("{}/openai", fixture.base), &key, &[]).await;
+    assert!(seen["raised"].as_str().is_some_and(|raised| raised.contains("cut short")), "{seen}");
+}

@@ -85,6 +85,25 @@ def openai_chat(base, key, model="gpt-4o-mini"):
     return out
 
 
+def openai_chat_cut(base, key):
+    """A stream the upstream cuts after 5 deltas: what the SDK raises."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Hello"}],
+        stream=True,
+        extra_headers={"x-standin-abort-after": "5"},
+    )
+    text = []
+    try:
+        for chunk in stream:
+            for choice in chunk.choices:
+                text.append(choice.delta.content or "")
+    except openai.APIError as error:
+        return {"text": "".join(text), "raised": f"{type(error).__name__}: {error}"}
+    return {"text": "".join(text), "raised": None}
+
+
 def openai_responses(base, key, model="gpt-4o-mini"):
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
     out = {}
@@ -179,6 +198,7 @@ def openai_until_refused(base, key, limit):
 
 SCENARIOS = {
     "openai-chat": openai_chat,
+    "openai-chat-cut": openai_chat_cut,
     "openai-responses": openai_responses,
     "anthropic-messages": anthropic_messages,
     "openai-model": openai_model,
