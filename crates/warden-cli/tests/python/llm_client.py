@@ -207,12 +207,19 @@ SCENARIOS = {
     "anthropic-prompt": anthropic_prompt,
 }
 
-if __name__ == "__main__":
-    scenario, base, key, *args = sys.argv[1:]
+def run(scenario, base, key, *args):
     try:
-        result = SCENARIOS[scenario](base, key, *args)
+        return SCENARIOS[scenario](base, key, *args)
     except openai.APIStatusError as error:
-        result = {"unexpected_refusal": refusal(error)}
+        return {"unexpected_refusal": refusal(error)}
     except anthropic.APIStatusError as error:
-        result = {"unexpected_refusal": refusal(error)}
-    print(json.dumps(result))
+        return {"unexpected_refusal": refusal(error)}
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "batch":
+        # One interpreter for several steps (importing the SDKs is most of a step's time): argv[2] is a JSON list of
+        # [scenario, base, key, args...]; the output, a list of their results in order.
+        print(json.dumps([run(*step) for step in json.loads(sys.argv[2])]))
+    else:
+        print(json.dumps(run(*sys.argv[1:])))
