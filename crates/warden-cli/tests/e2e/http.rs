@@ -459,3 +459,52 @@ async fn tls_clients_negotiate_http2_by_alpn() {
     assert!(stdout.contains("[EMAIL]"), "{stdout}");
     assert_no_pii("the TLS answer", &stdout);
 }
+
+/// POST `body` over HTTP/1.1: the status and the answer's bytes.
+async fn h1_post(base: &str, path: &str, key: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let address = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::post(format!("http://{address}{path}"))
+        .header("host", address)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    (status, response.into_body().collect().await.expect("the whole answer").to_bytes().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large_to_inspect_is_refused_on_an_llm_route_and_streams_masked_on_a_plain_one() {
+    let fixture = llm_fixture("").await;
+    let key = fixture.gateway.api_key.clone();
+    // 17 MiB of prompt, over the 16 MiB an LLM request is read whole up to, with an email every 64 KiB.
+    let filler = "lorem ipsum dolor sit amet ".repeat(64 * 1024 / 27);
+    let mut prompt = String::from("ECHO: ");
+    let mut planted = 0;
+    while prompt.len() < 17 << 20 {
+        prompt.push_str(&filler);
+        prompt.push_str(&format!("mail user{planted}@example.com now "));
+        planted += 1;
+    }
+    let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]});
+    let body = serde_json::to_vec(&body).expect("JSON");
+    let (status, answer) = h1_post(&fixture.base, "/openai/v1/chat/completions", &key, body.clone()).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&answer[..answer.len().min(500)]));
+    // A plain connection streams both bodies through content detection: the stand-in gets the prompt masked and
+    // echoes it; the answer comes back whole and masked.
+    let (status, answer) = h1_post(&fixture.base, "/plain/v1/chat/completions", &key, body).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_slice(&answer).expect("the masked answer is JSON");
+    let text = answer["choices"][0]["message"]["content"].as_str().expect("content");
+    assert!(text.len() > 16 << 20, "all of it came back: {} bytes", text.len());
+    assert_eq!(text.matches("mail [EMAIL] now").count(), planted, "every planted email masked");
+    assert!(!text.contains("@example.com"));
+    let received = fixture.standin.requests().pop().expect("the plain request");
+    assert!(!String::from_utf8_lossy(&received.body).contains("@example.com"), "the request body was masked too");
+}
