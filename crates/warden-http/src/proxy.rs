@@ -84,6 +84,11 @@ impl ConnectionState {
             let message = format!("no http connection named \"{name}\"");
             return Refusal::new(StatusCode::NOT_FOUND, "route", message).response(None);
         };
+        if has_dot_segment(rest) {
+            // `/shop/../admin` would leave the connection's base path upstream, and policies never see it coming.
+            let message = "the path has a \".\" or \"..\" segment (plain or percent-encoded); send it normalized";
+            return Refusal::new(StatusCode::BAD_REQUEST, "path", message).response(route.api);
+        }
         let rest = rest.to_string();
         // Who is calling.
         let Some(credential) = caller_credential(request.headers()) else {
@@ -487,6 +492,14 @@ fn split_route(path: &str) -> Option<(&str, &str)> {
     (!name.is_empty()).then_some((name, rest))
 }
 
+/// Whether a path has a `.` or `..` segment, plain or percent-encoded (`%2e`, `%2E`).
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 /// `Authorization: Bearer <credential>`, else an LLM SDK's own key header (`x-api-key`, `api-key`).
 fn caller_credential(headers: &HeaderMap) -> Option<String> {
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
@@ -626,4 +639,40 @@ pub(crate) fn compile_guard(target: &warden_config::HttpTarget) -> Result<warden
         models: target.models.clone(),
     };
     warden_llm::PromptGuard::new(config).map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_split_on_the_first_segment() {
+        assert_eq!(split_route("/openai/v1/chat/completions"), Some(("openai", "/v1/chat/completions")));
+        assert_eq!(split_route("/openai"), Some(("openai", "/")));
+        assert_eq!(split_route("/openai/"), Some(("openai", "/")));
+        assert_eq!(split_route("/"), None);
+        assert_eq!(split_route("//x"), None);
+    }
+
+    #[test]
+    fn dot_segments_are_found_however_written() {
+        for path in ["/../admin", "/v1/./x", "/v1/..", "/%2e%2e/admin", "/%2E./x", "/.%2e"] {
+            assert!(has_dot_segment(path), "{path}");
+        }
+        for path in ["/v1/chat/completions", "/v1/file.txt", "/..hidden", "/v1/...", "/"] {
+            assert!(!has_dot_segment(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_callers_credential_comes_from_bearer_or_a_key_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer  wk_abc "));
+        assert_eq!(caller_credential(&headers).as_deref(), Some("wk_abc"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwdw=="));
+        headers.insert("x-api-key", HeaderValue::from_static("wk_other"));
+        assert_eq!(caller_credential(&headers), None, "a non-bearer Authorization is not a warden credential");
+        headers.remove(header::AUTHORIZATION);
+        assert_eq!(caller_credential(&headers).as_deref(), Some("wk_other"));
+    }
 }
