@@ -375,7 +375,8 @@ impl ConnectionState {
         if transform.is_some() {
             parts.headers.remove(header::CONTENT_LENGTH);
         }
-        let audit_plain = llm.is_none() && masker.is_none();
+        // What the client got unmasked (no masking, or `unmask`) is still masked in the audit trail.
+        let audit_plain = masker.is_none();
         let record = {
             let slot = slot.clone();
             let hooks = hooks.clone();

@@ -508,3 +508,27 @@ async fn a_body_too_large_to_inspect_is_refused_on_an_llm_route_and_streams_mask
     let received = fixture.standin.requests().pop().expect("the plain request");
     assert!(!String::from_utf8_lossy(&received.body).contains("@example.com"), "the request body was masked too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_permitted_unmask_sees_raw_answers_and_the_audit_log_still_does_not() {
+    let unmask = r#"
+@id("readers-see-raw-llm-answers")
+permit (principal in Warden::Group::"readers", action == Warden::Action::"unmask", resource == Warden::Connection::"openai");
+"#;
+    let fixture = llm_fixture_with("", "", unmask, "").await;
+    let seen = sdk("openai-chat", &format!("{}/openai", fixture.base), &fixture.gateway.reader_key, &[]).await;
+    assert!(seen["text"].as_str().is_some_and(|text| text.contains("jane.roe@example.com")), "{seen}");
+    assert_eq!(seen["stream_text"], seen["text"], "{seen}");
+    fixture.gateway.flush().await;
+    let (events, _) = fixture.gateway.store().audit_log(None).await.expect("audit log");
+    let answers: Vec<&str> = events
+        .iter()
+        .filter(|sealed| sealed.event.kind == "statement")
+        .filter_map(|sealed| sealed.event.body["http"]["response"].as_str())
+        .collect();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    for answer in answers {
+        assert!(answer.contains("Jane Roe at ") && !answer.contains("jane.roe"), "{answer}");
+    }
+    assert_no_pii("the audit log", &format!("{events:?}"));
+}
