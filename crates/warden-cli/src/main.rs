@@ -2,7 +2,7 @@
 //!
 //! Subcommands: `gateway` runs the gateway, `check` validates a config, `demo` is the one-command quick
 //! start, `policy explain` shows how statements would be judged, `sessions` reads what the gateway recorded,
-//! `audit` verifies and exports the tamper-evident audit log,
+//! `usage` sums what LLM requests used, `audit` verifies and exports the tamper-evident audit log,
 //! `api-key new` mints a key and its config entry.
 #![forbid(unsafe_code)]
 
@@ -14,6 +14,7 @@ mod policy;
 mod revoke;
 mod sessions;
 mod token;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,8 @@ enum Command {
         #[command(subcommand)]
         command: sessions::SessionsCommand,
     },
+    /// LLM usage recorded in the state store: requests and tokens per identity, connection, run, node or model.
+    Usage(usage::UsageArgs),
     /// warden tokens: short-lived credentials for workflow nodes, through the gateway's admin API.
     Token {
         #[command(subcommand)]
@@ -182,6 +185,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Sessions { command } => {
             runtime()?.block_on(sessions::run(command))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Usage(args) => {
+            runtime()?.block_on(usage::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => runtime()?.block_on(audit::run(command)),

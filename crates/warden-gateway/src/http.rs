@@ -13,7 +13,7 @@ use warden_http::{Authorization, BoxFuture, Exchange, HttpHooks, HttpSession, Li
 use warden_identity::{AuthError, Identity};
 use warden_mask::Masker;
 use warden_policy::{Action, RequestContext, Resource};
-use warden_state::{Decision, Recorder, SessionStart, StatementRecord};
+use warden_state::{Decision, Recorder, SessionStart, StatementRecord, Tokens};
 
 use crate::guard::{authorize, token_context, PolicyStore};
 use crate::limits::Limits;
@@ -27,7 +27,8 @@ pub(crate) struct GatewayHttpHooks {
     /// Every built-in detector: prompts and answers of connections that do not mask are masked with it in the
     /// audit trail, and prompt PII is found with it.
     pub(crate) audit_masker: Arc<Masker>,
-    pub(crate) limits: Limits,
+    /// Shared with the task that refreshes budgets from the state store.
+    pub(crate) limits: Arc<Limits>,
     pub(crate) approvals: Arc<crate::approval::Approvals>,
     /// Each connection's `approval` mode.
     pub(crate) approval_modes: HashMap<String, warden_config::ApprovalMode>,
@@ -135,6 +136,9 @@ impl HttpHooks for GatewayHttpHooks {
             decision: Some(Arc::new(decision)),
             result: None,
             http: Some(http),
+            // Usage accounting and budgets read these columns (the audit event has them in `http` too).
+            model: exchange.model,
+            tokens: exchange.usage.map(|usage| Tokens { input: usage.input, output: usage.output }),
         };
         if let Err(error) = self.recorder.statement(record) {
             warn!(session = %session.id, %error, "HTTP request not recorded");

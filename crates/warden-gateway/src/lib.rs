@@ -253,13 +253,28 @@ impl Gateway {
         }
         if let Some(listener) = http_listener {
             let http_config = warden_http::HttpFrontendConfig::from_config(&config)?;
+            let limits = Arc::new(limits::Limits::new(&config));
+            if limits.has_budgets() {
+                // Budgets are counted in the store (they survive restarts and are shared by replicas): read before
+                // the first request, then refreshed in the background.
+                limits
+                    .refresh(&store, &recorder)
+                    .await
+                    .map_err(|source| GatewayError::State { url: redact_url(config.state.url.expose()), source })?;
+                tasks.push(tokio::spawn(limits::refresh_periodically(
+                    limits.clone(),
+                    store.clone(),
+                    recorder.clone(),
+                    shutdown_receiver.clone(),
+                )));
+            }
             let http_hooks = Arc::new(http::GatewayHttpHooks {
                 authenticator: authenticator.clone(),
                 policies: policies.clone(),
                 recorder: recorder.clone(),
                 maskers: http_maskers(&config, hash_key)?,
                 audit_masker: audit_masker.clone(),
-                limits: limits::Limits::new(&config),
+                limits,
                 approvals: approvals.clone(),
                 approval_modes: config
                     .connections
@@ -569,6 +584,8 @@ impl SessionHooks for GatewayHooks {
             decision: statement.annotation.and_then(|annotation| annotation.downcast::<Decision>().ok()),
             result,
             http: None,
+            model: None,
+            tokens: None,
         };
         if let Err(error) = self.recorder.statement(record) {
             warn!(session = %session.id, %error, "statement not recorded");

@@ -1,16 +1,29 @@
 //! Rate limits and token budgets of LLM connections (`[connection.limits]`), per connection and identity:
 //! requests and tokens per sliding minute, and tokens per budget period (fixed windows aligned to the Unix epoch,
-//! so every replica agrees where a day starts). Counted in this gateway's memory from the usage providers report;
-//! a request is admitted while its identity is under every limit, and the one that crosses a limit is the last.
+//! so every replica agrees where a day starts), from the usage providers report. A request is admitted while its
+//! identity is under every limit, and the one that crosses a limit is the last.
+//!
+//! Rates are counted in this gateway's memory. Budgets are counted in the state store, where every gateway records
+//! each request's tokens, so they survive a restart and are shared by replicas: [`Limits::refresh`] reads each
+//! identity's tokens of the current window from the store (once before the first request, then every
+//! [`BUDGET_REFRESH`]), and a budget's use is what the store held at the last refresh plus what this gateway counted
+//! since. [`Limits::admit`] never touches the store: it reads the counts under a lock. What other replicas spend
+//! reaches this one at its next refresh, so together they can overshoot a budget by what they spend in about
+//! [`BUDGET_REFRESH`]; a single gateway cannot (it counts its own at once).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use time::OffsetDateTime;
 use warden_config::LlmLimits;
 use warden_http::LimitRefusal;
+use warden_state::{Recorder, StateError, StateStore};
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// How often budgets are brought up to date from the state store.
+pub(crate) const BUDGET_REFRESH: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub(crate) struct Limits {
@@ -24,8 +37,28 @@ struct Counter {
     requests: VecDeque<Instant>,
     /// Tokens used in the last minute, by when they were reported.
     tokens: VecDeque<(Instant, u64)>,
-    /// The budget window (its index since the epoch) and the tokens used in it.
-    budget: (u64, u64),
+    budget: Budget,
+}
+
+/// The tokens an identity used on a connection in one budget window.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Budget {
+    /// The window (its index since the epoch) the counts are of.
+    window: u64,
+    /// What the state store held for the window at the last refresh: every gateway's requests, this one's included.
+    stored: u64,
+    /// Counted here before the refresh under way began: in the store by the time it reads (the refresh waits for
+    /// this gateway's records to be committed first), and counted here until it has read.
+    refreshing: u64,
+    /// Counted here since the last refresh began. Those that finished while it read may be in what it read too:
+    /// counted twice until the next refresh, never missed.
+    local: u64,
+}
+
+impl Budget {
+    fn used(&self) -> u64 {
+        self.stored.saturating_add(self.refreshing).saturating_add(self.local)
+    }
 }
 
 impl Limits {
@@ -39,6 +72,74 @@ impl Limits {
         Limits { by_connection, counters: Mutex::new(HashMap::new()) }
     }
 
+    /// Whether a connection has a token budget (and so needs [`Limits::refresh`]).
+    pub(crate) fn has_budgets(&self) -> bool {
+        self.by_connection.values().any(|limits| limits.budget.is_some())
+    }
+
+    /// Brings every budget's count up to date from the state store: for each connection with a budget, the tokens
+    /// each identity used in the current window, through any gateway, plus what this gateway counted since the
+    /// refresh began. Waits for this gateway's own records to be committed first (`recorder`), so its requests are
+    /// neither missed nor, mostly, counted twice. On an error the counts stay as they were, local counting goes on,
+    /// and the next refresh catches up.
+    pub(crate) async fn refresh(&self, store: &StateStore, recorder: &Recorder) -> Result<(), StateError> {
+        let windows = self.begin_refresh();
+        if windows.is_empty() {
+            return Ok(());
+        }
+        recorder.durable().await?;
+        for (connection, window, since) in windows {
+            let stored = store.tokens_used_by_identity(&connection, since).await?;
+            self.stored(&connection, window, stored);
+        }
+        Ok(())
+    }
+
+    /// The current budget window of each connection with a budget (connection, window, its start); what each
+    /// identity counted here in it so far moves from `local` to `refreshing`.
+    fn begin_refresh(&self) -> Vec<(String, u64, OffsetDateTime)> {
+        let windows: Vec<(String, u64, OffsetDateTime)> = self
+            .by_connection
+            .iter()
+            .filter_map(|(connection, limits)| {
+                let period = limits.budget.as_ref()?.per;
+                let (window, _) = budget_window(period);
+                Some((connection.clone(), window, window_start(window, period)))
+            })
+            .collect();
+        let mut counters = self.counters.lock();
+        for ((connection, _), counter) in counters.iter_mut() {
+            let current = windows.iter().find(|(name, _, _)| name == connection).map(|(_, window, _)| *window);
+            if current == Some(counter.budget.window) {
+                counter.budget.refreshing = counter.budget.refreshing.saturating_add(counter.budget.local);
+                counter.budget.local = 0;
+            }
+        }
+        windows
+    }
+
+    /// Takes what the store holds for `connection`'s budget window `window`, per identity (absent: none).
+    fn stored(&self, connection: &str, window: u64, mut stored: HashMap<String, u64>) {
+        let mut counters = self.counters.lock();
+        for ((name, identity), counter) in counters.iter_mut() {
+            // A counter of another window keeps its counts: an earlier one is replaced below if the store has
+            // tokens of this window for its identity, a later one (the window turned during the refresh) is current.
+            if name != connection || counter.budget.window != window {
+                continue;
+            }
+            counter.budget.stored = stored.remove(identity).unwrap_or(0);
+            counter.budget.refreshing = 0;
+        }
+        // Identities this gateway has not seen in this window: what other gateways (or this one before a restart)
+        // counted.
+        for (identity, tokens) in stored {
+            let counter = counters.entry((connection.to_string(), identity)).or_default();
+            if counter.budget.window < window {
+                counter.budget = Budget { window, stored: tokens, ..Budget::default() };
+            }
+        }
+    }
+
     /// Admits a request of `identity` on `connection` now, counting it, or says which limit stops it and when to
     /// try again.
     pub(crate) fn admit(&self, connection: &str, identity: &str, now: Instant) -> Result<(), LimitRefusal> {
@@ -48,12 +149,12 @@ impl Limits {
         counter.expire(now);
         if let Some(budget) = &limits.budget {
             let (window, window_end) = budget_window(budget.per);
-            if counter.budget.0 == window && counter.budget.1 >= budget.tokens {
+            if counter.budget.window == window && counter.budget.used() >= budget.tokens {
                 return Err(LimitRefusal {
                     limit: "budget",
                     message: format!(
                         "{identity} used {} of its {} tokens per {} on connection \"{connection}\" (limits.budget)",
-                        counter.budget.1,
+                        counter.budget.used(),
                         budget.tokens,
                         humanize(budget.per)
                     ),
@@ -104,10 +205,10 @@ impl Limits {
         }
         if let Some(budget) = &limits.budget {
             let (window, _) = budget_window(budget.per);
-            if counter.budget.0 != window {
-                counter.budget = (window, 0);
+            if counter.budget.window != window {
+                counter.budget = Budget { window, ..Budget::default() };
             }
-            counter.budget.1 = counter.budget.1.saturating_add(tokens);
+            counter.budget.local = counter.budget.local.saturating_add(tokens);
         }
     }
 }
@@ -133,6 +234,42 @@ fn budget_window(period: Duration) -> (u64, Duration) {
     (u64::try_from(window).unwrap_or(u64::MAX), Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX)))
 }
 
+/// When budget window `window` of `period` began.
+fn window_start(window: u64, period: Duration) -> OffsetDateTime {
+    let period_ms = period.as_millis().max(1);
+    let start_ns = i128::from(window).saturating_mul(i128::try_from(period_ms).unwrap_or(i128::MAX)) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(start_ns).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Refreshes the budgets from the state store every [`BUDGET_REFRESH`] until `stop`.
+pub(crate) async fn refresh_periodically(
+    limits: std::sync::Arc<Limits>,
+    store: StateStore,
+    recorder: Recorder,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + BUDGET_REFRESH, BUDGET_REFRESH);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match limits.refresh(&store, &recorder).await {
+            Ok(()) => failing = false,
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    %error,
+                    "cannot refresh token budgets from the state store; counting this gateway's requests until it can"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 fn humanize(period: Duration) -> String {
     let seconds = period.as_secs();
     match seconds {
@@ -146,7 +283,138 @@ fn humanize(period: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use warden_config::TokenBudget;
+    use warden_state::{SessionStart, StatementRecord, Tokens};
+
+    /// A budget period no test run straddles the end of.
+    const DECADE: Duration = Duration::from_secs(86_400 * 3650);
+
+    fn budget(tokens: u64) -> Limits {
+        limits(LlmLimits { budget: Some(TokenBudget { tokens, per: DECADE }), ..LlmLimits::default() })
+    }
+
+    /// What `identity` used of its budget on `llm`, as admission sees it.
+    fn used(limits: &Limits, identity: &str) -> u64 {
+        limits
+            .counters
+            .lock()
+            .get(&("llm".to_string(), identity.to_string()))
+            .map_or(0, |counter| counter.budget.used())
+    }
+
+    async fn sqlite_store(directory: &std::path::Path) -> StateStore {
+        let url = format!("sqlite://{}", directory.join("warden.db").display());
+        StateStore::open(&url).await.expect("open the store")
+    }
+
+    /// Records, as a gateway does, one request of `identity` on `llm` that used `tokens`, and waits for it to be stored.
+    async fn record_request(recorder: &Recorder, identity: &str, tokens: u64) {
+        let id = format!("{identity}-{}", rand::random::<u64>());
+        let now = OffsetDateTime::now_utc();
+        recorder
+            .session_started(SessionStart {
+                id: id.clone(),
+                identity: identity.to_string(),
+                connection: "llm".to_string(),
+                client_address: "127.0.0.1:50000".to_string(),
+                user_name: identity.to_string(),
+                application_name: None,
+                started_at: now,
+                credential: Some("api_key".to_string()),
+                token_id: None,
+                run: None,
+                node: None,
+            })
+            .expect("queue");
+        recorder
+            .statement(StatementRecord {
+                session_id: Arc::from(id.as_str()),
+                seq: 1,
+                started_at: now,
+                duration: Duration::from_millis(5),
+                text: Arc::from("POST /v1/chat/completions"),
+                rows: None,
+                error: None,
+                decision: None,
+                result: None,
+                http: None,
+                model: Some("gpt-4o-mini".to_string()),
+                tokens: Some(Tokens { input: 1, output: tokens - 1 }),
+            })
+            .expect("queue");
+        recorder.flush().await.expect("stored");
+    }
+
+    #[tokio::test]
+    async fn a_budget_is_seeded_from_the_store_so_it_survives_a_restart() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let store = sqlite_store(directory.path()).await;
+        // The gateway before the restart recorded 120 tokens of the agent.
+        record_request(&store.recorder(16), "agent", 120).await;
+        // After it: nothing counted here yet, so admitted until the budgets are read.
+        let limits = budget(100);
+        let now = Instant::now();
+        assert!(limits.admit("llm", "agent", now).is_ok());
+        limits.refresh(&store, &store.recorder(16)).await.expect("refresh");
+        let refused = limits.admit("llm", "agent", now).expect_err("over budget after the restart");
+        assert_eq!(refused.limit, "budget");
+        assert!(refused.message.contains("used 120 of its 100 tokens per 3650d"), "{}", refused.message);
+        assert!(limits.admit("llm", "someone-else", now).is_ok());
+    }
+
+    #[tokio::test]
+    async fn replicas_share_a_budget_through_the_store() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let store = sqlite_store(directory.path()).await;
+        let (first, second) = (budget(100), budget(100));
+        let (first_recorder, second_recorder) = (store.recorder(16), store.recorder(16));
+        let now = Instant::now();
+        assert!(first.admit("llm", "agent", now).is_ok());
+        first.used("llm", "agent", 60, now);
+        record_request(&first_recorder, "agent", 60).await;
+        assert_eq!((used(&first, "agent"), used(&second, "agent")), (60, 0));
+        // The second replica learns of it at its refresh, and counts its own request at once.
+        second.refresh(&store, &second_recorder).await.expect("refresh");
+        assert_eq!(used(&second, "agent"), 60);
+        assert!(second.admit("llm", "agent", now).is_ok());
+        second.used("llm", "agent", 30, now);
+        record_request(&second_recorder, "agent", 30).await;
+        assert_eq!(used(&second, "agent"), 90);
+        // The first one's refresh reads both requests, its own counted once.
+        first.refresh(&store, &first_recorder).await.expect("refresh");
+        assert_eq!(used(&first, "agent"), 90);
+        assert!(first.admit("llm", "agent", now).is_ok());
+        first.used("llm", "agent", 20, now);
+        record_request(&first_recorder, "agent", 20).await;
+        assert!(first.admit("llm", "agent", now).expect_err("over").message.contains("used 110 of its 100"));
+        second.refresh(&store, &second_recorder).await.expect("refresh");
+        assert!(second.admit("llm", "agent", now).expect_err("over").message.contains("used 110 of its 100"));
+        assert_eq!(store.tokens_used("llm", "agent", OffsetDateTime::UNIX_EPOCH).await.expect("read"), 110);
+    }
+
+    #[test]
+    fn tokens_counted_while_a_refresh_reads_are_kept_and_a_failed_refresh_loses_nothing() {
+        let limits = budget(1000);
+        let now = Instant::now();
+        limits.used("llm", "agent", 50, now);
+        let windows = limits.begin_refresh();
+        let (_, window, _) = windows[0].clone();
+        // Counted while the store is read: not in what it reads (or, finishing meanwhile, in it too: counted twice
+        // until the next refresh).
+        limits.used("llm", "agent", 10, now);
+        assert_eq!(used(&limits, "agent"), 60);
+        limits.stored("llm", window, HashMap::from([("agent".to_string(), 50), ("other".to_string(), 7)]));
+        assert_eq!((used(&limits, "agent"), used(&limits, "other")), (60, 7));
+        // A refresh that cannot read the store changes nothing; the next one replaces what it counted.
+        limits.begin_refresh();
+        limits.used("llm", "agent", 5, now);
+        assert_eq!(used(&limits, "agent"), 65);
+        limits.begin_refresh();
+        assert_eq!(used(&limits, "agent"), 65);
+        limits.stored("llm", window, HashMap::from([("agent".to_string(), 65)]));
+        assert_eq!((used(&limits, "agent"), used(&limits, "other")), (65, 0));
+    }
 
     fn limits(limits: LlmLimits) -> Limits {
         Limits { by_connection: HashMap::from([("llm".to_string(), limits)]), counters: Mutex::new(HashMap::new()) }

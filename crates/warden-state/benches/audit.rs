@@ -143,6 +143,8 @@ fn statement(session_id: &Arc<str>, seq: u64, text: &Arc<str>, decision: &Arc<De
         decision: Some(Arc::clone(decision)),
         result: None,
         http: None,
+        model: None,
+        tokens: None,
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! This crate owns the schema and its migrations (one set per dialect, embedded in the binary), the
 //! background writer that takes recorded events off the data path and stores them in batches
-//! ([`Recorder`]), and the read queries the admin API uses ([`StateStore::list_sessions`] and friends).
+//! ([`Recorder`]), and the read queries the admin API uses ([`StateStore::list_sessions`] and friends), `warden usage`
+//! reads ([`StateStore::usage`]) and token budgets count with ([`StateStore::tokens_used`]).
 //!
 //! Storage: timestamps are INTEGER microseconds since the Unix epoch (UTC) in SQLite and `timestamptz`
 //! in PostgreSQL; a session's statement count is a column the writer keeps up to date in the same
@@ -17,6 +18,7 @@ mod migrations;
 mod prune;
 mod recorder;
 mod sql;
+mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -37,7 +39,8 @@ pub use approvals::{
 pub use audit::{timestamp, AuditSigner, AuditTap, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
 pub use prune::{prune_periodically, retention_cutoff, PruneReport, PrunedChain, PRUNE_FIRST_DELAY, PRUNE_INTERVAL};
-pub use recorder::{AuditRecord, Recorder, SessionStart, StatementRecord};
+pub use recorder::{AuditRecord, Recorder, SessionStart, StatementRecord, Tokens};
+pub use usage::{UsageFilter, UsageRow};
 
 use recorder::{SessionEnd, SessionMasked};
 use sql::{Batch, Dialect, Store};
@@ -119,6 +122,12 @@ pub struct StatementRow {
     pub error: Option<String>,
     /// What warden decided before forwarding it; absent for statements no guard judged.
     pub decision: Option<Decision>,
+    /// For an LLM request: the model it asked for.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// For an LLM request whose answer reported usage: the tokens the provider counted.
+    #[serde(default)]
+    pub tokens: Option<Tokens>,
 }
 
 /// What a revocation names.
@@ -433,6 +442,42 @@ impl StateStore {
         match &self.backend {
             Backend::Sqlite(store) => store.audit_events_for_session(session_id, after).await,
             Backend::Postgres(store) => store.audit_events_for_session(session_id, after).await,
+        }
+    }
+
+    /// What LLM requests used (those whose answer reported usage), per identity, connection, run, node and model,
+    /// sorted by those.
+    pub async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.usage(filter).await,
+            Backend::Postgres(store) => store.usage(filter).await,
+        }
+    }
+
+    /// Tokens (input + output) `identity` used on `connection` in LLM requests that started at or after `since`,
+    /// through every gateway sharing the store: what a budget window has spent.
+    pub async fn tokens_used(
+        &self,
+        connection: &str,
+        identity: &str,
+        since: OffsetDateTime,
+    ) -> Result<u64, StateError> {
+        let used = match &self.backend {
+            Backend::Sqlite(store) => store.tokens_used(connection, Some(identity), since).await?,
+            Backend::Postgres(store) => store.tokens_used(connection, Some(identity), since).await?,
+        };
+        Ok(used.get(identity).copied().unwrap_or(0))
+    }
+
+    /// [`StateStore::tokens_used`] of every identity that used tokens on `connection` since `since`, in one query.
+    pub async fn tokens_used_by_identity(
+        &self,
+        connection: &str,
+        since: OffsetDateTime,
+    ) -> Result<std::collections::HashMap<String, u64>, StateError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.tokens_used(connection, None, since).await,
+            Backend::Postgres(store) => store.tokens_used(connection, None, since).await,
         }
     }
 

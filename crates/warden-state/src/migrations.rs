@@ -23,6 +23,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (6, "audit log", include_str!("../migrations/sqlite/0006_audit_log.sql")),
     (7, "session tables", include_str!("../migrations/sqlite/0007_session_tables.sql")),
     (8, "approvals", include_str!("../migrations/sqlite/0008_approvals.sql")),
+    (9, "llm usage", include_str!("../migrations/sqlite/0009_llm_usage.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
@@ -34,6 +35,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (6, "audit log", include_str!("../migrations/postgres/0006_audit_log.sql")),
     (7, "session tables", include_str!("../migrations/postgres/0007_session_tables.sql")),
     (8, "approvals", include_str!("../migrations/postgres/0008_approvals.sql")),
+    (9, "llm usage", include_str!("../migrations/postgres/0009_llm_usage.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

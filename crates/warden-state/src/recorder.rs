@@ -68,6 +68,27 @@ pub struct StatementRecord {
     /// For an HTTP request, what the audit log keeps of it beyond the text (`POST /v1/chat/completions`): status,
     /// model, usage, the masked and capped prompt and answer, latencies. Absent from the event otherwise.
     pub http: Option<serde_json::Value>,
+    /// For an LLM request: the model it asked for. Stored in its own column, for usage accounting.
+    pub model: Option<String>,
+    /// For an LLM request whose answer reported usage: the tokens the provider counted. Stored in their own columns,
+    /// for usage accounting and budgets ([`crate::StateStore::usage`], [`crate::StateStore::tokens_used`]).
+    pub tokens: Option<Tokens>,
+}
+
+/// The tokens one LLM request used, as its provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tokens {
+    /// Prompt (input) tokens.
+    pub input: u64,
+    /// Completion (output) tokens.
+    pub output: u64,
+}
+
+impl Tokens {
+    /// Input and output together: what a budget counts.
+    pub fn total(self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
 }
 
 /// The end of a session.

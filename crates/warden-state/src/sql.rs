@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::recorder::{SessionEnd, SessionMasked};
 use crate::{
     AuditSigner, Decision, Revocation, RevocationKind, RevocationRow, SessionFilter, SessionRow, SessionStart,
-    StateError, StatementRecord, StatementRow,
+    StateError, StatementRecord, StatementRow, Tokens,
 };
 
 /// At most this many bind parameters in one statement: SQLite's limit since 3.32 (PostgreSQL allows 65,535).
@@ -139,6 +139,11 @@ const STATEMENT_COLUMNS: &str =
     "session_id, seq, started_at, duration_us, text, rows, error, decision, classes, tables, policies";
 const STATEMENT_BINDS: usize = 11;
 
+/// An LLM request's usage columns, after [`STATEMENT_COLUMNS`]. Only an insert some of whose rows carry usage writes
+/// them: one of statements without (every SQL statement) has the same text and binds as before they existed.
+const USAGE_COLUMNS: &str = "model, input_tokens, output_tokens";
+const USAGE_BINDS: usize = 3;
+
 impl<DB> Store<DB>
 where
     DB: Dialect,
@@ -178,9 +183,10 @@ where
 
         let mut orphaned = 0;
         for chunk in statement_chunks(&batch.statements) {
-            let mut sql = insert_statements::<DB>(chunk.len());
+            let usage = chunk.iter().any(|record| has_usage(record));
+            let mut sql = insert_statements::<DB>(chunk.len(), usage);
             sql.push(" WHERE EXISTS (SELECT 1 FROM sessions WHERE sessions.id = v.column1)");
-            let query = chunk.iter().fold(sqlx::query(&sql.text), |query, record| bind_statement(query, record));
+            let query = chunk.iter().fold(sqlx::query(&sql.text), |query, record| bind_statement(query, record, usage));
             let result = query.execute(&mut *transaction).await?;
             orphaned += (chunk.len() as u64).saturating_sub(DB::rows_affected(&result));
         }
@@ -333,8 +339,9 @@ where
     /// Writes one statement and counts it, in its own transaction (the slow path after a batch failed).
     pub(crate) async fn write_statement(&self, record: &StatementRecord) -> Result<(), sqlx::Error> {
         let mut transaction = self.pool.begin().await?;
-        let sql = insert_statements::<DB>(1);
-        bind_statement(sqlx::query(&sql.text), record).execute(&mut *transaction).await?;
+        let usage = has_usage(record);
+        let sql = insert_statements::<DB>(1, usage);
+        bind_statement(sqlx::query(&sql.text), record, usage).execute(&mut *transaction).await?;
         let mut sql = SqlText::<DB>::new("UPDATE sessions SET statement_count = statement_count + 1 WHERE id = ");
         sql.bind();
         sqlx::query(&sql.text).bind(&*record.session_id).execute(&mut *transaction).await?;
@@ -667,8 +674,8 @@ where
 
     pub(crate) async fn statements(&self, session_id: &str) -> Result<Vec<StatementRow>, StateError> {
         let mut sql = SqlText::<DB>::new(&format!(
-            "SELECT session_id, seq, {}, duration_us, text, rows, error, decision, classes, tables, policies \
-             FROM statements WHERE session_id = ",
+            "SELECT session_id, seq, {}, duration_us, text, rows, error, decision, classes, tables, policies, \
+             model, input_tokens, output_tokens FROM statements WHERE session_id = ",
             DB::micros_from_timestamp("started_at")
         ));
         sql.bind().push(" ORDER BY seq");
@@ -688,6 +695,8 @@ where
                     rows: get(row, 5)?,
                     error: get(row, 6)?,
                     decision: decision_from_columns(get(row, 7)?, [get(row, 8)?, get(row, 9)?, get(row, 10)?])?,
+                    model: get(row, 11)?,
+                    tokens: tokens_from_columns(get(row, 12)?, get(row, 13)?)?,
                 })
             })
             .collect()
@@ -746,15 +755,30 @@ fn insert_sessions<DB: Dialect>(rows: usize) -> String {
     sql.text
 }
 
-/// Inserts `rows` statements, bound by [`bind_statement`]; the caller may add a WHERE clause on `v`.
-fn insert_statements<DB: Dialect>(rows: usize) -> SqlText<DB> {
+/// Inserts `rows` statements, bound by [`bind_statement`] with the same `usage`; the caller may add a WHERE clause on
+/// `v`.
+fn insert_statements<DB: Dialect>(rows: usize, usage: bool) -> SqlText<DB> {
+    let (columns, usage_values, binds) = if usage {
+        (
+            format!("{STATEMENT_COLUMNS}, {USAGE_COLUMNS}"),
+            ", column12, column13, column14",
+            STATEMENT_BINDS + USAGE_BINDS,
+        )
+    } else {
+        (STATEMENT_COLUMNS.to_string(), "", STATEMENT_BINDS)
+    };
     let mut sql = SqlText::<DB>::new(&format!(
-        "INSERT INTO statements ({STATEMENT_COLUMNS}) SELECT column1, column2, {}, column4, \
-         column5, column6, column7, column8, column9, column10, column11 FROM (",
+        "INSERT INTO statements ({columns}) SELECT column1, column2, {}, column4, \
+         column5, column6, column7, column8, column9, column10, column11{usage_values} FROM (",
         DB::timestamp_from_micros("column3")
     ));
-    sql.values(rows, STATEMENT_BINDS).push(") AS v");
+    sql.values(rows, binds).push(") AS v");
     sql
+}
+
+/// Whether a statement has usage columns to write (an LLM request).
+fn has_usage(record: &StatementRecord) -> bool {
+    record.model.is_some() || record.tokens.is_some()
 }
 
 fn bind_audit<'q, DB>(query: DbQuery<'q, DB>, sealed: &'q warden_audit::Sealed) -> DbQuery<'q, DB>
@@ -802,7 +826,8 @@ where
         .bind(start.node.as_deref())
 }
 
-fn bind_statement<'q, DB>(query: DbQuery<'q, DB>, record: &'q StatementRecord) -> DbQuery<'q, DB>
+/// Binds a statement's columns, and with `usage` its usage columns (NULL when it has none).
+fn bind_statement<'q, DB>(query: DbQuery<'q, DB>, record: &'q StatementRecord, usage: bool) -> DbQuery<'q, DB>
 where
     DB: Database,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
@@ -810,7 +835,7 @@ where
     for<'a> i64: Encode<'a, DB> + Type<DB>,
     for<'a> Option<i64>: Encode<'a, DB>,
 {
-    query
+    let query = query
         .bind(&*record.session_id)
         .bind(saturating_i64(record.seq))
         .bind(micros(record.started_at))
@@ -821,7 +846,14 @@ where
         .bind(record.decision.as_ref().map(|decision| if decision.allowed { "allowed" } else { "denied" }))
         .bind(record.decision.as_ref().map(|decision| decision.stored_lists()[0].as_str()))
         .bind(record.decision.as_ref().map(|decision| decision.stored_lists()[1].as_str()))
-        .bind(record.decision.as_ref().map(|decision| decision.stored_lists()[2].as_str()))
+        .bind(record.decision.as_ref().map(|decision| decision.stored_lists()[2].as_str()));
+    if !usage {
+        return query;
+    }
+    query
+        .bind(record.model.as_deref())
+        .bind(record.tokens.map(|tokens| saturating_i64(tokens.input)))
+        .bind(record.tokens.map(|tokens| saturating_i64(tokens.output)))
 }
 
 /// The list columns of a statement row back into a [`Decision`]; `None` when the statement was not judged.
@@ -838,6 +870,18 @@ fn decision_from_columns(decision: Option<String>, lists: [Option<String>; 3]) -
             .map_err(|error| StateError::CorruptRow { what: format!("statement decision list {text:?}: {error}") }),
     });
     Ok(Some(Decision::new(allowed, classes?, tables?, policies?)))
+}
+
+/// The token columns of a statement row back into [`Tokens`]; `None` when the statement reported no usage.
+fn tokens_from_columns(input: Option<i64>, output: Option<i64>) -> Result<Option<Tokens>, StateError> {
+    match (input, output) {
+        (None, None) => Ok(None),
+        (Some(input), Some(output)) => match (u64::try_from(input), u64::try_from(output)) {
+            (Ok(input), Ok(output)) => Ok(Some(Tokens { input, output })),
+            _ => Err(StateError::CorruptRow { what: format!("statement tokens {input} and {output}") }),
+        },
+        (input, output) => Err(StateError::CorruptRow { what: format!("statement tokens {input:?} and {output:?}") }),
+    }
 }
 
 fn session_select<DB: Dialect>() -> String {
@@ -1085,7 +1129,7 @@ fn last_masked_per_session<'a>(masked: &[&'a SessionMasked]) -> Vec<(&'a str, Op
 pub(crate) fn statement_chunks<'b, 'a>(
     statements: &'b [&'a StatementRecord],
 ) -> impl Iterator<Item = &'b [&'a StatementRecord]> {
-    let max_rows = rows_per_statement(STATEMENT_BINDS);
+    let max_rows = rows_per_statement(STATEMENT_BINDS + USAGE_BINDS);
     let mut rest = statements;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -1095,7 +1139,10 @@ pub(crate) fn statement_chunks<'b, 'a>(
         let mut bytes = 0;
         while rows < rest.len() && rows < max_rows && (rows == 0 || bytes < BYTES_PER_STATEMENT) {
             let record = rest[rows];
-            bytes += record.text.len() + record.error.as_ref().map_or(0, String::len) + decision_bytes(record);
+            bytes += record.text.len()
+                + record.error.as_ref().map_or(0, String::len)
+                + record.model.as_ref().map_or(0, String::len)
+                + decision_bytes(record);
             rows += 1;
         }
         // A power of two, so a busy writer cycles through a handful of INSERT texts that stay in the

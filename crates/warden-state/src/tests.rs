@@ -64,6 +64,8 @@ fn statement(session_id: &str, seq: u64, text: &str) -> StatementRecord {
         decision: None,
         result: None,
         http: None,
+        model: None,
+        tokens: None,
     }
 }
 
@@ -150,6 +152,8 @@ async fn check_round_trip(store: &StateStore) {
             rows: Some(1),
             error: None,
             decision: None,
+            model: None,
+            tokens: None,
         },
         StatementRow {
             session_id: id.clone(),
@@ -160,6 +164,8 @@ async fn check_round_trip(store: &StateStore) {
             rows: Some(0),
             error: None,
             decision: Some(allowed_update()),
+            model: None,
+            tokens: None,
         },
         StatementRow {
             session_id: id.clone(),
@@ -170,6 +176,8 @@ async fn check_round_trip(store: &StateStore) {
             rows: None,
             error: Some("42501: forbidden by policy no-unbounded-delete".to_string()),
             decision: Some(denied_delete()),
+            model: None,
+            tokens: None,
         },
     ];
     assert_eq!(statements, expected_statements);
@@ -1071,4 +1079,187 @@ async fn sqlite_approvals() {
 async fn postgres_approvals() {
     let (store, _postgres) = open_postgres().await;
     check_approvals(&store).await;
+}
+
+/// An LLM request: `model`, and the tokens its answer reported (`None`: refused, or no usage reported).
+fn llm_request(
+    session_id: &str,
+    seq: u64,
+    started_at: OffsetDateTime,
+    model: &str,
+    tokens: Option<(u64, u64)>,
+) -> StatementRecord {
+    StatementRecord {
+        started_at,
+        rows: None,
+        model: Some(model.to_string()),
+        tokens: tokens.map(|(input, output)| Tokens { input, output }),
+        ..statement(session_id, seq, "POST /v1/chat/completions")
+    }
+}
+
+fn usage_row(
+    identity: &str,
+    connection: &str,
+    labels: Option<(&str, &str)>,
+    model: &str,
+    (requests, input_tokens, output_tokens): (u64, u64, u64),
+) -> UsageRow {
+    UsageRow {
+        identity: identity.to_string(),
+        connection: connection.to_string(),
+        run: labels.map(|(run, _)| run.to_string()),
+        node: labels.map(|(_, node)| node.to_string()),
+        model: Some(model.to_string()),
+        requests,
+        input_tokens,
+        output_tokens,
+    }
+}
+
+/// Four sessions on two connections: LLM requests with usage, one refused (no usage) and one SQL statement (neither),
+/// summed per identity, connection, run, node and model; filtered by period, connection, identity, run and node; the
+/// tokens of one identity since an instant, and of every identity of a connection.
+async fn check_usage(store: &StateStore) {
+    let prefix = unique_prefix();
+    let (llm, other) = (format!("{prefix}-llm"), format!("{prefix}-other"));
+    let (agent, reader) = (format!("{prefix}-agent"), format!("{prefix}-reader"));
+    let id = |name: &str| format!("{prefix}-{name}");
+    let recorder = store.recorder(64);
+    let at = |hour: u8, minute: u8, second: u8| {
+        datetime!(2025-05-01 00:00 UTC)
+            + time::Duration::seconds(i64::from(hour) * 3600 + i64::from(minute) * 60)
+            + time::Duration::seconds(i64::from(second))
+    };
+    // u1: the agent's run-7/planner session, 10:00 to 10:30: two requests with usage and a SQL statement.
+    recorder.session_started(start(&id("u1"), &agent, &llm, at(10, 0, 0))).expect("queue");
+    recorder.statement(llm_request(&id("u1"), 1, at(10, 0, 1), "gpt-4o-mini", Some((3, 4)))).expect("queue");
+    recorder.statement(llm_request(&id("u1"), 2, at(10, 0, 2), "gpt-4o-mini", Some((1, 20)))).expect("queue");
+    recorder.statement(statement(&id("u1"), 3, "SELECT 1")).expect("queue");
+    recorder.session_ended(&id("u1"), at(10, 30, 0), None).expect("queue");
+    // u2: the agent without token labels, from 11:00, still open: two models, and a refused request.
+    let unlabelled = SessionStart { run: None, node: None, ..start(&id("u2"), &agent, &llm, at(11, 0, 0)) };
+    recorder.session_started(unlabelled).expect("queue");
+    recorder.statement(llm_request(&id("u2"), 1, at(11, 0, 1), "gpt-4o-mini", Some((10, 20)))).expect("queue");
+    recorder.statement(llm_request(&id("u2"), 2, at(11, 0, 2), "claude-haiku-4-5", Some((5, 7)))).expect("queue");
+    recorder.statement(llm_request(&id("u2"), 3, at(11, 0, 3), "gpt-4o", None)).expect("queue");
+    // u3: the reader, 09:00 to 09:10.
+    recorder.session_started(start(&id("u3"), &reader, &llm, at(9, 0, 0))).expect("queue");
+    recorder.statement(llm_request(&id("u3"), 1, at(9, 0, 1), "gpt-4o-mini", Some((1, 20)))).expect("queue");
+    recorder.session_ended(&id("u3"), at(9, 10, 0), None).expect("queue");
+    // u4: the agent on another connection, from 12:00.
+    recorder.session_started(start(&id("u4"), &agent, &other, at(12, 0, 0))).expect("queue");
+    recorder.statement(llm_request(&id("u4"), 1, at(12, 0, 1), "gpt-4o-mini", Some((100, 200)))).expect("queue");
+    recorder.flush().await.expect("stored");
+
+    // The usage columns are stored and read back; a SQL statement has none.
+    let statements = store.statements(&id("u2")).await.expect("statements");
+    assert_eq!(statements[0].model.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(statements[0].tokens, Some(Tokens { input: 10, output: 20 }));
+    assert_eq!((statements[2].model.as_deref(), statements[2].tokens), (Some("gpt-4o"), None));
+    let statements = store.statements(&id("u1")).await.expect("statements");
+    assert_eq!((statements[2].model.as_deref(), statements[2].tokens), (None, None));
+
+    let planner = Some(("run-7", "planner"));
+    let agent_u1 = usage_row(&agent, &llm, planner, "gpt-4o-mini", (2, 4, 24));
+    let agent_u2_claude = usage_row(&agent, &llm, None, "claude-haiku-4-5", (1, 5, 7));
+    let agent_u2_mini = usage_row(&agent, &llm, None, "gpt-4o-mini", (1, 10, 20));
+    let agent_other = usage_row(&agent, &other, planner, "gpt-4o-mini", (1, 100, 200));
+    let reader_u3 = usage_row(&reader, &llm, planner, "gpt-4o-mini", (1, 1, 20));
+    let mine = prefix.as_str();
+    let check = |filter: UsageFilter, expected: Vec<UsageRow>| async move {
+        let mut usage = store.usage(&filter).await.expect("usage");
+        // Other tests' rows on a shared server are not this test's business.
+        usage.retain(|row| row.identity.starts_with(mine));
+        assert_eq!(usage, expected, "{filter:?}");
+    };
+    // Sorted by identity, connection, run, node (unlabelled first), model.
+    let everything =
+        vec![agent_u2_claude.clone(), agent_u2_mini.clone(), agent_u1.clone(), agent_other.clone(), reader_u3.clone()];
+    check(UsageFilter::default(), everything).await;
+    check(UsageFilter { connection: Some(other.clone()), ..UsageFilter::default() }, vec![agent_other.clone()]).await;
+    check(UsageFilter { identity: Some(reader.clone()), ..UsageFilter::default() }, vec![reader_u3.clone()]).await;
+    let run_7 = UsageFilter { run: Some("run-7".into()), connection: Some(llm.clone()), ..UsageFilter::default() };
+    check(run_7.clone(), vec![agent_u1.clone(), reader_u3.clone()]).await;
+    check(UsageFilter { node: Some("planner".into()), ..run_7 }, vec![agent_u1.clone(), reader_u3.clone()]).await;
+    // A period: requests that started in it, whenever their session started.
+    let since =
+        |at: OffsetDateTime| UsageFilter { since: Some(at), connection: Some(llm.clone()), ..UsageFilter::default() };
+    check(
+        since(at(10, 0, 2)),
+        vec![
+            agent_u2_claude.clone(),
+            agent_u2_mini.clone(),
+            usage_row(&agent, &llm, planner, "gpt-4o-mini", (1, 1, 20)),
+        ],
+    )
+    .await;
+    check(since(at(10, 45, 0)), vec![agent_u2_claude.clone(), agent_u2_mini.clone()]).await;
+    check(since(at(11, 0, 2)), vec![agent_u2_claude.clone()]).await;
+    check(
+        UsageFilter { until: Some(at(11, 0, 2)), ..since(at(10, 0, 0)) },
+        vec![agent_u2_mini.clone(), agent_u1.clone()],
+    )
+    .await;
+    check(UsageFilter { until: Some(at(10, 0, 0)), ..UsageFilter::default() }, vec![reader_u3.clone()]).await;
+
+    // Budgets: one identity's tokens on one connection since an instant, and every identity's.
+    assert_eq!(store.tokens_used(&llm, &agent, at(0, 0, 0)).await.expect("tokens"), 7 + 21 + 30 + 12);
+    assert_eq!(store.tokens_used(&llm, &agent, at(10, 45, 0)).await.expect("tokens"), 30 + 12);
+    assert_eq!(store.tokens_used(&llm, &agent, at(11, 0, 3)).await.expect("tokens"), 0, "the refused request");
+    assert_eq!(store.tokens_used(&other, &agent, at(0, 0, 0)).await.expect("tokens"), 300);
+    assert_eq!(store.tokens_used(&other, &reader, at(0, 0, 0)).await.expect("tokens"), 0);
+    let by_identity = store.tokens_used_by_identity(&llm, at(0, 0, 0)).await.expect("tokens");
+    assert_eq!(by_identity, std::collections::HashMap::from([(agent.clone(), 70), (reader.clone(), 21)]));
+    let by_identity = store.tokens_used_by_identity(&llm, at(9, 30, 0)).await.expect("tokens");
+    assert_eq!(by_identity, std::collections::HashMap::from([(agent.clone(), 70)]));
+}
+
+#[tokio::test]
+async fn sqlite_usage() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    check_usage(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_usage() {
+    let (store, _postgres) = open_postgres().await;
+    check_usage(&store).await;
+}
+
+/// The tokens of one identity on one connection since an instant are read from the two usage indexes alone: the
+/// pair's sessions, then each one's statements with usage from that instant.
+#[tokio::test]
+async fn sqlite_tokens_used_reads_the_usage_indexes() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let store = open_sqlite_in(directory.path()).await;
+    let Backend::Sqlite(sqlite) = &store.backend else { unreachable!("a SQLite store") };
+    let sql = format!("EXPLAIN QUERY PLAN {}", usage::tokens_used_sql::<sqlx::Sqlite>(true));
+    let rows = sqlx::query(&sql).bind("llm").bind("agent").bind(0i64).bind(0i64).fetch_all(&sqlite.pool).await;
+    let plan: Vec<String> = rows.expect("explain").iter().map(|row| sql::get(row, 3).expect("detail")).collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("SEARCH sessions USING COVERING INDEX sessions_usage (connection=? AND identity=?)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("SEARCH statements USING COVERING INDEX statements_tokens (session_id=? AND started_at>?)"),
+        "{plan}"
+    );
+}
+
+/// PostgreSQL can answer the same from the same indexes (with sequential scans off: on a table this small the planner
+/// would rightly prefer them).
+#[tokio::test]
+async fn postgres_tokens_used_can_read_the_usage_indexes() {
+    let (store, _postgres) = open_postgres().await;
+    let Backend::Postgres(postgres) = &store.backend else { unreachable!("a PostgreSQL store") };
+    let mut connection = postgres.pool.acquire().await.expect("a connection");
+    sqlx::query("SET enable_seqscan = off").execute(&mut *connection).await.expect("set");
+    let sql = format!("EXPLAIN {}", usage::tokens_used_sql::<sqlx::Postgres>(true));
+    let rows = sqlx::query(&sql).bind("llm").bind("agent").bind(0i64).bind(0i64).fetch_all(&mut *connection).await;
+    let plan: Vec<String> = rows.expect("explain").iter().map(|row| sql::get(row, 0).expect("line")).collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("sessions_usage"), "{plan}");
+    assert!(plan.contains("statements_tokens"), "{plan}");
 }

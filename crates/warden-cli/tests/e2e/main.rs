@@ -18,6 +18,7 @@ mod sinks;
 mod tls;
 mod tokens;
 mod tools;
+mod usage;
 
 use warden_testkit::{AppDatabase, TempPostgres, TestGateway};
 

@@ -1,0 +1,14 @@
+-- What each LLM request used, from the provider's usage fields: the model asked for, and the input and output tokens
+-- its answer reported. NULL on every other statement (SQL, plain HTTP); the tokens are NULL on an LLM request whose
+-- answer reported none (a refusal, an upstream error). Nullable columns without a default: no table rewrite.
+ALTER TABLE statements ADD COLUMN model text;
+ALTER TABLE statements ADD COLUMN input_tokens bigint;
+ALTER TABLE statements ADD COLUMN output_tokens bigint;
+
+-- Budgets ask for the tokens one identity used on one connection since the start of a window (`warden usage` for those
+-- of a period): the pair's sessions still open at that time (ended_at NULL or later), then each one's statements with
+-- usage from that time on. The statements index is partial, so a statement without usage (every SQL statement) costs
+-- nothing more to write, and carries the counts, so the sum can be an index-only scan.
+CREATE INDEX sessions_usage ON sessions (connection, identity, ended_at) INCLUDE (id);
+CREATE INDEX statements_tokens ON statements (session_id, started_at) INCLUDE (input_tokens, output_tokens)
+    WHERE input_tokens IS NOT NULL;
