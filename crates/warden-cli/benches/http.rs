@@ -26,11 +26,13 @@
 //!
 //! **Sides.** Each round runs, for each rate, every side in turn, the order rotating from round to round, so
 //! drift on this noisy machine falls on all sides alike. Non-streamed: direct, warden plain, warden LLM (masked).
-//! Streamed (`stream: true`, the stand-in pausing `BENCH_CHUNK_DELAY_MS` between deltas of 6 bytes, none before
-//! the first): direct and warden LLM (masked); per request, the time to the first byte of the body (the role
-//! chunk), to the first SSE frame whose delta has content, and to the end of the stream. warden's streaming masker
-//! releases text only once it knows no value is in progress in it, so the first content may wait for the next
-//! delta: the two first-content figures are not the same kind of cost, and the output says so.
+//! Streamed (`stream: true`, the stand-in pausing `BENCH_CHUNK_DELAY_MS` between content deltas, none before the
+//! first): direct and warden LLM (masked), twice: with 6-byte deltas (the first, `"Sure. "`, ends with a space)
+//! and with 4-byte deltas (the first, `"Sure"`, ends mid-text, as a provider's token usually does); per request,
+//! the time to the first byte of the body (the role chunk), to the first SSE frame whose delta has content, and to
+//! the end of the stream. warden's streaming masker releases text only once it knows no value is in progress in
+//! it, so a first delta that ends mid-text waits for the next one: that first-content figure is one inter-token
+//! gap, not warden's processing, and the output says so.
 //!
 //! The load generator (one thread), the stand-in (its own runtime, one thread), warden (its accept runtime, the
 //! state writer and `[runtime] workers` worker threads, one per core by default) share the machine's cores. A
@@ -423,7 +425,7 @@ detect = ["all"]
     )
 }
 
-/// Opens `count` connections to `address` (each is opened on first use; this only makes the pool).
+/// A pool of `count` connections to `address`, each opened on its first use.
 fn pool(address: SocketAddr, count: usize) -> Vec<Connection> {
     (0..count).map(|_| Connection { address, sender: None }).collect()
 }
