@@ -93,10 +93,25 @@ impl HttpFrontend {
             let _ = stream.set_nodelay(true);
             let frontend = self.clone();
             let stop = shutdown.clone();
-            let connection = async move { frontend.connection(stream, peer, stop).await };
             match self.workers.get(self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1)) {
-                Some(worker) => drop(worker.spawn(connection)),
-                None => drop(tokio::spawn(connection)),
+                Some(worker) => {
+                    // Move the socket to the worker's reactor (deregister here, register there), as the PostgreSQL
+                    // front end does: otherwise every read and write event would wake this thread first.
+                    let stream = match stream.into_std() {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            warn!(%peer, %error, "cannot hand the HTTP connection to a worker");
+                            continue;
+                        }
+                    };
+                    drop(worker.spawn(async move {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => frontend.connection(stream, peer, stop).await,
+                            Err(error) => warn!(%peer, %error, "cannot register the HTTP connection with its worker"),
+                        }
+                    }));
+                }
+                None => drop(tokio::spawn(async move { frontend.connection(stream, peer, stop).await })),
             }
         }
     }
