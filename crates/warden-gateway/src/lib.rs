@@ -183,32 +183,11 @@ impl Gateway {
         if config.listen.postgres.is_none() && config.listen.http.is_none() {
             return Err(GatewayError::NoListener);
         }
-        let listener = match config.listen.postgres {
-            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| GatewayError::Bind {
-                listener: "postgres",
-                address,
-                source,
-            })?),
-            None => None,
-        };
+        let listener = bind("postgres", config.listen.postgres).await?;
         let postgres_address = listener.as_ref().and_then(|listener| listener.local_addr().ok());
-        let http_listener = match config.listen.http {
-            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| GatewayError::Bind {
-                listener: "http",
-                address,
-                source,
-            })?),
-            None => None,
-        };
+        let http_listener = bind("http", config.listen.http).await?;
         let http_address = http_listener.as_ref().and_then(|listener| listener.local_addr().ok());
-        let admin_listener = match config.listen.admin {
-            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| GatewayError::Bind {
-                listener: "admin",
-                address,
-                source,
-            })?),
-            None => None,
-        };
+        let admin_listener = bind("admin", config.listen.admin).await?;
         // Where approvers act: the configured URL, else the admin listener as bound.
         let admin_url = config.approvals.url.clone().or_else(|| {
             admin_listener
@@ -432,6 +411,12 @@ impl Drop for Gateway {
         let _ = self.shutdown.send(true);
         self.workers.stop.send_replace(true);
     }
+}
+
+/// Binds `listen.<listener>` when it is configured.
+async fn bind(listener: &'static str, address: Option<SocketAddr>) -> Result<Option<TcpListener>, GatewayError> {
+    let Some(address) = address else { return Ok(None) };
+    TcpListener::bind(address).await.map(Some).map_err(|source| GatewayError::Bind { listener, address, source })
 }
 
 /// `postgres://user:…@host/db` → `postgres://user@host/db`, for messages.

@@ -92,29 +92,17 @@ impl ConnectionState {
         let rest = rest.to_string();
         // Who is calling.
         let Some(credential) = caller_credential(request.headers()) else {
-            let refusal = Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "no credential: send Authorization: Bearer <API key or token>",
-            );
-            self.frontend.hooks.unauthenticated(self.peer, &route.name, &refusal.message);
-            return refusal.response(route.api);
+            let message = "no credential: send Authorization: Bearer <API key or token>";
+            return self.unauthenticated(&route, StatusCode::UNAUTHORIZED, "unauthenticated", message.into());
         };
         if !self.tls && !self.peer.ip().is_loopback() && !self.frontend.config.allow_plaintext_credentials {
-            let refusal = Refusal::new(
-                StatusCode::FORBIDDEN,
-                "plaintext",
-                "a credential over plaintext HTTP from a non-loopback address is refused; use TLS",
-            );
-            self.frontend.hooks.unauthenticated(self.peer, &route.name, &refusal.message);
-            return refusal.response(route.api);
+            let message = "a credential over plaintext HTTP from a non-loopback address is refused; use TLS";
+            return self.unauthenticated(&route, StatusCode::FORBIDDEN, "plaintext", message.into());
         }
         let identity = match self.frontend.hooks.authenticate(&credential).await {
             Ok(identity) => identity,
             Err(error) => {
-                let refusal = Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string());
-                self.frontend.hooks.unauthenticated(self.peer, &route.name, &refusal.message);
-                return refusal.response(route.api);
+                return self.unauthenticated(&route, StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string());
             }
         };
         let user_agent = request.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
@@ -141,6 +129,19 @@ impl ConnectionState {
                 response
             }
         }
+    }
+
+    /// A request refused before it has an identity: recorded as such, answered in the route's format.
+    fn unauthenticated(
+        &self,
+        route: &Route,
+        status: StatusCode,
+        rule: &str,
+        message: String,
+    ) -> Response<ResponseBody> {
+        let refusal = Refusal::new(status, rule, message);
+        self.frontend.hooks.unauthenticated(self.peer, &route.name, &refusal.message);
+        refusal.response(route.api)
     }
 
     fn session(
