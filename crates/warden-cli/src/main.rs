@@ -19,6 +19,11 @@ mod usage;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's allocator: warden allocates on one thread and frees on another all the time (a
+/// statement's record is made on its session's worker and freed by the state writer), which glibc handles slowly.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use warden_config::{Config, ProcessEnvironment};

@@ -2,11 +2,16 @@
 //! connection with `context.http`), masking per connection (unless policy permits `unmask`), rate limits and token
 //! budgets, and records: each client connection's requests of one identity on one connection are a session, each
 //! request a statement whose `http` part carries status, model, usage and the masked, capped prompt and answer.
+//!
+//! Policy decisions are cached per session by method, path and model (nothing else of the request is in the Cedar
+//! context, and the rest of it is fixed for the session), and dropped when the policies are reloaded. Verdicts that
+//! need an approval are never cached: each such request asks the approval job.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tracing::warn;
 use warden_http::{Authorization, BoxFuture, Exchange, HttpHooks, HttpSession, LimitRefusal, RequestInfo, TokenUsage};
@@ -32,6 +37,43 @@ pub(crate) struct GatewayHttpHooks {
     pub(crate) approvals: Arc<crate::approval::Approvals>,
     /// Each connection's `approval` mode.
     pub(crate) approval_modes: HashMap<String, warden_config::ApprovalMode>,
+    /// Each live session's cached decisions.
+    pub(crate) decisions: Mutex<HashMap<Arc<str>, SessionDecisions>>,
+}
+
+/// Decisions a session keeps before starting over.
+const DECISION_CACHE: usize = 1024;
+
+/// One session's cached decisions, valid for one generation of the policies.
+#[derive(Default)]
+pub(crate) struct SessionDecisions {
+    generation: u64,
+    entries: HashMap<DecisionKey, Cached>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct DecisionKey {
+    method: String,
+    path: String,
+    model: Option<String>,
+}
+
+/// A decision that needed no approval.
+#[derive(Clone)]
+enum Cached {
+    Allowed { policies: Vec<Arc<str>>, masker: Option<Masker> },
+    Refused { rule: String, message: String, policies: Vec<Arc<str>> },
+}
+
+impl Cached {
+    fn authorization(self) -> Authorization {
+        match self {
+            Cached::Allowed { policies, masker } => Authorization::Allowed { policies, masker, approval: None },
+            Cached::Refused { rule, message, policies } => {
+                Authorization::Refused { status: 403, rule, message, policies }
+            }
+        }
+    }
 }
 
 /// How much of a held request's body approvers see.
@@ -146,6 +188,7 @@ impl HttpHooks for GatewayHttpHooks {
     }
 
     fn session_ended(&self, session: &HttpSession, reason: &str) {
+        self.decisions.lock().remove(&session.id);
         if let Err(error) =
             self.recorder.session_ended(&session.id, OffsetDateTime::now_utc(), Some(reason.to_string()))
         {
@@ -205,7 +248,16 @@ impl GatewayHttpHooks {
                 policies: Vec::new(),
             };
         }
-        let (policies, _) = self.policies.get();
+        let key = DecisionKey {
+            method: request.method.to_string(),
+            path: request.path.to_string(),
+            model: request.model.map(str::to_string),
+        };
+        let generation = self.policies.generation();
+        if let Some(cached) = self.cached(&session.id, generation, &key) {
+            return cached.authorization();
+        }
+        let (policies, generation) = self.policies.get();
         let context = RequestContext {
             client_address: Some(session.client_address.ip()),
             application_name: None,
@@ -227,12 +279,14 @@ impl GatewayHttpHooks {
             None => None,
         };
         if verdict.allowed {
-            return Authorization::Allowed { policies: decided_by, masker, approval: None };
+            let cached = Cached::Allowed { policies: decided_by, masker };
+            return self.remember(&session.id, generation, key, cached).authorization();
         }
         let Some(needed) = policies.approval_needed(&verdict) else {
             let rule =
                 decided_by.first().map_or_else(|| "default-deny".to_string(), |policy| format!("policy:{policy}"));
-            return Authorization::Refused { status: 403, rule, message: reason, policies: decided_by };
+            let cached = Cached::Refused { rule, message: reason, policies: decided_by };
+            return self.remember(&session.id, generation, key, cached).authorization();
         };
         // Only `@approval` forbids stand in the way: held (or refused fast) until an approver lets it through.
         let approvals = self.approval_session(session);
@@ -261,6 +315,25 @@ impl GatewayHttpHooks {
                 policies: decided_by,
             },
         }
+    }
+
+    /// The session's cached decision on `key`, if made under policy generation `generation`.
+    fn cached(&self, session: &Arc<str>, generation: u64, key: &DecisionKey) -> Option<Cached> {
+        let decisions = self.decisions.lock();
+        let session = decisions.get(session).filter(|session| session.generation == generation)?;
+        session.entries.get(key).cloned()
+    }
+
+    /// Keeps a decision made under `generation` (of a session not yet ended) and hands it back.
+    fn remember(&self, session: &Arc<str>, generation: u64, key: DecisionKey, cached: Cached) -> Cached {
+        let mut decisions = self.decisions.lock();
+        let session = decisions.entry(session.clone()).or_default();
+        if session.generation != generation || session.entries.len() >= DECISION_CACHE {
+            session.entries.clear();
+            session.generation = generation;
+        }
+        session.entries.insert(key, cached.clone());
+        cached
     }
 
     fn approval_session(&self, session: &HttpSession) -> Arc<crate::approval::SessionApprovals> {

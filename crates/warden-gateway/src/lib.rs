@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use warden_config::Config;
 use warden_pg::{
     Admission, Admitted, AuthFuture, PgFrontend, PgFrontendConfig, SessionHooks, SessionInfo, StatementEvent,
@@ -135,6 +135,7 @@ pub struct Gateway {
     store: StateStore,
     recorder: Recorder,
     pg: Option<Arc<PgFrontend>>,
+    http: Option<Arc<warden_http::HttpFrontend>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     workers: Workers,
@@ -230,6 +231,7 @@ impl Gateway {
         if let Some(listener) = listener {
             tasks.push(tokio::spawn(pg.clone().serve(listener, shutdown_receiver.clone())));
         }
+        let mut http_frontend = None;
         if let Some(listener) = http_listener {
             let http_config = warden_http::HttpFrontendConfig::from_config(&config)?;
             let limits = Arc::new(limits::Limits::new(&config));
@@ -260,8 +262,10 @@ impl Gateway {
                     .iter()
                     .map(|connection| (connection.name.clone(), connection.approval))
                     .collect(),
+                decisions: Default::default(),
             });
             let frontend = warden_http::HttpFrontend::new(http_config, http_hooks, workers.handles.clone());
+            http_frontend = Some(frontend.clone());
             tasks.push(tokio::spawn(frontend.serve(listener, shutdown_receiver.clone())));
         }
         tasks.push(tokio::spawn(revoke::poll(
@@ -329,6 +333,7 @@ impl Gateway {
             store,
             recorder,
             pg: Some(pg),
+            http: http_frontend,
             shutdown,
             tasks,
             workers,
@@ -377,6 +382,15 @@ impl Gateway {
         &self.recorder
     }
 
+    /// Waits until everything recorded so far is in the state store, HTTP exchanges included (each is recorded
+    /// just after its answer's last bytes are written).
+    pub async fn flush(&self) -> Result<(), warden_state::StateError> {
+        if let Some(http) = &self.http {
+            http.settled().await;
+        }
+        self.recorder.flush().await
+    }
+
     /// Sessions currently relaying.
     pub fn live_sessions(&self) -> usize {
         self.pg.as_ref().map_or(0, |pg| pg.live_sessions())
@@ -395,6 +409,12 @@ impl Gateway {
                 warn!(unfinished, "sessions still open after the shutdown grace period");
             }
         }
+        if let Some(http) = &self.http {
+            let unfinished = http.drain(SHUTDOWN_GRACE).await;
+            if unfinished > 0 {
+                warn!(unfinished, "HTTP connections still open after the shutdown grace period");
+            }
+        }
         self.workers.stop().await;
         let stopped = warden_state::AuditRecord::new("gateway.stop", serde_json::json!({"reason": "shutdown"}));
         if let Err(error) = self.recorder.audit(stopped) {
@@ -411,6 +431,11 @@ impl Drop for Gateway {
         let _ = self.shutdown.send(true);
         self.workers.stop.send_replace(true);
     }
+}
+
+/// Why a record could not be made durable, as a session ended for it reads it.
+fn sync_failure(error: &dyn std::fmt::Display) -> String {
+    format!("{error}; with audit.durability = sync")
 }
 
 /// Binds `listen.<listener>` when it is configured.
@@ -468,7 +493,7 @@ impl GatewayHooks {
             return None;
         }
         let durable = self.recorder.durable();
-        Some(Box::pin(async move { durable.await.map_err(|error| error.to_string()) }))
+        Some(Box::pin(async move { durable.await.map_err(|error| sync_failure(&error)) }))
     }
 }
 
@@ -572,13 +597,23 @@ impl SessionHooks for GatewayHooks {
             model: None,
             tokens: None,
         };
-        if let Err(error) = self.recorder.statement(record) {
-            warn!(session = %session.id, %error, "statement not recorded");
-            if self.durability == warden_config::Durability::Sync {
-                return Some(Box::pin(std::future::ready(Err(error.to_string()))));
+        if self.durability == warden_config::Durability::Sync {
+            if let Err(error) = self.recorder.statement(record) {
+                warn!(session = %session.id, %error, "statement not recorded");
+                return Some(Box::pin(std::future::ready(Err(sync_failure(&error)))));
+            }
+            return self.durable();
+        }
+        // Never dropped: once the queue is half full the answer waits until the record is queued (fail closed: the
+        // data path slows to what the store can take rather than go on unrecorded).
+        match self.recorder.statement_or_wait(record) {
+            Ok(()) => None,
+            Err(wait) => {
+                let waiting = self.recorder.waiting();
+                debug!(session = %session.id, waiting, "the audit queue is half full: the answer waits for room");
+                Some(Box::pin(async move { wait.await.map_err(|error| error.to_string()) }))
             }
         }
-        self.durable()
     }
 
     fn result_rows(&self) -> u32 {
@@ -600,7 +635,7 @@ impl SessionHooks for GatewayHooks {
         record.run = session.identity.token.as_ref().and_then(|scope| scope.run.clone());
         record.node = session.identity.token.as_ref().and_then(|scope| scope.node.clone());
         if let Err(error) = self.recorder.audit(record) {
-            return Some(Box::pin(std::future::ready(Err(error.to_string()))));
+            return Some(Box::pin(std::future::ready(Err(sync_failure(&error)))));
         }
         self.durable()
     }

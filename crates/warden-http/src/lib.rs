@@ -44,7 +44,8 @@ impl HttpFrontendConfig {
         let mut routes = HashMap::new();
         for connection in &config.connections {
             let Some(target) = connection.http() else { continue };
-            routes.insert(connection.name.clone(), Arc::new(Route::new(&connection.name, target)?));
+            let route = Route::new(&connection.name, target, config.runtime.workers)?;
+            routes.insert(connection.name.clone(), Arc::new(route));
         }
         let tls = config.listen.tls.as_ref().map(error::tls_acceptor).transpose()?;
         Ok(HttpFrontendConfig { routes, tls, allow_plaintext_credentials: config.listen.allow_plaintext_password })
@@ -58,6 +59,57 @@ pub struct HttpFrontend {
     workers: Vec<tokio::runtime::Handle>,
     next_worker: AtomicUsize,
     live: AtomicUsize,
+    /// Signalled each time a client connection closes ([`HttpFrontend::drain`] waits on it).
+    closed: watch::Sender<()>,
+    records: Arc<Deferred>,
+}
+
+/// Work put off until the current task yields: the record of an exchange is made once hyper has written the
+/// answer's last bytes, not before. Counted, so [`HttpFrontend::settled`] can wait for it.
+pub(crate) struct Deferred {
+    pending: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One piece of deferred work: runs when its task runs, or when the task is dropped unrun (a worker shutting down),
+/// so it is never lost.
+struct Later {
+    work: Option<Box<dyn FnOnce() + Send>>,
+    deferred: Arc<Deferred>,
+}
+
+impl Drop for Later {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            work();
+        }
+        if self.deferred.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.deferred.idle.notify_waiters();
+        }
+    }
+}
+
+impl Deferred {
+    /// Runs `work` on this thread's runtime after the current task yields (at once outside a runtime).
+    pub(crate) fn later(self: &Arc<Self>, work: impl FnOnce() + Send + 'static) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let later = Later { work: Some(Box::new(work)), deferred: self.clone() };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            drop(runtime.spawn(async move { drop(later) }));
+        }
+    }
+
+    async fn settled(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
 }
 
 impl HttpFrontend {
@@ -66,12 +118,36 @@ impl HttpFrontend {
         hooks: Arc<dyn HttpHooks>,
         workers: Vec<tokio::runtime::Handle>,
     ) -> Arc<HttpFrontend> {
-        Arc::new(HttpFrontend { config, hooks, workers, next_worker: AtomicUsize::new(0), live: AtomicUsize::new(0) })
+        Arc::new(HttpFrontend {
+            config,
+            hooks,
+            workers,
+            next_worker: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            closed: watch::channel(()).0,
+            records: Arc::new(Deferred { pending: AtomicUsize::new(0), idle: tokio::sync::Notify::new() }),
+        })
     }
 
     /// Client connections open now.
     pub fn live_connections(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every exchange answered so far has been handed to the hooks (records are made just after the
+    /// answer's last bytes are written).
+    pub async fn settled(&self) {
+        self.records.settled().await;
+    }
+
+    /// After shutdown began: waits up to `grace` for the client connections to finish their requests and close
+    /// (each is shut down gracefully: requests in flight, streams included, run to their end). Returns how many
+    /// are still open; their sessions are ended when the worker threads stop.
+    pub async fn drain(&self, grace: std::time::Duration) -> usize {
+        let mut closed = self.closed.subscribe();
+        let _ = tokio::time::timeout(grace, closed.wait_for(|()| self.live_connections() == 0)).await;
+        self.settled().await;
+        self.live_connections()
     }
 
     /// Accepts connections until `shutdown` turns true; each connection is served on a worker thread.
@@ -93,7 +169,8 @@ impl HttpFrontend {
             let _ = stream.set_nodelay(true);
             let frontend = self.clone();
             let stop = shutdown.clone();
-            match self.workers.get(self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1)) {
+            let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1);
+            match self.workers.get(index) {
                 Some(worker) => {
                     // Move the socket to the worker's reactor (deregister here, register there), as the PostgreSQL
                     // front end does: otherwise every read and write event would wake this thread first.
@@ -106,19 +183,26 @@ impl HttpFrontend {
                     };
                     drop(worker.spawn(async move {
                         match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => frontend.connection(stream, peer, stop).await,
+                            Ok(stream) => frontend.connection(stream, peer, index, stop).await,
                             Err(error) => warn!(%peer, %error, "cannot register the HTTP connection with its worker"),
                         }
                     }));
                 }
-                None => drop(tokio::spawn(async move { frontend.connection(stream, peer, stop).await })),
+                None => drop(tokio::spawn(async move { frontend.connection(stream, peer, 0, stop).await })),
             }
         }
     }
 
-    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
+    /// Serves one client connection on worker `worker` (whose upstream pools its requests use).
+    async fn connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        worker: usize,
+        stop: watch::Receiver<bool>,
+    ) {
         self.live.fetch_add(1, Ordering::Relaxed);
-        let state = Arc::new(proxy::ConnectionState::new(self.clone(), peer, self.config.tls.is_some()));
+        let state = Arc::new(proxy::ConnectionState::new(self.clone(), peer, worker, self.config.tls.is_some()));
         match &self.config.tls {
             Some(acceptor) => match acceptor.accept(stream).await {
                 Ok(tls) => serve_connection(TokioIo::new(tls), state.clone(), stop).await,
@@ -128,6 +212,7 @@ impl HttpFrontend {
         }
         state.end("connection closed");
         self.live.fetch_sub(1, Ordering::Relaxed);
+        self.closed.send_replace(());
     }
 }
 

@@ -21,7 +21,7 @@ use warden_llm::Api;
 
 use crate::body::{self, Relay, ResponseBody, Summary};
 use crate::error::Refusal;
-use crate::hooks::{Authorization, Exchange, HttpSession, RequestInfo, TokenUsage};
+use crate::hooks::{Authorization, Exchange, HttpHooks, HttpSession, RequestInfo, TokenUsage};
 use crate::route::Route;
 use crate::{HttpFrontend, MAX_INSPECTED_BODY};
 
@@ -36,6 +36,8 @@ const CALLER_CREDENTIALS: [&str; 4] = ["authorization", "proxy-authorization", "
 pub(crate) struct ConnectionState {
     frontend: Arc<HttpFrontend>,
     peer: SocketAddr,
+    /// The worker thread serving the connection: its requests use that worker's upstream pool.
+    worker: usize,
     tls: bool,
     sessions: Mutex<HashMap<(String, String), Arc<SessionSlot>>>,
 }
@@ -53,7 +55,14 @@ struct Pending {
     path: String,
     model: Option<String>,
     stream: bool,
+    /// The prompt as sent upstream, unmasked: masked for the audit trail when the record is made, off the path
+    /// of the request.
     prompt: Option<String>,
+    /// When the upstream's response head came.
+    first_byte: Option<Duration>,
+    /// The client gets the answer unmasked (the connection does not mask, or policy permits `unmask`): the record
+    /// masks it for the audit trail, as it does the prompt.
+    answer_unmasked: bool,
     policies: Vec<Arc<str>>,
     /// Policy refused it: `policies` are the ones that did.
     refused_by_policy: bool,
@@ -61,11 +70,12 @@ struct Pending {
 }
 
 impl ConnectionState {
-    pub fn new(frontend: Arc<HttpFrontend>, peer: SocketAddr, tls: bool) -> ConnectionState {
-        ConnectionState { frontend, peer, tls, sessions: Mutex::new(HashMap::new()) }
+    pub fn new(frontend: Arc<HttpFrontend>, peer: SocketAddr, worker: usize, tls: bool) -> ConnectionState {
+        ConnectionState { frontend, peer, worker, tls, sessions: Mutex::new(HashMap::new()) }
     }
 
-    /// Ends every session the connection opened.
+    /// Ends every session the connection opened (a connection dropped unfinished, as when the workers stop, ends
+    /// them too, when the state is dropped).
     pub fn end(&self, reason: &str) {
         let sessions: Vec<Arc<SessionSlot>> = self.sessions.lock().drain().map(|(_, slot)| slot).collect();
         for slot in sessions {
@@ -115,6 +125,8 @@ impl ConnectionState {
             model: None,
             stream: false,
             prompt: None,
+            first_byte: None,
+            answer_unmasked: false,
             policies: Vec::new(),
             refused_by_policy: false,
             request_bytes: 0,
@@ -123,7 +135,8 @@ impl ConnectionState {
         match answer {
             Ok(response) => response,
             Err(refusal) => {
-                self.frontend.hooks.exchange(&slot.session, refused(&slot, pending, &refusal));
+                let hooks = &*self.frontend.hooks;
+                hooks.exchange(&slot.session, refused(&slot, pending, hooks, &refusal));
                 let mut response = refusal.response(route.api);
                 response.headers_mut().insert("x-warden-session", session_header(&slot.session));
                 response
@@ -223,7 +236,7 @@ impl ConnectionState {
                     .apply(call.api, call.endpoint, bytes, &prompt_masker)
                     .map_err(|refusal| guard_refusal(&refusal))?;
                 call.strip_usage_chunk = outcome.strip_usage_chunk;
-                pending.prompt = Some(cap(hooks.audit_mask(&route.name, &outcome.request.prompt_text())));
+                pending.prompt = Some(outcome.request.prompt_text());
                 hooks.admit_usage(&slot.session, pending.model.as_deref()).map_err(|limit| Refusal {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     rule: format!("limit:{}", limit.limit),
@@ -254,7 +267,7 @@ impl ConnectionState {
         let upstream = upstream
             .body(upstream_body)
             .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, "request", error.to_string()))?;
-        let response = match tokio::time::timeout(route.timeout, route.client.request(upstream)).await {
+        let response = match tokio::time::timeout(route.timeout, route.client(self.worker).request(upstream)).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 let reason = error_chain(&error);
@@ -289,7 +302,8 @@ impl ConnectionState {
         inspect: bool,
     ) -> Result<Response<ResponseBody>, Refusal> {
         let hooks = self.frontend.hooks.clone();
-        let first_byte = pending.started.elapsed();
+        pending.first_byte = Some(pending.started.elapsed());
+        pending.answer_unmasked = masker.is_none();
         let (mut parts, incoming) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.insert("x-warden-session", session_header(&slot.session));
@@ -357,15 +371,20 @@ impl ConnectionState {
                 if let Some(usage) = usage {
                     hooks.used(&slot.session, pending.model.as_deref(), usage);
                 }
-                let text = String::from_utf8_lossy(&masked).into_owned();
-                let summary = Summary {
-                    usage,
-                    answer: Some(cap(if masker.is_some() { text } else { hooks.audit_mask(&route.name, &text) })),
-                    masked: count as u64,
-                };
                 parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
-                let exchange = finish(slot, pending, status, masked.len() as u64, None, summary, Some(first_byte));
-                hooks.exchange(&slot.session, exchange);
+                let masked = Bytes::from(masked);
+                let record = {
+                    let (slot, masked) = (slot.clone(), masked.clone());
+                    let mut pending = std::mem::replace(pending, Pending::empty());
+                    move || {
+                        let answer = Some(String::from_utf8_lossy(&masked).into_owned());
+                        let summary = Summary { usage, answer, masked: count as u64 };
+                        let length = masked.len() as u64;
+                        let exchange = finish(&slot, &mut pending, &*hooks, status, length, None, summary);
+                        hooks.exchange(&slot.session, exchange);
+                    }
+                };
+                self.frontend.records.later(record);
                 let body = body::full(masked);
                 return Ok(Response::from_parts(parts, body));
             }
@@ -376,29 +395,31 @@ impl ConnectionState {
         if transform.is_some() {
             parts.headers.remove(header::CONTENT_LENGTH);
         }
-        // What the client got unmasked (no masking, or `unmask`) is still masked in the audit trail.
-        let audit_plain = masker.is_none();
         let record = {
             let slot = slot.clone();
             let hooks = hooks.clone();
-            let connection = route.name.clone();
             let mut pending = std::mem::replace(pending, Pending::empty());
-            let model = pending.model.clone();
+            let records = self.frontend.records.clone();
             Box::new(move |end: body::End| {
-                let mut summary = end.summary;
-                if let Some(usage) = summary.usage {
-                    hooks.used(&slot.session, model.as_deref(), usage);
+                if let Some(usage) = end.summary.usage {
+                    hooks.used(&slot.session, pending.model.as_deref(), usage);
                 }
-                if audit_plain {
-                    summary.answer = summary.answer.map(|answer| hooks.audit_mask(&connection, &answer));
-                }
-                let exchange = finish(&slot, &mut pending, status, end.bytes, end.error, summary, Some(first_byte));
-                hooks.exchange(&slot.session, exchange);
+                // The record (and the audit trail's masking) waits until the answer's end is written.
+                records.later(move || {
+                    let exchange = finish(&slot, &mut pending, &*hooks, status, end.bytes, end.error, end.summary);
+                    hooks.exchange(&slot.session, exchange);
+                });
             }) as body::OnEnd
         };
         let body = Relay::new(incoming, transform, Some(record)).boxed_unsync();
         debug!(connection = %route.name, status, "answering");
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+impl Drop for ConnectionState {
+    fn drop(&mut self) {
+        self.end("the gateway shut down");
     }
 }
 
@@ -420,6 +441,8 @@ impl Pending {
             model: None,
             stream: false,
             prompt: None,
+            first_byte: None,
+            answer_unmasked: false,
             policies: Vec::new(),
             refused_by_policy: false,
             request_bytes: 0,
@@ -427,21 +450,22 @@ impl Pending {
     }
 }
 
-/// The record of an answered request.
+/// The record of an answered request. The prompt, and an answer the client got unmasked, are masked for the audit
+/// trail here, with the connection's masker; both are capped at [`AUDIT_TEXT_CAP`].
 fn finish(
     slot: &SessionSlot,
     pending: &mut Pending,
+    hooks: &dyn HttpHooks,
     status: u16,
     response_bytes: u64,
     error: Option<String>,
     summary: Summary,
-    first_byte: Option<Duration>,
 ) -> Exchange {
     Exchange {
         seq: slot.seq.fetch_add(1, Ordering::Relaxed) + 1,
         started_at: pending.started_at,
         duration: pending.started.elapsed(),
-        first_byte,
+        first_byte: pending.first_byte,
         method: std::mem::take(&mut pending.method),
         path: std::mem::take(&mut pending.path),
         status,
@@ -451,8 +475,10 @@ fn finish(
         model: pending.model.take(),
         stream: pending.stream,
         usage: summary.usage,
-        prompt: pending.prompt.take(),
-        response: summary.answer,
+        prompt: pending.prompt.take().map(|prompt| cap(hooks.audit_mask(&slot.session.connection, &prompt))),
+        response: summary.answer.map(|answer| {
+            cap(if pending.answer_unmasked { hooks.audit_mask(&slot.session.connection, &answer) } else { answer })
+        }),
         masked: summary.masked,
         request_bytes: pending.request_bytes,
         response_bytes,
@@ -462,11 +488,11 @@ fn finish(
 
 /// The record of a request warden answered itself. Its policies are what refused it: the policies (or approval)
 /// when policy did, else the guard's or limit's rule.
-fn refused(slot: &SessionSlot, mut pending: Pending, refusal: &Refusal) -> Exchange {
+fn refused(slot: &SessionSlot, mut pending: Pending, hooks: &dyn HttpHooks, refusal: &Refusal) -> Exchange {
     // An upstream failure or timeout was allowed by policy; anything else is a refusal by its rule.
     let allowed = matches!(refusal.rule.as_str(), "upstream" | "timeout");
     let by_policy = pending.refused_by_policy;
-    let mut exchange = finish(slot, &mut pending, refusal.status.as_u16(), 0, None, Summary::default(), None);
+    let mut exchange = finish(slot, &mut pending, hooks, refusal.status.as_u16(), 0, None, Summary::default());
     exchange.allowed = allowed;
     if allowed {
         exchange.error = Some(refusal.message.clone());

@@ -1,5 +1,6 @@
-//! A `kind = "http"` connection, compiled: where requests go, the credential injected, the HTTPS client (its own
-//! pool and trusted roots), and for an LLM connection what warden-llm checks.
+//! A `kind = "http"` connection, compiled: where requests go, the credential injected, the HTTPS clients (one pool
+//! per worker thread, so a request never rides a connection another thread's reactor owns; its own trusted roots),
+//! and for an LLM connection what warden-llm checks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +35,15 @@ pub struct Route {
     pub(crate) timeout: Duration,
     pub(crate) hold_back: usize,
     pub(crate) guard: Option<Arc<warden_llm::PromptGuard>>,
-    pub(crate) client: UpstreamClient,
+    /// One client (and so one pool of upstream connections) per worker thread: a connection's I/O is driven by the
+    /// reactor of the thread that opened it, so sharing one pool between workers would bounce every request
+    /// between threads.
+    clients: Vec<UpstreamClient>,
 }
 
 impl Route {
-    pub fn new(name: &str, target: &HttpTarget) -> Result<Route, HttpError> {
+    /// `pools`: how many worker threads serve requests (at least one pool is made).
+    pub fn new(name: &str, target: &HttpTarget, pools: usize) -> Result<Route, HttpError> {
         let error = |reason: String| HttpError::Route { connection: name.to_string(), reason };
         let uri: Uri = target.url.parse().map_err(|parse| error(format!("url: {parse}")))?;
         let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
@@ -82,8 +87,13 @@ impl Route {
             timeout: target.timeout,
             hold_back: target.hold_back,
             guard,
-            client: client(target.ca.as_deref()).map_err(error)?,
+            clients: clients(target.ca.as_deref(), pools.max(1)).map_err(error)?,
         })
+    }
+
+    /// The client of worker `worker`'s pool.
+    pub(crate) fn client(&self, worker: usize) -> &UpstreamClient {
+        &self.clients[worker % self.clients.len()]
     }
 
     /// The upstream URI for a request path (after the connection prefix) and query.
@@ -101,8 +111,9 @@ impl Route {
     }
 }
 
-/// An HTTP/1.1 and HTTP/2 (by ALPN) client trusting the system's roots, or only `ca` when given.
-fn client(ca: Option<&std::path::Path>) -> Result<UpstreamClient, String> {
+/// `count` HTTP/1.1 and HTTP/2 (by ALPN) clients, each with its own pool, trusting the system's roots, or only
+/// `ca` when given.
+fn clients(ca: Option<&std::path::Path>, count: usize) -> Result<Vec<UpstreamClient>, String> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     match ca {
@@ -121,14 +132,17 @@ fn client(ca: Option<&std::path::Path>) -> Result<UpstreamClient, String> {
         }
     }
     let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector))
+    let client = || {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+    };
+    Ok((0..count).map(|_| client()).collect())
 }

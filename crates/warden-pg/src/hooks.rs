@@ -156,8 +156,9 @@ pub trait SessionHooks: Send + Sync + 'static {
     /// An `Err` is sent to the client as FATAL 42501.
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String>;
     fn session_started(&self, session: &SessionInfo);
-    /// A finished statement. With `audit.durability = sync` the answer to return resolves once its record is
-    /// durable, and the client gets the statement's answer only then.
+    /// A finished statement. The answer to return, if any, must resolve before the client gets the statement's
+    /// answer: with `audit.durability = sync` once its record is durable; otherwise, when the record could not be
+    /// queued at once (a full queue), once it is. An error ends the session.
     fn statement(&self, session: &SessionInfo, statement: StatementEvent) -> Option<Durable>;
     /// A statement about to be forwarded upstream (a Query, a Parse, a function call). With `audit.durability =
     /// sync` the answer to return resolves once the request is durable, and the statement is forwarded only then.

@@ -1266,15 +1266,16 @@ where
     }
 }
 
-/// Waits for records to be durable; when one cannot be, the session ends rather than go on unrecorded.
+/// Waits for records to be durable (`audit.durability = sync`) or queued (a full queue); when one cannot be, the
+/// session ends rather than go on unrecorded.
 async fn await_durable(durable: Vec<Durable>) -> Result<(), RelayEnd> {
     for ticket in durable {
         if let Err(reason) = ticket.await {
             return Err(RelayEnd::Ended(Ending {
                 code: "58030",
                 message: format!(
-                    "the audit log cannot be written ({reason}); with audit.durability = sync warden forwards \
-                     nothing it cannot record, so the session is ended"
+                    "the audit log cannot be written ({reason}); warden forwards nothing it cannot record, so \
+                     the session is ended"
                 ),
             }));
         }

@@ -39,7 +39,7 @@ pub use approvals::{
 pub use audit::{timestamp, AuditSigner, AuditTap, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
 pub use prune::{prune_periodically, retention_cutoff, PruneReport, PrunedChain, PRUNE_FIRST_DELAY, PRUNE_INTERVAL};
-pub use recorder::{AuditRecord, Recorder, SessionStart, StatementRecord, Tokens};
+pub use recorder::{AuditRecord, RecordWait, Recorder, SessionStart, StatementRecord, Tokens};
 pub use usage::{UsageFilter, UsageRow};
 
 use recorder::{SessionEnd, SessionMasked};
@@ -606,7 +606,7 @@ async fn open_sqlite(url: &str) -> Result<Store<Sqlite>, StateError> {
     // WAL lets readers (the admin API) run beside the one writer; four connections are plenty.
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
         .map_err(|source| StateError::Connect { url: redact_url(url), source })?;
     let migrate = |source| StateError::Migrate { backend: Sqlite::NAME, source };
@@ -616,7 +616,8 @@ async fn open_sqlite(url: &str) -> Result<Store<Sqlite>, StateError> {
         .run(&pool)
         .await
         .map_err(|source| StateError::Migrate { backend: Sqlite::NAME, source })?;
-    Ok(Store { pool })
+    let writer = SqlitePoolOptions::new().max_connections(1).connect_lazy_with(options);
+    Ok(Store { pool, writer })
 }
 
 async fn open_postgres(url: &str) -> Result<Store<Postgres>, StateError> {
@@ -626,7 +627,7 @@ async fn open_postgres(url: &str) -> Result<Store<Postgres>, StateError> {
         .max_connections(8)
         // A store that is gone must fail a write within seconds: in sync mode the data path waits on it.
         .acquire_timeout(Duration::from_secs(3))
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
         .map_err(|source| StateError::Connect { url: redact_url(url), source })?;
     let migrate = |source| StateError::Migrate { backend: Postgres::NAME, source };
@@ -636,5 +637,7 @@ async fn open_postgres(url: &str) -> Result<Store<Postgres>, StateError> {
         .run(&pool)
         .await
         .map_err(|source| StateError::Migrate { backend: Postgres::NAME, source })?;
-    Ok(Store { pool })
+    let writer =
+        PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(3)).connect_lazy_with(options);
+    Ok(Store { pool, writer })
 }

@@ -1,7 +1,11 @@
 //! The data path's handle to the store ([`Recorder`]) and the background writer behind it.
 //!
-//! Recording never waits: an event goes into a bounded queue or, when the queue is full, is dropped
-//! and counted. One writer task per recorder drains the queue in batches of up to
+//! Recording never waits while the store keeps up: an event goes into a bounded queue. Once the queue is half full,
+//! a statement waits: [`Recorder::statement_or_wait`] hands back a future that queues it once the writer has brought
+//! the queue under half, and the data path holds the statement's answer until then, so it slows to what the store
+//! can take instead of going on unrecorded (and the other half stays free for session starts and ends, which are
+//! refused or dropped only on a queue nine-tenths full). Other events are dropped and counted when the queue is
+//! full. One writer task per recorder drains the queue in batches of up to
 //! [`EVENTS_PER_BATCH`] events, gathered for at most [`LINGER`], and writes each batch in one
 //! transaction. A batch the database refuses
 //! (a duplicate statement, say) is written again event by event, so one bad row costs only itself.
@@ -11,7 +15,7 @@
 //! carries on.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,6 +165,23 @@ struct Shared {
     write_errors: AtomicU64,
     /// Cuts the writer's [`LINGER`] short: a flush is queued, or the queue is more than half full.
     hurry: Notify,
+    /// Statements waiting for room in the queue: while any wait, new ones wait too.
+    waiting: AtomicUsize,
+    /// Woken each time the writer has taken a batch from the queue.
+    room: Notify,
+}
+
+/// A statement waiting for room in the full queue (see [`Recorder::statement_or_wait`]): resolves once it is
+/// queued, or fails when the writer is gone.
+pub type RecordWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StateError>> + Send + 'static>>;
+
+/// Counts a waiting statement for as long as it waits, however its wait ends (queued, or dropped with its session).
+struct WaitingGuard(Arc<Shared>);
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The handle the data path records sessions and statements through; cheap to clone.
@@ -259,6 +280,55 @@ impl Recorder {
         self.send(Event::Statement(record))
     }
 
+    /// Records one finished statement without ever dropping it: queued at once when the queue is less than half
+    /// full and no other statement is waiting (`Ok`); otherwise the future that queues it once the writer has
+    /// brought the queue under half (`Err`). The caller holds the statement's answer until the future resolves, and
+    /// awaits its statements' futures in order, so each session's records stay in order.
+    pub fn statement_or_wait(&self, record: StatementRecord) -> Result<(), RecordWait> {
+        let mut event = Event::Statement(record);
+        if self.shared.waiting.load(Ordering::Acquire) == 0 && self.below_half() {
+            match self.sender.try_send(event) {
+                Ok(()) => {
+                    self.hurry_if_filling();
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Full(returned)) => event = returned,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.shared.dropped_events.fetch_add(1, Ordering::Relaxed);
+                    return Err(Box::pin(std::future::ready(Err(StateError::WriterStopped))));
+                }
+            }
+        }
+        self.shared.waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = WaitingGuard(self.shared.clone());
+        self.shared.hurry.notify_one();
+        let recorder = self.clone();
+        Err(Box::pin(async move {
+            loop {
+                let room = recorder.shared.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                if recorder.below_half() || recorder.sender.is_closed() {
+                    break;
+                }
+                room.await;
+            }
+            let sent = recorder.sender.send(event).await.map_err(|_| StateError::WriterStopped);
+            drop(guard);
+            sent
+        }))
+    }
+
+    /// Whether the queue is less than half full.
+    fn below_half(&self) -> bool {
+        self.sender.capacity() * 2 > self.sender.max_capacity()
+    }
+
+    /// Statements waiting for room in the queue now.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Acquire)
+    }
+
     /// Waits until everything recorded (through any clone) before this call is committed to the store.
     ///
     /// Fails with [`StateError::WritesFailed`] if some of those events could not be stored since the
@@ -297,14 +367,18 @@ impl Recorder {
         self.shared.write_errors.load(Ordering::Relaxed)
     }
 
+    /// After queueing an event: hurries the writer once the queue is more than half full. Two atomic loads; the
+    /// notification itself is rare (only under load) and lock-free unless the writer is waiting on it.
+    fn hurry_if_filling(&self) {
+        if self.sender.capacity() * 2 < self.sender.max_capacity() {
+            self.shared.hurry.notify_one();
+        }
+    }
+
     fn send(&self, event: Event) -> Result<(), RecordError> {
         let error = match self.sender.try_send(event) {
             Ok(()) => {
-                // Two atomic loads; the notification itself is rare (only under load) and lock-free
-                // unless the writer is waiting on it.
-                if self.sender.capacity() * 2 < self.sender.max_capacity() {
-                    self.shared.hurry.notify_one();
-                }
+                self.hurry_if_filling();
                 return Ok(());
             }
             Err(mpsc::error::TrySendError::Full(_)) => RecordError::QueueFull,
@@ -334,6 +408,7 @@ async fn run_writer(
         // Sealed events wait at most CHECKPOINT_INTERVAL for their checkpoint, even when recording stops.
         let wait = (chain.unsealed() > 0).then_some(CHECKPOINT_INTERVAL);
         let open = gather(&mut receiver, &mut events, &shared.hurry, wait).await;
+        shared.room.notify_waiters();
         let prunes = take_prunes(&mut events);
         let flush = !open || events.iter().any(|event| matches!(event, Event::Flush(_)));
         let (mut failed, committed) = write_events(&backend, &events, &mut chain).await;

@@ -116,12 +116,17 @@ pub(crate) struct Batch<'a> {
 
 /// A pool of one dialect, with the queries the store runs against it.
 pub(crate) struct Store<DB: Database> {
+    /// Readers (CLI, admin API, budgets, approvals).
     pub(crate) pool: Pool<DB>,
+    /// The state writer's own connection (a pool of one, so it is reopened if it breaks): on SQLite, a connection
+    /// whose database another connection has written discards its page cache, so a writer rotating through the
+    /// readers' connections read its indexes back from disk on every batch.
+    pub(crate) writer: Pool<DB>,
 }
 
 impl<DB: Database> Clone for Store<DB> {
     fn clone(&self) -> Self {
-        Store { pool: self.pool.clone() }
+        Store { pool: self.pool.clone(), writer: self.writer.clone() }
     }
 }
 
@@ -166,7 +171,7 @@ where
     /// Statements whose session does not exist (its start was dropped, or never recorded) are
     /// skipped rather than failing the batch; the number skipped is returned.
     pub(crate) async fn write_batch(&self, batch: &Batch<'_>) -> Result<u64, sqlx::Error> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.writer.begin().await?;
 
         for chunk in batch.audit.chunks(rows_per_statement(AUDIT_BINDS)) {
             let mut sql = SqlText::<DB>::new(&format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) "));
@@ -259,7 +264,7 @@ where
             .bind(checkpoint.at.as_str())
             .bind(checkpoint.key_id.as_str())
             .bind(checkpoint.signature.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map(|_| ())
     }
@@ -332,13 +337,13 @@ where
     /// Writes one session start (the slow path after a batch failed).
     pub(crate) async fn write_start(&self, start: &SessionStart) -> Result<(), sqlx::Error> {
         let sql = insert_sessions::<DB>(1);
-        bind_session(sqlx::query(&sql), start).execute(&self.pool).await?;
+        bind_session(sqlx::query(&sql), start).execute(&self.writer).await?;
         Ok(())
     }
 
     /// Writes one statement and counts it, in its own transaction (the slow path after a batch failed).
     pub(crate) async fn write_statement(&self, record: &StatementRecord) -> Result<(), sqlx::Error> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.writer.begin().await?;
         let usage = has_usage(record);
         let sql = insert_statements::<DB>(1, usage);
         bind_statement(sqlx::query(&sql.text), record, usage).execute(&mut *transaction).await?;
@@ -366,7 +371,7 @@ where
             .bind(micros(end.ended_at))
             .bind(end.end_reason.as_deref())
             .bind(end.id.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -375,7 +380,7 @@ where
     pub(crate) async fn write_masked(&self, masked: &SessionMasked) -> Result<(), sqlx::Error> {
         let mut sql = SqlText::<DB>::new("UPDATE sessions SET masked = ");
         sql.bind().push(" WHERE id = ").bind();
-        sqlx::query(&sql.text).bind(masked.masked.as_deref()).bind(masked.id.as_str()).execute(&self.pool).await?;
+        sqlx::query(&sql.text).bind(masked.masked.as_deref()).bind(masked.id.as_str()).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -625,7 +630,7 @@ where
         before: OffsetDateTime,
         marks: &BTreeMap<String, Mark>,
     ) -> Result<Pruned, sqlx::Error> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.writer.begin().await?;
         let (before_ts, after_ts) = DB::TIMESTAMP_FROM_MICROS;
         let ended = format!("(SELECT id FROM sessions WHERE ended_at < {before_ts}{}{after_ts})", placeholder::<DB>(1));
         let cutoff = micros(before);

@@ -665,6 +665,44 @@ async fn a_full_queue_drops_and_counts() {
 }
 
 #[tokio::test]
+async fn a_full_queue_holds_statements_until_there_is_room_and_keeps_their_order() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let store = open_sqlite_in(directory.path()).await;
+    // A current-thread runtime: the writer cannot run until this task awaits, so the queue of four is half full
+    // after the second event.
+    let recorder = store.recorder(4);
+    recorder.session_started(start("busy", "alice", "shop", datetime!(2025-01-01 0:00 UTC))).expect("room");
+    assert!(recorder.statement_or_wait(statement("busy", 1, "SELECT 1")).is_ok(), "queued at once");
+    let Err(second) = recorder.statement_or_wait(statement("busy", 2, "SELECT 2")) else {
+        panic!("the queue is half full: the statement must wait")
+    };
+    // A session's end still fits (the other half of the queue is kept for such events).
+    recorder.session_masked("busy", BTreeMap::new()).expect("the other half takes a session's other events");
+    // Room or not, a statement waits behind those already waiting.
+    let Err(third) = recorder.statement_or_wait(statement("busy", 3, "SELECT 3")) else {
+        panic!("another statement waits: this one waits behind it")
+    };
+    assert_eq!(recorder.waiting(), 2);
+    second.await.expect("queued once the writer made room");
+    third.await.expect("queued after it");
+    assert_eq!(recorder.waiting(), 0);
+    recorder.flush().await.expect("stored");
+    let texts: Vec<String> =
+        store.statements("busy").await.expect("read").into_iter().map(|row| row.text.to_string()).collect();
+    assert_eq!(texts, ["SELECT 1", "SELECT 2", "SELECT 3"]);
+    assert_eq!(recorder.dropped_events(), 0, "nothing dropped");
+    let (events, _) = store.audit_log(None).await.expect("audit log");
+    let order: Vec<&str> = events.iter().filter_map(|sealed| sealed.event.body["text"].as_str()).collect();
+    assert_eq!(order, ["SELECT 1", "SELECT 2", "SELECT 3"], "the audit chain keeps the session's order");
+    // A wait given up (its session ended) stops counting.
+    assert!(recorder.statement_or_wait(statement("busy", 4, "SELECT 4")).is_ok());
+    assert!(recorder.statement_or_wait(statement("busy", 5, "SELECT 5")).is_ok());
+    let Err(abandoned) = recorder.statement_or_wait(statement("busy", 6, "SELECT 6")) else { panic!("half full") };
+    drop(abandoned);
+    assert_eq!(recorder.waiting(), 0);
+}
+
+#[tokio::test]
 async fn sqlite_bad_rows_fail_alone() {
     let directory = tempfile::tempdir().expect("temporary directory");
     check_bad_rows_fail_alone(&open_sqlite_in(directory.path()).await).await;

@@ -382,7 +382,7 @@ impl TestGateway {
 
     /// Waits until everything the gateway recorded so far is in the state store.
     pub async fn flush(&self) {
-        self.gateway().recorder().flush().await.expect("state flush");
+        self.gateway().flush().await.expect("state flush");
     }
 
     /// Shuts the gateway down (ending live sessions); the directory with its state stays until drop.

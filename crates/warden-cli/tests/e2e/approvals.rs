@@ -42,7 +42,7 @@ fn dbas() -> Dbas {
 }
 
 /// `warden approvals <args>` as `credential`: (success, stdout, stderr).
-fn approvals(gateway: &TestGateway, credential: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn approvals(gateway: &TestGateway, credential: &str, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_warden"))
         .arg("approvals")
         .args(args)
@@ -81,7 +81,7 @@ async fn ids(gateway: &TestGateway) -> Vec<i32> {
 }
 
 /// The one pending approval's id, once the gateway has recorded it.
-async fn pending_id(gateway: &TestGateway) -> String {
+pub(crate) async fn pending_id(gateway: &TestGateway) -> String {
     let store = gateway.store();
     let filter = warden_state::ApprovalFilter {
         status: Some(warden_state::ApprovalStatus::Pending),

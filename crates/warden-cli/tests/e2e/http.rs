@@ -360,22 +360,39 @@ async fn h2_post(base: &str, path: &str, key: &str, body: &str) -> (u16, Result<
     (status, body)
 }
 
+/// An HTTP/1.1 connection to warden's HTTP listener (`base`: `http://host:port`), open for as many requests as the
+/// caller sends on it.
+async fn h1_connect(base: &str) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.expect("connect");
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// A JSON POST to `path` with `key` as the bearer credential.
+fn h1_request(
+    base: &str,
+    path: &str,
+    key: &str,
+    body: impl Into<bytes::Bytes>,
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    let address = base.trim_start_matches("http://");
+    hyper::Request::post(format!("http://{address}{path}"))
+        .header("host", address)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(body.into()))
+        .expect("request")
+}
+
 /// A streamed request over HTTP/1.1 with `x-standin-abort-after: 5`: the status, the body frames received, and the
 /// error the body ended with, if it did.
 async fn h1_stream(base: &str, path: &str, key: &str, body: &str) -> (u16, String, Option<String>) {
     use http_body_util::BodyExt;
-    let address = base.trim_start_matches("http://");
-    let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(connection);
-    let request = hyper::Request::post(format!("http://{address}{path}"))
-        .header("host", address)
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .header("x-standin-abort-after", "5")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
-        .expect("request");
+    let mut sender = h1_connect(base).await;
+    let mut request = h1_request(base, path, key, body.to_string());
+    request.headers_mut().insert("x-standin-abort-after", hyper::header::HeaderValue::from_static("5"));
     let response = sender.send_request(request).await.expect("response");
     let status = response.status().as_u16();
     let mut body = response.into_body();
@@ -463,18 +480,7 @@ async fn tls_clients_negotiate_http2_by_alpn() {
 /// POST `body` over HTTP/1.1: the status and the answer's bytes.
 async fn h1_post(base: &str, path: &str, key: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
     use http_body_util::BodyExt;
-    let address = base.trim_start_matches("http://");
-    let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(connection);
-    let request = hyper::Request::post(format!("http://{address}{path}"))
-        .header("host", address)
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
+    let response = h1_connect(base).await.send_request(h1_request(base, path, key, body)).await.expect("response");
     let status = response.status().as_u16();
     (status, response.into_body().collect().await.expect("the whole answer").to_bytes().to_vec())
 }
@@ -547,4 +553,85 @@ permit (principal in Warden::Group::"readers", action == Warden::Action::"unmask
         assert!(answer.contains("Jane Roe at ") && !answer.contains("jane.roe"), "{answer}");
     }
     assert_no_pii("the audit log", &format!("{events:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_reload_applies_to_an_open_connections_next_request_and_shutdown_ends_its_session() {
+    use http_body_util::BodyExt;
+    let mut fixture = llm_fixture("").await;
+    let mut sender = h1_connect(&fixture.base).await;
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}"#;
+    let mut ask = async || {
+        let request = h1_request(&fixture.base, "/openai/v1/chat/completions", &fixture.gateway.reader_key, body);
+        let response = sender.send_request(request).await.expect("a response on the same connection");
+        let status = response.status().as_u16();
+        let rule = response.headers().get("x-warden-refusal").map(|rule| rule.to_str().expect("ascii").to_string());
+        let session = response.headers().get("x-warden-session").map(|id| id.to_str().expect("ascii").to_string());
+        response.into_body().collect().await.expect("the whole answer");
+        (status, rule, session)
+    };
+    // The same request twice on one connection (one session): the second is decided from the session's cache.
+    let first = ask().await;
+    let second = ask().await;
+    assert_eq!((first.0, second.0), (200, 200), "{first:?} {second:?}");
+    assert_eq!(first.2, second.2, "one session");
+    let policies = fixture.gateway.directory().join("policies/test.cedar");
+    let mut text = std::fs::read_to_string(&policies).expect("policies");
+    text.push_str(
+        "\n@id(\"readers-off-openai\")\nforbid (principal in Warden::Group::\"readers\", action, resource == \
+         Warden::Connection::\"openai\");\n",
+    );
+    std::fs::write(&policies, text).expect("write policies");
+    fixture.gateway.gateway().reload_policies().expect("the new policies load");
+    let third = ask().await;
+    assert_eq!(third.0, 403, "{third:?}");
+    assert_eq!(third.1.as_deref(), Some("policy:readers-off-openai"), "{third:?}");
+    assert_eq!(third.2, first.2, "the refusal is in the same session");
+    // The connection is still open when the gateway stops: its session is ended and recorded, not left live.
+    let store = fixture.gateway.store();
+    fixture.gateway.stop().await;
+    let session = store.session(first.2.as_deref().expect("a session id")).await.expect("read").expect("recorded");
+    assert!(session.ended_at.is_some(), "{session:?}");
+    assert_eq!(session.statement_count, 3, "{session:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_waits_for_its_approval_and_a_denied_one_is_refused_with_the_reason() {
+    use crate::approvals::{approvals, pending_id};
+    let policies = r#"
+@id("openai-needs-an-operator")
+@approval("admin")
+forbid (principal in Warden::Group::"agents", action == Warden::Action::"http:POST", resource == Warden::Connection::"openai")
+unless { context.approved };
+"#;
+    let fixture = llm_fixture_with("approval = { mode = \"hold\", wait = \"60s\" }", "", policies, "").await;
+    let gateway = &fixture.gateway;
+    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}"#.to_vec();
+    let ask = || {
+        let (base, key, body) = (fixture.base.clone(), gateway.api_key.clone(), body.clone());
+        tokio::spawn(async move { h1_post(&base, "/openai/v1/chat/completions", &key, body).await })
+    };
+    // Held: nothing goes upstream until an operator approves; then the request runs and its answer is masked.
+    let held = ask();
+    let id = pending_id(gateway).await;
+    assert!(fixture.standin.requests().is_empty(), "nothing went upstream while held");
+    let (ok, _, stderr) = approvals(gateway, &gateway.admin_key, &["approve", &id]);
+    assert!(ok, "{stderr}");
+    let (status, answer) = held.await.expect("join");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("[EMAIL]"), "{answer}");
+    assert_no_pii("the approved answer", &answer);
+    assert_eq!(fixture.standin.requests().len(), 1);
+    // Denied: the held request is refused with the approver's reason, in the provider's error format.
+    let held = ask();
+    let id = pending_id(gateway).await;
+    let (ok, _, stderr) = approvals(gateway, &gateway.admin_key, &["deny", &id, "--reason", "not this prompt"]);
+    assert!(ok, "{stderr}");
+    let (status, answer) = held.await.expect("join");
+    let answer: Value = serde_json::from_slice(&answer).expect("a JSON error");
+    assert_eq!(status, 403, "{answer}");
+    let message = answer["error"]["message"].as_str().expect("an OpenAI-style error");
+    assert!(message.contains(&format!("approval {id} was denied")) && message.contains("not this prompt"), "{message}");
+    assert_eq!(fixture.standin.requests().len(), 1, "the denied request never went upstream");
 }
