@@ -563,6 +563,8 @@ async fn a_policy_reload_applies_to_an_open_connections_next_request_and_shutdow
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}"#;
     let mut ask = async || {
         let request = h1_request(&fixture.base, "/openai/v1/chat/completions", &fixture.gateway.reader_key, body);
+        // The previous exchange may still be settling on the client side: wait until the connection takes another.
+        sender.ready().await.expect("the connection stays open for the next request");
         let response = sender.send_request(request).await.expect("a response on the same connection");
         let status = response.status().as_u16();
         let rule = response.headers().get("x-warden-refusal").map(|rule| rule.to_str().expect("ascii").to_string());
