@@ -31,7 +31,6 @@ use time::OffsetDateTime;
 use tracing::info;
 use warden_identity::{Identity, TokenError, TokenRequest};
 
-use warden_pg::PgFrontend;
 use warden_state::{
     ApprovalFilter, ApprovalRow, ApprovalStatus, Revocation, RevocationKind, RevocationRow, SessionFilter, SessionRow,
     StateStore, StatementRow, VoteError, Voter,
@@ -49,7 +48,8 @@ pub(crate) struct AdminState {
     pub(crate) admin_group: String,
     pub(crate) store: StateStore,
     pub(crate) revocations: Arc<Revocations>,
-    pub(crate) pg: Arc<PgFrontend>,
+    /// Where a revocation ends live sessions.
+    pub(crate) live: revoke::Live,
     /// Token issuance and revocations go into the audit log.
     pub(crate) recorder: warden_state::Recorder,
     /// What a grant request needs is read from the policies in force.
@@ -259,7 +259,7 @@ async fn revoke(
         revoked_at: revocation.revoked_at,
     };
     state.revocations.apply_local(&row);
-    let sessions_ended = revoke::end_sessions(&state.pg, &row);
+    let sessions_ended = revoke::end_sessions(&state.live, &row);
     info!(kind = kind.as_str(), %subject, by = %caller.name, sessions_ended, "revoked");
     let mut record = warden_state::AuditRecord::new(
         "revocation",

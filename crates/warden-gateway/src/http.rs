@@ -144,7 +144,7 @@ impl HttpHooks for GatewayHttpHooks {
         }
     }
 
-    fn exchange(&self, session: &HttpSession, exchange: Exchange) {
+    fn exchange(&self, session: &HttpSession, exchange: Exchange) -> Option<BoxFuture<'static, ()>> {
         let action =
             Action::http(&exchange.method).map_or_else(|| format!("http:{}", exchange.method), |a| a.to_string());
         let policies = exchange.policies.iter().map(|policy| policy.to_string()).collect();
@@ -182,8 +182,18 @@ impl HttpHooks for GatewayHttpHooks {
             model: exchange.model,
             tokens: exchange.usage.map(|usage| Tokens { input: usage.input, output: usage.output }),
         };
-        if let Err(error) = self.recorder.statement(record) {
-            warn!(session = %session.id, %error, "HTTP request not recorded");
+        // As a statement's: never dropped for a full queue, but waited for (the answer has gone; the request after
+        // it is refused while the queue stays nine-tenths full).
+        match self.recorder.statement_or_wait(record) {
+            Ok(()) => None,
+            Err(wait) => {
+                let session = session.id.clone();
+                Some(Box::pin(async move {
+                    if let Err(error) = wait.await {
+                        warn!(%session, %error, "HTTP request not recorded");
+                    }
+                }))
+            }
         }
     }
 

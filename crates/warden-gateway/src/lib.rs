@@ -268,10 +268,11 @@ impl Gateway {
             http_frontend = Some(frontend.clone());
             tasks.push(tokio::spawn(frontend.serve(listener, shutdown_receiver.clone())));
         }
+        let live = revoke::Live { pg: pg.clone(), http: http_frontend.clone() };
         tasks.push(tokio::spawn(revoke::poll(
             store.clone(),
             revocations.clone(),
-            pg.clone(),
+            live.clone(),
             shutdown_receiver.clone(),
         )));
         tasks.push(tokio::spawn(approval::expire_periodically(approvals.clone(), shutdown_receiver.clone())));
@@ -292,7 +293,7 @@ impl Gateway {
                     admin_group: config.admin.group.clone(),
                     store: store.clone(),
                     revocations,
-                    pg: pg.clone(),
+                    live,
                     recorder: recorder.clone(),
                     policies: policies.clone(),
                     approvals: approvals.clone(),

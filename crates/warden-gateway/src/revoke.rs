@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use tracing::{info, warn};
+use warden_http::HttpFrontend;
 use warden_identity::{AuthError, Identity};
 use warden_pg::{Ending, PgFrontend, SessionInfo};
 use warden_state::{RevocationKind, RevocationRow, StateStore};
@@ -84,26 +85,37 @@ impl Sets {
     }
 }
 
-/// Whether `session` is what `revocation` names.
-pub(crate) fn covers(revocation: &RevocationRow, session: &SessionInfo) -> bool {
+/// Whether the session `id` of `identity` is what `revocation` names.
+pub(crate) fn covers(revocation: &RevocationRow, id: &str, identity: &Identity) -> bool {
     match revocation.kind {
-        RevocationKind::Identity => session.identity.name == revocation.subject,
+        RevocationKind::Identity => identity.name == revocation.subject,
         RevocationKind::Token => {
-            session.identity.token.as_ref().is_some_and(|scope| scope.lineage().any(|id| id == revocation.subject))
+            identity.token.as_ref().is_some_and(|scope| scope.lineage().any(|id| id == revocation.subject))
         }
-        RevocationKind::Session => *session.id == *revocation.subject,
+        RevocationKind::Session => id == revocation.subject,
     }
 }
 
-/// Ends the live sessions `revocation` names; returns how many.
-pub(crate) fn end_sessions(pg: &PgFrontend, revocation: &RevocationRow) -> usize {
-    let mut message =
-        format!("terminating connection: {} {} has been revoked", revocation.kind.as_str(), quoted(revocation));
+/// The front ends whose live sessions a revocation ends.
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub(crate) pg: Arc<PgFrontend>,
+    pub(crate) http: Option<Arc<HttpFrontend>>,
+}
+
+/// Ends the live sessions `revocation` names, PostgreSQL (FATAL 57P01) and HTTP (their answers still streaming
+/// are cut); returns how many.
+pub(crate) fn end_sessions(live: &Live, revocation: &RevocationRow) -> usize {
+    let mut message = format!("{} {} has been revoked", revocation.kind.as_str(), quoted(revocation));
     if let Some(reason) = &revocation.reason {
         message.push_str(&format!(" ({reason})"));
     }
-    let ending = Ending { code: "57P01", message };
-    let ended = pg.end_sessions_where(|session| covers(revocation, session), &ending);
+    let ending = Ending { code: "57P01", message: format!("terminating connection: {message}") };
+    let mut ended =
+        live.pg.end_sessions_where(|session: &SessionInfo| covers(revocation, &session.id, &session.identity), &ending);
+    if let Some(http) = &live.http {
+        ended += http.end_sessions_where(|session| covers(revocation, &session.id, &session.identity), &message);
+    }
     info!(kind = revocation.kind.as_str(), subject = %revocation.subject, sessions = ended, "revocation applied");
     ended
 }
@@ -125,7 +137,7 @@ pub(crate) async fn load(store: &StateStore, revocations: &Revocations) -> Resul
 pub(crate) async fn poll(
     store: StateStore,
     revocations: Arc<Revocations>,
-    pg: Arc<PgFrontend>,
+    live: Live,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut interval = tokio::time::interval(POLL_INTERVAL);
@@ -142,7 +154,7 @@ pub(crate) async fn poll(
             Ok(rows) => {
                 failing = false;
                 for revocation in revocations.apply(rows) {
-                    end_sessions(&pg, &revocation);
+                    end_sessions(&live, &revocation);
                 }
             }
             Err(error) if !failing => {

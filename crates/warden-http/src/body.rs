@@ -1,9 +1,11 @@
 //! Bodies on their way through: [`Relay`] passes an upstream (or client) body frame by frame, through a
 //! [`Transform`] when warden must rewrite it (server-sent events masked event by event, text and JSON masked as
 //! they stream), counts it, keeps the start of it for the audit trail, and reports once when it ends, however it
-//! ends (complete, failed, or dropped because the client went away).
+//! ends (complete, failed, cut by warden, or dropped because the client went away).
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -47,10 +49,69 @@ pub(crate) trait Transform: Send {
 /// How much of an untransformed body is kept for the audit trail.
 const SAMPLE_BYTES: usize = crate::proxy::AUDIT_TEXT_CAP;
 
+/// A session's stop signal: set once, with the reason, when warden ends the session under its streams (a
+/// revocation); every stream of the session watching it ([`Cut`]) then ends.
+pub(crate) struct Stop {
+    reason: OnceLock<String>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Stop {
+    pub(crate) fn new() -> Stop {
+        Stop { reason: OnceLock::new(), notify: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    /// Stops the session's streams; false if it was stopped before.
+    pub(crate) fn stop(&self, reason: String) -> bool {
+        let first = self.reason.set(reason).is_ok();
+        if first {
+            self.notify.notify_waiters();
+        }
+        first
+    }
+
+    pub(crate) fn reason(&self) -> Option<&str> {
+        self.reason.get().map(String::as_str)
+    }
+}
+
+/// What ends one answer before its upstream does: its session's [`Stop`], and the expiry of the credential the
+/// request came with.
+pub(crate) struct Cut {
+    stop: Arc<Stop>,
+    stopped: Pin<Box<tokio::sync::futures::OwnedNotified>>,
+    expiry: Option<(Pin<Box<tokio::time::Sleep>>, String)>,
+}
+
+impl Cut {
+    /// Watches `stop`, and `expiry` (when, and what to say then) if the credential expires.
+    pub(crate) fn new(stop: Arc<Stop>, expiry: Option<(tokio::time::Instant, String)>) -> Cut {
+        let mut stopped = Box::pin(stop.notify.clone().notified_owned());
+        // Registered now, so a stop between now and the first poll is not missed (the reason is checked too).
+        stopped.as_mut().enable();
+        let expiry = expiry.map(|(at, message)| (Box::pin(tokio::time::sleep_until(at)), message));
+        Cut { stop, stopped, expiry }
+    }
+
+    /// Why the answer must end now, if it must.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Option<String> {
+        if self.stop.reason().is_none() && self.stopped.as_mut().poll(cx).is_ready() {
+            // Notified without a reason cannot happen (the reason is set first); watch again regardless.
+            self.stopped.set(self.stop.notify.clone().notified_owned());
+        }
+        if let Some(reason) = self.stop.reason() {
+            return Some(reason.to_string());
+        }
+        let (sleep, message) = self.expiry.as_mut()?;
+        sleep.as_mut().poll(cx).is_ready().then(|| message.clone())
+    }
+}
+
 pub(crate) struct Relay<B> {
     inner: B,
     transform: Option<Box<dyn Transform>>,
     on_end: Option<OnEnd>,
+    cut: Option<Cut>,
     bytes: u64,
     /// The start of an untransformed body, for the record.
     sample: Vec<u8>,
@@ -67,7 +128,22 @@ enum State {
 
 impl<B> Relay<B> {
     pub fn new(inner: B, transform: Option<Box<dyn Transform>>, on_end: Option<OnEnd>) -> Relay<B> {
-        Relay { inner, transform, on_end, bytes: 0, sample: Vec::new(), state: State::Streaming, out: Vec::new() }
+        Relay {
+            inner,
+            transform,
+            on_end,
+            cut: None,
+            bytes: 0,
+            sample: Vec::new(),
+            state: State::Streaming,
+            out: Vec::new(),
+        }
+    }
+
+    /// Ends the body early, as a failure, when `cut` says so.
+    pub fn with_cut(mut self, cut: Cut) -> Relay<B> {
+        self.cut = Some(cut);
+        self
     }
 
     fn end(&mut self, error: Option<String>) {
@@ -86,6 +162,23 @@ impl<B> Relay<B> {
         self.bytes += bytes.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
+
+    /// The body fails with `message`. Held text is never released unmasked. A format with an in-band error (SSE)
+    /// says so and ends cleanly, the connection staying usable; any other body is aborted with `error`, so the
+    /// client cannot take a truncated answer for a whole one.
+    fn fail(&mut self, message: String, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.end(Some(message.clone()));
+        self.state = State::Done;
+        if let Some(transform) = self.transform.as_mut() {
+            self.out.clear();
+            transform.failure(&message, &mut self.out);
+            if !self.out.is_empty() {
+                let out = Bytes::from(std::mem::take(&mut self.out));
+                return self.data(out);
+            }
+        }
+        Poll::Ready(Some(Err(error)))
+    }
 }
 
 impl<B> Body for Relay<B>
@@ -102,6 +195,11 @@ where
             if this.state == State::Done {
                 this.end(None);
                 return Poll::Ready(None);
+            }
+            if let Some(reason) = this.cut.as_mut().and_then(|cut| cut.poll(cx)) {
+                this.cut = None;
+                let message = format!("the answer was cut off: {reason}");
+                return this.fail(message.clone(), message.into());
             }
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -141,21 +239,7 @@ where
                 }
                 Some(Err(error)) => {
                     let error: BoxError = error.into();
-                    let message = format!("the upstream's answer was cut short: {error}");
-                    this.end(Some(message.clone()));
-                    // Held text is never released unmasked. A format with an in-band error (SSE) says so and ends
-                    // cleanly, the connection staying usable; any other body is aborted, so the client cannot take
-                    // a truncated answer for a whole one.
-                    if let Some(transform) = this.transform.as_mut() {
-                        this.out.clear();
-                        transform.failure(&message, &mut this.out);
-                        if !this.out.is_empty() {
-                            this.state = State::Done;
-                            let out = Bytes::from(std::mem::take(&mut this.out));
-                            return this.data(out);
-                        }
-                    }
-                    return Poll::Ready(Some(Err(error)));
+                    return this.fail(format!("the upstream's answer was cut short: {error}"), error);
                 }
                 None => {
                     this.state = State::Done;

@@ -111,7 +111,9 @@ pub trait HttpHooks: Send + Sync + 'static {
     /// Counts what a request used, for the limits and the usage report.
     fn used(&self, session: &HttpSession, model: Option<&str>, usage: TokenUsage);
     fn session_started(&self, session: &HttpSession);
-    fn exchange(&self, session: &HttpSession, exchange: Exchange);
+    /// Records an answered request. `None` when the record is queued at once; otherwise the wait until it is (the
+    /// audit log's queue is filling up): the caller awaits it, so a record is late rather than lost.
+    fn exchange(&self, session: &HttpSession, exchange: Exchange) -> Option<BoxFuture<'static, ()>>;
     fn session_ended(&self, session: &HttpSession, reason: &str);
     /// Masks text for the audit trail with the connection's masker, or every built-in detector when it has none.
     fn audit_mask(&self, connection: &str, text: &str) -> String;

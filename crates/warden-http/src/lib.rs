@@ -21,7 +21,7 @@ pub use route::Route;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
@@ -37,6 +37,8 @@ pub struct HttpFrontendConfig {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// A credential over plaintext HTTP from a non-loopback address is refused unless this is set.
     pub allow_plaintext_credentials: bool,
+    /// How long an answer may stream past its credential's expiry (`tokens.expiry_grace`).
+    pub expiry_grace: std::time::Duration,
 }
 
 impl HttpFrontendConfig {
@@ -48,7 +50,12 @@ impl HttpFrontendConfig {
             routes.insert(connection.name.clone(), Arc::new(route));
         }
         let tls = config.listen.tls.as_ref().map(error::tls_acceptor).transpose()?;
-        Ok(HttpFrontendConfig { routes, tls, allow_plaintext_credentials: config.listen.allow_plaintext_password })
+        Ok(HttpFrontendConfig {
+            routes,
+            tls,
+            allow_plaintext_credentials: config.listen.allow_plaintext_password,
+            expiry_grace: config.tokens.expiry_grace,
+        })
     }
 }
 
@@ -62,27 +69,38 @@ pub struct HttpFrontend {
     /// Signalled each time a client connection closes ([`HttpFrontend::drain`] waits on it).
     closed: watch::Sender<()>,
     records: Arc<Deferred>,
+    /// The sessions not yet ended, by id, for [`HttpFrontend::end_sessions_where`].
+    sessions: parking_lot::Mutex<HashMap<Arc<str>, Weak<proxy::SessionSlot>>>,
 }
 
 /// Work put off until the current task yields: the record of an exchange is made once hyper has written the
-/// answer's last bytes, not before. Counted, so [`HttpFrontend::settled`] can wait for it.
+/// answer's last bytes, not before. Counted, so [`HttpFrontend::settled`] can wait for it, including the wait for
+/// room in the audit queue the work may return.
 pub(crate) struct Deferred {
     pending: AtomicUsize,
     idle: tokio::sync::Notify,
 }
 
+/// What deferred work may leave to wait for: the audit queue's room for its record.
+pub(crate) type Wait = Option<BoxFuture<'static, ()>>;
+
 /// One piece of deferred work: runs when its task runs, or when the task is dropped unrun (a worker shutting down),
-/// so it is never lost.
+/// so it is never skipped.
 struct Later {
-    work: Option<Box<dyn FnOnce() + Send>>,
+    work: Option<Box<dyn FnOnce() -> Wait + Send>>,
     deferred: Arc<Deferred>,
+}
+
+impl Later {
+    fn run(&mut self) -> Wait {
+        self.work.take().and_then(|work| work())
+    }
 }
 
 impl Drop for Later {
     fn drop(&mut self) {
-        if let Some(work) = self.work.take() {
-            work();
-        }
+        // Dropped unrun: nothing can wait any more, so a record that found the queue full is lost (and logged).
+        drop(self.run());
         if self.deferred.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.deferred.idle.notify_waiters();
         }
@@ -90,12 +108,18 @@ impl Drop for Later {
 }
 
 impl Deferred {
-    /// Runs `work` on this thread's runtime after the current task yields (at once outside a runtime).
-    pub(crate) fn later(self: &Arc<Self>, work: impl FnOnce() + Send + 'static) {
+    /// Runs `work` on this thread's runtime after the current task yields (at once outside a runtime), then waits
+    /// for what it returns.
+    pub(crate) fn later(self: &Arc<Self>, work: impl FnOnce() -> Wait + Send + 'static) {
         self.pending.fetch_add(1, Ordering::AcqRel);
-        let later = Later { work: Some(Box::new(work)), deferred: self.clone() };
+        let mut later = Later { work: Some(Box::new(work)), deferred: self.clone() };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            drop(runtime.spawn(async move { drop(later) }));
+            drop(runtime.spawn(async move {
+                if let Some(wait) = later.run() {
+                    wait.await;
+                }
+                drop(later);
+            }));
         }
     }
 
@@ -126,7 +150,32 @@ impl HttpFrontend {
             live: AtomicUsize::new(0),
             closed: watch::channel(()).0,
             records: Arc::new(Deferred { pending: AtomicUsize::new(0), idle: tokio::sync::Notify::new() }),
+            sessions: parking_lot::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Ends every live session `select` picks (a revocation names them), with `reason`: each end is recorded, and
+    /// each of their answers still streaming is cut (an SSE stream gets an error event saying why; any other body
+    /// is aborted). Returns how many sessions were ended.
+    pub fn end_sessions_where(&self, select: impl Fn(&HttpSession) -> bool, reason: &str) -> usize {
+        let picked: Vec<Arc<proxy::SessionSlot>> =
+            self.sessions.lock().values().filter_map(Weak::upgrade).filter(|slot| select(&slot.session)).collect();
+        picked.iter().filter(|slot| self.end_session(slot, reason)).count()
+    }
+
+    /// Keeps a new session where [`HttpFrontend::end_sessions_where`] finds it.
+    pub(crate) fn register(&self, slot: &Arc<proxy::SessionSlot>) {
+        self.sessions.lock().insert(slot.session.id.clone(), Arc::downgrade(slot));
+    }
+
+    /// Ends `slot`'s session with `reason` and records it, once (false if it had ended already).
+    pub(crate) fn end_session(&self, slot: &proxy::SessionSlot, reason: &str) -> bool {
+        self.sessions.lock().remove(&slot.session.id);
+        let first = slot.stop.stop(reason.to_string());
+        if first {
+            self.hooks.session_ended(&slot.session, reason);
+        }
+        first
     }
 
     /// Client connections open now.

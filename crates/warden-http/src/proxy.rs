@@ -1,9 +1,10 @@
 //! One client connection's requests: route, authenticate, inspect and guard (LLM), authorize, limit, forward
 //! with warden's credential, and answer with the response masked as it streams. Sessions are per client
-//! connection, identity and warden connection: the first request of an identity on a connection opens one, the
-//! client connection's close ends them all.
+//! connection, warden connection and credential (identity, groups, token): the first request of a credential on a
+//! connection opens one, so a token narrower than the one before it on the same keep-alive connection is judged as
+//! itself; the client connection's close ends them all. A revocation ends the sessions it names at once, cutting
+//! their answers mid-stream, and an answer still streaming when its credential expires is cut then.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,12 +40,15 @@ pub(crate) struct ConnectionState {
     /// The worker thread serving the connection: its requests use that worker's upstream pool.
     worker: usize,
     tls: bool,
-    sessions: Mutex<HashMap<(String, String), Arc<SessionSlot>>>,
+    /// The connection's sessions not yet ended, few: one per credential and warden connection used on it.
+    sessions: Mutex<Vec<Arc<SessionSlot>>>,
 }
 
 pub(crate) struct SessionSlot {
     pub session: HttpSession,
     seq: AtomicU64,
+    /// Set when warden ends the session before its client connection closes; cuts its answers still streaming.
+    pub(crate) stop: Arc<body::Stop>,
 }
 
 /// What is known of a request by the time it is answered, for its record.
@@ -67,19 +71,21 @@ struct Pending {
     /// Policy refused it: `policies` are the ones that did.
     refused_by_policy: bool,
     request_bytes: u64,
+    /// When the request's credential expires, if it does: its answer is cut then (plus the configured grace).
+    expires_at: Option<OffsetDateTime>,
 }
 
 impl ConnectionState {
     pub fn new(frontend: Arc<HttpFrontend>, peer: SocketAddr, worker: usize, tls: bool) -> ConnectionState {
-        ConnectionState { frontend, peer, worker, tls, sessions: Mutex::new(HashMap::new()) }
+        ConnectionState { frontend, peer, worker, tls, sessions: Mutex::new(Vec::new()) }
     }
 
     /// Ends every session the connection opened (a connection dropped unfinished, as when the workers stop, ends
     /// them too, when the state is dropped).
     pub fn end(&self, reason: &str) {
-        let sessions: Vec<Arc<SessionSlot>> = self.sessions.lock().drain().map(|(_, slot)| slot).collect();
+        let sessions: Vec<Arc<SessionSlot>> = std::mem::take(&mut *self.sessions.lock());
         for slot in sessions {
-            self.frontend.hooks.session_ended(&slot.session, reason);
+            self.frontend.end_session(&slot, reason);
         }
     }
 
@@ -116,6 +122,7 @@ impl ConnectionState {
             }
         };
         let user_agent = request.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
+        let expires_at = identity.expires_at;
         let slot = self.session(identity, &route.name, user_agent);
         let mut pending = Pending {
             started,
@@ -130,13 +137,17 @@ impl ConnectionState {
             policies: Vec::new(),
             refused_by_policy: false,
             request_bytes: 0,
+            expires_at,
         };
         let answer = self.forward(&route, &slot, request, &mut pending).await;
         match answer {
             Ok(response) => response,
             Err(refusal) => {
                 let hooks = &*self.frontend.hooks;
-                hooks.exchange(&slot.session, refused(&slot, pending, hooks, &refusal));
+                // A refusal is answered once its record is queued.
+                if let Some(wait) = hooks.exchange(&slot.session, refused(&slot, pending, hooks, &refusal)) {
+                    wait.await;
+                }
                 let mut response = refusal.response(route.api);
                 response.headers_mut().insert("x-warden-session", session_header(&slot.session));
                 response
@@ -163,9 +174,13 @@ impl ConnectionState {
         connection: &str,
         user_agent: Option<&str>,
     ) -> Arc<SessionSlot> {
-        let key = (identity.name.clone(), connection.to_string());
         let mut sessions = self.sessions.lock();
-        if let Some(slot) = sessions.get(&key) {
+        // A session a revocation ended is gone; its credential is refused before it gets here again.
+        sessions.retain(|slot| slot.stop.reason().is_none());
+        let same = |slot: &&Arc<SessionSlot>| {
+            slot.session.connection == connection && same_credential(&slot.session.identity, &identity)
+        };
+        if let Some(slot) = sessions.iter().find(same) {
             return slot.clone();
         }
         let session = HttpSession {
@@ -177,8 +192,9 @@ impl ConnectionState {
             started_at: OffsetDateTime::now_utc(),
         };
         self.frontend.hooks.session_started(&session);
-        let slot = Arc::new(SessionSlot { session, seq: AtomicU64::new(0) });
-        sessions.insert(key, slot.clone());
+        let slot = Arc::new(SessionSlot { session, seq: AtomicU64::new(0), stop: Arc::new(body::Stop::new()) });
+        self.frontend.register(&slot);
+        sessions.push(slot.clone());
         slot
     }
 
@@ -381,7 +397,7 @@ impl ConnectionState {
                         let summary = Summary { usage, answer, masked: count as u64 };
                         let length = masked.len() as u64;
                         let exchange = finish(&slot, &mut pending, &*hooks, status, length, None, summary);
-                        hooks.exchange(&slot.session, exchange);
+                        hooks.exchange(&slot.session, exchange)
                     }
                 };
                 self.frontend.records.later(record);
@@ -392,6 +408,15 @@ impl ConnectionState {
                 masker.as_ref().and_then(|masker| body::plain_transform(&content_type, masker.clone(), route.hold_back))
             }
         };
+        let expiry = pending.expires_at.map(|expires_at| {
+            let expires_at = expires_at + self.frontend.config.expiry_grace;
+            let remaining = (expires_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+            let at = tokio::time::Instant::now() + Duration::try_from(remaining).unwrap_or_default();
+            let message = format!("the credential of identity \"{}\" expired", slot.session.identity.name);
+            (at, message)
+        });
+        // Cut when a revocation ends the session, or when the request's credential expires.
+        let cut = body::Cut::new(slot.stop.clone(), expiry);
         if transform.is_some() {
             parts.headers.remove(header::CONTENT_LENGTH);
         }
@@ -407,11 +432,11 @@ impl ConnectionState {
                 // The record (and the audit trail's masking) waits until the answer's end is written.
                 records.later(move || {
                     let exchange = finish(&slot, &mut pending, &*hooks, status, end.bytes, end.error, end.summary);
-                    hooks.exchange(&slot.session, exchange);
+                    hooks.exchange(&slot.session, exchange)
                 });
             }) as body::OnEnd
         };
-        let body = Relay::new(incoming, transform, Some(record)).boxed_unsync();
+        let body = Relay::new(incoming, transform, Some(record)).with_cut(cut).boxed_unsync();
         debug!(connection = %route.name, status, "answering");
         Ok(Response::from_parts(parts, body))
     }
@@ -446,8 +471,17 @@ impl Pending {
             policies: Vec::new(),
             refused_by_policy: false,
             request_bytes: 0,
+            expires_at: None,
         }
     }
+}
+
+/// Whether two requests' credentials are judged alike: the same identity and groups, and the same token (or none).
+fn same_credential(a: &warden_identity::Identity, b: &warden_identity::Identity) -> bool {
+    a.name == b.name
+        && a.kind == b.kind
+        && a.groups == b.groups
+        && a.token.as_ref().map(|token| &token.id) == b.token.as_ref().map(|token| &token.id)
 }
 
 /// The record of an answered request. The prompt, and an answer the client got unmasked, are masked for the audit

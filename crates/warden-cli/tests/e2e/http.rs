@@ -637,3 +637,145 @@ unless { context.approved };
     assert!(message.contains(&format!("approval {id} was denied")) && message.contains("not this prompt"), "{message}");
     assert_eq!(fixture.standin.requests().len(), 1, "the denied request never went upstream");
 }
+
+/// A streamed chat completion.
+const STREAMED_CHAT: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hello"}]}"#;
+
+/// Sends a streamed chat completion as `key` on a new HTTP/1.1 connection, the stand-in answering two bytes every
+/// 300 ms (the whole answer would take tens of seconds); the status, the session id and the body once its first
+/// frame has arrived, with that frame.
+async fn slow_stream(base: &str, key: &str) -> (u16, String, hyper::body::Incoming, String) {
+    use http_body_util::BodyExt;
+    let mut sender = h1_connect(base).await;
+    let mut request = h1_request(base, "/openai/v1/chat/completions", key, STREAMED_CHAT);
+    let headers = request.headers_mut();
+    headers.insert("x-standin-chunk-bytes", hyper::header::HeaderValue::from_static("2"));
+    headers.insert("x-standin-chunk-delay-ms", hyper::header::HeaderValue::from_static("300"));
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let session =
+        response.headers().get("x-warden-session").map_or(String::new(), |id| id.to_str().expect("ascii").into());
+    let mut body = response.into_body();
+    let first = loop {
+        let frame = body.frame().await.expect("a first frame").expect("the stream starts");
+        if let Ok(data) = frame.into_data() {
+            break String::from_utf8_lossy(&data).into_owned();
+        }
+    };
+    (status, session, body, first)
+}
+
+/// The rest of a body: its text, and the error it ended with, if it did.
+async fn rest_of(mut body: hyper::body::Incoming) -> (String, Option<String>) {
+    use http_body_util::BodyExt;
+    let mut text = String::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            Some(Err(error)) => return (text, Some(error.to_string())),
+            None => return (text, None),
+        }
+    }
+}
+
+/// The SSE events of a stream, each parsed from its `data:` line (`[DONE]` as a string).
+fn sse_data(stream: &str) -> Vec<Value> {
+    stream
+        .split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            let data = event.lines().find_map(|line| line.strip_prefix("data: ")).expect("an SSE event has data");
+            if data == "[DONE]" {
+                Value::String(data.into())
+            } else {
+                serde_json::from_str(data).unwrap_or_else(|error| panic!("invalid SSE data {data:?}: {error}"))
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_cuts_its_answer_mid_stream_and_ends_its_session() {
+    use crate::tokens::{issue, revoke, token_id};
+    let fixture = llm_fixture("").await;
+    let gateway = &fixture.gateway;
+    let (ok, token, stderr) = issue(gateway, &gateway.api_key, &["--node", "writer"]);
+    assert!(ok, "{stderr}");
+    let (status, session, body, first) = slow_stream(&fixture.base, &token).await;
+    assert_eq!(status, 200, "{first}");
+    // Mid-stream, an operator revokes the token.
+    let (ok, _, stderr) = revoke(gateway, &gateway.admin_key, &["--token", &token_id(&token), "--reason", "leaked"]);
+    assert!(ok, "{stderr}");
+    let (rest, error) = rest_of(body).await;
+    assert_eq!(error, None, "an SSE answer ends with an error event, cleanly: {rest}");
+    let stream = format!("{first}{rest}");
+    let events = sse_data(&stream);
+    assert!(!events.contains(&Value::String("[DONE]".into())), "the answer was cut, not finished: {stream}");
+    let last = events.last().expect("events");
+    let message = last["error"]["message"].as_str().unwrap_or_else(|| panic!("an error event last: {stream}"));
+    assert!(message.contains(&format!("token {} has been revoked (leaked)", token_id(&token))), "{message}");
+    assert_no_pii("the cut stream", &stream);
+    // The token is refused from then on, and the session's end and its last request say why.
+    let (status, _) = h1_post(&fixture.base, "/openai/v1/chat/completions", &token, STREAMED_CHAT.into()).await;
+    assert_eq!(status, 401);
+    gateway.flush().await;
+    let row = gateway.store().session(&session).await.expect("read").expect("recorded");
+    assert!(row.end_reason.as_deref().is_some_and(|reason| reason.contains("has been revoked (leaked)")), "{row:?}");
+    let events = gateway.store().audit_events_for_session(&session, None).await.expect("audit");
+    let cut = events.iter().find(|sealed| sealed.event.kind == "statement").expect("the cut request is recorded");
+    let error = cut.event.body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("the answer was cut off") && error.contains("revoked"), "{:?}", cut.event.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_still_streaming_when_its_token_expires_is_cut_then() {
+    use crate::tokens::issue;
+    let fixture = llm_fixture("").await;
+    let gateway = &fixture.gateway;
+    let (ok, token, stderr) = issue(gateway, &gateway.api_key, &["--ttl", "2s"]);
+    assert!(ok, "{stderr}");
+    let (status, _, body, first) = slow_stream(&fixture.base, &token).await;
+    assert_eq!(status, 200, "{first}");
+    let (rest, error) = rest_of(body).await;
+    assert_eq!(error, None, "{rest}");
+    let stream = format!("{first}{rest}");
+    let events = sse_data(&stream);
+    assert!(!events.contains(&Value::String("[DONE]".into())), "the answer outlived its token: {stream}");
+    let message = events.last().and_then(|event| event["error"]["message"].as_str()).unwrap_or_default();
+    assert!(message.contains("expired"), "{stream}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrower_token_on_the_same_connection_is_judged_as_itself() {
+    use crate::tokens::issue;
+    use http_body_util::BodyExt;
+    let fixture = llm_fixture("").await;
+    let gateway = &fixture.gateway;
+    // The agent's API key may call openai; the token it issues may only use the plain connection.
+    let (ok, token, stderr) = issue(gateway, &gateway.api_key, &["--connection", "plain"]);
+    assert!(ok, "{stderr}");
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}"#;
+    let mut sender = h1_connect(&fixture.base).await;
+    let mut ask = async |key: &str| {
+        sender.ready().await.expect("the connection stays open for the next request");
+        let request = h1_request(&fixture.base, "/openai/v1/chat/completions", key, body);
+        let response = sender.send_request(request).await.expect("a response on the same connection");
+        let status = response.status().as_u16();
+        let header = |name: &str| response.headers().get(name).map(|value| value.to_str().expect("ascii").to_string());
+        let (rule, session) = (header("x-warden-refusal"), header("x-warden-session"));
+        response.into_body().collect().await.expect("the whole answer");
+        (status, rule, session)
+    };
+    let (status, _, key_session) = ask(&gateway.api_key).await;
+    assert_eq!(status, 200);
+    // The same keep-alive connection, the same identity, a narrower token: refused as the token, in its own session.
+    let (status, rule, token_session) = ask(&token).await;
+    assert_eq!((status, rule.as_deref()), (403, Some("token")));
+    assert_ne!(token_session, key_session, "a session per credential");
+    let (status, _, again) = ask(&gateway.api_key).await;
+    assert_eq!((status, &again), (200, &key_session), "the key's session goes on");
+}

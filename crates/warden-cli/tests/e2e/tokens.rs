@@ -30,12 +30,12 @@ fn admin_command(
 }
 
 /// `warden token issue` as `credential`.
-fn issue(gateway: &TestGateway, credential: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn issue(gateway: &TestGateway, credential: &str, args: &[&str]) -> (bool, String, String) {
     admin_command(gateway, credential, &["token", "issue"], args)
 }
 
 /// `warden revoke` as `credential`.
-fn revoke(gateway: &TestGateway, credential: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn revoke(gateway: &TestGateway, credential: &str, args: &[&str]) -> (bool, String, String) {
     admin_command(gateway, credential, &["revoke"], args)
 }
 
@@ -219,7 +219,7 @@ async fn revoking_an_identity_ends_its_running_psql_session_and_refuses_it_from_
 }
 
 /// The `jti` of a `wt_` token (its id), read from the unverified payload.
-fn token_id(token: &str) -> String {
+pub(crate) fn token_id(token: &str) -> String {
     use base64::Engine;
     let payload = token.strip_prefix("wt_").unwrap().split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
