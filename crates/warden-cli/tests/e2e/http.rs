@@ -645,9 +645,15 @@ const STREAMED_CHAT: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[
 /// 300 ms (the whole answer would take tens of seconds); the status, the session id and the body once its first
 /// frame has arrived, with that frame.
 async fn slow_stream(base: &str, key: &str) -> (u16, String, hyper::body::Incoming, String) {
+    slow_stream_on(base, "openai", key).await
+}
+
+/// [`slow_stream`] through warden connection `connection`.
+async fn slow_stream_on(base: &str, connection: &str, key: &str) -> (u16, String, hyper::body::Incoming, String) {
     use http_body_util::BodyExt;
     let mut sender = h1_connect(base).await;
-    let mut request = h1_request(base, "/openai/v1/chat/completions", key, STREAMED_CHAT);
+    let path = format!("/{connection}/v1/chat/completions");
+    let mut request = h1_request(base, &path, key, STREAMED_CHAT);
     let headers = request.headers_mut();
     headers.insert("x-standin-chunk-bytes", hyper::header::HeaderValue::from_static("2"));
     headers.insert("x-standin-chunk-delay-ms", hyper::header::HeaderValue::from_static("300"));
@@ -707,9 +713,16 @@ async fn revoking_a_token_cuts_its_answer_mid_stream_and_ends_its_session() {
     assert!(ok, "{stderr}");
     let (status, session, body, first) = slow_stream(&fixture.base, &token).await;
     assert_eq!(status, 200, "{first}");
+    // The same token streams through a plain HTTP connection too, where warden knows no in-band error.
+    let (status, _, plain_body, plain_first) = slow_stream_on(&fixture.base, "plain", &token).await;
+    assert_eq!(status, 200, "{plain_first}");
     // Mid-stream, an operator revokes the token.
     let (ok, _, stderr) = revoke(gateway, &gateway.admin_key, &["--token", &token_id(&token), "--reason", "leaked"]);
     assert!(ok, "{stderr}");
+    // The plain answer is aborted, so the client cannot take it for a whole one.
+    let (plain_rest, plain_error) = rest_of(plain_body).await;
+    assert!(plain_error.is_some(), "the plain answer ended without an error: {plain_first}{plain_rest}");
+    assert!(!plain_rest.contains("[DONE]"), "{plain_rest}");
     let (rest, error) = rest_of(body).await;
     assert_eq!(error, None, "an SSE answer ends with an error event, cleanly: {rest}");
     let stream = format!("{first}{rest}");
