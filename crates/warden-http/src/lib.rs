@@ -99,7 +99,8 @@ impl Later {
 
 impl Drop for Later {
     fn drop(&mut self) {
-        // Dropped unrun: nothing can wait any more, so a record that found the queue full is lost (and logged).
+        // Dropped unrun (a worker stopping): nothing can wait any more, so a record that finds the audit queue over
+        // half full now is lost.
         drop(self.run());
         if self.deferred.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.deferred.idle.notify_waiters();
