@@ -749,7 +749,7 @@ async fn an_answer_still_streaming_when_its_token_expires_is_cut_then() {
     use crate::tokens::issue;
     let fixture = llm_fixture("").await;
     let gateway = &fixture.gateway;
-    let (ok, token, stderr) = issue(gateway, &gateway.api_key, &["--ttl", "2s"]);
+    let (ok, token, stderr) = issue(gateway, &gateway.api_key, &["--ttl", "3s"]);
     assert!(ok, "{stderr}");
     let (status, _, body, first) = slow_stream(&fixture.base, &token).await;
     assert_eq!(status, 200, "{first}");
