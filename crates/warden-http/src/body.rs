@@ -76,34 +76,44 @@ impl Stop {
 }
 
 /// What ends one answer before its upstream does: its session's [`Stop`], and the expiry of the credential the
-/// request came with.
+/// request came with. Checked before each frame; the wakers that end a stalled answer are only registered once the
+/// upstream has nothing ready, so an answer that streams without waiting costs an atomic load per frame.
 pub(crate) struct Cut {
     stop: Arc<Stop>,
-    stopped: Pin<Box<tokio::sync::futures::OwnedNotified>>,
-    expiry: Option<(Pin<Box<tokio::time::Sleep>>, String)>,
+    stopped: Option<Pin<Box<tokio::sync::futures::OwnedNotified>>>,
+    expiry: Option<(tokio::time::Instant, String)>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Cut {
     /// Watches `stop`, and `expiry` (when, and what to say then) if the credential expires.
     pub(crate) fn new(stop: Arc<Stop>, expiry: Option<(tokio::time::Instant, String)>) -> Cut {
-        let mut stopped = Box::pin(stop.notify.clone().notified_owned());
-        // Registered now, so a stop between now and the first poll is not missed (the reason is checked too).
-        stopped.as_mut().enable();
-        let expiry = expiry.map(|(at, message)| (Box::pin(tokio::time::sleep_until(at)), message));
-        Cut { stop, stopped, expiry }
+        Cut { stop, stopped: None, expiry, sleep: None }
     }
 
     /// Why the answer must end now, if it must.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Option<String> {
-        if self.stop.reason().is_none() && self.stopped.as_mut().poll(cx).is_ready() {
-            // Notified without a reason cannot happen (the reason is set first); watch again regardless.
-            self.stopped.set(self.stop.notify.clone().notified_owned());
-        }
+    fn check(&self) -> Option<String> {
         if let Some(reason) = self.stop.reason() {
             return Some(reason.to_string());
         }
-        let (sleep, message) = self.expiry.as_mut()?;
-        sleep.as_mut().poll(cx).is_ready().then(|| message.clone())
+        let (at, message) = self.expiry.as_ref()?;
+        (tokio::time::Instant::now() >= *at).then(|| message.clone())
+    }
+
+    /// As [`Cut::check`], after arranging for the task to be woken when the session is stopped or the credential
+    /// expires (the upstream has nothing ready).
+    fn watch(&mut self, cx: &mut Context<'_>) -> Option<String> {
+        let stop = &self.stop;
+        let stopped = self.stopped.get_or_insert_with(|| Box::pin(stop.notify.clone().notified_owned()));
+        // Registered before the reason is read (`check`): a stop after this wakes the task, one before is seen.
+        if stopped.as_mut().poll(cx).is_ready() {
+            self.stopped = None;
+        }
+        if let Some((at, _)) = &self.expiry {
+            let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*at)));
+            let _ = sleep.as_mut().poll(cx);
+        }
+        self.check()
     }
 }
 
@@ -163,6 +173,13 @@ impl<B> Relay<B> {
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
+    /// Warden ends the body: its session was stopped, or its credential expired.
+    fn cut_off(&mut self, reason: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.cut = None;
+        let message = format!("the answer was cut off: {reason}");
+        self.fail(message.clone(), message.into())
+    }
+
     /// The body fails with `message`. Held text is never released unmasked. A format with an in-band error (SSE)
     /// says so and ends cleanly, the connection staying usable; any other body is aborted with `error`, so the
     /// client cannot take a truncated answer for a whole one.
@@ -196,13 +213,14 @@ where
                 this.end(None);
                 return Poll::Ready(None);
             }
-            if let Some(reason) = this.cut.as_mut().and_then(|cut| cut.poll(cx)) {
-                this.cut = None;
-                let message = format!("the answer was cut off: {reason}");
-                return this.fail(message.clone(), message.into());
+            if let Some(reason) = this.cut.as_ref().and_then(Cut::check) {
+                return this.cut_off(&reason);
             }
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => match this.cut.as_mut().and_then(|cut| cut.watch(cx)) {
+                    Some(reason) => return this.cut_off(&reason),
+                    None => return Poll::Pending,
+                },
                 Poll::Ready(frame) => frame,
             };
             match frame {
