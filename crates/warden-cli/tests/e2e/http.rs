@@ -386,6 +386,26 @@ fn h1_request(
         .expect("request")
 }
 
+/// A chat completion as `key` on an open HTTP/1.1 connection (the next keep-alive request): the status, the
+/// refusal rule and the session id warden answered with, once the whole answer has been read.
+async fn h1_ask(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    base: &str,
+    key: &str,
+    body: &str,
+) -> (u16, Option<String>, Option<String>) {
+    use http_body_util::BodyExt;
+    // The previous exchange may still be settling on the client side: wait until the connection takes another.
+    sender.ready().await.expect("the connection stays open for the next request");
+    let request = h1_request(base, "/openai/v1/chat/completions", key, body.to_string());
+    let response = sender.send_request(request).await.expect("a response on the same connection");
+    let status = response.status().as_u16();
+    let header = |name: &str| response.headers().get(name).map(|value| value.to_str().expect("ascii").to_string());
+    let (rule, session) = (header("x-warden-refusal"), header("x-warden-session"));
+    response.into_body().collect().await.expect("the whole answer");
+    (status, rule, session)
+}
+
 /// A streamed request over HTTP/1.1 with `x-standin-abort-after: 5`: the status, the body frames received, and the
 /// error the body ended with, if it did.
 async fn h1_stream(base: &str, path: &str, key: &str, body: &str) -> (u16, String, Option<String>) {
@@ -557,21 +577,10 @@ permit (principal in Warden::Group::"readers", action == Warden::Action::"unmask
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_reload_applies_to_an_open_connections_next_request_and_shutdown_ends_its_session() {
-    use http_body_util::BodyExt;
     let mut fixture = llm_fixture("").await;
     let mut sender = h1_connect(&fixture.base).await;
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}"#;
-    let mut ask = async || {
-        let request = h1_request(&fixture.base, "/openai/v1/chat/completions", &fixture.gateway.reader_key, body);
-        // The previous exchange may still be settling on the client side: wait until the connection takes another.
-        sender.ready().await.expect("the connection stays open for the next request");
-        let response = sender.send_request(request).await.expect("a response on the same connection");
-        let status = response.status().as_u16();
-        let rule = response.headers().get("x-warden-refusal").map(|rule| rule.to_str().expect("ascii").to_string());
-        let session = response.headers().get("x-warden-session").map(|id| id.to_str().expect("ascii").to_string());
-        response.into_body().collect().await.expect("the whole answer");
-        (status, rule, session)
-    };
+    let mut ask = async || h1_ask(&mut sender, &fixture.base, &fixture.gateway.reader_key, body).await;
     // The same request twice on one connection (one session): the second is decided from the session's cache.
     let first = ask().await;
     let second = ask().await;
@@ -765,7 +774,6 @@ async fn an_answer_still_streaming_when_its_token_expires_is_cut_then() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_narrower_token_on_the_same_connection_is_judged_as_itself() {
     use crate::tokens::issue;
-    use http_body_util::BodyExt;
     let fixture = llm_fixture("").await;
     let gateway = &fixture.gateway;
     // The agent's API key may call openai; the token it issues may only use the plain connection.
@@ -773,16 +781,7 @@ async fn a_narrower_token_on_the_same_connection_is_judged_as_itself() {
     assert!(ok, "{stderr}");
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}"#;
     let mut sender = h1_connect(&fixture.base).await;
-    let mut ask = async |key: &str| {
-        sender.ready().await.expect("the connection stays open for the next request");
-        let request = h1_request(&fixture.base, "/openai/v1/chat/completions", key, body);
-        let response = sender.send_request(request).await.expect("a response on the same connection");
-        let status = response.status().as_u16();
-        let header = |name: &str| response.headers().get(name).map(|value| value.to_str().expect("ascii").to_string());
-        let (rule, session) = (header("x-warden-refusal"), header("x-warden-session"));
-        response.into_body().collect().await.expect("the whole answer");
-        (status, rule, session)
-    };
+    let mut ask = async |key: &str| h1_ask(&mut sender, &fixture.base, key, body).await;
     let (status, _, key_session) = ask(&gateway.api_key).await;
     assert_eq!(status, 200);
     // The same keep-alive connection, the same identity, a narrower token: refused as the token, in its own session.
