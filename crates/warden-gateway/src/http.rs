@@ -124,7 +124,7 @@ impl HttpHooks for GatewayHttpHooks {
         );
     }
 
-    fn session_started(&self, session: &HttpSession) {
+    fn session_started(&self, session: &HttpSession) -> Option<BoxFuture<'static, Result<(), String>>> {
         let scope = session.identity.token.as_ref();
         let start = SessionStart {
             id: session.id.to_string(),
@@ -139,9 +139,14 @@ impl HttpHooks for GatewayHttpHooks {
             run: scope.and_then(|scope| scope.run.clone()),
             node: scope.and_then(|scope| scope.node.clone()),
         };
-        if let Err(error) = self.recorder.session_started(start) {
-            warn!(session = %session.id, %error, "session start not recorded");
-        }
+        let wait = self.recorder.session_started_or_wait(start).err()?;
+        let session = session.id.clone();
+        Some(Box::pin(async move {
+            wait.await.map_err(|error| {
+                warn!(%session, %error, "session start not recorded: its requests are refused");
+                error.to_string()
+            })
+        }))
     }
 
     fn exchange(&self, session: &HttpSession, exchange: Exchange) -> Option<BoxFuture<'static, ()>> {
@@ -197,13 +202,11 @@ impl HttpHooks for GatewayHttpHooks {
         }
     }
 
-    fn session_ended(&self, session: &HttpSession, reason: &str) {
+    fn session_ended(&self, session: &HttpSession, reason: &str) -> Option<BoxFuture<'static, ()>> {
         self.decisions.lock().remove(&session.id);
-        if let Err(error) =
-            self.recorder.session_ended(&session.id, OffsetDateTime::now_utc(), Some(reason.to_string()))
-        {
-            warn!(session = %session.id, %error, "session end not recorded");
-        }
+        let ended =
+            self.recorder.session_ended_or_wait(&session.id, OffsetDateTime::now_utc(), Some(reason.to_string()));
+        logged_wait(ended, "session end not recorded")
     }
 
     fn audit_mask(&self, connection: &str, text: &str) -> String {
@@ -214,16 +217,24 @@ impl HttpHooks for GatewayHttpHooks {
         self.masker_for(connection).clone()
     }
 
-    fn unauthenticated(&self, client: SocketAddr, connection: &str, reason: &str) {
+    fn unauthenticated(&self, client: SocketAddr, connection: &str, reason: &str) -> Option<BoxFuture<'static, ()>> {
         let mut record = warden_state::AuditRecord::new(
             "session.refused",
             serde_json::json!({ "client_address": client.to_string(), "code": "401", "reason": reason }),
         );
         record.connection = Some(connection.to_string());
-        if let Err(error) = self.recorder.audit(record) {
-            warn!(%error, "refused HTTP request not recorded in the audit log");
-        }
+        logged_wait(self.recorder.audit_or_wait(record), "refused HTTP request not recorded in the audit log")
     }
+}
+
+/// A record queued at once (`None`), or the wait until it is, which logs `what` if it fails.
+fn logged_wait(queued: Result<(), warden_state::RecordWait>, what: &'static str) -> Option<BoxFuture<'static, ()>> {
+    let wait = queued.err()?;
+    Some(Box::pin(async move {
+        if let Err(error) = wait.await {
+            warn!(%error, "{what}");
+        }
+    }))
 }
 
 impl GatewayHttpHooks {

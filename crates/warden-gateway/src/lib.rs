@@ -535,7 +535,7 @@ impl SessionHooks for GatewayHooks {
         Ok(admitted)
     }
 
-    fn session_started(&self, session: &SessionInfo) {
+    fn session_started(&self, session: &SessionInfo) -> Option<warden_pg::Durable> {
         let start = SessionStart {
             id: session.id.to_string(),
             identity: session.identity.name.clone(),
@@ -549,9 +549,7 @@ impl SessionHooks for GatewayHooks {
             run: session.identity.token.as_ref().and_then(|scope| scope.run.clone()),
             node: session.identity.token.as_ref().and_then(|scope| scope.node.clone()),
         };
-        if let Err(error) = self.recorder.session_started(start) {
-            warn!(session = %session.id, %error, "session start not recorded");
-        }
+        queued(self.recorder.session_started_or_wait(start))
     }
 
     fn statement(&self, session: &SessionInfo, statement: StatementEvent) -> Option<warden_pg::Durable> {
@@ -641,7 +639,13 @@ impl SessionHooks for GatewayHooks {
         self.durable()
     }
 
-    fn session_refused(&self, client_address: SocketAddr, about: &warden_pg::RefusedStartup, code: &str, reason: &str) {
+    fn session_refused(
+        &self,
+        client_address: SocketAddr,
+        about: &warden_pg::RefusedStartup,
+        code: &str,
+        reason: &str,
+    ) -> Option<warden_pg::Durable> {
         let mut record = warden_state::AuditRecord::new(
             "session.refused",
             serde_json::json!({
@@ -653,24 +657,27 @@ impl SessionHooks for GatewayHooks {
         );
         record.identity = about.identity.clone();
         record.connection = Some(about.connection.clone());
-        if let Err(error) = self.recorder.audit(record) {
-            warn!(%error, "refused session not recorded in the audit log");
-        }
+        queued(self.recorder.audit_or_wait(record))
     }
 
-    fn session_masked(&self, session: &SessionInfo, masked: std::collections::BTreeMap<String, u64>) {
-        if let Err(error) = self.recorder.session_masked(&session.id, masked) {
-            warn!(session = %session.id, %error, "masked counts not recorded");
-        }
+    fn session_masked(
+        &self,
+        session: &SessionInfo,
+        masked: std::collections::BTreeMap<String, u64>,
+    ) -> Option<warden_pg::Durable> {
+        queued(self.recorder.session_masked_or_wait(&session.id, masked))
     }
 
-    fn session_ended(&self, session: &SessionInfo, reason: &str) {
-        if let Err(error) =
-            self.recorder.session_ended(&session.id, OffsetDateTime::now_utc(), Some(reason.to_string()))
-        {
-            warn!(session = %session.id, %error, "session end not recorded");
-        }
+    fn session_ended(&self, session: &SessionInfo, reason: &str) -> Option<warden_pg::Durable> {
+        queued(self.recorder.session_ended_or_wait(&session.id, OffsetDateTime::now_utc(), Some(reason.to_string())))
     }
+}
+
+/// A record queued at once (`None`), or the wait until it is, for the session to await.
+fn queued(queued: Result<(), warden_state::RecordWait>) -> Option<warden_pg::Durable> {
+    queued
+        .err()
+        .map(|wait| -> warden_pg::Durable { Box::pin(async move { wait.await.map_err(|error| error.to_string()) }) })
 }
 
 /// The `gateway.start` audit event: the config file (path and SHA-256 of its bytes), what it puts in force and

@@ -110,16 +110,21 @@ pub trait HttpHooks: Send + Sync + 'static {
     fn admit_usage(&self, session: &HttpSession, model: Option<&str>) -> Result<(), LimitRefusal>;
     /// Counts what a request used, for the limits and the usage report.
     fn used(&self, session: &HttpSession, model: Option<&str>, usage: TokenUsage);
-    fn session_started(&self, session: &HttpSession);
+    /// A session's first request arrived. `None` when its start is queued for the record at once; otherwise the
+    /// wait until it is (the audit queue is full), which the session's requests wait for: an `Err` refuses them.
+    fn session_started(&self, session: &HttpSession) -> Option<BoxFuture<'static, Result<(), String>>>;
     /// Records an answered request. `None` when the record is queued at once; otherwise the wait until it is (the
     /// audit log's queue is filling up): the caller awaits it, so a record is late rather than lost.
     fn exchange(&self, session: &HttpSession, exchange: Exchange) -> Option<BoxFuture<'static, ()>>;
-    fn session_ended(&self, session: &HttpSession, reason: &str);
+    /// A session ended. `None` when its end is queued at once; otherwise the wait until it is, which the front end
+    /// awaits off the request path (counted, so [`crate::HttpFrontend::settled`] waits for it).
+    fn session_ended(&self, session: &HttpSession, reason: &str) -> Option<BoxFuture<'static, ()>>;
     /// Masks text for the audit trail with the connection's masker, or every built-in detector when it has none.
     fn audit_mask(&self, connection: &str, text: &str) -> String;
     /// What PII in a prompt is found with (`guard.prompt_pii`): the connection's masker, or every built-in
     /// detector when it has none.
     fn prompt_masker(&self, connection: &str) -> warden_mask::Masker;
     /// A request refused before it had an identity (no credential, a bad one, plaintext from afar).
-    fn unauthenticated(&self, client: SocketAddr, connection: &str, reason: &str);
+    /// `None` when the record is queued at once; otherwise the wait until it is, awaited before the refusal is sent.
+    fn unauthenticated(&self, client: SocketAddr, connection: &str, reason: &str) -> Option<BoxFuture<'static, ()>>;
 }

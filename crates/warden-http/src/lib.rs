@@ -68,7 +68,7 @@ pub struct HttpFrontend {
     live: AtomicUsize,
     /// Signalled each time a client connection closes ([`HttpFrontend::drain`] waits on it).
     closed: watch::Sender<()>,
-    records: Arc<Deferred>,
+    pub(crate) records: Arc<Deferred>,
     /// The sessions not yet ended, by id, for [`HttpFrontend::end_sessions_where`].
     sessions: parking_lot::Mutex<HashMap<Arc<str>, Weak<proxy::SessionSlot>>>,
 }
@@ -174,7 +174,9 @@ impl HttpFrontend {
         self.sessions.lock().remove(&slot.session.id);
         let first = slot.stop.stop(reason.to_string());
         if first {
-            self.hooks.session_ended(&slot.session, reason);
+            if let Some(wait) = self.hooks.session_ended(&slot.session, reason) {
+                self.records.later(move || Some(wait));
+            }
         }
         first
     }

@@ -49,6 +49,8 @@ pub(crate) struct SessionSlot {
     seq: AtomicU64,
     /// Set when warden ends the session before its client connection closes; cuts its answers still streaming.
     pub(crate) stop: Arc<body::Stop>,
+    /// When the session's start could not be queued for the record at once: set once it is (or cannot be).
+    started: Option<tokio::sync::watch::Receiver<Option<Result<(), String>>>>,
 }
 
 /// What is known of a request by the time it is answered, for its record.
@@ -109,21 +111,35 @@ impl ConnectionState {
         // Who is calling.
         let Some(credential) = caller_credential(request.headers()) else {
             let message = "no credential: send Authorization: Bearer <API key or token>";
-            return self.unauthenticated(&route, StatusCode::UNAUTHORIZED, "unauthenticated", message.into());
+            return self.unauthenticated(&route, StatusCode::UNAUTHORIZED, "unauthenticated", message.into()).await;
         };
         if !self.tls && !self.peer.ip().is_loopback() && !self.frontend.config.allow_plaintext_credentials {
             let message = "a credential over plaintext HTTP from a non-loopback address is refused; use TLS";
-            return self.unauthenticated(&route, StatusCode::FORBIDDEN, "plaintext", message.into());
+            return self.unauthenticated(&route, StatusCode::FORBIDDEN, "plaintext", message.into()).await;
         }
         let identity = match self.frontend.hooks.authenticate(&credential).await {
             Ok(identity) => identity,
             Err(error) => {
-                return self.unauthenticated(&route, StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string());
+                return self
+                    .unauthenticated(&route, StatusCode::UNAUTHORIZED, "unauthenticated", error.to_string())
+                    .await;
             }
         };
         let user_agent = request.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
         let expires_at = identity.expires_at;
         let slot = self.session(identity, &route.name, user_agent);
+        if let Some(started) = &slot.started {
+            // Fail closed: a session whose start cannot be recorded makes no request.
+            let mut started = started.clone();
+            let outcome = match started.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone().unwrap_or(Ok(())),
+                Err(_) => Err("the gateway is shutting down".to_string()),
+            };
+            if let Err(error) = outcome {
+                let message = format!("warden cannot record this session in its audit trail: {error}");
+                return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "audit", message).response(route.api);
+            }
+        }
         let mut pending = Pending {
             started,
             started_at,
@@ -156,7 +172,7 @@ impl ConnectionState {
     }
 
     /// A request refused before it has an identity: recorded as such, answered in the route's format.
-    fn unauthenticated(
+    async fn unauthenticated(
         &self,
         route: &Route,
         status: StatusCode,
@@ -164,7 +180,9 @@ impl ConnectionState {
         message: String,
     ) -> Response<ResponseBody> {
         let refusal = Refusal::new(status, rule, message);
-        self.frontend.hooks.unauthenticated(self.peer, &route.name, &refusal.message);
+        if let Some(wait) = self.frontend.hooks.unauthenticated(self.peer, &route.name, &refusal.message) {
+            wait.await;
+        }
         refusal.response(route.api)
     }
 
@@ -191,8 +209,18 @@ impl ConnectionState {
             user_agent: user_agent.map(str::to_string),
             started_at: OffsetDateTime::now_utc(),
         };
-        self.frontend.hooks.session_started(&session);
-        let slot = Arc::new(SessionSlot { session, seq: AtomicU64::new(0), stop: Arc::new(body::Stop::new()) });
+        let started = self.frontend.hooks.session_started(&session).map(|wait| {
+            // Awaited off the request, so a client going away does not lose the record.
+            let (done, started) = tokio::sync::watch::channel(None);
+            self.frontend.records.later(move || {
+                Some(Box::pin(async move {
+                    let _ = done.send(Some(wait.await));
+                }))
+            });
+            started
+        });
+        let slot =
+            Arc::new(SessionSlot { session, seq: AtomicU64::new(0), stop: Arc::new(body::Stop::new()), started });
         self.frontend.register(&slot);
         sessions.push(slot.clone());
         slot

@@ -155,7 +155,10 @@ pub trait SessionHooks: Send + Sync + 'static {
     /// Decides whether the session may start (policy `connect`, startup parameters) and sets up its guard.
     /// An `Err` is sent to the client as FATAL 42501.
     fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, String>;
-    fn session_started(&self, session: &SessionInfo);
+    /// A session admitted, before the client is greeted. The answer to return, if any, resolves once the start is
+    /// queued for the record (the queue was full): the session waits for it, and an `Err` refuses the session
+    /// (nothing goes unrecorded).
+    fn session_started(&self, session: &SessionInfo) -> Option<Durable>;
     /// A finished statement. The answer to return, if any, must resolve before the client gets the statement's
     /// answer: with `audit.durability = sync` once its record is durable; otherwise, when the record could not be
     /// queued at once (a full queue), once it is. An error ends the session.
@@ -171,11 +174,28 @@ pub trait SessionHooks: Send + Sync + 'static {
     }
     /// A session refused after its StartupMessage (bad credential, unknown connection, not admitted, upstream
     /// unreachable): `code` and `reason` are what the client was told.
-    fn session_refused(&self, _client_address: SocketAddr, _about: &RefusedStartup, _code: &str, _reason: &str) {}
+    /// The answer to return, if any, resolves once the refusal is queued for the record; the refusal is sent after.
+    fn session_refused(
+        &self,
+        _client_address: SocketAddr,
+        _about: &RefusedStartup,
+        _code: &str,
+        _reason: &str,
+    ) -> Option<Durable> {
+        None
+    }
     /// How many values were masked in the session, by detector name (and `column` for column rules); called
-    /// once, before [`SessionHooks::session_ended`], when any value was.
-    fn session_masked(&self, _session: &SessionInfo, _masked: std::collections::BTreeMap<String, u64>) {}
-    fn session_ended(&self, session: &SessionInfo, reason: &str);
+    /// once, before [`SessionHooks::session_ended`], when any value was. The answer, if any, is awaited.
+    fn session_masked(
+        &self,
+        _session: &SessionInfo,
+        _masked: std::collections::BTreeMap<String, u64>,
+    ) -> Option<Durable> {
+        None
+    }
+    /// The session is over. The answer to return, if any, resolves once the end is queued for the record; the
+    /// session's task awaits it.
+    fn session_ended(&self, session: &SessionInfo, reason: &str) -> Option<Durable>;
 }
 
 /// Who a refused session was, as far as its startup got.

@@ -390,13 +390,17 @@ where
     // What was sent but not answered still belongs in the record.
     let unfinished = tracker.lock().unfinished();
     for event in unfinished {
-        // Nothing waits on it any more: the session is over.
-        drop(hooks.statement(session, event));
+        // The client waits on it no more (the session is over), but a record waiting for room is still awaited.
+        if let Some(queued) = hooks.statement(session, event) {
+            let _ = queued.await;
+        }
     }
     if let Some(masking) = &masking {
         let counts = masking.lock().counts();
         if !counts.is_empty() {
-            hooks.session_masked(session, counts);
+            if let Some(queued) = hooks.session_masked(session, counts) {
+                let _ = queued.await;
+            }
         }
     }
     end

@@ -85,7 +85,11 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         Err(Startup::Refused(mut stream, refusal)) => {
             info!(%peer, code = refusal.code, reason = %refusal.message, "session refused");
             if let Some(about) = &refusal.about {
-                frontend.hooks.session_refused(peer, about, refusal.code, &refusal.message);
+                if let Some(queued) = frontend.hooks.session_refused(peer, about, refusal.code, &refusal.message) {
+                    if let Err(error) = queued.await {
+                        warn!(%peer, %error, "refused session not recorded in the audit log");
+                    }
+                }
             }
             let mut out = Vec::new();
             backend::error_response(&mut out, Severity::Fatal, refusal.code, &refusal.message, None);
@@ -110,6 +114,20 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
         started_at: OffsetDateTime::now_utc(),
     };
 
+    // Recorded before the client hears of it: a session whose start cannot be recorded does not start.
+    if let Some(queued) = frontend.hooks.session_started(&session) {
+        if let Err(error) = queued.await {
+            warn!(session = %session.id, %error, "session start not recorded: session refused");
+            let mut out = Vec::new();
+            let message = format!("warden cannot record this session in its audit trail: {error}");
+            backend::error_response(&mut out, Severity::Fatal, "58000", &message, None);
+            let _ = client.write_all(&out).await;
+            let _ = client.flush().await;
+            let mut upstream_stream = upstream.stream;
+            let _ = upstream_stream.write_all(&frontend::terminate()).await;
+            return;
+        }
+    }
     // Tell the client what a direct connection would: the server's parameters, our key, the status.
     let mut greeting = backend::authentication_ok().to_vec();
     greeting.extend_from_slice(&upstream.parameter_messages);
@@ -117,9 +135,9 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
     greeting.extend_from_slice(&upstream.notice_messages);
     backend::ready_for_query(&mut greeting, upstream.transaction_status);
     if client.write_all(&greeting).await.is_err() || client.flush().await.is_err() {
+        end_session(&frontend, &session, "the client went away before its session began").await;
         return;
     }
-    frontend.hooks.session_started(&session);
     let (live, ending) = frontend.register_live(&session);
     let deadline = ends_at.map(|ends_at| {
         let remaining = (ends_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
@@ -195,10 +213,20 @@ pub(crate) async fn run(frontend: Arc<PgFrontend>, tcp: TcpStream, peer: SocketA
     let _ = client_write.shutdown().await;
     let _ = upstream_write.shutdown().await;
     drop(cancel_key);
-    drop(live);
     let reason = end.describe();
-    frontend.hooks.session_ended(&session, &reason);
+    end_session(&frontend, &session, &reason).await;
+    // Live until its end is queued, so a shutdown's final flush comes after it.
+    drop(live);
     info!(session = %session.id, %reason, "session ended");
+}
+
+/// Records a session's end, waiting for room in the record's queue when it is full.
+async fn end_session(frontend: &PgFrontend, session: &SessionInfo, reason: &str) {
+    if let Some(queued) = frontend.hooks.session_ended(session, reason) {
+        if let Err(error) = queued.await {
+            warn!(session = %session.id, %error, "session end not recorded");
+        }
+    }
 }
 
 type Established = (

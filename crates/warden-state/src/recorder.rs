@@ -3,9 +3,11 @@
 //! Recording never waits while the store keeps up: an event goes into a bounded queue. Once the queue is half full,
 //! a statement waits: [`Recorder::statement_or_wait`] hands back a future that queues it once the writer has brought
 //! the queue under half, and the data path holds the statement's answer until then, so it slows to what the store
-//! can take instead of going on unrecorded (and the other half stays free for session starts and ends, which are
-//! refused or dropped only on a queue nine-tenths full). Other events are dropped and counted when the queue is
-//! full. One writer task per recorder drains the queue in batches of up to
+//! can take instead of going on unrecorded (and the other half stays free for session starts and ends, and new
+//! sessions are refused on a queue nine-tenths full). A session's start, end and masked counts and the audit events
+//! of refusals are never dropped either: their `*_or_wait` methods hand back the wait for room when the queue is
+//! full, which the session awaits. Events recorded through the plain methods are dropped and counted when the queue
+//! is full. One writer task per recorder drains the queue in batches of up to
 //! [`EVENTS_PER_BATCH`] events, gathered for at most [`LINGER`], and writes each batch in one
 //! transaction. A batch the database refuses
 //! (a duplicate statement, say) is written again event by event, so one bad row costs only itself.
@@ -171,7 +173,7 @@ struct Shared {
     room: Notify,
 }
 
-/// A statement waiting for room in the full queue (see [`Recorder::statement_or_wait`]): resolves once it is
+/// An event waiting for room in the queue (see [`Recorder::statement_or_wait`], [`Recorder::session_started_or_wait`]): resolves once it is
 /// queued, or fails when the writer is gone.
 pub type RecordWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StateError>> + Send + 'static>>;
 
@@ -234,13 +236,45 @@ impl Recorder {
         self.send(Event::Ended(SessionEnd { id: id.to_string(), ended_at, end_reason }))
     }
 
+    /// Records that a session started, without ever dropping it: queued at once when the queue has room (`Ok`);
+    /// otherwise the future that queues it once it has (`Err`), which the caller awaits before the session goes on,
+    /// so a session's start always precedes its statements. Fails only when the writer is gone.
+    pub fn session_started_or_wait(&self, start: SessionStart) -> Result<(), RecordWait> {
+        self.or_wait(Event::Started(start))
+    }
+
+    /// Records that a session ended, without ever dropping it (see [`Recorder::session_started_or_wait`]).
+    pub fn session_ended_or_wait(
+        &self,
+        id: &str,
+        ended_at: OffsetDateTime,
+        end_reason: Option<String>,
+    ) -> Result<(), RecordWait> {
+        self.or_wait(Event::Ended(SessionEnd { id: id.to_string(), ended_at, end_reason }))
+    }
+
+    /// Records a session's masked counts (see [`Recorder::session_masked`]) without ever dropping them (see
+    /// [`Recorder::session_started_or_wait`]).
+    pub fn session_masked_or_wait(&self, id: &str, masked: BTreeMap<String, u64>) -> Result<(), RecordWait> {
+        self.or_wait(Self::masked_event(id, masked))
+    }
+
+    /// Appends an event to the audit log alone, without ever dropping it (see [`Recorder::session_started_or_wait`]).
+    pub fn audit_or_wait(&self, record: AuditRecord) -> Result<(), RecordWait> {
+        self.or_wait(Event::Audit(record))
+    }
+
     /// Records how many values were masked in a session, by detector name (`email`, `us_ssn`, `column`, …),
     /// replacing the counts recorded before; an empty map clears them. Events of one recorder are applied in the
     /// order they were recorded. Never blocks; see [`RecordError`] for when the event is dropped.
     pub fn session_masked(&self, id: &str, masked: BTreeMap<String, u64>) -> Result<(), RecordError> {
+        self.send(Self::masked_event(id, masked))
+    }
+
+    fn masked_event(id: &str, masked: BTreeMap<String, u64>) -> Event {
         let masked = (!masked.is_empty())
             .then(|| serde_json::to_string(&masked).expect("a map of strings to integers always serializes"));
-        self.send(Event::Masked(SessionMasked { id: id.to_string(), masked }))
+        Event::Masked(SessionMasked { id: id.to_string(), masked })
     }
 
     /// Waits until everything recorded through this recorder before the call is committed (`audit.durability =
@@ -373,6 +407,31 @@ impl Recorder {
         if self.sender.capacity() * 2 < self.sender.max_capacity() {
             self.shared.hurry.notify_one();
         }
+    }
+
+    /// Queues an event other than a statement: at once when the queue has room at all (statements leave its upper
+    /// half to such events), otherwise the wait for room, in the queue's first-come order.
+    fn or_wait(&self, event: Event) -> Result<(), RecordWait> {
+        let event = match self.sender.try_send(event) {
+            Ok(()) => {
+                self.hurry_if_filling();
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.shared.dropped_events.fetch_add(1, Ordering::Relaxed);
+                return Err(Box::pin(std::future::ready(Err(StateError::WriterStopped))));
+            }
+        };
+        self.shared.hurry.notify_one();
+        let sender = self.sender.clone();
+        let shared = self.shared.clone();
+        Err(Box::pin(async move {
+            sender.send(event).await.map_err(|_| {
+                shared.dropped_events.fetch_add(1, Ordering::Relaxed);
+                StateError::WriterStopped
+            })
+        }))
     }
 
     fn send(&self, event: Event) -> Result<(), RecordError> {

@@ -665,6 +665,36 @@ async fn a_full_queue_drops_and_counts() {
 }
 
 #[tokio::test]
+async fn a_full_queue_holds_session_events_until_there_is_room() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let store = open_sqlite_in(directory.path()).await;
+    // A current-thread runtime: the writer cannot run until this task awaits, so the queue of one is full after
+    // the first event.
+    let recorder = store.recorder(1);
+    recorder.session_started(start("crowded", "alice", "shop", datetime!(2025-01-01 0:00 UTC))).expect("fits");
+    let Err(masked) = recorder.session_masked_or_wait("crowded", BTreeMap::from([("email".to_string(), 2)])) else {
+        panic!("the queue is full: the masked counts must wait")
+    };
+    masked.await.expect("queued once the writer made room");
+    let ended = recorder.session_ended_or_wait("crowded", datetime!(2025-01-01 0:01 UTC), Some("bye".into()));
+    let Err(ended) = ended else { panic!("the queue is full again: the end must wait") };
+    ended.await.expect("queued once the writer made room");
+    let mut refused = AuditRecord::new("session.refused", serde_json::json!({ "reason": "bad key" }));
+    refused.connection = Some("shop".into());
+    let Err(refused) = recorder.audit_or_wait(refused) else { panic!("the queue is full again: the event must wait") };
+    refused.await.expect("queued once the writer made room");
+    recorder.flush().await.expect("stored");
+
+    assert_eq!(recorder.dropped_events(), 0, "nothing dropped");
+    let session = store.session("crowded").await.expect("read").expect("stored");
+    assert_eq!(session.ended_at, Some(datetime!(2025-01-01 0:01 UTC)));
+    assert_eq!(session.end_reason.as_deref(), Some("bye"));
+    assert_eq!(session.masked, BTreeMap::from([("email".to_string(), 2)]));
+    let (events, _) = store.audit_log(None).await.expect("audit log");
+    assert!(events.iter().any(|sealed| sealed.event.kind == "session.refused"), "the refusal is in the audit log");
+}
+
+#[tokio::test]
 async fn a_full_queue_holds_statements_until_there_is_room_and_keeps_their_order() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let store = open_sqlite_in(directory.path()).await;

@@ -25,12 +25,16 @@ impl SessionHooks for Hooks {
     fn admit(&self, _admission: &Admission<'_>) -> Result<Admitted, String> {
         unreachable!("the relay does not admit")
     }
-    fn session_started(&self, _session: &SessionInfo) {}
+    fn session_started(&self, _session: &SessionInfo) -> Option<Durable> {
+        None
+    }
     fn statement(&self, _session: &SessionInfo, statement: StatementEvent) -> Option<Durable> {
         let _ = self.statements.send(statement);
         None
     }
-    fn session_ended(&self, _session: &SessionInfo, _reason: &str) {}
+    fn session_ended(&self, _session: &SessionInfo, _reason: &str) -> Option<Durable> {
+        None
+    }
 }
 
 /// Defers every statement containing `DELETE`; the test answers each deferral through `decisions`.
