@@ -192,7 +192,7 @@ async fn issue_token(
     record.identity = Some(parent.name.clone());
     record.run = issued.scope.run.clone();
     record.node = issued.scope.node.clone();
-    if let Err(error) = state.recorder.audit(record) {
+    if let Err(error) = state.recorder.audit_when_room(record).await {
         tracing::warn!(%error, token = %issued.id, "token issuance not recorded in the audit log");
     }
     Ok(Json(TokenAnswer { token: issued.token, id: issued.id, expires_at: issued.expires_at }))
@@ -272,7 +272,7 @@ async fn revoke(
         }),
     );
     record.identity = Some(caller.name.clone());
-    if let Err(error) = state.recorder.audit(record) {
+    if let Err(error) = state.recorder.audit_when_room(record).await {
         tracing::warn!(%error, revocation = id, "revocation not recorded in the audit log");
     }
     Ok(Json(RevocationAnswer { id, kind, subject, sessions_ended }))
@@ -476,7 +476,7 @@ async fn vote(
     record.session.clone_from(&approval.session_id);
     record.identity = Some(approval.identity.clone());
     record.connection = Some(approval.connection.clone());
-    if let Err(error) = state.recorder.audit(record) {
+    if let Err(error) = state.recorder.audit_when_room(record).await {
         tracing::warn!(%error, "approval vote not recorded in the audit log");
     }
     Ok(Json(approval))
@@ -576,7 +576,7 @@ async fn request_grant(
     );
     record.identity = Some(caller.name.clone());
     record.connection = Some(created.connection.clone());
-    if let Err(error) = state.recorder.audit(record) {
+    if let Err(error) = state.recorder.audit_when_room(record).await {
         tracing::warn!(%error, "grant request not recorded in the audit log");
     }
     Ok(Json(created))

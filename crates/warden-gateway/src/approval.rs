@@ -139,7 +139,7 @@ pub(crate) async fn notify(
                 record.session.clone_from(&approval.session_id);
                 record.identity = Some(approval.identity.clone());
                 record.connection = Some(approval.connection.clone());
-                if let Err(error) = recorder.audit(record) {
+                if let Err(error) = recorder.audit_when_room(record).await {
                     warn!(approval = %approval.id, %error, "approval notification not recorded in the audit log");
                 }
             });
@@ -552,7 +552,7 @@ pub(crate) async fn expire_periodically(shared: Arc<Approvals>, mut stop: tokio:
                     record.session.clone_from(&approval.session_id);
                     record.identity = Some(approval.identity.clone());
                     record.connection = Some(approval.connection.clone());
-                    if let Err(error) = shared.recorder.audit(record) {
+                    if let Err(error) = shared.recorder.audit_when_room(record).await {
                         warn!(approval = %approval.id, %error, "approval expiry not recorded in the audit log");
                     }
                 }

@@ -313,7 +313,7 @@ impl Gateway {
         };
         // What is in force, for the audit log: an auditor can tell which config (by digest) and policies a gateway ran.
         let listening = Listening { postgres: postgres_address, http: http_address, admin: admin_address };
-        if let Err(error) = recorder.audit(started_record(&config, policy_count, &listening)) {
+        if let Err(error) = recorder.audit_when_room(started_record(&config, policy_count, &listening)).await {
             warn!(%error, "gateway start not recorded in the audit log");
         }
         info!(
@@ -418,7 +418,7 @@ impl Gateway {
         }
         self.workers.stop().await;
         let stopped = warden_state::AuditRecord::new("gateway.stop", serde_json::json!({"reason": "shutdown"}));
-        if let Err(error) = self.recorder.audit(stopped) {
+        if let Err(error) = self.recorder.audit_when_room(stopped).await {
             warn!(%error, "gateway stop not recorded in the audit log");
         }
         if let Err(error) = self.recorder.flush().await {

@@ -264,6 +264,14 @@ impl Recorder {
         self.or_wait(Event::Audit(record))
     }
 
+    /// Appends an event to the audit log alone, waiting for room in a full queue (see [`Recorder::audit_or_wait`]).
+    pub async fn audit_when_room(&self, record: AuditRecord) -> Result<(), StateError> {
+        match self.audit_or_wait(record) {
+            Ok(()) => Ok(()),
+            Err(wait) => wait.await,
+        }
+    }
+
     /// Records how many values were masked in a session, by detector name (`email`, `us_ssn`, `column`, …),
     /// replacing the counts recorded before; an empty map clears them. Events of one recorder are applied in the
     /// order they were recorded. Never blocks; see [`RecordError`] for when the event is dropped.
