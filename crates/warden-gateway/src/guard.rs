@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use warden_identity::Identity;
-use warden_pg::{Admission, Admitted, Annotation, Judgement, StatementGuard, StatementRefusal};
+use warden_pg::{Admission, Admitted, Annotation, Deferral, Judgement, StatementGuard, StatementRefusal};
 use warden_policy::{Action, Policies, Principal, RequestContext, Resource};
 use warden_sql::{Analysis, Analyzer, Class, Effect, ParseOptions, Statement, Target};
 use warden_state::Decision;
@@ -320,6 +320,17 @@ pub(crate) struct SqlGuard {
     decisions_generation: u64,
     /// Where approvals are asked for, when statements may be approved in this session.
     pub(crate) approvals: Option<Arc<crate::approval::SessionApprovals>>,
+    /// The statements with session effects of the latest deferred judgements, by deferral (pointer: an entry is
+    /// dropped whenever a new deferral takes its address), followed once their deferral allows them.
+    deferred_effects: Vec<(usize, Vec<Statement>)>,
+}
+
+/// How many deferred judgements' effects a session keeps (a held statement is decided before the next is judged;
+/// prepared ones wait for their Execute).
+const DEFERRED_EFFECTS: usize = 32;
+
+fn deferral_key(deferral: &Arc<dyn Deferral>) -> usize {
+    Arc::as_ptr(deferral).cast::<()>() as usize
 }
 
 /// One (action, resource) authorization a statement needed.
@@ -396,6 +407,7 @@ impl SqlGuard {
             decisions: HashMap::new(),
             decisions_generation: 0,
             approvals: None,
+            deferred_effects: Vec::new(),
         }
     }
 
@@ -552,11 +564,19 @@ impl SqlGuard {
             let mut denied = record;
             denied.allowed = false;
             denied.policies.clone_from(&deferral.policies);
-            let judgement = Judgement {
-                annotation: Some(Arc::new(denied) as Annotation),
-                refusal: None,
-                deferral: Some(Arc::new(deferral)),
-            };
+            let deferral: Arc<dyn Deferral> = Arc::new(deferral);
+            let key = deferral_key(&deferral);
+            self.deferred_effects.retain(|(known, _)| *known != key);
+            let effects: Vec<Statement> =
+                analysis.statements.iter().filter(|statement| statement.effect.is_some()).cloned().collect();
+            if !effects.is_empty() {
+                if self.deferred_effects.len() == DEFERRED_EFFECTS {
+                    self.deferred_effects.remove(0);
+                }
+                self.deferred_effects.push((key, effects));
+            }
+            let judgement =
+                Judgement { annotation: Some(Arc::new(denied) as Annotation), refusal: None, deferral: Some(deferral) };
             return (judgement, decisions);
         }
         if let Some(check) = refused {
@@ -574,7 +594,13 @@ impl SqlGuard {
             }
         }
         // Allowed: follow the session state the statements change.
-        for statement in &analysis.statements {
+        self.follow(&analysis.statements);
+        (Judgement { annotation: Some(Arc::new(record) as Annotation), ..Judgement::default() }, decisions)
+    }
+
+    /// Follows the session state `statements` change, once they are allowed to run.
+    fn follow(&mut self, statements: &[Statement]) {
+        for statement in statements {
             match &statement.effect {
                 Some(Effect::Prepare { name }) => {
                     self.prepared.insert(name.clone(), statement.clone());
@@ -592,7 +618,6 @@ impl SqlGuard {
                 Some(Effect::Execute { .. }) | None => {}
             }
         }
-        (Judgement { annotation: Some(Arc::new(record) as Annotation), ..Judgement::default() }, decisions)
     }
 
     /// When every refused check of the statements is one an approval lifts, and this session may ask for
@@ -659,6 +684,14 @@ impl SqlGuard {
 impl StatementGuard for SqlGuard {
     fn query(&mut self, text: &str) -> Judgement {
         self.judge(text, false)
+    }
+
+    fn deferral_allowed(&mut self, deferral: &Arc<dyn Deferral>) {
+        let key = deferral_key(deferral);
+        if let Some((_, statements)) = self.deferred_effects.iter().find(|(known, _)| *known == key) {
+            let statements = statements.clone();
+            self.follow(&statements);
+        }
     }
 
     fn parse(&mut self, _statement_name: &str, text: &str) -> Judgement {

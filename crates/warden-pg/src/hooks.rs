@@ -105,6 +105,9 @@ pub struct StatementRefusal {
 pub trait StatementGuard: Send {
     /// A simple-protocol Query (possibly several statements).
     fn query(&mut self, text: &str) -> Judgement;
+    /// A statement this guard deferred was allowed to run (its deferral decided so): the guard follows the session
+    /// state it changes (a `PREPARE`, a `search_path`), as it does for a statement it allows at once.
+    fn deferral_allowed(&mut self, _deferral: &std::sync::Arc<dyn Deferral>) {}
     /// An extended-protocol Parse: judged here, once, for every later Bind/Execute of it.
     fn parse(&mut self, statement_name: &str, text: &str) -> Judgement;
     /// A fast-path FunctionCall, which names a function by OID and bypasses SQL.

@@ -598,7 +598,7 @@ const STAND_IN_NAME: &str = "warden_refused";
 async fn release<W: AsyncWrite + Unpin + ?Sized>(
     held: Held,
     writer: &mut W,
-    tracker: &Mutex<Tracker>,
+    (tracker, guard): (&Mutex<Tracker>, &Mutex<Box<dyn StatementGuard>>),
     (notices, canceled): (&Notices, &tokio::sync::Notify),
 ) -> io::Result<()> {
     let deciding = held.deferral.decide(held.statement, notices.clone());
@@ -619,6 +619,7 @@ async fn release<W: AsyncWrite + Unpin + ?Sized>(
                 if let (Some(pending), Some(annotation)) = (pending, annotation) {
                     pending.annotation = Some(annotation);
                 }
+                guard.lock().deferral_allowed(&held.deferral);
                 held.message
             }
             Err(refusal) => {
@@ -681,7 +682,9 @@ where
             };
             // A held statement was skipped by the step (replaced with nothing): it goes now, or its stand-in does.
             let done = match (done, names.held.take()) {
-                (Ok(more), Some(held)) => release(held, writer, tracker, (&notices, &canceled)).await.map(|()| more),
+                (Ok(more), Some(held)) => {
+                    release(held, writer, (tracker, guard), (&notices, &canceled)).await.map(|()| more)
+                }
                 (done, _) => done,
             };
             match done {

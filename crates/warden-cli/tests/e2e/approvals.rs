@@ -251,6 +251,30 @@ async fn fail_fast_binds_the_approval_to_the_parameters_and_uses_it_once() {
     assert_eq!(used.status, warden_state::ApprovalStatus::Used);
 }
 
+/// An approved `PREPARE` is followed like an allowed one: each `EXECUTE` of it is then judged as the DELETE it runs,
+/// and needs its own approval (it would otherwise be an unknown prepared statement, judged as `unclassified`, which
+/// the agents' blanket permit lets through: one approval would have bought any number of deletes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_prepare_is_followed_so_each_execute_needs_its_own_approval() {
+    let dbas = dbas();
+    let (gateway, _postgres) = start(&dbas, "approval = { mode = \"fail-fast\" }\n").await;
+    let client = gateway.connect().await;
+    let prepare = "PREPARE del (int) AS DELETE FROM t WHERE id = $1";
+    let error = client.batch_execute(prepare).await.expect_err("needs approval");
+    let id = approval_id(&server_message(&error));
+    for key in &dbas.keys[..2] {
+        let (ok, _, stderr) = approvals(&gateway, key, &["approve", &id]);
+        assert!(ok, "{stderr}");
+    }
+    client.batch_execute(prepare).await.expect("approved");
+
+    let error = client.batch_execute("EXECUTE del(2)").await.expect_err("the DELETE it runs needs approval");
+    assert_eq!(sqlstate(&error), "42501");
+    assert!(server_message(&error).contains("this statement needs approval"), "{}", server_message(&error));
+    assert_ne!(approval_id(&server_message(&error)), id, "a request of its own");
+    assert_eq!(ids(&gateway).await, [1, 2, 3, 4, 5]);
+}
+
 /// A time-boxed grant, asked for with `warden approvals request`: once two DBAs approve, the agent's deletes on that
 /// table run without asking, on that table only, until the grant ends; then they need approval again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
