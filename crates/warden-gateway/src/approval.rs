@@ -494,13 +494,14 @@ impl Job {
         }
     }
 
-    /// `approval apr_… needs 2 approvals from dba (0 so far)`.
+    /// `this statement needs approval apr_… (policy deletes-need-two-dbas; by 2 of group dba; still missing: …)`.
     fn needs_text(&self, request: &ApprovalRow) -> String {
         let outstanding = request.outstanding();
         format!(
-            "this {} needs approval {} (by {}; still missing: {})",
+            "this {} needs approval {} (policy {}; by {}; still missing: {})",
             self.noun,
             request.id,
+            request.policies.join(", "),
             request
                 .needed
                 .iter()

@@ -270,7 +270,7 @@ async fn an_approved_prepare_is_followed_so_each_execute_needs_its_own_approval(
 
     let error = client.batch_execute("EXECUTE del(2)").await.expect_err("the DELETE it runs needs approval");
     assert_eq!(sqlstate(&error), "42501");
-    assert!(server_message(&error).contains("this statement needs approval"), "{}", server_message(&error));
+    assert!(server_message(&error).contains("(policy deletes-need-two-dbas;"), "{}", server_message(&error));
     assert_ne!(approval_id(&server_message(&error)), id, "a request of its own");
     assert_eq!(ids(&gateway).await, [1, 2, 3, 4, 5]);
 }
