@@ -565,16 +565,7 @@ impl SqlGuard {
             denied.allowed = false;
             denied.policies.clone_from(&deferral.policies);
             let deferral: Arc<dyn Deferral> = Arc::new(deferral);
-            let key = deferral_key(&deferral);
-            self.deferred_effects.retain(|(known, _)| *known != key);
-            let effects: Vec<Statement> =
-                analysis.statements.iter().filter(|statement| statement.effect.is_some()).cloned().collect();
-            if !effects.is_empty() {
-                if self.deferred_effects.len() == DEFERRED_EFFECTS {
-                    self.deferred_effects.remove(0);
-                }
-                self.deferred_effects.push((key, effects));
-            }
+            self.remember_deferred_effects(&deferral, &analysis.statements);
             let judgement =
                 Judgement { annotation: Some(Arc::new(denied) as Annotation), refusal: None, deferral: Some(deferral) };
             return (judgement, decisions);
@@ -596,6 +587,21 @@ impl SqlGuard {
         // Allowed: follow the session state the statements change.
         self.follow(&analysis.statements);
         (Judgement { annotation: Some(Arc::new(record) as Annotation), ..Judgement::default() }, decisions)
+    }
+
+    /// Keeps the statements with session effects of a deferred judgement, for [`StatementGuard::deferral_allowed`];
+    /// forgets whatever an earlier deferral at the same address left.
+    fn remember_deferred_effects(&mut self, deferral: &Arc<dyn Deferral>, statements: &[Statement]) {
+        let key = deferral_key(deferral);
+        self.deferred_effects.retain(|(known, _)| *known != key);
+        let effects: Vec<Statement> =
+            statements.iter().filter(|statement| statement.effect.is_some()).cloned().collect();
+        if !effects.is_empty() {
+            if self.deferred_effects.len() == DEFERRED_EFFECTS {
+                self.deferred_effects.remove(0);
+            }
+            self.deferred_effects.push((key, effects));
+        }
     }
 
     /// Follows the session state `statements` change, once they are allowed to run.

@@ -173,8 +173,8 @@ struct Shared {
     room: Notify,
 }
 
-/// An event waiting for room in the queue (see [`Recorder::statement_or_wait`], [`Recorder::session_started_or_wait`]): resolves once it is
-/// queued, or fails when the writer is gone.
+/// An event waiting for room in the queue (see [`Recorder::statement_or_wait`],
+/// [`Recorder::session_started_or_wait`]): resolves once it is queued, or fails when the writer is gone.
 pub type RecordWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StateError>> + Send + 'static>>;
 
 /// Counts a waiting statement for as long as it waits, however its wait ends (queued, or dropped with its session).
@@ -233,7 +233,7 @@ impl Recorder {
         ended_at: OffsetDateTime,
         end_reason: Option<String>,
     ) -> Result<(), RecordError> {
-        self.send(Event::Ended(SessionEnd { id: id.to_string(), ended_at, end_reason }))
+        self.send(Self::ended_event(id, ended_at, end_reason))
     }
 
     /// Records that a session started, without ever dropping it: queued at once when the queue has room (`Ok`);
@@ -250,7 +250,7 @@ impl Recorder {
         ended_at: OffsetDateTime,
         end_reason: Option<String>,
     ) -> Result<(), RecordWait> {
-        self.or_wait(Event::Ended(SessionEnd { id: id.to_string(), ended_at, end_reason }))
+        self.or_wait(Self::ended_event(id, ended_at, end_reason))
     }
 
     /// Records a session's masked counts (see [`Recorder::session_masked`]) without ever dropping them (see
@@ -277,6 +277,10 @@ impl Recorder {
     /// order they were recorded. Never blocks; see [`RecordError`] for when the event is dropped.
     pub fn session_masked(&self, id: &str, masked: BTreeMap<String, u64>) -> Result<(), RecordError> {
         self.send(Self::masked_event(id, masked))
+    }
+
+    fn ended_event(id: &str, ended_at: OffsetDateTime, end_reason: Option<String>) -> Event {
+        Event::Ended(SessionEnd { id: id.to_string(), ended_at, end_reason })
     }
 
     fn masked_event(id: &str, masked: BTreeMap<String, u64>) -> Event {
@@ -335,10 +339,7 @@ impl Recorder {
                     return Ok(());
                 }
                 Err(mpsc::error::TrySendError::Full(returned)) => event = returned,
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.shared.dropped_events.fetch_add(1, Ordering::Relaxed);
-                    return Err(Box::pin(std::future::ready(Err(StateError::WriterStopped))));
-                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.writer_stopped()),
             }
         }
         self.shared.waiting.fetch_add(1, Ordering::AcqRel);
@@ -426,10 +427,7 @@ impl Recorder {
                 return Ok(());
             }
             Err(mpsc::error::TrySendError::Full(event)) => event,
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.shared.dropped_events.fetch_add(1, Ordering::Relaxed);
-                return Err(Box::pin(std::future::ready(Err(StateError::WriterStopped))));
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.writer_stopped()),
         };
         self.shared.hurry.notify_one();
         let sender = self.sender.clone();
@@ -440,6 +438,12 @@ impl Recorder {
                 StateError::WriterStopped
             })
         }))
+    }
+
+    /// An event that cannot be queued because the writer is gone: counted as dropped, and the wait fails at once.
+    fn writer_stopped(&self) -> RecordWait {
+        self.shared.dropped_events.fetch_add(1, Ordering::Relaxed);
+        Box::pin(std::future::ready(Err(StateError::WriterStopped)))
     }
 
     fn send(&self, event: Event) -> Result<(), RecordError> {
