@@ -1,7 +1,10 @@
 //! Audit events and how they are chained: the canonical encoding, the link hash, sealed events, and the records of a
 //! JSON Lines export.
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::{AuditError, Checkpoint};
@@ -29,7 +32,7 @@ pub struct Event {
     pub run: Option<String>,
     pub node: Option<String>,
     /// Kind-specific object.
-    pub body: serde_json::Value,
+    pub body: Body,
 }
 
 impl Event {
@@ -42,6 +45,12 @@ impl Event {
     /// serde_json's `float_roundtrip`, so an event read back from its JSON re-encodes to the same bytes.
     pub fn canonical(&self) -> Vec<u8> {
         let mut object = ObjectWriter::new();
+        self.members(&mut object);
+        object.finish()
+    }
+
+    /// The members of [`Event::canonical`], in its order.
+    fn members(&self, object: &mut ObjectWriter) {
         object.string("chain", &self.chain);
         object.number("seq", self.seq);
         object.string("at", &self.at);
@@ -51,9 +60,239 @@ impl Event {
         object.optional_string("connection", self.connection.as_deref());
         object.optional_string("run", self.run.as_deref());
         object.optional_string("node", self.node.as_deref());
-        object.value("body", &self.body);
-        object.finish()
+        object.raw("body", self.body.canonical());
     }
+}
+
+/// An event's body: a JSON value, kept as its canonical encoding (compact, object keys sorted by their bytes) and
+/// parsed on first look. The writer builds a body straight into its canonical text ([`BodyWriter`]), so sealing,
+/// storing and exporting an event never build a `serde_json::Value` tree; readers see the value through `Deref`.
+/// Changing the value through `DerefMut` drops the stale encoding, which is re-made on the next look.
+pub struct Body {
+    /// Canonical JSON text; at least one of `text` and `value` is set.
+    text: OnceLock<String>,
+    value: OnceLock<Value>,
+}
+
+impl Body {
+    /// The canonical encoding, as hashed into the chain and stored.
+    pub fn canonical(&self) -> &str {
+        self.text
+            .get_or_init(|| {
+                let mut out = Vec::new();
+                write_value(&mut out, self.value.get().unwrap_or(&Value::Null));
+                utf8(out)
+            })
+            .as_str()
+    }
+
+    /// The body of `value`, encoded now (without keeping a copy of the value).
+    pub fn encode(value: &Value) -> Body {
+        let mut out = Vec::new();
+        write_value(&mut out, value);
+        Body::from_canonical(utf8(out))
+    }
+
+    fn from_canonical(text: String) -> Body {
+        Body { text: OnceLock::from(text), value: OnceLock::new() }
+    }
+}
+
+impl From<Value> for Body {
+    fn from(value: Value) -> Body {
+        Body { text: OnceLock::new(), value: OnceLock::from(value) }
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        self.value.get_or_init(|| {
+            let text = self.text.get().map_or("null", String::as_str);
+            // Canonical text is JSON by construction; should it ever not be, the reader sees it as a string.
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+        })
+    }
+}
+
+impl std::ops::DerefMut for Body {
+    fn deref_mut(&mut self) -> &mut Value {
+        let value = Value::clone(self);
+        self.text = OnceLock::new();
+        self.value = OnceLock::from(value);
+        self.value.get_mut().expect("set on the line above")
+    }
+}
+
+impl Clone for Body {
+    fn clone(&self) -> Body {
+        Body { text: self.text.clone(), value: self.value.clone() }
+    }
+}
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Body) -> bool {
+        self.canonical() == other.canonical()
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.canonical())
+    }
+}
+
+/// The canonical JSON text.
+impl std::fmt::Display for Body {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.canonical())
+    }
+}
+
+impl Serialize for Body {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Value::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Body, D::Error> {
+        Value::deserialize(deserializer).map(Body::from)
+    }
+}
+
+/// Builds a JSON object body straight into its canonical text. Members must be added with their keys in byte order
+/// (as [`Event::canonical`] sorts them); a writer given them out of order still yields the canonical text, through
+/// a slower parse and re-encoding.
+pub struct BodyWriter {
+    object: ObjectWriter,
+    last: Option<&'static str>,
+    sorted: bool,
+}
+
+impl Default for BodyWriter {
+    fn default() -> BodyWriter {
+        BodyWriter::new()
+    }
+}
+
+impl BodyWriter {
+    pub fn new() -> BodyWriter {
+        BodyWriter { object: ObjectWriter::new(), last: None, sorted: true }
+    }
+
+    pub fn string(&mut self, key: &'static str, value: &str) -> &mut Self {
+        self.key(key);
+        write_string(&mut self.object.out, value);
+        self
+    }
+
+    pub fn optional_string(&mut self, key: &'static str, value: Option<&str>) -> &mut Self {
+        self.key(key);
+        match value {
+            Some(value) => write_string(&mut self.object.out, value),
+            None => self.object.out.extend_from_slice(b"null"),
+        }
+        self
+    }
+
+    pub fn strings(&mut self, key: &'static str, values: &[String]) -> &mut Self {
+        self.key(key);
+        self.object.out.push(b'[');
+        for (index, value) in values.iter().enumerate() {
+            if index > 0 {
+                self.object.out.push(b',');
+            }
+            write_string(&mut self.object.out, value);
+        }
+        self.object.out.push(b']');
+        self
+    }
+
+    pub fn number(&mut self, key: &'static str, value: u64) -> &mut Self {
+        self.key(key);
+        write_u64(&mut self.object.out, value);
+        self
+    }
+
+    pub fn optional_number(&mut self, key: &'static str, value: Option<u64>) -> &mut Self {
+        self.key(key);
+        match value {
+            Some(value) => write_u64(&mut self.object.out, value),
+            None => self.object.out.extend_from_slice(b"null"),
+        }
+        self
+    }
+
+    pub fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
+        self.key(key);
+        self.object.out.extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+
+    /// Any JSON value, written canonically (`None` as null).
+    pub fn value(&mut self, key: &'static str, value: Option<&Value>) -> &mut Self {
+        self.key(key);
+        write_value(&mut self.object.out, value.unwrap_or(&Value::Null));
+        self
+    }
+
+    /// A nested object, its members added by `build` (in byte order too).
+    pub fn object(&mut self, key: &'static str, build: impl FnOnce(&mut BodyWriter)) -> &mut Self {
+        self.key(key);
+        let mut inner = BodyWriter {
+            object: ObjectWriter { out: std::mem::take(&mut self.object.out), empty: true },
+            last: None,
+            sorted: true,
+        };
+        inner.object.out.push(b'{');
+        build(&mut inner);
+        inner.object.out.push(b'}');
+        self.object.out = inner.object.out;
+        self.sorted &= inner.sorted;
+        self
+    }
+
+    pub fn finish(self) -> Body {
+        let sorted = self.sorted;
+        let text = utf8(self.object.finish());
+        if sorted {
+            return Body::from_canonical(text);
+        }
+        match serde_json::from_str::<Value>(&text) {
+            Ok(value) => Body::from(value),
+            Err(_) => Body::from(Value::String(text)),
+        }
+    }
+
+    fn key(&mut self, key: &'static str) {
+        if self.last.is_some_and(|last| last.as_bytes() >= key.as_bytes()) {
+            self.sorted = false;
+        }
+        self.last = Some(key);
+        self.object.key(key);
+    }
+}
+
+fn write_u64(out: &mut Vec<u8>, value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// JSON text this module wrote (always UTF-8: keys and strings are `str`, the rest ASCII) as a `String`.
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
 /// SHA-256 over b"warden-audit-v1\0", `prev`, and `event.canonical()`.
@@ -85,6 +324,8 @@ impl Sealed {
 }
 
 /// One line of a JSON Lines export: {"type":"event", …Sealed fields…} or {"type":"checkpoint", …}.
+// Most records are events; boxing them to shrink the rarer checkpoint's variant would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Record {
@@ -95,7 +336,19 @@ pub enum Record {
 impl Record {
     /// The record as one line of JSON Lines, without the newline.
     pub fn to_line(&self) -> String {
-        serde_json::to_string(self).expect("a record holds only strings, integers and JSON values")
+        match self {
+            // Written by hand to copy the body's canonical text instead of serializing its value.
+            Record::Event(sealed) => {
+                let event = &sealed.event;
+                let mut object = ObjectWriter::new();
+                object.string("type", "event");
+                event.members(&mut object);
+                object.string("prev", &sealed.prev);
+                object.string("hash", &sealed.hash);
+                utf8(object.finish())
+            }
+            Record::Checkpoint(_) => serde_json::to_string(self).expect("a checkpoint holds only strings and integers"),
+        }
     }
 }
 
@@ -143,12 +396,13 @@ impl ObjectWriter {
 
     pub(crate) fn number(&mut self, key: &str, value: u64) {
         self.key(key);
-        self.out.extend_from_slice(value.to_string().as_bytes());
+        write_u64(&mut self.out, value);
     }
 
-    pub(crate) fn value(&mut self, key: &str, value: &serde_json::Value) {
+    /// A member whose value is JSON text already.
+    pub(crate) fn raw(&mut self, key: &str, json: &str) {
         self.key(key);
-        write_value(&mut self.out, value);
+        self.out.extend_from_slice(json.as_bytes());
     }
 
     pub(crate) fn finish(mut self) -> Vec<u8> {
@@ -167,8 +421,7 @@ impl ObjectWriter {
 }
 
 /// Compact JSON with every object's keys sorted by their bytes, whatever order the map keeps them in.
-fn write_value(out: &mut Vec<u8>, value: &serde_json::Value) {
-    use serde_json::Value;
+fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),

@@ -47,7 +47,7 @@ mod verify;
 mod testing;
 
 pub use checkpoint::{sign_checkpoint, Checkpoint, PublicKey};
-pub use event::{link, parse_lines, Event, Record, Sealed, GENESIS};
+pub use event::{link, parse_lines, Body, BodyWriter, Event, Record, Sealed, GENESIS};
 pub use verify::{verify, verify_export, Broken, ChainReport, Report};
 
 /// Why audit input could not be read: a public key or a line of an export. (A trail that reads but does not verify

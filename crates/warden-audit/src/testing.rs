@@ -52,7 +52,7 @@ pub(crate) fn event(chain: &str, seq: u64) -> Event {
         connection: Some("shop".to_string()),
         run: None,
         node: None,
-        body: json!({"sql": format!("SELECT {seq}"), "allowed": true, "rows": seq * 3, "policies": ["read"]}),
+        body: json!({"sql": format!("SELECT {seq}"), "allowed": true, "rows": seq * 3, "policies": ["read"]}).into(),
     }
 }
 
@@ -66,7 +66,7 @@ pub(crate) fn chain(name: &str, count: u64, previous: serde_json::Value) -> Vec<
             next.session = None;
             next.identity = None;
             next.connection = None;
-            next.body = json!({"gateway": "gw", "previous": previous});
+            next.body = json!({"gateway": "gw", "previous": previous}).into();
         }
         sealed.push(append(&sealed, next));
     }

@@ -395,7 +395,7 @@ impl Replay {
         let offset = self.offset(replayed.at);
         let event = &replayed.event;
         if self.json {
-            let mut object = match &event.body {
+            let mut object = match &*event.body {
                 serde_json::Value::Object(body) => body.clone(),
                 other => serde_json::Map::from_iter([("body".to_string(), other.clone())]),
             };

@@ -393,9 +393,12 @@ impl Shutdown {
 fn message(host: &str, record: &Record) -> Vec<u8> {
     let (kind, at, severity) = match record {
         Record::Event(sealed) => {
+            // The body's text is looked at before its value is parsed: most events refuse nothing.
+            let body = &sealed.event.body;
             let refused = sealed.event.kind == "session.refused"
-                || sealed.event.body.get("decision").and_then(|decision| decision.get("allowed"))
-                    == Some(&serde_json::Value::Bool(false));
+                || (body.canonical().contains(r#""allowed":false"#)
+                    && body.get("decision").and_then(|decision| decision.get("allowed"))
+                        == Some(&serde_json::Value::Bool(false)));
             (sealed.event.kind.as_str(), sealed.event.at.as_str(), if refused { 4 } else { 6 })
         }
         Record::Checkpoint(checkpoint) => ("checkpoint", checkpoint.at.as_str(), 6),
@@ -438,7 +441,7 @@ mod tests {
             connection: None,
             run: None,
             node: None,
-            body: serde_json::json!({"text": "x".repeat(200)}),
+            body: serde_json::json!({"text": "x".repeat(200)}).into(),
         };
         Record::Event(Sealed::seal(&warden_audit::GENESIS, event))
     }

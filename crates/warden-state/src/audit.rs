@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use warden_audit::{Checkpoint, Event as AuditEvent, Sealed, GENESIS};
+use warden_audit::{Body, BodyWriter, Checkpoint, Event as AuditEvent, Sealed, GENESIS};
 
-use crate::recorder::Event;
+use crate::recorder::{Event, StatementRecord};
 
 /// The longest a sealed event waits for its checkpoint while the gateway is recording.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -110,7 +110,7 @@ impl Chain {
                 .iter()
                 .map(|checkpoint| json!({"chain": checkpoint.chain, "seq": checkpoint.seq, "head": checkpoint.head}))
                 .collect();
-            let body = json!({"previous": previous, "version": env!("CARGO_PKG_VERSION")});
+            let body = json!({"previous": previous, "version": env!("CARGO_PKG_VERSION")}).into();
             push(&mut head, self.event("chain.start", OffsetDateTime::now_utc(), None, &Labels::default(), body));
         }
         for event in events {
@@ -134,7 +134,7 @@ impl Chain {
                     connection: record.connection.clone(),
                     run: record.run.clone(),
                     node: record.node.clone(),
-                    body: record.body.clone(),
+                    body: Body::encode(&record.body),
                 },
                 Event::Started(start) => {
                     let labels = Labels {
@@ -145,44 +145,31 @@ impl Chain {
                     };
                     local.insert(&start.id, Some(labels.clone()));
                     sessions.push((start.id.clone(), Some(labels.clone())));
-                    let body = json!({
-                        "client_address": start.client_address,
-                        "user_name": start.user_name,
-                        "application_name": start.application_name,
-                        "credential": start.credential,
-                        "token_id": start.token_id,
-                    });
-                    self.event("session.start", start.started_at, Some(&start.id), &labels, body)
+                    let mut body = BodyWriter::new();
+                    body.optional_string("application_name", start.application_name.as_deref())
+                        .string("client_address", &start.client_address)
+                        .optional_string("credential", start.credential.as_deref())
+                        .optional_string("token_id", start.token_id.as_deref())
+                        .string("user_name", &start.user_name);
+                    self.event("session.start", start.started_at, Some(&start.id), &labels, body.finish())
                 }
                 Event::Statement(record) => {
                     let labels = labels_of(&record.session_id, &local);
-                    let decision = record.decision.as_ref().map(|decision| {
-                        json!({
-                            "allowed": decision.allowed,
-                            "classes": decision.classes,
-                            "tables": decision.tables,
-                            "policies": decision.policies,
-                        })
-                    });
-                    let mut body = json!({
-                        "seq": record.seq,
-                        "text": &*record.text,
-                        "rows": record.rows,
-                        "error": record.error,
-                        "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
-                        "decision": decision,
-                        "result": record.result,
-                    });
-                    if let Some(http) = &record.http {
-                        body["http"] = http.clone();
-                    }
-                    self.event("statement", record.started_at, Some(&record.session_id), &labels, body)
+                    self.event(
+                        "statement",
+                        record.started_at,
+                        Some(&record.session_id),
+                        &labels,
+                        statement_body(record),
+                    )
                 }
                 Event::Ended(end) => {
                     let labels = labels_of(&end.id, &local);
                     local.insert(&end.id, None);
                     sessions.push((end.id.clone(), None));
-                    self.event("session.end", end.ended_at, Some(&end.id), &labels, json!({"reason": end.end_reason}))
+                    let mut body = BodyWriter::new();
+                    body.optional_string("reason", end.end_reason.as_deref());
+                    self.event("session.end", end.ended_at, Some(&end.id), &labels, body.finish())
                 }
                 Event::Masked(masked) => {
                     let labels = labels_of(&masked.id, &local);
@@ -191,7 +178,7 @@ impl Chain {
                         .as_deref()
                         .and_then(|text| serde_json::from_str(text).ok())
                         .unwrap_or_else(|| json!({}));
-                    let body = json!({"masked": counts});
+                    let body = json!({"masked": counts}).into();
                     self.event("session.masked", OffsetDateTime::now_utc(), Some(&masked.id), &labels, body)
                 }
             };
@@ -200,14 +187,7 @@ impl Chain {
         Pending { sealed, head, sessions }
     }
 
-    fn event(
-        &self,
-        kind: &str,
-        at: OffsetDateTime,
-        session: Option<&str>,
-        labels: &Labels,
-        body: serde_json::Value,
-    ) -> AuditEvent {
+    fn event(&self, kind: &str, at: OffsetDateTime, session: Option<&str>, labels: &Labels, body: Body) -> AuditEvent {
         AuditEvent {
             chain: self.id.clone(),
             seq: 0,
@@ -265,9 +245,113 @@ impl Chain {
     }
 }
 
+/// A statement's body, written straight into its canonical text: its decision, duration, error, the HTTP exchange
+/// (HTTP requests only), the result sample, rows, seq and text.
+fn statement_body(record: &StatementRecord) -> Body {
+    let mut body = BodyWriter::new();
+    match &record.decision {
+        Some(decision) => body.object("decision", |object| {
+            object
+                .bool("allowed", decision.allowed)
+                .strings("classes", &decision.classes)
+                .strings("policies", &decision.policies)
+                .strings("tables", &decision.tables);
+        }),
+        None => body.value("decision", None),
+    };
+    body.number("duration_us", u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX))
+        .optional_string("error", record.error.as_deref());
+    if let Some(http) = &record.http {
+        body.value("http", Some(http));
+    }
+    body.value("result", record.result.as_ref())
+        .optional_number("rows", record.rows)
+        .number("seq", record.seq)
+        .string("text", &record.text);
+    body.finish()
+}
+
 fn decode_hash(text: &str) -> [u8; 32] {
     let mut hash = [0u8; 32];
     // Sealed::seal writes 64 hex digits; anything else would be a bug in warden-audit.
     hex::decode_to_slice(text, &mut hash).expect("a sealed hash is 64 hex digits");
     hash
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+    use time::OffsetDateTime;
+
+    use super::statement_body;
+    use crate::recorder::StatementRecord;
+    use crate::{Decision, Tokens};
+
+    /// The body as it was built before bodies were written directly: a `Value` tree, then encoded.
+    fn from_tree(record: &StatementRecord) -> warden_audit::Body {
+        let decision = record.decision.as_ref().map(|decision| {
+            json!({
+                "allowed": decision.allowed,
+                "classes": decision.classes,
+                "tables": decision.tables,
+                "policies": decision.policies,
+            })
+        });
+        let mut body = json!({
+            "seq": record.seq,
+            "text": &*record.text,
+            "rows": record.rows,
+            "error": record.error,
+            "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
+            "decision": decision,
+            "result": record.result,
+        });
+        if let Some(http) = &record.http {
+            body["http"] = http.clone();
+        }
+        body.into()
+    }
+
+    #[test]
+    fn a_statement_body_hashes_as_its_value_tree_did() {
+        let plain = StatementRecord {
+            session_id: Arc::from("ses_1"),
+            seq: 3,
+            started_at: OffsetDateTime::UNIX_EPOCH,
+            duration: Duration::from_micros(1234),
+            text: Arc::from("SELECT \"é\"\n FROM t WHERE a = '\\'"),
+            rows: None,
+            error: None,
+            decision: None,
+            result: None,
+            http: None,
+            model: None,
+            tokens: None,
+        };
+        let judged = StatementRecord {
+            rows: Some(2),
+            error: Some("relation \"t\" does not exist".into()),
+            decision: Some(Arc::new(Decision::new(
+                false,
+                vec!["read".into(), "write".into()],
+                vec!["public.t".into()],
+                vec!["no-writes".into()],
+            ))),
+            result: Some(json!({"columns": ["email", "id"], "rows": [["a@b.c", 1]], "truncated": false})),
+            http: Some(
+                json!({"method": "POST", "status": 200, "path": "/v1/chat", "usage": {"output": 3, "input": 9}}),
+            ),
+            model: Some("gpt-4o-mini".into()),
+            tokens: Some(Tokens { input: 9, output: 3 }),
+            ..plain.clone()
+        };
+        for record in [&plain, &judged] {
+            let written = statement_body(record);
+            assert_eq!(written.canonical(), from_tree(record).canonical());
+            assert_eq!(*written, *from_tree(record));
+        }
+    }
 }

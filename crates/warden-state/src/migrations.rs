@@ -24,6 +24,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (7, "session tables", include_str!("../migrations/sqlite/0007_session_tables.sql")),
     (8, "approvals", include_str!("../migrations/sqlite/0008_approvals.sql")),
     (9, "llm usage", include_str!("../migrations/sqlite/0009_llm_usage.sql")),
+    (10, "audit event indexes", include_str!("../migrations/sqlite/0010_audit_event_indexes.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
@@ -36,6 +37,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (7, "session tables", include_str!("../migrations/postgres/0007_session_tables.sql")),
     (8, "approvals", include_str!("../migrations/postgres/0008_approvals.sql")),
     (9, "llm usage", include_str!("../migrations/postgres/0009_llm_usage.sql")),
+    (10, "audit event indexes", include_str!("../migrations/postgres/0010_audit_event_indexes.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

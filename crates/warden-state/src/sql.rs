@@ -805,7 +805,7 @@ where
         .bind(event.connection.as_deref())
         .bind(event.run.as_deref())
         .bind(event.node.as_deref())
-        .bind(event.body.to_string())
+        .bind(event.body.canonical())
         .bind(sealed.prev.as_str())
         .bind(sealed.hash.as_str())
 }
@@ -947,7 +947,7 @@ where
             run: get(row, 7)?,
             node: get(row, 8)?,
             // A body that is not JSON is kept as a string: verification then fails on it, naming it.
-            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)).into(),
         },
         prev: get(row, 10)?,
         hash: get(row, 11)?,

@@ -15,13 +15,15 @@ fn golden_event() -> Event {
         connection: None,
         run: None,
         node: Some("n\"1".into()),
-        body: serde_json::from_str(r#"{"z": 1, "a": {"y": [2.5, null, true], "b": "é\n"}}"#).expect("valid JSON"),
+        body: serde_json::from_str::<Value>(r#"{"z": 1, "a": {"y": [2.5, null, true], "b": "é\n"}}"#)
+            .expect("valid JSON")
+            .into(),
     }
 }
 
 /// The canonical bytes of `body` inside an otherwise fixed event.
 fn canonical_body(body: Value) -> Vec<u8> {
-    Event { body, ..golden_event() }.canonical()
+    Event { body: body.into(), ..golden_event() }.canonical()
 }
 
 #[test]
@@ -144,7 +146,7 @@ proptest! {
 
     #[test]
     fn canonical_encoding_survives_an_export(body in arbitrary_json()) {
-        let sealed = Sealed::seal(&GENESIS, Event { body, ..golden_event() });
+        let sealed = Sealed::seal(&GENESIS, Event { body: body.into(), ..golden_event() });
         let line = Record::Event(sealed.clone()).to_line();
         let Record::Event(parsed) = serde_json::from_str::<Record>(&line).expect("a record") else {
             panic!("an event line read back as a checkpoint");
@@ -152,4 +154,50 @@ proptest! {
         prop_assert_eq!(parsed.event.canonical(), sealed.event.canonical());
         prop_assert_eq!(hex::encode(link(&GENESIS, &parsed.event)), sealed.hash);
     }
+}
+
+/// A statement-like body written member by member, as the writer does.
+fn written(text: &str, keys_in_order: bool) -> Body {
+    let mut writer = BodyWriter::new();
+    let decision = |writer: &mut BodyWriter| {
+        writer.bool("allowed", false).strings("classes", &["read".into()]).strings("policies", &[]);
+    };
+    if keys_in_order {
+        writer.object("decision", decision).number("duration_us", 17).optional_string("error", None);
+        writer.value("result", Some(&json!({"rows": [["x"]], "columns": ["email"]}))).string("text", text);
+    } else {
+        writer.string("text", text).number("duration_us", 17).object("decision", decision);
+        writer.value("result", Some(&json!({"rows": [["x"]], "columns": ["email"]}))).optional_string("error", None);
+    }
+    writer.finish()
+}
+
+#[test]
+fn a_written_body_is_the_canonical_encoding_of_its_value() {
+    for in_order in [true, false] {
+        let body = written("SELECT 'é\"\n'", in_order);
+        let value = json!({
+            "text": "SELECT 'é\"\n'", "duration_us": 17, "error": null,
+            "decision": {"policies": [], "classes": ["read"], "allowed": false},
+            "result": {"columns": ["email"], "rows": [["x"]]},
+        });
+        assert_eq!(*body, value, "in order: {in_order}");
+        assert_eq!(body.canonical(), Body::from(value).canonical(), "in order: {in_order}");
+        assert_eq!(
+            body.canonical(),
+            r#"{"decision":{"allowed":false,"classes":["read"],"policies":[]},"duration_us":17,"error":null,"result":{"columns":["email"],"rows":[["x"]]},"text":"SELECT 'é\"\n'"}"#
+        );
+    }
+}
+
+#[test]
+fn changing_a_body_re_encodes_it() {
+    let mut event = golden_event();
+    event.body = written("SELECT 1", true);
+    let before = link(&GENESIS, &event);
+    event.body["text"] = json!("DROP TABLE orders");
+    assert!(event.body.canonical().ends_with(r#""text":"DROP TABLE orders"}"#), "{:?}", event.body);
+    assert_ne!(link(&GENESIS, &event), before);
+    let line = Record::Event(Sealed::seal(&GENESIS, event.clone())).to_line();
+    assert!(line.contains(r#""text":"DROP TABLE orders""#), "{line}");
 }

@@ -451,7 +451,7 @@ fn exports_verify_from_where_they_start() {
     verify_export(Vec::new(), only_checkpoint, &keys).expect("a lone checkpoint verifies by its signature");
     // Tampering inside the part is found at its seq.
     let mut tampered = part;
-    tampered[2].event.body = json!({"text": "changed"});
+    tampered[2].event.body = json!({"text": "changed"}).into();
     assert_eq!(
         verify_export(tampered, checkpoints, &keys).unwrap_err(),
         Broken::HashMismatch { chain: "gw-a".into(), seq: 14 }
@@ -466,7 +466,7 @@ fn pruned_event(chain: &[Sealed], marks: &[(&str, u64, &str)]) -> Sealed {
     next.session = None;
     let marks: Vec<serde_json::Value> =
         marks.iter().map(|(chain, through, head)| json!({"chain": chain, "through": through, "head": head})).collect();
-    next.body = json!({"before": "2026-11-21T07:25:30Z", "chains": marks});
+    next.body = json!({"before": "2026-11-21T07:25:30Z", "chains": marks}).into();
     append(chain, next)
 }
 
@@ -590,7 +590,7 @@ fn a_forged_or_edited_pruning_mark_is_caught() {
     // A sealed audit.pruned event that names no marks is nothing a gateway writes.
     let mut trail = super::tests::trail();
     let mut pruned = pruned_event(&trail.b, &[]);
-    pruned.event.body = json!({"before": "2026-11-21T07:25:30Z", "chains": [{"chain": "gw-a"}]});
+    pruned.event.body = json!({"before": "2026-11-21T07:25:30Z", "chains": [{"chain": "gw-a"}]}).into();
     let pruned = append(&trail.b, pruned.event);
     trail.b.push(pruned);
     trail.checkpoints.push(trail.signer.checkpoint(&trail.b, 6));

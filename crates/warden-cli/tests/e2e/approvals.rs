@@ -400,7 +400,7 @@ async fn new_requests_are_notified_to_a_webhook_and_slack() {
     let notified: Vec<&serde_json::Value> = events
         .iter()
         .filter(|sealed| sealed.event.kind == "approval.notified")
-        .map(|sealed| &sealed.event.body)
+        .map(|sealed| &*sealed.event.body)
         .collect();
     assert_eq!(notified.len(), 2, "{notified:?}");
     assert!(notified.iter().all(|body| body["delivered"] == true && body["id"] == id.as_str()), "{notified:?}");

@@ -213,7 +213,11 @@ async fn follow_a_live_session(gateway: &TestGateway) {
 async fn statement_events(gateway: &TestGateway) -> Vec<serde_json::Value> {
     let id = only_session(gateway).await;
     let events = gateway.store().audit_events_for_session(&id, None).await.expect("audit events");
-    events.into_iter().filter(|sealed| sealed.event.kind == "statement").map(|sealed| sealed.event.body).collect()
+    events
+        .into_iter()
+        .filter(|sealed| sealed.event.kind == "statement")
+        .map(|sealed| serde_json::Value::clone(&sealed.event.body))
+        .collect()
 }
 
 /// Each statement's event keeps its first result rows, masked by every built-in detector even though the connection
