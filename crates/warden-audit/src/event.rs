@@ -238,9 +238,78 @@ impl BodyWriter {
         self
     }
 
+    /// An array of strings, or null.
+    pub fn optional_strings(&mut self, key: &'static str, values: Option<&[String]>) -> &mut Self {
+        match values {
+            Some(values) => self.strings(key, values),
+            None => {
+                self.key(key);
+                self.object.out.extend_from_slice(b"null");
+                self
+            }
+        }
+    }
+
+    /// An array of arrays of strings and nulls (rows of text values, `None` as null).
+    pub fn string_rows(&mut self, key: &'static str, rows: &[Vec<Option<String>>]) -> &mut Self {
+        self.key(key);
+        let out = &mut self.object.out;
+        out.push(b'[');
+        for (index, row) in rows.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            for (index, value) in row.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                match value {
+                    Some(value) => write_string(out, value),
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+            out.push(b']');
+        }
+        out.push(b']');
+        self
+    }
+
+    /// Another body, embedded as it is (`None` as null).
+    pub fn body(&mut self, key: &'static str, body: Option<&Body>) -> &mut Self {
+        self.key(key);
+        self.object.out.extend_from_slice(body.map_or("null", Body::canonical).as_bytes());
+        self
+    }
+
+    /// An array of objects, one per item, each one's members added by `build` (in byte order too).
+    pub fn objects<T>(
+        &mut self,
+        key: &'static str,
+        items: impl IntoIterator<Item = T>,
+        mut build: impl FnMut(&mut BodyWriter, T),
+    ) -> &mut Self {
+        self.key(key);
+        self.object.out.push(b'[');
+        for (index, item) in items.into_iter().enumerate() {
+            if index > 0 {
+                self.object.out.push(b',');
+            }
+            self.nested(|inner| build(inner, item));
+        }
+        self.object.out.push(b']');
+        self
+    }
+
     /// A nested object, its members added by `build` (in byte order too).
     pub fn object(&mut self, key: &'static str, build: impl FnOnce(&mut BodyWriter)) -> &mut Self {
         self.key(key);
+        self.nested(build);
+        self
+    }
+
+    /// Writes an object in place, its members added by `build`.
+    fn nested(&mut self, build: impl FnOnce(&mut BodyWriter)) {
         let mut inner = BodyWriter {
             object: ObjectWriter { out: std::mem::take(&mut self.object.out), empty: true },
             last: None,
@@ -251,7 +320,6 @@ impl BodyWriter {
         inner.object.out.push(b'}');
         self.object.out = inner.object.out;
         self.sorted &= inner.sorted;
-        self
     }
 
     pub fn finish(self) -> Body {

@@ -564,12 +564,12 @@ impl SessionHooks for GatewayHooks {
                 std::borrow::Cow::Borrowed(_) => None,
                 std::borrow::Cow::Owned(masked) => Some(masked),
             });
-            let sets: Vec<serde_json::Value> = sample
-                .sets
-                .into_iter()
-                .map(|set| serde_json::json!({ "columns": set.columns, "rows": set.rows }))
-                .collect();
-            serde_json::json!({ "sets": sets, "cut": sample.cut })
+            // Written straight into the audit body's canonical text: no JSON tree on the data path.
+            let mut body = warden_audit::BodyWriter::new();
+            body.number("cut", sample.cut).objects("sets", &sample.sets, |set_body, set| {
+                set_body.optional_strings("columns", set.columns.as_deref()).string_rows("rows", &set.rows);
+            });
+            body.finish()
         });
         let (text, error) = match self.maskings.get(&session.connection) {
             Some(masking) => {

@@ -264,7 +264,7 @@ fn statement_body(record: &StatementRecord) -> Body {
     if let Some(http) = &record.http {
         body.value("http", Some(http));
     }
-    body.value("result", record.result.as_ref())
+    body.body("result", record.result.as_ref())
         .optional_number("rows", record.rows)
         .number("seq", record.seq)
         .string("text", &record.text);
@@ -307,7 +307,7 @@ mod tests {
             "error": record.error,
             "duration_us": u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX),
             "decision": decision,
-            "result": record.result,
+            "result": record.result.clone(),
         });
         if let Some(http) = &record.http {
             body["http"] = http.clone();
@@ -340,7 +340,7 @@ mod tests {
                 vec!["public.t".into()],
                 vec!["no-writes".into()],
             ))),
-            result: Some(json!({"columns": ["email", "id"], "rows": [["a@b.c", 1]], "truncated": false})),
+            result: Some(json!({"cut": 2, "sets": [{"columns": ["email", "id"], "rows": [["a@b.c", null]]}]}).into()),
             http: Some(
                 json!({"method": "POST", "status": 200, "path": "/v1/chat", "usage": {"output": 3, "input": 9}}),
             ),

@@ -68,9 +68,9 @@ pub struct StatementRecord {
     pub error: Option<String>,
     /// What warden decided before forwarding it; shared by every statement judged the same way.
     pub decision: Option<std::sync::Arc<crate::Decision>>,
-    /// The first rows of its result, masked, for the audit log alone: `{"sets": [{"columns": [...] | null,
-    /// "rows": [[...]]}], "cut": n}` (`cut`: rows not kept).
-    pub result: Option<serde_json::Value>,
+    /// The first rows of its result, masked, for the audit log alone: `{"cut": n, "sets": [{"columns": [...] |
+    /// null, "rows": [[...]]}]}` (`cut`: rows not kept), written by the data path straight into its canonical text.
+    pub result: Option<warden_audit::Body>,
     /// For an HTTP request, what the audit log keeps of it beyond the text (`POST /v1/chat/completions`): status,
     /// model, usage, the masked and capped prompt and answer, latencies. Absent from the event otherwise.
     pub http: Option<serde_json::Value>,

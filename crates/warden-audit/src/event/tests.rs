@@ -201,3 +201,30 @@ fn changing_a_body_re_encodes_it() {
     let line = Record::Event(Sealed::seal(&GENESIS, event.clone())).to_line();
     assert!(line.contains(r#""text":"DROP TABLE orders""#), "{line}");
 }
+
+#[test]
+fn written_arrays_and_embedded_bodies_are_canonical() {
+    let rows = vec![vec![Some("a@b.c".to_string()), None], vec![Some("\u{1}\"".to_string()), Some(String::new())]];
+    let columns = vec!["email".to_string(), "id".to_string()];
+    type Set<'a> = (Option<&'a [String]>, &'a [Vec<Option<String>>]);
+    let sets: [Set; 3] = [(Some(columns.as_slice()), rows.as_slice()), (None, &[]), (Some(&[]), &[vec![]])];
+    let mut sample = BodyWriter::new();
+    sample.number("cut", 4).objects("sets", sets, |set, (columns, rows)| {
+        set.optional_strings("columns", columns).string_rows("rows", rows);
+    });
+    let sample = sample.finish();
+    let mut outer = BodyWriter::new();
+    outer.optional_number("rows", None).body("result", Some(&sample)).body("z", None);
+    let outer = outer.finish();
+    let expected = json!({
+        "result": {"sets": [
+            {"rows": [["a@b.c", null], ["\u{1}\"", ""]], "columns": ["email", "id"]},
+            {"rows": [], "columns": null},
+            {"rows": [[]], "columns": []},
+        ], "cut": 4},
+        "rows": null,
+        "z": null,
+    });
+    assert_eq!(*outer, expected);
+    assert_eq!(outer.canonical(), Body::from(expected).canonical());
+}
