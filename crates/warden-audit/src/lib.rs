@@ -1,4 +1,5 @@
-//! warden-audit owns the tamper-evident audit trail: the shape of an audit [`Event`], its canonical encoding, the
+//! warden-audit owns the tamper-evident audit trail: the shape of an audit [`Event`] and its [`Body`] (kept as
+//! canonical JSON text, written directly by [`BodyWriter`]), its canonical encoding, the
 //! per-gateway hash chain the events are appended to ([`link`], [`Sealed`]), the signed [`Checkpoint`]s of a chain's
 //! head, the JSON Lines export format ([`Record`]), and offline verification of all of it ([`verify`]), which names
 //! the first broken link it finds ([`Broken`]).
