@@ -220,7 +220,7 @@ async fn gateway(config: Config) -> Result<()> {
     loop {
         tokio::select! {
             result = &mut shutdown => break result?,
-            _ = hangup.recv() => match gateway.reload_policies() {
+            _ = hangup.recv() => match gateway.reload_policies().await {
                 Ok(count) => tracing::info!(policies = count, "policies reloaded"),
                 Err(error) => tracing::error!("policy reload failed; the previous policies stay in force:\n{error}"),
             },

@@ -321,14 +321,14 @@ impl Job {
         let connection = &self.session.connection;
         let now = OffsetDateTime::now_utc();
         if let Some(grant) = self.covering_grant(now).await.map_err(store_failed)? {
-            self.audit("approval.used", &grant, Some(&held.session), json!({"grant": true}));
+            self.audit("approval.used", &grant, Some(&held.session), json!({"grant": true})).await;
             return Ok(grant);
         }
         let fingerprint = held.fingerprint.clone();
         if let Some(approval) =
             store.use_statement_approval(identity, connection, &fingerprint, now).await.map_err(store_failed)?
         {
-            self.audit("approval.used", &approval, Some(&held.session), json!({}));
+            self.audit("approval.used", &approval, Some(&held.session), json!({})).await;
             return Ok(approval);
         }
         let pending = store.pending_statement_approval(identity, connection, &fingerprint, now).await;
@@ -337,7 +337,7 @@ impl Job {
             None => {
                 let request = self.request(&held, now);
                 let created = store.create_approval(request).await.map_err(store_failed)?;
-                self.audit("approval.requested", &created, Some(&held.session), json!({}));
+                self.audit("approval.requested", &created, Some(&held.session), json!({})).await;
                 self.session.shared.requested(&created);
                 created
             }
@@ -376,7 +376,7 @@ impl Job {
                     let taken = store.use_statement_approval(identity, connection, &fingerprint, now).await;
                     return match taken.map_err(store_failed)? {
                         Some(approval) => {
-                            self.audit("approval.used", &approval, Some(&held.session), json!({}));
+                            self.audit("approval.used", &approval, Some(&held.session), json!({})).await;
                             Ok(approval)
                         }
                         None => Err(refusal(format!(
@@ -521,14 +521,15 @@ impl Job {
         }
     }
 
-    fn audit(&self, kind: &'static str, approval: &ApprovalRow, session: Option<&str>, extra: serde_json::Value) {
+    /// Records an approval event, waiting for room in a full audit queue (the held request waits with it).
+    async fn audit(&self, kind: &'static str, approval: &ApprovalRow, session: Option<&str>, extra: serde_json::Value) {
         let mut record = warden_state::AuditRecord::new(kind, approval_body(approval, extra));
         record.session = session.map(str::to_string);
         record.identity = Some(self.session.identity.clone());
         record.connection = Some(self.session.connection.clone());
         record.run.clone_from(&self.session.run);
         record.node.clone_from(&self.session.node);
-        if let Err(error) = self.session.shared.recorder.audit(record) {
+        if let Err(error) = self.session.shared.recorder.audit_when_room(record).await {
             warn!(approval = %approval.id, %error, "approval event not recorded in the audit log");
         }
     }

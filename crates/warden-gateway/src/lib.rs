@@ -343,15 +343,15 @@ impl Gateway {
 
     /// Reads the policy files again and, when they load and validate, puts them in force for every statement
     /// judged from now on (live sessions keep running). On error the previous policies stay. Returns how many
-    /// policies are in force.
-    pub fn reload_policies(&self) -> Result<usize, warden_policy::PolicyError> {
+    /// policies are in force. The reload's audit record waits for room in a full audit queue.
+    pub async fn reload_policies(&self) -> Result<usize, warden_policy::PolicyError> {
         let files: Vec<String> = self.policy_files.iter().map(|file| file.display().to_string()).collect();
         let loaded = Policies::load(&self.policy_files);
         let body = match &loaded {
             Ok(policies) => serde_json::json!({"files": files, "policies": policies.len(), "applied": true}),
             Err(error) => serde_json::json!({"files": files, "applied": false, "error": error.to_string()}),
         };
-        if let Err(error) = self.recorder.audit(warden_state::AuditRecord::new("policy.reload", body)) {
+        if let Err(error) = self.recorder.audit_when_room(warden_state::AuditRecord::new("policy.reload", body)).await {
             warn!(%error, "policy reload not recorded in the audit log");
         }
         let policies = loaded?;

@@ -593,7 +593,7 @@ async fn a_policy_reload_applies_to_an_open_connections_next_request_and_shutdow
          Warden::Connection::\"openai\");\n",
     );
     std::fs::write(&policies, text).expect("write policies");
-    fixture.gateway.gateway().reload_policies().expect("the new policies load");
+    fixture.gateway.gateway().reload_policies().await.expect("the new policies load");
     let third = ask().await;
     assert_eq!(third.0, 403, "{third:?}");
     assert_eq!(third.1.as_deref(), Some("policy:readers-off-openai"), "{third:?}");
