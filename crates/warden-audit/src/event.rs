@@ -108,21 +108,23 @@ impl std::ops::Deref for Body {
     type Target = Value;
 
     fn deref(&self) -> &Value {
-        self.value.get_or_init(|| {
-            let text = self.text.get().map_or("null", String::as_str);
-            // Canonical text is JSON by construction; should it ever not be, the reader sees it as a string.
-            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
-        })
+        self.value.get_or_init(|| parse(self.text.get()))
     }
 }
 
 impl std::ops::DerefMut for Body {
     fn deref_mut(&mut self) -> &mut Value {
-        let value = Value::clone(self);
+        let value = self.value.take().unwrap_or_else(|| parse(self.text.get()));
         self.text = OnceLock::new();
         self.value = OnceLock::from(value);
         self.value.get_mut().expect("set on the line above")
     }
+}
+
+/// A body's value from its canonical text (JSON by construction; should it ever not be, the reader sees a string).
+fn parse(text: Option<&String>) -> Value {
+    let text = text.map_or("null", String::as_str);
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
 impl Clone for Body {
