@@ -684,12 +684,18 @@ async fn bench(gateway: &TestGateway, standin: &LlmStandIn, chunk_delay_ms: usiz
     println!();
     for (route, figures) in &summary {
         let worst = figures.iter().map(|(_, p99)| *p99).fold(f64::MIN, f64::max);
+        let best = figures.iter().map(|(_, p99)| *p99).fold(f64::MAX, f64::min);
         let per_rate: Vec<String> = figures.iter().map(|(rate, p99)| format!("{p99:+.0} µs at {rate:.0}/s")).collect();
-        println!(
-            "{route} route: added p99 {}; target ≤ {TARGET_ADDED_P99_MICROS:.0} µs: {}",
-            per_rate.join(", "),
-            if worst <= TARGET_ADDED_P99_MICROS { "met" } else { "NOT met" }
-        );
+        // A direct side slower than warden's at p99 was stalled by the machine, not helped by a shorter path: the
+        // round says nothing about the target either way.
+        let verdict = if best < 0.0 {
+            "inconclusive (direct p99 above warden's at some rate: the machine stalled the direct side; run again)"
+        } else if worst <= TARGET_ADDED_P99_MICROS {
+            "met"
+        } else {
+            "NOT met"
+        };
+        println!("{route} route: added p99 {}; target ≤ {TARGET_ADDED_P99_MICROS:.0} µs: {verdict}", per_rate.join(", "));
     }
 
     let errors: usize = tallies.iter().chain(&stream_tallies).flatten().map(|tally| tally.errors).sum();
