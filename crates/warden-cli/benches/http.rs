@@ -695,7 +695,10 @@ async fn bench(gateway: &TestGateway, standin: &LlmStandIn, chunk_delay_ms: usiz
         } else {
             "NOT met"
         };
-        println!("{route} route: added p99 {}; target ≤ {TARGET_ADDED_P99_MICROS:.0} µs: {verdict}", per_rate.join(", "));
+        println!(
+            "{route} route: added p99 {}; target ≤ {TARGET_ADDED_P99_MICROS:.0} µs: {verdict}",
+            per_rate.join(", ")
+        );
     }
 
     let errors: usize = tallies.iter().chain(&stream_tallies).flatten().map(|tally| tally.errors).sum();

@@ -187,7 +187,8 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode> {
                 });
             let mut lines = 0;
             for sealed in &events {
-                serde_json::to_writer(&mut out, &Record::Event(sealed.clone()))?;
+                // Bodies as the chain hashes them (canonical JSON), like the audit sinks' lines.
+                out.write_all(Record::Event(sealed.clone()).to_line().as_bytes())?;
                 out.write_all(b"\n")?;
                 lines += 1;
             }
