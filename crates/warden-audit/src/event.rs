@@ -185,57 +185,55 @@ impl BodyWriter {
     }
 
     pub fn string(&mut self, key: &'static str, value: &str) -> &mut Self {
-        self.key(key);
-        write_string(&mut self.object.out, value);
+        self.order(key);
+        self.object.string(key, value);
         self
     }
 
     pub fn optional_string(&mut self, key: &'static str, value: Option<&str>) -> &mut Self {
-        self.key(key);
-        match value {
-            Some(value) => write_string(&mut self.object.out, value),
-            None => self.object.out.extend_from_slice(b"null"),
-        }
+        self.order(key);
+        self.object.optional_string(key, value);
         self
     }
 
     pub fn strings(&mut self, key: &'static str, values: &[String]) -> &mut Self {
-        self.key(key);
-        self.object.out.push(b'[');
+        self.order(key);
+        self.object.key(key);
+        let out = &mut self.object.out;
+        out.push(b'[');
         for (index, value) in values.iter().enumerate() {
             if index > 0 {
-                self.object.out.push(b',');
+                out.push(b',');
             }
-            write_string(&mut self.object.out, value);
+            write_string(out, value);
         }
-        self.object.out.push(b']');
+        out.push(b']');
         self
     }
 
     pub fn number(&mut self, key: &'static str, value: u64) -> &mut Self {
-        self.key(key);
-        write_u64(&mut self.object.out, value);
+        self.order(key);
+        self.object.number(key, value);
         self
     }
 
     pub fn optional_number(&mut self, key: &'static str, value: Option<u64>) -> &mut Self {
-        self.key(key);
         match value {
-            Some(value) => write_u64(&mut self.object.out, value),
-            None => self.object.out.extend_from_slice(b"null"),
+            Some(value) => self.number(key, value),
+            None => self.null(key),
         }
-        self
     }
 
     pub fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
-        self.key(key);
-        self.object.out.extend_from_slice(if value { b"true" } else { b"false" });
+        self.order(key);
+        self.object.raw(key, if value { "true" } else { "false" });
         self
     }
 
     /// Any JSON value, written canonically (`None` as null).
     pub fn value(&mut self, key: &'static str, value: Option<&Value>) -> &mut Self {
-        self.key(key);
+        self.order(key);
+        self.object.key(key);
         write_value(&mut self.object.out, value.unwrap_or(&Value::Null));
         self
     }
@@ -244,17 +242,14 @@ impl BodyWriter {
     pub fn optional_strings(&mut self, key: &'static str, values: Option<&[String]>) -> &mut Self {
         match values {
             Some(values) => self.strings(key, values),
-            None => {
-                self.key(key);
-                self.object.out.extend_from_slice(b"null");
-                self
-            }
+            None => self.null(key),
         }
     }
 
     /// An array of arrays of strings and nulls (rows of text values, `None` as null).
     pub fn string_rows(&mut self, key: &'static str, rows: &[Vec<Option<String>>]) -> &mut Self {
-        self.key(key);
+        self.order(key);
+        self.object.key(key);
         let out = &mut self.object.out;
         out.push(b'[');
         for (index, row) in rows.iter().enumerate() {
@@ -279,8 +274,8 @@ impl BodyWriter {
 
     /// Another body, embedded as it is (`None` as null).
     pub fn body(&mut self, key: &'static str, body: Option<&Body>) -> &mut Self {
-        self.key(key);
-        self.object.out.extend_from_slice(body.map_or("null", Body::canonical).as_bytes());
+        self.order(key);
+        self.object.raw(key, body.map_or("null", Body::canonical));
         self
     }
 
@@ -291,7 +286,8 @@ impl BodyWriter {
         items: impl IntoIterator<Item = T>,
         mut build: impl FnMut(&mut BodyWriter, T),
     ) -> &mut Self {
-        self.key(key);
+        self.order(key);
+        self.object.key(key);
         self.object.out.push(b'[');
         for (index, item) in items.into_iter().enumerate() {
             if index > 0 {
@@ -305,7 +301,8 @@ impl BodyWriter {
 
     /// A nested object, its members added by `build` (in byte order too).
     pub fn object(&mut self, key: &'static str, build: impl FnOnce(&mut BodyWriter)) -> &mut Self {
-        self.key(key);
+        self.order(key);
+        self.object.key(key);
         self.nested(build);
         self
     }
@@ -336,28 +333,19 @@ impl BodyWriter {
         }
     }
 
-    fn key(&mut self, key: &'static str) {
+    fn null(&mut self, key: &'static str) -> &mut Self {
+        self.order(key);
+        self.object.raw(key, "null");
+        self
+    }
+
+    /// Notes `key` as the next member's: a key not after the one before it makes [`BodyWriter::finish`] re-encode.
+    fn order(&mut self, key: &'static str) {
         if self.last.is_some_and(|last| last.as_bytes() >= key.as_bytes()) {
             self.sorted = false;
         }
         self.last = Some(key);
-        self.object.key(key);
     }
-}
-
-fn write_u64(out: &mut Vec<u8>, value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// JSON text this module wrote (always UTF-8: keys and strings are `str`, the rest ASCII) as a `String`.
@@ -466,7 +454,7 @@ impl ObjectWriter {
 
     pub(crate) fn number(&mut self, key: &str, value: u64) {
         self.key(key);
-        write_u64(&mut self.out, value);
+        serde_json::to_writer(&mut self.out, &value).expect("writing a JSON number into a Vec cannot fail");
     }
 
     /// A member whose value is JSON text already.

@@ -694,8 +694,9 @@ impl StatementGuard for SqlGuard {
 
     fn deferral_allowed(&mut self, deferral: &Arc<dyn Deferral>) {
         let key = deferral_key(deferral);
-        if let Some((_, statements)) = self.deferred_effects.iter().find(|(known, _)| *known == key) {
-            let statements = statements.clone();
+        // A deferral decides once: its entry is taken, not copied.
+        if let Some(index) = self.deferred_effects.iter().position(|(known, _)| *known == key) {
+            let (_, statements) = self.deferred_effects.remove(index);
             self.follow(&statements);
         }
     }

@@ -284,7 +284,6 @@ mod tests {
     use std::time::Duration;
 
     use serde_json::json;
-    use time::OffsetDateTime;
 
     use super::statement_body;
     use crate::recorder::StatementRecord;
@@ -318,18 +317,9 @@ mod tests {
     #[test]
     fn a_statement_body_hashes_as_its_value_tree_did() {
         let plain = StatementRecord {
-            session_id: Arc::from("ses_1"),
-            seq: 3,
-            started_at: OffsetDateTime::UNIX_EPOCH,
             duration: Duration::from_micros(1234),
-            text: Arc::from("SELECT \"é\"\n FROM t WHERE a = '\\'"),
             rows: None,
-            error: None,
-            decision: None,
-            result: None,
-            http: None,
-            model: None,
-            tokens: None,
+            ..crate::tests::statement("ses_1", 3, "SELECT \"é\"\n FROM t WHERE a = '\\'")
         };
         let judged = StatementRecord {
             rows: Some(2),

@@ -52,7 +52,7 @@ fn start(id: &str, identity: &str, connection: &str, started_at: OffsetDateTime)
     }
 }
 
-fn statement(session_id: &str, seq: u64, text: &str) -> StatementRecord {
+pub(crate) fn statement(session_id: &str, seq: u64, text: &str) -> StatementRecord {
     StatementRecord {
         session_id: session_id.into(),
         seq,
