@@ -83,28 +83,52 @@ pub(crate) fn notify_targets(
 
 /// Delivers each new request to every target (JSON signed like the audit webhook; Slack a message with the
 /// details and the approve/deny commands and links), retrying with backoff, recording `approval.notified` per
-/// target. Runs until `stop`; deliveries in progress then get what is left of their attempts on their own tasks.
+/// target. Runs until `stop`; then the requests already handed over are sent too, and the deliveries in progress
+/// get up to `grace` to finish (and be recorded) before they are abandoned, so that the gateway's final flush
+/// holds every `approval.notified` of a notification that went out.
 pub(crate) async fn notify(
     mut requests: tokio::sync::mpsc::UnboundedReceiver<ApprovalRow>,
     targets: Vec<Target>,
     (recorder, admin_url): (Recorder, Option<String>),
     mut stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
 ) {
     let targets = Arc::new(targets);
+    let mut deliveries = tokio::task::JoinSet::new();
     loop {
         let approval = tokio::select! {
             approval = requests.recv() => match approval {
                 Some(approval) => approval,
-                None => return,
+                None => break,
             },
-            _ = stop.wait_for(|stop| *stop) => return,
+            Some(_) = deliveries.join_next(), if !deliveries.is_empty() => continue,
+            _ = stop.wait_for(|stop| *stop) => break,
         };
-        for index in 0..targets.len() {
-            let targets = targets.clone();
-            let recorder = recorder.clone();
-            let approval = approval.clone();
-            let admin_url = admin_url.clone();
-            tokio::spawn(async move {
+        deliver(&mut deliveries, &targets, &recorder, &admin_url, approval);
+    }
+    while let Ok(approval) = requests.try_recv() {
+        deliver(&mut deliveries, &targets, &recorder, &admin_url, approval);
+    }
+    let drained = tokio::time::timeout(grace, async { while deliveries.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(unfinished = deliveries.len(), "approval notifications abandoned after the shutdown grace period");
+    }
+}
+
+/// Starts delivering one request to every target, on `deliveries`.
+fn deliver(
+    deliveries: &mut tokio::task::JoinSet<()>,
+    targets: &Arc<Vec<Target>>,
+    recorder: &Recorder,
+    admin_url: &Option<String>,
+    approval: ApprovalRow,
+) {
+    for index in 0..targets.len() {
+        let targets = targets.clone();
+        let recorder = recorder.clone();
+        let approval = approval.clone();
+        let admin_url = admin_url.clone();
+        deliveries.spawn(async move {
                 let Target { name, webhook, slack } = &targets[index];
                 let body = if *slack {
                     slack_body(&approval, admin_url.as_deref())
@@ -142,8 +166,7 @@ pub(crate) async fn notify(
                 if let Err(error) = recorder.audit_when_room(record).await {
                     warn!(approval = %approval.id, %error, "approval notification not recorded in the audit log");
                 }
-            });
-        }
+        });
     }
 }
 

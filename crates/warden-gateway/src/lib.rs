@@ -138,6 +138,9 @@ pub struct Gateway {
     http: Option<Arc<warden_http::HttpFrontend>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Delivers approval notifications; stopped after the sessions end, given the grace to finish deliveries.
+    notifier: Option<JoinHandle<()>>,
+    notifier_stop: watch::Sender<bool>,
     workers: Workers,
 }
 
@@ -197,12 +200,16 @@ impl Gateway {
                 .map(|bound| format!("http://{bound}"))
         });
         let notify_targets = approval::notify_targets(&config.approvals.notify).map_err(GatewayError::Notify)?;
+        // The notifier stops after the sessions have ended (a request made while they end is still sent).
+        let (notifier_stop, notifier_stopped) = watch::channel(false);
+        let mut notifier = None;
         let notices = if notify_targets.is_empty() {
             None
         } else {
             let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
             let context = (recorder.clone(), admin_url.clone());
-            tasks.push(tokio::spawn(approval::notify(receiver, notify_targets, context, shutdown_receiver.clone())));
+            let task = approval::notify(receiver, notify_targets, context, notifier_stopped, SHUTDOWN_GRACE);
+            notifier = Some(tokio::spawn(task));
             Some(sender)
         };
         let approvals =
@@ -337,6 +344,8 @@ impl Gateway {
             http: http_frontend,
             shutdown,
             tasks,
+            notifier,
+            notifier_stop,
             workers,
         })
     }
@@ -416,6 +425,10 @@ impl Gateway {
                 warn!(unfinished, "HTTP connections still open after the shutdown grace period");
             }
         }
+        let _ = self.notifier_stop.send(true);
+        if let Some(notifier) = self.notifier.take() {
+            let _ = notifier.await;
+        }
         self.workers.stop().await;
         let stopped = warden_state::AuditRecord::new("gateway.stop", serde_json::json!({"reason": "shutdown"}));
         if let Err(error) = self.recorder.audit_when_room(stopped).await {
@@ -430,6 +443,7 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        let _ = self.notifier_stop.send(true);
         self.workers.stop.send_replace(true);
     }
 }

@@ -356,7 +356,8 @@ async fn a_grant_for_what_no_approval_governs_is_refused() {
 }
 
 /// A new request is sent to a generic webhook (signed JSON, checked by the receiver) and to a Slack-compatible
-/// incoming webhook, with the details and the approve/deny links; each delivery is in the audit log.
+/// incoming webhook, with the details and the approve/deny links; each delivery is in the audit log, a delivery
+/// still being retried when the gateway stops included (shutdown lets it finish and records it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_requests_are_notified_to_a_webhook_and_slack() {
     let hook = warden_testkit::receivers::WebhookReceiver::start("approvals-hook-secret").await;
@@ -373,29 +374,35 @@ async fn new_requests_are_notified_to_a_webhook_and_slack() {
         secrets.path().join("slack.url").display()
     ));
     let (mut gateway, _postgres) = start(&dbas, "approval = { mode = \"fail-fast\" }\n").await;
+    // Slack's first attempt fails: its delivery is backing off for a retry when the gateway is stopped.
+    slack.unavailable_for(1);
     let client = gateway.connect().await;
     let error = client.simple_query("DELETE FROM t WHERE id = 3").await.expect_err("needs approval");
     let id = approval_id(&server_message(&error));
 
     let timeout = std::time::Duration::from_secs(20);
     let lines = hook.wait_for(&id, timeout).await;
+    slack.wait_until("a failed first attempt", timeout, |inbox| !inbox.unavailable_deliveries.is_empty()).await;
+    let admin_url = gateway.admin_url();
+    drop(client);
+    gateway.stop().await;
+
     let sent: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
     assert_eq!(sent["event"], "approval.requested");
     assert_eq!(sent["approval"]["id"], id.as_str());
     assert_eq!(sent["approval"]["statement"], "DELETE FROM t WHERE id = 3");
     assert_eq!(sent["approval"]["needed"], serde_json::json!([{"group": "dba", "approvals": 2}]));
-    assert_eq!(sent["links"]["approve"], format!("{}/v1/approvals/{id}/approve", gateway.admin_url()));
+    assert_eq!(sent["links"]["approve"], format!("{}/v1/approvals/{id}/approve", admin_url));
     assert_eq!(sent["commands"]["approve"], format!("warden approvals approve {id}"));
-    let message = slack.wait_for(&id, timeout).await;
+    let message = slack.inbox().lines;
+    assert_eq!(message.len(), 1, "the retried Slack message arrived before the gateway stopped: {message:?}");
     let message: serde_json::Value = serde_json::from_str(&message[0]).expect("JSON");
     let text = message["text"].as_str().expect("a text");
     assert!(text.contains("*agent* asks for approval") && text.contains(&id), "{text}");
     let buttons = message["blocks"].as_array().expect("blocks").last().expect("actions")["elements"].clone();
-    assert_eq!(buttons[0]["url"], format!("{}/v1/approvals/{id}/approve", gateway.admin_url()));
-    assert_eq!(buttons[1]["url"], format!("{}/v1/approvals/{id}/deny", gateway.admin_url()));
+    assert_eq!(buttons[0]["url"], format!("{}/v1/approvals/{id}/approve", admin_url));
+    assert_eq!(buttons[1]["url"], format!("{}/v1/approvals/{id}/deny", admin_url));
 
-    drop(client);
-    gateway.stop().await;
     let (events, _) = gateway.store().audit_log(None).await.expect("audit log");
     let notified: Vec<&serde_json::Value> = events
         .iter()
@@ -404,6 +411,11 @@ async fn new_requests_are_notified_to_a_webhook_and_slack() {
         .collect();
     assert_eq!(notified.len(), 2, "{notified:?}");
     assert!(notified.iter().all(|body| body["delivered"] == true && body["id"] == id.as_str()), "{notified:?}");
+    let attempts: Vec<(&str, i64)> = notified
+        .iter()
+        .map(|body| (body["target"].as_str().unwrap_or(""), body["attempts"].as_i64().unwrap_or(0)))
+        .collect();
+    assert!(attempts.contains(&("slack", 2)), "{attempts:?}");
     assert!(!format!("{notified:?}").contains(&slack.url()), "the Slack URL is a secret: {notified:?}");
 }
 
