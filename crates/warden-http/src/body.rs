@@ -198,6 +198,12 @@ impl<B> Relay<B> {
     }
 }
 
+/// Why a body was stopped: its content could not be masked (the transform's message). A request body's tells the
+/// proxy to answer the client 400 rather than blame the upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unmaskable(pub(crate) String);
+
 impl<B> Body for Relay<B>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -245,7 +251,7 @@ where
                         this.end(Some(message.clone()));
                         this.state = State::Done;
                         if this.out.is_empty() {
-                            return Poll::Ready(Some(Err(message.into())));
+                            return Poll::Ready(Some(Err(Box::new(Unmaskable(message)))));
                         }
                         let out = Bytes::from(std::mem::take(&mut this.out));
                         return this.data(out);
@@ -268,7 +274,7 @@ where
                         transform.failure(&message, &mut this.out);
                         this.end(Some(message.clone()));
                         if this.out.is_empty() {
-                            return Poll::Ready(Some(Err(message.into())));
+                            return Poll::Ready(Some(Err(Box::new(Unmaskable(message)))));
                         }
                     }
                     if !this.out.is_empty() {

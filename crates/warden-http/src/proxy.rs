@@ -297,7 +297,7 @@ impl ConnectionState {
                 let incoming = incoming.take().expect("a plain request's body is streamed");
                 pending.request_bytes = content_length(&parts.headers).unwrap_or(0);
                 let transform = masker.as_ref().and_then(|masker| {
-                    body::plain_transform(content_type(&parts.headers), masker.clone(), route.hold_back)
+                    body::plain_transform(full_content_type(&parts.headers), masker.clone(), route.hold_back)
                 });
                 Relay::new(incoming, transform, None).boxed_unsync()
             }
@@ -314,6 +314,16 @@ impl ConnectionState {
         let response = match tokio::time::timeout(route.timeout, route.client(self.worker).request(upstream)).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
+                if let Some(unmaskable) = unmaskable(&error) {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "masking",
+                        format!(
+                            "connection \"{}\": the request body could not be masked, so it was not sent whole: {unmaskable}",
+                            route.name
+                        ),
+                    ));
+                }
                 let reason = error_chain(&error);
                 warn!(connection = %route.name, error = %reason, "upstream request failed");
                 return Err(Refusal::new(
@@ -433,7 +443,8 @@ impl ConnectionState {
                 return Ok(Response::from_parts(parts, body));
             }
             None => {
-                masker.as_ref().and_then(|masker| body::plain_transform(&content_type, masker.clone(), route.hold_back))
+                let content_type = full_content_type(&parts.headers);
+                masker.as_ref().and_then(|masker| body::plain_transform(content_type, masker.clone(), route.hold_back))
             }
         };
         let expiry = pending.expires_at.map(|expires_at| {
@@ -650,6 +661,11 @@ fn content_type(headers: &HeaderMap) -> &str {
         .map_or("", |value| value.split(';').next().unwrap_or("").trim())
 }
 
+/// The whole `Content-Type` (parameters too: a multipart body's boundary), empty when absent.
+fn full_content_type(headers: &HeaderMap) -> &str {
+    headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("")
+}
+
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -705,6 +721,18 @@ pub(crate) fn cap(mut text: String) -> String {
 }
 
 /// An error and its sources, for messages (hyper's own message is often just "client error (Connect)").
+/// The masking failure that stopped a request body, if that is why the upstream request failed.
+fn unmaskable<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a body::Unmaskable> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(unmaskable) = cause.downcast_ref::<body::Unmaskable>() {
+            return Some(unmaskable);
+        }
+        source = cause.source();
+    }
+    None
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();

@@ -16,7 +16,9 @@
 //! - Text (`text/*`, XML, JavaScript, YAML, GraphQL, form-encoded): masked as a text stream, which must be UTF-8.
 //! - No content type: the first [`SNIFF_BYTES`] are looked at, and the body is text if they are UTF-8 without NUL,
 //!   binary otherwise.
-//! - Anything else (images, archives, `application/octet-stream`, multipart) passes untouched.
+//! - Multipart (`multipart/*`): part by part, each part's body by its own content type as above (see
+//!   [`multipart`]).
+//! - Anything else (images, archives, `application/octet-stream`) passes untouched.
 //!
 //! The body must be the identity encoding: the proxy decodes or refuses a `Content-Encoding` first.
 //!
@@ -28,6 +30,8 @@ use warden_mask::{Masker, StreamError, StreamMasker};
 
 use crate::json::{self, Json};
 use crate::sse::{SseError, SseParser};
+
+pub mod multipart;
 
 /// The deepest nesting of JSON objects and arrays accepted.
 pub const MAX_DEPTH: usize = 128;
@@ -51,6 +55,8 @@ pub enum BodyKind {
     Binary,
     /// No content type; text or binary is decided on the first bytes.
     Unknown,
+    /// `multipart/*`: each part by its own content type.
+    Multipart,
 }
 
 impl BodyKind {
@@ -80,6 +86,7 @@ impl BodyKind {
             | "application/sql" => BodyKind::Text,
             other if other.ends_with("+json") => BodyKind::Json,
             other if other.ends_with("+xml") || other.starts_with("text/") => BodyKind::Text,
+            other if other.starts_with("multipart/") => BodyKind::Multipart,
             _ => BodyKind::Binary,
         }
     }
@@ -101,6 +108,8 @@ pub enum BodyError {
     TooDeep { limit: usize },
     #[error(transparent)]
     EventStream(#[from] SseError),
+    #[error("the body is not multipart as it says (at byte {offset}: {reason})")]
+    InvalidMultipart { offset: u64, reason: String },
 }
 
 impl From<StreamError> for BodyError {
@@ -128,14 +137,32 @@ enum Inner {
     Json(Box<JsonMasker>),
     EventStream(SseParser),
     Sniff(Vec<u8>),
+    Multipart(Box<multipart::MultipartMasker>),
+    /// A body that cannot be masked as its content type says (a multipart one without a boundary): every push is
+    /// this error.
+    Invalid(BodyError),
 }
 
 impl BodyMasker {
     /// A masker for a body of `content_type` (the header's value, if any); `hold_back` is the window of the
     /// stream maskers ([`warden_mask::DEFAULT_HOLD_BACK`] is a good one).
     pub fn new(content_type: Option<&str>, masker: Masker, hold_back: usize) -> BodyMasker {
+        BodyMasker::nested(content_type, masker, hold_back, 1)
+    }
+
+    /// A masker for a body nested `depth` levels deep in multipart bodies (1: not nested).
+    fn nested(content_type: Option<&str>, masker: Masker, hold_back: usize, depth: usize) -> BodyMasker {
         let kind = BodyKind::of(content_type);
-        let inner = Self::inner(kind, &masker, hold_back);
+        let inner = match kind {
+            BodyKind::Multipart => {
+                let content_type = content_type.unwrap_or_default();
+                match multipart::MultipartMasker::new(content_type, masker.clone(), hold_back, depth) {
+                    Ok(multipart) => Inner::Multipart(Box::new(multipart)),
+                    Err(error) => Inner::Invalid(error),
+                }
+            }
+            kind => Self::inner(kind, &masker, hold_back),
+        };
         BodyMasker { kind, inner, masker, hold_back, findings: 0 }
     }
 
@@ -146,6 +173,11 @@ impl BodyMasker {
             BodyKind::Text => Inner::Text(Box::new(StreamMasker::new(masker.clone(), hold_back))),
             BodyKind::Binary => Inner::Pass,
             BodyKind::Unknown => Inner::Sniff(Vec::new()),
+            // Made by `nested`, which has the content type's boundary.
+            BodyKind::Multipart => Inner::Invalid(BodyError::InvalidMultipart {
+                offset: 0,
+                reason: "its content type has no usable boundary parameter".to_string(),
+            }),
         }
     }
 
@@ -178,6 +210,8 @@ impl BodyMasker {
             Inner::Pass => Ok(chunk.to_vec()),
             Inner::Text(stream) => stream.push_bytes(chunk, &mut |_| findings += 1).map_err(BodyError::from),
             Inner::Json(json) => json.push(chunk, &mut findings),
+            Inner::Multipart(multipart) => multipart.push(chunk, &mut findings),
+            Inner::Invalid(error) => Err(error.clone()),
             Inner::EventStream(parser) => {
                 let events = parser.push(chunk)?;
                 let mut out = Vec::new();
@@ -215,6 +249,8 @@ impl BodyMasker {
             Inner::Pass | Inner::Sniff(_) => Ok(Vec::new()),
             Inner::Text(stream) => stream.finish_bytes(&mut |_| findings += 1).map_err(BodyError::from),
             Inner::Json(json) => json.finish(&mut findings),
+            Inner::Multipart(multipart) => multipart.finish(&mut findings),
+            Inner::Invalid(error) => Err(error.clone()),
             // An event the stream never ended is dropped, as a client would drop it.
             Inner::EventStream(parser) => {
                 let _ = parser.finish();

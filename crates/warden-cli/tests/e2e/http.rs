@@ -300,6 +300,97 @@ async fn a_plain_http_connection_masks_json_bodies_as_they_stream() {
     assert_eq!(last.header("authorization"), Some("Bearer sk-upstream-openai-test"));
 }
 
+/// A form upload (curl `-F`, multipart/form-data) through a plain route: the text fields and text files reach the
+/// upstream masked, a binary file byte for byte, and the body is still a multipart document a standard parser
+/// reads; a multipart body that is not one is refused, naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_is_masked_part_by_part() {
+    let fixture = llm_fixture("").await;
+    let files = tempfile::tempdir().expect("temp dir");
+    let csv = files.path().join("people.csv");
+    std::fs::write(&csv, "name,email,card\nJane Roe,jane.roe@example.com,4111111111111111\n").unwrap();
+    let blob = files.path().join("scan.bin");
+    let binary: Vec<u8> = [&[0u8, 159, 146, 150][..], b"jane.roe@example.com", &[255, 0, 1]].concat();
+    std::fs::write(&blob, &binary).unwrap();
+    let url = format!("{}/plain/v1/uploads", fixture.base);
+    let authorization = format!("Authorization: Bearer {}", fixture.gateway.api_key);
+    let curl = |args: Vec<String>| async move {
+        let output = tokio::task::spawn_blocking(move || Command::new("curl").args(args).output())
+            .await
+            .expect("join")
+            .expect("run curl");
+        assert!(output.status.success(), "curl: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let args = [
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &authorization,
+        "-F",
+        "note=call +1 415 555 0100 or write jane.roe@example.com",
+        "-F",
+        &format!("people=@{};type=text/csv", csv.display()),
+        "-F",
+        &format!("scan=@{};type=application/octet-stream", blob.display()),
+        &url,
+    ];
+    let status = curl(args.iter().map(|arg| arg.to_string()).collect()).await;
+    // The stand-in has no such endpoint: its 404 is the upstream's answer, relayed.
+    assert_eq!(status, "404");
+    let request = fixture.standin.requests().pop().expect("the upload reached the upstream");
+    let content_type = request.header("content-type").expect("a content type").to_string();
+    assert!(content_type.starts_with("multipart/form-data; boundary="), "{content_type}");
+    let body = &request.body;
+    let text = String::from_utf8_lossy(body);
+    for planted in ["jane.roe@example.com,", "write jane.roe@example.com", "415 555 0100", "4111111111111111"] {
+        assert!(!text.contains(planted), "{planted} reached the upstream: {text}");
+    }
+    // A standard parser reads the masked document: its parts, names and contents.
+    let parsed = files.path().join("upstream.body");
+    std::fs::write(&parsed, body).unwrap();
+    let script = "import email, email.policy, json, sys\n\
+        raw = open(sys.argv[2], 'rb').read()\n\
+        message = email.message_from_bytes(b'Content-Type: ' + sys.argv[1].encode() + b'\\r\\n\\r\\n' + raw, \
+        policy=email.policy.HTTP)\n\
+        print(json.dumps([[part.get_param('name', header='content-disposition'), part.get_filename(), \
+        part.get_payload(decode=True).decode('latin-1')] for part in message.iter_parts()]))\n";
+    let output = Command::new("python3").args(["-c", script, &content_type]).arg(&parsed).output().expect("python3");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let parts: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(parts[0], serde_json::json!(["note", null, "call [PHONE] or write [EMAIL]"]), "{parts}");
+    let people = serde_json::json!(["people", "people.csv", "name,email,card\nJane Roe,[EMAIL],[CARD]\n"]);
+    assert_eq!(parts[1], people, "{parts}");
+    let scan: Vec<u8> = parts[2][2].as_str().expect("the scan").chars().map(|char| char as u8).collect();
+    assert_eq!((&parts[2][1], scan), (&serde_json::json!("scan.bin"), binary), "the binary file is untouched");
+    assert_eq!(parts.as_array().map(Vec::len), Some(3), "{parts}");
+
+    // A multipart body without its delimiters is refused before anything reaches the upstream's handler.
+    let before = fixture.standin.requests().len();
+    let args = [
+        "-sS",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        &authorization,
+        "-H",
+        "Content-Type: multipart/form-data; boundary=x",
+        "--data-binary",
+        "write jane.roe@example.com",
+        &url,
+    ];
+    let answer = curl(args.iter().map(|arg| arg.to_string()).collect()).await;
+    let (message, status) = answer.rsplit_once('\n').expect("a status line");
+    assert_eq!(status, "400", "the client's body is at fault, not the upstream: {answer}");
+    assert!(message.contains("could not be masked") && message.contains("not multipart as it says"), "{answer}");
+    assert!(!message.contains("jane.roe@example.com"), "{answer}");
+    let requests = fixture.standin.requests();
+    assert!(requests[before..].iter().all(|request| !String::from_utf8_lossy(&request.body).contains("jane.roe")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_needing_approval_runs_once_approved() {
     let policies = r#"

@@ -52,7 +52,8 @@ fn content_types() {
         (Some("application/x-www-form-urlencoded"), BodyKind::Text),
         (Some("image/png"), BodyKind::Binary),
         (Some("application/octet-stream"), BodyKind::Binary),
-        (Some("multipart/form-data; boundary=x"), BodyKind::Binary),
+        (Some("multipart/form-data; boundary=x"), BodyKind::Multipart),
+        (Some("Multipart/Mixed"), BodyKind::Multipart),
         (Some(""), BodyKind::Unknown),
         (None, BodyKind::Unknown),
     ];
@@ -236,4 +237,143 @@ proptest! {
         }
         let _ = mask(None, &body, &[cut]);
     }
+
+    /// Bodies made of multipart's own pieces: never a panic, and the same outcome however the body is cut.
+    #[test]
+    fn multipart_pieces_mask_the_same_whatever_the_cuts(
+        pieces in prop::collection::vec(prop::sample::select(vec![
+            "--b", "--", "\r\n", "\r", "\n", " ", "Content-Type: text/plain", "Content-Type: application/json",
+            "Content-Type: multipart/mixed; boundary=c", "--c", "X-Name: jane.roe@example.com", ":", "{\"a\": 1}",
+            "jane.roe@example.com", "\u{0}", "4111111111111111",
+        ]), 0..40),
+        cuts in prop::collection::vec(0usize..400, 0..6),
+    ) {
+        let body = pieces.concat();
+        let mut sorted = cuts.clone();
+        sorted.sort_unstable();
+        let content_type = Some("multipart/form-data; boundary=b");
+        let whole = mask(content_type, body.as_bytes(), &[]);
+        let cut = mask(content_type, body.as_bytes(), &sorted);
+        match (whole, cut) {
+            (Ok(whole), Ok(cut)) => prop_assert_eq!(whole, cut),
+            (Err(_), Err(_)) => {}
+            (whole, cut) => prop_assert!(false, "whole {:?}, cut {:?}", whole, cut),
+        }
+    }
+}
+
+/// A form as browsers, curl and HTTP libraries send it (CRLF line ends).
+fn form(parts: &[&str]) -> String {
+    let mut body = String::from("a preamble jane@example.com\r\n");
+    for part in parts {
+        body.push_str("--XyZ\r\n");
+        body.push_str(part);
+        body.push_str("\r\n");
+    }
+    body.push_str("--XyZ--\r\nan epilogue jane@example.com");
+    body
+}
+
+#[test]
+fn multipart_parts_are_masked_by_their_own_content_types() {
+    let body = form(&[
+        "Content-Disposition: form-data; name=\"note\"\r\n\r\ncall +1 415 555 0100 or write jane.roe@example.com",
+        "Content-Disposition: form-data; name=\"file\"; filename=\"jane.roe@example.com.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\nname,card\r\nJane,4111111111111111\r\n",
+        "Content-Disposition: form-data; name=\"doc\"\r\nContent-Type: application/json\r\n\r\n\
+         {\"email\": \"jane.roe@example.com\", \"n\": 1}",
+        "Content-Disposition: form-data; name=\"blob\"; filename=\"b.bin\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n\x00\x01jane.roe@example.com",
+        "\r\nno headers: jane.roe@example.com",
+    ]);
+    let expected = "--XyZ\r\n\
+        Content-Disposition: form-data; name=\"note\"\r\n\r\ncall [PHONE] or write ***@example.com\r\n\
+        --XyZ\r\n\
+        Content-Disposition: form-data; name=\"file\"; filename=\"***@example.com.csv\"\r\n\
+        Content-Type: text/csv\r\n\r\nname,card\r\nJane,************1111\r\n\r\n\
+        --XyZ\r\n\
+        Content-Disposition: form-data; name=\"doc\"\r\nContent-Type: application/json\r\n\r\n\
+        {\"email\": \"***@example.com\", \"n\": 1}\r\n\
+        --XyZ\r\n\
+        Content-Disposition: form-data; name=\"blob\"; filename=\"b.bin\"\r\n\
+        Content-Type: application/octet-stream\r\n\r\n\x00\x01jane.roe@example.com\r\n\
+        --XyZ\r\n\r\nno headers: ***@example.com\r\n\
+        --XyZ--\r\n";
+    check("multipart/form-data; boundary=XyZ", &body, expected);
+    // The boundary may be quoted, and the body may start with its first delimiter.
+    let body = "--a b\r\n\r\njane.roe@example.com\r\n--a b--";
+    check("multipart/form-data; charset=utf-8; boundary=\"a b\"", body, "--a b\r\n\r\n***@example.com\r\n--a b--\r\n");
+}
+
+#[test]
+fn a_multipart_part_may_be_multipart_itself() {
+    let inner = "--in\r\nContent-Type: text/plain\r\n\r\nwrite jane.roe@example.com\r\n--in--";
+    let body = format!("--out\r\nContent-Type: multipart/mixed; boundary=in\r\n\r\n{inner}\r\n--out--\r\n");
+    let expected = "--out\r\nContent-Type: multipart/mixed; boundary=in\r\n\r\n\
+        --in\r\nContent-Type: text/plain\r\n\r\nwrite ***@example.com\r\n--in--\r\n\r\n--out--\r\n";
+    check("multipart/mixed; boundary=out", &body, expected);
+    // Nested deeper than the limit: refused.
+    let mut body = "jane.roe@example.com".to_string();
+    for level in (0..=multipart::MAX_DEPTH).rev() {
+        let content_type = if level == multipart::MAX_DEPTH {
+            String::new()
+        } else {
+            format!("multipart/mixed; boundary=b{}", level + 1)
+        };
+        let header = if content_type.is_empty() { String::new() } else { format!("Content-Type: {content_type}\r\n") };
+        body = format!("--b{level}\r\n{header}\r\n{body}\r\n--b{level}--");
+    }
+    let error = mask(Some("multipart/mixed; boundary=b0"), body.as_bytes(), &[]).expect_err("too deep");
+    assert!(error.to_string().contains("nest deeper than 4 levels"), "{error}");
+}
+
+#[test]
+fn a_multipart_body_that_cannot_be_masked_is_an_error() {
+    let cases: [(&str, &str, &str); 8] = [
+        ("multipart/form-data", "--x\r\n\r\na\r\n--x--", "no usable boundary"),
+        ("multipart/form-data; boundary=\"\"", "--x\r\n\r\na\r\n--x--", "no usable boundary"),
+        ("multipart/form-data; boundary=x", "--x\r\n\r\njane.roe@example.com", "ends before its close delimiter"),
+        ("multipart/form-data; boundary=x", "no delimiter at all", "ends before its close delimiter"),
+        ("multipart/form-data; boundary=x", "--x\r\n\r\na\r\n--xy\r\n", "other than CRLF or --"),
+        (
+            "multipart/form-data; boundary=x",
+            "--x\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\namFuZUBleGFtcGxlLmNvbQ==\r\n--x--",
+            "Content-Transfer-Encoding base64 cannot be masked",
+        ),
+        ("multipart/form-data; boundary=x", "--x\r\nno colon here\r\n\r\na\r\n--x--", "has no colon"),
+        (
+            "multipart/form-data; boundary=x",
+            "--x\r\nContent-Type: application/json\r\n\r\n{\"a\": \r\n--x--",
+            "a part's body: the body ends inside a JSON value",
+        ),
+    ];
+    for (content_type, body, reason) in cases {
+        for cut in 0..=body.len() {
+            let error = mask(Some(content_type), body.as_bytes(), &[cut]).expect_err(body);
+            assert!(error.to_string().contains(reason), "{body:?} cut at {cut}: {error}");
+        }
+    }
+    // A base64 part that is binary anyway passes as it is.
+    let body = "--x\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--x--\r\n";
+    check("multipart/form-data; boundary=x", body, body);
+    // Headers are bounded.
+    let body = format!("--x\r\nX-Long: {}\r\n\r\na\r\n--x--", "a".repeat(multipart::MAX_HEADER_BYTES));
+    let error = mask(Some("multipart/form-data; boundary=x"), body.as_bytes(), &[]).expect_err("too long");
+    assert!(error.to_string().contains("headers are longer than 16384 bytes"), "{error}");
+    let error = mask(Some("multipart/form-data; boundary=x"), &body.as_bytes()[..9000], &[]).expect_err("cut");
+    assert!(error.to_string().contains("ends before its close delimiter"), "{error}");
+}
+
+#[test]
+fn a_multipart_body_holds_back_no_more_than_a_delimiter() {
+    let mut masker = BodyMasker::new(Some("multipart/form-data; boundary=XyZ"), detectors(), DEFAULT_HOLD_BACK);
+    let mut out = masker.push(b"--XyZ\r\nContent-Type: application/octet-stream\r\n\r\n").expect("headers");
+    let blob = vec![0xAB_u8; 1 << 20];
+    out.extend(masker.push(&blob).expect("a binary part streams"));
+    // All but what could be the start of the next delimiter (`CRLF--XyZ`, 7 bytes) has gone out.
+    let header = "--XyZ\r\nContent-Type: application/octet-stream\r\n\r\n".len();
+    assert_eq!(out.len(), header + blob.len() - 6);
+    out.extend(masker.push(b"\r\n--XyZ--\r\n").expect("the end"));
+    out.extend(masker.finish().expect("complete"));
+    assert!(out.ends_with(b"\xAB\xAB\r\n--XyZ--\r\n"));
 }
