@@ -256,6 +256,19 @@ impl Gateway {
                     shutdown_receiver.clone(),
                 )));
             }
+            if limits.has_rates() {
+                // Rates are shared with the other replicas through the store: what they counted in the last minute is
+                // read before the first request, then exchanged every second.
+                limits
+                    .sync(&store)
+                    .await
+                    .map_err(|source| GatewayError::State { url: redact_url(config.state.url.expose()), source })?;
+                tasks.push(tokio::spawn(limits::sync_periodically(
+                    limits.clone(),
+                    store.clone(),
+                    shutdown_receiver.clone(),
+                )));
+            }
             let http_hooks = Arc::new(http::GatewayHttpHooks {
                 authenticator: authenticator.clone(),
                 policies: policies.clone(),

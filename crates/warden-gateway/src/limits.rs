@@ -3,7 +3,13 @@
 //! so every replica agrees where a day starts), from the usage providers report. A request is admitted while its
 //! identity is under every limit, and the one that crosses a limit is the last.
 //!
-//! Rates are counted in this gateway's memory. Budgets are counted in the state store, where every gateway records
+//! Rates are counted in this gateway's memory, exactly, and shared with the other replicas of the state store through
+//! its `rate_counts` table ([`Limits::sync`], every [`RATE_SYNC`]): each replica adds what it counted per five-second
+//! slot and reads what the others counted in the slots of the last minute, which admission adds to its own count (the
+//! slot the minute began in counted whole, so a shared limit errs on the side of refusing by up to a slot). Together,
+//! replicas can overshoot a rate by what the others admit in about [`RATE_SYNC`].
+//!
+//! Budgets are counted in the state store, where every gateway records
 //! each request's tokens, so they survive a restart and are shared by replicas: [`Limits::refresh`] reads each
 //! identity's tokens of the current window from the store (once before the first request, then every
 //! [`BUDGET_REFRESH`]), and a budget's use is what the store held at the last refresh plus what this gateway counted
@@ -25,10 +31,24 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// How often budgets are brought up to date from the state store.
 pub(crate) const BUDGET_REFRESH: Duration = Duration::from_secs(10);
 
+/// How often rate counts are exchanged with the other replicas through the state store.
+pub(crate) const RATE_SYNC: Duration = Duration::from_secs(1);
+
+/// The length of a rate count's slot, in seconds.
+const SLOT_SECONDS: i64 = 5;
+
+/// The slots a minute touches besides the current one.
+const MINUTE_SLOTS: i64 = 60 / SLOT_SECONDS;
+
+/// How many syncs go by between deletions of old slots.
+const PRUNE_EVERY: u32 = 60;
+
 #[derive(Default)]
 pub(crate) struct Limits {
     by_connection: HashMap<String, LlmLimits>,
     counters: Mutex<HashMap<(String, String), Counter>>,
+    /// This gateway in `rate_counts` (random, per process).
+    replica: String,
 }
 
 #[derive(Default)]
@@ -38,6 +58,18 @@ struct Counter {
     /// Tokens used in the last minute, by when they were reported.
     tokens: VecDeque<(Instant, u64)>,
     budget: Budget,
+    /// What the other replicas counted, per slot, as of the last sync.
+    others: Vec<Slot>,
+    /// What this gateway counted per slot since it last added its counts to the store.
+    unsynced: Vec<Slot>,
+}
+
+/// Requests and tokens counted in one slot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    slot: i64,
+    requests: u64,
+    tokens: u64,
 }
 
 /// The tokens an identity used on a connection in one budget window.
@@ -69,12 +101,80 @@ impl Limits {
             .filter_map(|connection| Some((connection.name.clone(), connection.http()?.limits.clone())))
             .filter(|(_, limits)| *limits != LlmLimits::default())
             .collect();
-        Limits { by_connection, counters: Mutex::new(HashMap::new()) }
+        Limits {
+            by_connection,
+            counters: Mutex::new(HashMap::new()),
+            replica: format!("rpl_{:016x}", rand::random::<u64>()),
+        }
     }
 
     /// Whether a connection has a token budget (and so needs [`Limits::refresh`]).
     pub(crate) fn has_budgets(&self) -> bool {
         self.by_connection.values().any(|limits| limits.budget.is_some())
+    }
+
+    /// Whether a connection has a rate limit (and so needs [`Limits::sync`]).
+    pub(crate) fn has_rates(&self) -> bool {
+        self.by_connection.values().any(rated)
+    }
+
+    /// Adds what this gateway counted since the last sync to the store, then reads what the other replicas counted
+    /// in the last minute. On an error, the counts not added are kept for the next sync, and what was read before
+    /// stays.
+    pub(crate) async fn sync(&self, store: &StateStore) -> Result<(), StateError> {
+        let counts = self.take_unsynced();
+        if let Err(error) = store.add_rate_counts(&self.replica, &counts).await {
+            self.restore_unsynced(counts);
+            return Err(error);
+        }
+        let since = slot_now() - MINUTE_SLOTS;
+        for (connection, _) in self.by_connection.iter().filter(|(_, limits)| rated(limits)) {
+            let others = store.rate_counts_of_others(&self.replica, connection, since).await?;
+            self.set_others(connection, others);
+        }
+        Ok(())
+    }
+
+    fn take_unsynced(&self) -> Vec<warden_state::RateCount> {
+        let mut counters = self.counters.lock();
+        let mut counts = Vec::new();
+        for ((connection, identity), counter) in counters.iter_mut() {
+            for slot in counter.unsynced.drain(..) {
+                counts.push(warden_state::RateCount {
+                    connection: connection.clone(),
+                    identity: identity.clone(),
+                    slot: slot.slot,
+                    requests: slot.requests,
+                    tokens: slot.tokens,
+                });
+            }
+        }
+        counts
+    }
+
+    fn restore_unsynced(&self, counts: Vec<warden_state::RateCount>) {
+        let mut counters = self.counters.lock();
+        // Counts no replica will look at any more are let go.
+        let since = slot_now() - MINUTE_SLOTS;
+        for count in counts.into_iter().filter(|count| count.slot >= since) {
+            let counter = counters.entry((count.connection, count.identity)).or_default();
+            add(&mut counter.unsynced, Slot { slot: count.slot, requests: count.requests, tokens: count.tokens });
+        }
+    }
+
+    /// Takes what the other replicas counted on `connection` (per identity and slot); an identity absent counted
+    /// nothing there.
+    fn set_others(&self, connection: &str, others: Vec<warden_state::RateCount>) {
+        let mut counters = self.counters.lock();
+        for ((name, _), counter) in counters.iter_mut() {
+            if name == connection {
+                counter.others.clear();
+            }
+        }
+        for count in others {
+            let counter = counters.entry((connection.to_string(), count.identity)).or_default();
+            add(&mut counter.others, Slot { slot: count.slot, requests: count.requests, tokens: count.tokens });
+        }
     }
 
     /// Brings every budget's count up to date from the state store: for each connection with a budget, the tokens
@@ -147,6 +247,17 @@ impl Limits {
         let mut counters = self.counters.lock();
         let counter = counters.entry((connection.to_string(), identity.to_string())).or_default();
         counter.expire(now);
+        let (slot, into_slot) = wall_slot();
+        counter.others.retain(|others| others.slot >= slot - MINUTE_SLOTS);
+        // When the oldest of the others' slots leaves the minute.
+        let others_leave = counter.others.iter().map(|others| others.slot).min().map(|oldest| {
+            let leaves = Duration::from_secs(((oldest - slot + MINUTE_SLOTS + 1) * SLOT_SECONDS) as u64);
+            leaves.saturating_sub(into_slot)
+        });
+        let retry = |own: Option<Duration>| match (own, others_leave) {
+            (Some(own), Some(others)) => own.min(others),
+            (own, others) => own.or(others).unwrap_or(MINUTE),
+        };
         if let Some(budget) = &limits.budget {
             let (window, window_end) = budget_window(budget.per);
             if counter.budget.window == window && counter.budget.used() >= budget.tokens {
@@ -163,33 +274,36 @@ impl Limits {
             }
         }
         if let Some(limit) = limits.tokens_per_minute {
-            let used: u64 = counter.tokens.iter().map(|(_, tokens)| tokens).sum();
+            let own: u64 = counter.tokens.iter().map(|(_, tokens)| tokens).sum();
+            let used = own.saturating_add(counter.others.iter().map(|others| others.tokens).sum());
             if used >= limit {
-                let oldest = counter.tokens.front().map_or(now, |(at, _)| *at);
+                let own_leave = counter.tokens.front().map(|(at, _)| (*at + MINUTE).saturating_duration_since(now));
                 return Err(LimitRefusal {
                     limit: "tokens_per_minute",
                     message: format!(
                         "{identity} used {used} tokens in the last minute on connection \"{connection}\"; the limit \
                          is {limit} (limits.tokens_per_minute)"
                     ),
-                    retry_after: (oldest + MINUTE).saturating_duration_since(now),
+                    retry_after: retry(own_leave),
                 });
             }
         }
         if let Some(limit) = limits.requests_per_minute {
-            if counter.requests.len() >= limit as usize {
-                let oldest = counter.requests.front().copied().unwrap_or(now);
+            let others: u64 = counter.others.iter().map(|others| others.requests).sum();
+            let sent = (counter.requests.len() as u64).saturating_add(others);
+            if sent >= u64::from(limit) {
+                let own_leave = counter.requests.front().map(|at| (*at + MINUTE).saturating_duration_since(now));
                 return Err(LimitRefusal {
                     limit: "requests_per_minute",
                     message: format!(
-                        "{identity} sent {} requests in the last minute on connection \"{connection}\"; the limit is \
-                         {limit} (limits.requests_per_minute)",
-                        counter.requests.len()
+                        "{identity} sent {sent} requests in the last minute on connection \"{connection}\"; the limit \
+                         is {limit} (limits.requests_per_minute)"
                     ),
-                    retry_after: (oldest + MINUTE).saturating_duration_since(now),
+                    retry_after: retry(own_leave),
                 });
             }
             counter.requests.push_back(now);
+            add(&mut counter.unsynced, Slot { slot, requests: 1, tokens: 0 });
         }
         Ok(())
     }
@@ -202,6 +316,7 @@ impl Limits {
         counter.expire(now);
         if limits.tokens_per_minute.is_some() {
             counter.tokens.push_back((now, tokens));
+            add(&mut counter.unsynced, Slot { slot: wall_slot().0, requests: 0, tokens });
         }
         if let Some(budget) = &limits.budget {
             let (window, _) = budget_window(budget.per);
@@ -220,6 +335,73 @@ impl Counter {
         }
         while self.tokens.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) >= MINUTE) {
             self.tokens.pop_front();
+        }
+    }
+}
+
+/// Whether `limits` has a rate limit (requests or tokens per minute).
+fn rated(limits: &LlmLimits) -> bool {
+    limits.requests_per_minute.is_some() || limits.tokens_per_minute.is_some()
+}
+
+/// Adds `counted` to its slot in `slots` (kept in slot order, as counts come).
+fn add(slots: &mut Vec<Slot>, counted: Slot) {
+    match slots.iter_mut().rev().find(|slot| slot.slot == counted.slot) {
+        Some(slot) => {
+            slot.requests = slot.requests.saturating_add(counted.requests);
+            slot.tokens = slot.tokens.saturating_add(counted.tokens);
+        }
+        None => slots.push(counted),
+    }
+}
+
+/// The current rate slot (since the Unix epoch), and how far into it the clock is.
+fn wall_slot() -> (i64, Duration) {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seconds = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+    let into = Duration::from_secs((seconds % SLOT_SECONDS) as u64)
+        + Duration::from_nanos(u64::from(since_epoch.subsec_nanos()));
+    (seconds / SLOT_SECONDS, into)
+}
+
+fn slot_now() -> i64 {
+    wall_slot().0
+}
+
+/// Exchanges rate counts with the other replicas every [`RATE_SYNC`] until `stop` (then once more, so that what
+/// this gateway counted last is not lost to them), deleting slots older than two minutes now and then.
+pub(crate) async fn sync_periodically(
+    limits: std::sync::Arc<Limits>,
+    store: StateStore,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(RATE_SYNC);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    let mut ticks = 0u32;
+    loop {
+        let stopping = tokio::select! {
+            _ = interval.tick() => false,
+            _ = stop.wait_for(|stop| *stop) => true,
+        };
+        ticks = ticks.wrapping_add(1);
+        let mut result = limits.sync(&store).await;
+        if result.is_ok() && ticks.is_multiple_of(PRUNE_EVERY) {
+            result = store.prune_rate_counts(slot_now() - 2 * MINUTE_SLOTS).await.map(drop);
+        }
+        match result {
+            Ok(()) => failing = false,
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    %error,
+                    "cannot share rate counts through the state store; counting this gateway's requests until it can"
+                );
+            }
+            Err(_) => {}
+        }
+        if stopping {
+            return;
         }
     }
 }
@@ -393,6 +575,54 @@ mod tests {
         assert_eq!(store.tokens_used("llm", "agent", OffsetDateTime::UNIX_EPOCH).await.expect("read"), 110);
     }
 
+    #[tokio::test]
+    async fn replicas_share_a_rate_limit_through_the_store() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let store = sqlite_store(directory.path()).await;
+        let rates = LlmLimits { requests_per_minute: Some(3), tokens_per_minute: Some(100), ..LlmLimits::default() };
+        let (first, second) = (limits(rates.clone()), limits(rates));
+        let now = Instant::now();
+        assert!(first.admit("llm", "agent", now).is_ok());
+        assert!(first.admit("llm", "agent", now).is_ok());
+        // Before the replicas exchange their counts, each sees only its own.
+        assert!(second.admit("llm", "agent", now).is_ok());
+        first.sync(&store).await.expect("sync");
+        second.sync(&store).await.expect("sync");
+        let refused = second.admit("llm", "agent", now).expect_err("three in the minute, across replicas");
+        assert_eq!(refused.limit, "requests_per_minute");
+        assert!(refused.message.contains("sent 3 requests in the last minute"), "{}", refused.message);
+        assert!(refused.retry_after > Duration::ZERO && refused.retry_after <= MINUTE + Duration::from_secs(5));
+        first.sync(&store).await.expect("sync");
+        assert!(first.admit("llm", "agent", now).expect_err("the first sees the second's").message.contains("sent 3"));
+        // Another identity, and tokens: reported on one replica, they count on the other.
+        assert!(second.admit("llm", "other", now).is_ok());
+        second.used("llm", "other", 150, now);
+        second.sync(&store).await.expect("sync");
+        first.sync(&store).await.expect("sync");
+        let refused = first.admit("llm", "other", now).expect_err("over the tokens per minute");
+        assert_eq!(refused.limit, "tokens_per_minute");
+        assert!(refused.message.contains("used 150 tokens"), "{}", refused.message);
+        // What a replica counted is not read back as another's: the second sees the first's two requests alone.
+        let counters = second.counters.lock();
+        let others = &counters[&("llm".to_string(), "agent".to_string())].others;
+        assert_eq!(others.iter().map(|slot| slot.requests).sum::<u64>(), 2, "{others:?}");
+    }
+
+    #[test]
+    fn counts_a_sync_could_not_add_are_kept_for_the_next() {
+        let limits = limits(LlmLimits { requests_per_minute: Some(10), ..LlmLimits::default() });
+        let now = Instant::now();
+        assert!(limits.admit("llm", "agent", now).is_ok());
+        assert!(limits.admit("llm", "agent", now).is_ok());
+        let taken = limits.take_unsynced();
+        assert_eq!(taken.iter().map(|count| count.requests).sum::<u64>(), 2);
+        assert!(limits.take_unsynced().is_empty(), "taken once");
+        limits.restore_unsynced(taken.clone());
+        assert!(limits.admit("llm", "agent", now).is_ok());
+        let again = limits.take_unsynced();
+        assert_eq!(again.iter().map(|count| count.requests).sum::<u64>(), 3, "{again:?}");
+    }
+
     #[test]
     fn tokens_counted_while_a_refresh_reads_are_kept_and_a_failed_refresh_loses_nothing() {
         let limits = budget(1000);
@@ -417,7 +647,11 @@ mod tests {
     }
 
     fn limits(limits: LlmLimits) -> Limits {
-        Limits { by_connection: HashMap::from([("llm".to_string(), limits)]), counters: Mutex::new(HashMap::new()) }
+        Limits {
+            by_connection: HashMap::from([("llm".to_string(), limits)]),
+            counters: Mutex::new(HashMap::new()),
+            replica: format!("rpl_{:016x}", rand::random::<u64>()),
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod audit;
 mod error;
 mod migrations;
 mod prune;
+mod rates;
 mod recorder;
 mod sql;
 mod usage;
@@ -39,6 +40,7 @@ pub use approvals::{
 pub use audit::{timestamp, AuditSigner, AuditTap, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
 pub use prune::{prune_periodically, retention_cutoff, PruneReport, PrunedChain, PRUNE_FIRST_DELAY, PRUNE_INTERVAL};
+pub use rates::RateCount;
 pub use recorder::{AuditRecord, RecordWait, Recorder, SessionStart, StatementRecord, Tokens};
 pub use usage::{UsageFilter, UsageRow};
 

@@ -25,6 +25,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (8, "approvals", include_str!("../migrations/sqlite/0008_approvals.sql")),
     (9, "llm usage", include_str!("../migrations/sqlite/0009_llm_usage.sql")),
     (10, "audit event indexes", include_str!("../migrations/sqlite/0010_audit_event_indexes.sql")),
+    (11, "rate counts", include_str!("../migrations/sqlite/0011_rate_counts.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
@@ -38,6 +39,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (8, "approvals", include_str!("../migrations/postgres/0008_approvals.sql")),
     (9, "llm usage", include_str!("../migrations/postgres/0009_llm_usage.sql")),
     (10, "audit event indexes", include_str!("../migrations/postgres/0010_audit_event_indexes.sql")),
+    (11, "rate counts", include_str!("../migrations/postgres/0011_rate_counts.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

@@ -244,6 +244,44 @@ async fn check_masked_counts(store: &StateStore) {
     assert_eq!(recorder.write_errors(), 0);
 }
 
+/// Rate counts add up per replica, slot and identity; a replica reads every other's (summed) and not its own, from a
+/// slot on; pruning deletes the old slots.
+async fn check_rate_counts(store: &StateStore) {
+    let connection = format!("{}-llm", unique_prefix());
+    let count = |identity: &str, slot: i64, requests: u64, tokens: u64| RateCount {
+        connection: connection.clone(),
+        identity: identity.to_string(),
+        slot,
+        requests,
+        tokens,
+    };
+    store.add_rate_counts("a", &[count("alice", 10, 2, 30), count("bob", 10, 1, 0)]).await.expect("add");
+    store.add_rate_counts("a", &[count("alice", 10, 1, 5), count("alice", 11, 1, 0)]).await.expect("add");
+    store.add_rate_counts("b", &[count("alice", 10, 3, 100), count("alice", 9, 1, 1)]).await.expect("add");
+    store.add_rate_counts("c", &[]).await.expect("nothing to add");
+    let mut others = store.rate_counts_of_others("c", &connection, 10).await.expect("read");
+    others.sort_by(|left, right| (&left.identity, left.slot).cmp(&(&right.identity, right.slot)));
+    assert_eq!(others, [count("alice", 10, 6, 135), count("alice", 11, 1, 0), count("bob", 10, 1, 0)]);
+    let mut others = store.rate_counts_of_others("a", &connection, 0).await.expect("read");
+    others.sort_by_key(|count| count.slot);
+    assert_eq!(others, [count("alice", 9, 1, 1), count("alice", 10, 3, 100)]);
+    assert_eq!(store.prune_rate_counts(11).await.expect("prune"), 4);
+    let others = store.rate_counts_of_others("c", &connection, 0).await.expect("read");
+    assert_eq!(others, [count("alice", 11, 1, 0)]);
+}
+
+#[tokio::test]
+async fn sqlite_rate_counts() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    check_rate_counts(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_rate_counts() {
+    let (store, _postgres) = open_postgres().await;
+    check_rate_counts(&store).await;
+}
+
 /// An Ed25519 key signing checkpoints, as the gateway's would.
 struct TestSigner {
     pair: aws_lc_rs::signature::Ed25519KeyPair,

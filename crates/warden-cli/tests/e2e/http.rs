@@ -34,9 +34,30 @@ pub struct LlmFixture {
     pub standin: LlmStandIn,
     /// `http://<warden's HTTP listener>`.
     pub base: String,
+    /// The configuration a replica of `gateway` is started with ([`LlmFixture::replica`]).
+    connections: String,
+    policies: String,
+    state_url: Option<String>,
     _secrets: tempfile::TempDir,
-    _app: AppDatabase,
-    _postgres: TempPostgres,
+    app: AppDatabase,
+    postgres: TempPostgres,
+}
+
+impl LlmFixture {
+    /// Another gateway like `gateway`, sharing its PostgreSQL state store (a fixture made with `shared_state`), and
+    /// its HTTP base URL.
+    pub async fn replica(&self) -> (TestGateway, String) {
+        let state_url = self.state_url.as_deref().expect("a fixture with a shared state store");
+        let gateway = TestGateway::builder(&self.postgres, &self.app)
+            .listen_extra("http = \"127.0.0.1:0\"")
+            .policies(&self.policies)
+            .config_extra(&self.connections)
+            .state_url(state_url)
+            .start()
+            .await;
+        let base = format!("http://{}", gateway.gateway().http_address().expect("HTTP listener"));
+        (gateway, base)
+    }
 }
 
 /// A gateway with an HTTP listener and three connections to one stand-in: `openai` (api openai, masking every
@@ -48,10 +69,17 @@ pub async fn llm_fixture(extra: &str) -> LlmFixture {
 }
 
 pub async fn llm_fixture_with(extra: &str, claude_extra: &str, policies: &str, config: &str) -> LlmFixture {
-    llm_fixture_full(extra, claude_extra, policies, config, false).await
+    llm_fixture_full(extra, claude_extra, policies, config, (false, false)).await
 }
 
-async fn llm_fixture_full(extra: &str, claude_extra: &str, policies: &str, config: &str, tls: bool) -> LlmFixture {
+/// `tls`: the HTTP listener serves TLS; `shared_state`: the state store is the test PostgreSQL (for replicas).
+async fn llm_fixture_full(
+    extra: &str,
+    claude_extra: &str,
+    policies: &str,
+    config: &str,
+    (tls, shared_state): (bool, bool),
+) -> LlmFixture {
     let standin = LlmStandIn::start(LlmStandInOptions::default()).await;
     let options = LlmStandInOptions::default();
     let secrets = tempfile::tempdir().expect("secrets dir");
@@ -95,17 +123,30 @@ auth = {{ bearer = {{ file = "{openai_key}" }} }}
         openai_key = openai_key.display(),
         anthropic_key = anthropic_key.display(),
     );
+    let mut connections = connections;
+    if shared_state {
+        // Replicas share the masking hash key (warden refuses a shared store without one).
+        let key = secrets.path().join("mask.key");
+        std::fs::write(&key, "replicas-share-this-masking-key").expect("write key");
+        connections.push_str(&format!("\n[masking]\nhash_key = {{ file = \"{}\" }}\n", key.display()));
+    }
+    let policies = format!("{POLICIES}\n{policies}");
     let mut builder = TestGateway::builder(&postgres, &app)
         .listen_extra("http = \"127.0.0.1:0\"")
-        .policies(&format!("{POLICIES}\n{policies}"))
+        .policies(&policies)
         .config_extra(&connections);
     if tls {
         builder = builder.client_tls(true);
     }
+    let state_url =
+        shared_state.then(|| format!("postgres://{}:{}@{}/app", app.role, app.password, postgres.address()));
+    if let Some(state_url) = &state_url {
+        builder = builder.state_url(state_url);
+    }
     let gateway = builder.start().await;
     let scheme = if tls { "https" } else { "http" };
     let base = format!("{scheme}://{}", gateway.gateway().http_address().expect("HTTP listener"));
-    LlmFixture { gateway, standin, base, _secrets: secrets, _app: app, _postgres: postgres }
+    LlmFixture { gateway, standin, base, connections, policies, state_url, _secrets: secrets, app, postgres }
 }
 
 /// Runs a scenario of `tests/python/llm_client.py` with the real SDKs; its JSON output.
@@ -286,6 +327,31 @@ async fn a_token_budget_stops_a_run_with_429_and_retry_after() {
     let retry_after: u64 = seen["refused"]["retry_after"].as_str().expect("Retry-After").parse().expect("seconds");
     assert!((1..=86_400).contains(&retry_after), "{seen}");
     assert_eq!(both[1]["completed"], 1, "{both:?}");
+}
+
+/// Two gateways sharing one PostgreSQL state store enforce one requests-per-minute limit together: what one admitted
+/// counts on the other, which refuses with 429 once the identity's minute is full across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_enforce_one_rate_limit_together() {
+    let limits = "[connection.limits]\nrequests_per_minute = 4\n";
+    let fixture = llm_fixture_full(limits, "", "", "", (false, true)).await;
+    let first =
+        sdk("openai-until-refused", &format!("{}/openai", fixture.base), &fixture.gateway.api_key, &["3"]).await;
+    assert_eq!(first["completed"], 3, "{first}");
+    crate::wait_until(10, "the first gateway's counts to be shared through the store", || async {
+        let counts = fixture.gateway.store().rate_counts_of_others("a-reader", "openai", 0).await.expect("read");
+        counts.iter().map(|count| count.requests).sum::<u64>() == 3
+    })
+    .await;
+    // A replica started now reads them before its first request.
+    let (second, second_base) = fixture.replica().await;
+    let seen = sdk("openai-until-refused", &format!("{second_base}/openai"), &second.api_key, &["10"]).await;
+    assert_eq!(seen["completed"], 1, "{seen}");
+    assert_eq!(seen["refused"]["status"], 429, "{seen}");
+    let message = seen["refused"]["message"].as_str().expect("a message");
+    assert!(message.contains("sent 4 requests in the last minute on connection \"openai\""), "{seen}");
+    let retry_after: u64 = seen["refused"]["retry_after"].as_str().expect("Retry-After").parse().expect("seconds");
+    assert!((1..=65).contains(&retry_after), "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,7 +624,7 @@ async fn http2_streams_are_masked_and_an_upstream_cut_mid_stream_is_an_error_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_clients_negotiate_http2_by_alpn() {
-    let fixture = llm_fixture_full("", "", "", "", true).await;
+    let fixture = llm_fixture_full("", "", "", "", (true, false)).await;
     let ca = fixture.gateway.client_ca.clone().expect("the test CA");
     let port = fixture.gateway.gateway().http_address().expect("HTTP listener").port();
     let url = format!("https://localhost:{port}/openai/v1/chat/completions");
