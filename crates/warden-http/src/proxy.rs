@@ -236,12 +236,14 @@ impl ConnectionState {
         let hooks = &self.frontend.hooks;
         let (parts, incoming) = request.into_parts();
         let mut incoming = Some(incoming);
-        // An LLM request is read whole: its prompt is inspected, guarded and possibly rewritten.
+        // An LLM request is read whole: its prompt is inspected, guarded and possibly rewritten. A request to an
+        // endpoint warden does not interpret (file uploads, audio, batches…) goes as on a plain connection: streamed,
+        // its body and its answer masked by content type.
         let mut llm: Option<(LlmCall, Bytes)> = None;
-        if let Some(api) = route.api {
+        let endpoint = route.api.map(|api| (api, warden_llm::Endpoint::of(api, parts.method.as_str(), &pending.path)));
+        if let Some((api, endpoint)) = endpoint.filter(|(_, endpoint)| *endpoint != warden_llm::Endpoint::Other) {
             let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
             pending.request_bytes = bytes.len() as u64;
-            let endpoint = warden_llm::Endpoint::of(api, parts.method.as_str(), &pending.path);
             let request = warden_llm::LlmRequest::inspect(api, endpoint, &bytes)
                 .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, "request", error.to_string()))?;
             pending.model = request.model.clone();
@@ -281,12 +283,7 @@ impl ConnectionState {
                     .map_err(|refusal| guard_refusal(&refusal))?;
                 call.strip_usage_chunk = outcome.strip_usage_chunk;
                 pending.prompt = Some(outcome.request.prompt_text());
-                hooks.admit_usage(&slot.session, pending.model.as_deref()).map_err(|limit| Refusal {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    rule: format!("limit:{}", limit.limit),
-                    message: limit.message,
-                    retry_after: Some(limit.retry_after),
-                })?;
+                hooks.admit_usage(&slot.session, pending.model.as_deref()).map_err(limit_refusal)?;
                 let body = match outcome.body {
                     Some(rewritten) => Bytes::from(rewritten),
                     None => bytes.clone(),
@@ -294,6 +291,10 @@ impl ConnectionState {
                 body::full(body)
             }
             None => {
+                if route.api.is_some() {
+                    // An LLM connection's rate limits count every request.
+                    hooks.admit_usage(&slot.session, None).map_err(limit_refusal)?;
+                }
                 let incoming = incoming.take().expect("a plain request's body is streamed");
                 pending.request_bytes = content_length(&parts.headers).unwrap_or(0);
                 let transform = masker.as_ref().and_then(|masker| {
@@ -721,6 +722,16 @@ pub(crate) fn cap(mut text: String) -> String {
 }
 
 /// An error and its sources, for messages (hyper's own message is often just "client error (Connect)").
+/// A limit's refusal: 429 with `Retry-After`, the rule naming the limit.
+fn limit_refusal(limit: crate::LimitRefusal) -> Refusal {
+    Refusal {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        rule: format!("limit:{}", limit.limit),
+        message: limit.message,
+        retry_after: Some(limit.retry_after),
+    }
+}
+
 /// The masking failure that stopped a request body, if that is why the upstream request failed.
 fn unmaskable<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a body::Unmaskable> {
     let mut source = Some(error);

@@ -434,6 +434,21 @@ async fn a_multipart_upload_is_masked_part_by_part() {
     assert_eq!((&parts[2][1], scan), (&serde_json::json!("scan.bin"), binary), "the binary file is untouched");
     assert_eq!(parts.as_array().map(Vec::len), Some(3), "{parts}");
 
+    // The openai SDK's file upload, through the LLM route (an endpoint warden does not interpret: a plain body).
+    let seen = sdk(
+        "openai-file-upload",
+        &format!("{}/openai", fixture.base),
+        &fixture.gateway.api_key,
+        &[&csv.display().to_string()],
+    )
+    .await;
+    assert_eq!(seen["status"], 404, "the stand-in has no files endpoint: {seen}");
+    let upload = fixture.standin.requests().pop().expect("the upload reached the upstream");
+    assert_eq!(upload.path, "/v1/files");
+    let text = String::from_utf8_lossy(&upload.body);
+    assert!(text.contains("filename=\"people.csv\"") && text.contains("Jane Roe,[EMAIL],[CARD]"), "{text}");
+    assert!(!text.contains("jane.roe@example.com") && !text.contains("4111111111111111"), "{text}");
+
     // A multipart body without its delimiters is refused before anything reaches the upstream's handler.
     let before = fixture.standin.requests().len();
     let args = [

@@ -196,6 +196,16 @@ def openai_until_refused(base, key, limit):
     return {"completed": done, "refused": None}
 
 
+def openai_file_upload(base, key, path):
+    """Uploads a file (multipart/form-data), as an agent adding a document does: the status it got."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    try:
+        uploaded = client.files.create(file=open(path, "rb"), purpose="assistants")
+        return {"status": 200, "id": uploaded.id}
+    except openai.APIStatusError as error:
+        return {"status": error.status_code}
+
+
 SCENARIOS = {
     "openai-chat": openai_chat,
     "openai-chat-cut": openai_chat_cut,
@@ -204,6 +214,7 @@ SCENARIOS = {
     "openai-model": openai_model,
     "openai-prompt": openai_prompt,
     "openai-until-refused": openai_until_refused,
+    "openai-file-upload": openai_file_upload,
     "anthropic-prompt": anthropic_prompt,
 }
 
