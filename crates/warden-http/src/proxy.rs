@@ -240,7 +240,23 @@ impl ConnectionState {
         // endpoint warden does not interpret (file uploads, audio, batches…) goes as on a plain connection: streamed,
         // its body and its answer masked by content type.
         let mut llm: Option<(LlmCall, Bytes)> = None;
+        // An uninterpreted request read whole, on a connection with a model allow-list: the model it names (a JSON
+        // `"model"`, a form's `model` field) is checked like an LLM request's, and shown to policy.
+        let mut read: Option<Bytes> = None;
         let endpoint = route.api.map(|api| (api, warden_llm::Endpoint::of(api, parts.method.as_str(), &pending.path)));
+        let guard = route.guard.as_ref().filter(|guard| guard.restricts_models());
+        if let (Some((_, warden_llm::Endpoint::Other)), Some(guard)) = (endpoint, guard) {
+            let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
+            pending.request_bytes = bytes.len() as u64;
+            let model = warden_llm::named_model(full_content_type(&parts.headers), &bytes).map_err(|error| {
+                Refusal::new(StatusCode::BAD_REQUEST, "request", format!("the model it names cannot be read: {error}"))
+            })?;
+            if let Some(model) = model.as_deref() {
+                guard.check_model(Some(model)).map_err(|refusal| guard_refusal(&refusal))?;
+            }
+            pending.model = model;
+            read = Some(bytes);
+        }
         if let Some((api, endpoint)) = endpoint.filter(|(_, endpoint)| *endpoint != warden_llm::Endpoint::Other) {
             let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
             pending.request_bytes = bytes.len() as u64;
@@ -295,12 +311,17 @@ impl ConnectionState {
                     // An LLM connection's rate limits count every request.
                     hooks.admit_usage(&slot.session, None).map_err(limit_refusal)?;
                 }
-                let incoming = incoming.take().expect("a plain request's body is streamed");
-                pending.request_bytes = content_length(&parts.headers).unwrap_or(0);
                 let transform = masker.as_ref().and_then(|masker| {
                     body::plain_transform(full_content_type(&parts.headers), masker.clone(), route.hold_back)
                 });
-                Relay::new(incoming, transform, None).boxed_unsync()
+                match read.take() {
+                    Some(bytes) => Relay::new(http_body_util::Full::new(bytes), transform, None).boxed_unsync(),
+                    None => {
+                        let incoming = incoming.take().expect("a plain request's body is streamed");
+                        pending.request_bytes = content_length(&parts.headers).unwrap_or(0);
+                        Relay::new(incoming, transform, None).boxed_unsync()
+                    }
+                }
             }
         };
         let uri = route

@@ -128,6 +128,25 @@ impl PromptGuard {
         })
     }
 
+    /// Whether the connection allows only some models.
+    pub fn restricts_models(&self) -> bool {
+        self.models.is_some()
+    }
+
+    /// Refuses (rule `model`) a model the allow-list does not name, or no model when there is an allow-list.
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), Refusal> {
+        let Some(models) = &self.models else { return Ok(()) };
+        if model.is_some_and(|model| model_allowed(models, model)) {
+            return Ok(());
+        }
+        let list = if models.is_empty() { "none".to_string() } else { models.join(", ") };
+        let message = match model {
+            Some(model) => format!("model \"{model}\" is not allowed on this connection (allowed: {list})"),
+            None => format!("the request names no model, and this connection allows only some (allowed: {list})"),
+        };
+        Err(Refusal::new("model", message))
+    }
+
     /// Applies the guardrails to `body`, a request to `endpoint`; `masker` finds (and with `pii = "mask"`, masks)
     /// PII. Endpoints without prompts pass unchanged.
     pub fn apply(&self, api: Api, endpoint: Endpoint, body: &[u8], masker: &Masker) -> Result<GuardOutcome, Refusal> {
@@ -143,19 +162,7 @@ impl PromptGuard {
             });
         };
 
-        if let Some(models) = &self.models {
-            let allowed = request.model.as_deref().is_some_and(|model| model_allowed(models, model));
-            if !allowed {
-                let list = if models.is_empty() { "none".to_string() } else { models.join(", ") };
-                let message = match &request.model {
-                    Some(model) => format!("model \"{model}\" is not allowed on this connection (allowed: {list})"),
-                    None => {
-                        format!("the request names no model, and this connection allows only some (allowed: {list})")
-                    }
-                };
-                return Err(Refusal::new("model", message));
-            }
-        }
+        self.check_model(request.model.as_deref())?;
 
         if let Some(deny) = &self.deny {
             for prompt in &request.prompts {

@@ -329,6 +329,24 @@ async fn a_token_budget_stops_a_run_with_429_and_retry_after() {
     assert_eq!(both[1]["completed"], 1, "{both:?}");
 }
 
+/// The model allow-list holds on endpoints warden does not otherwise interpret: an image generation (JSON) and a
+/// transcription (a multipart form) naming a model the connection does not allow are refused before the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_models_are_refused_on_other_endpoints_too() {
+    let fixture = llm_fixture("").await;
+    let files = tempfile::tempdir().expect("temp dir");
+    let audio = files.path().join("hello.mp3");
+    std::fs::write(&audio, b"ID3\x03\x00\x00\x00\x00\x00\x00not really audio").unwrap();
+    let base = format!("{}/openai", fixture.base);
+    let seen = sdk("openai-other-models", &base, &fixture.gateway.api_key, &[&audio.display().to_string()]).await;
+    for (call, model) in [("image", "dall-e-3"), ("transcription", "whisper-1")] {
+        assert_eq!(seen[call]["status"], 403, "{seen}");
+        let message = seen[call]["message"].as_str().expect("a message");
+        assert!(message.contains(&format!("model \"{model}\" is not allowed on this connection")), "{seen}");
+    }
+    assert!(fixture.standin.requests().is_empty(), "nothing reached the upstream");
+}
+
 /// Two gateways sharing one PostgreSQL state store enforce one requests-per-minute limit together: what one admitted
 /// counts on the other, which refuses with 429 once the identity's minute is full across both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,6 +206,23 @@ def openai_file_upload(base, key, path):
         return {"status": error.status_code}
 
 
+def openai_other_models(base, key, audio_path):
+    """An image and a transcription, each with a model of its own (JSON and multipart bodies): what each got."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    seen = {}
+    calls = {
+        "image": lambda: client.images.generate(model="dall-e-3", prompt="a cat"),
+        "transcription": lambda: client.audio.transcriptions.create(model="whisper-1", file=open(audio_path, "rb")),
+    }
+    for name, call in calls.items():
+        try:
+            call()
+            seen[name] = {"status": 200}
+        except openai.APIStatusError as error:
+            seen[name] = refusal(error)
+    return seen
+
+
 SCENARIOS = {
     "openai-chat": openai_chat,
     "openai-chat-cut": openai_chat_cut,
@@ -215,6 +232,7 @@ SCENARIOS = {
     "openai-prompt": openai_prompt,
     "openai-until-refused": openai_until_refused,
     "openai-file-upload": openai_file_upload,
+    "openai-other-models": openai_other_models,
     "anthropic-prompt": anthropic_prompt,
 }
 

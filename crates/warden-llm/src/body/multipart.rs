@@ -310,3 +310,56 @@ fn boundary(content_type: &str) -> Option<String> {
     }
     None
 }
+
+/// The text of the form field `name` of a whole `multipart/form-data` body of `content_type` (its first such field),
+/// if it has one. A body that is not multipart as RFC 2046 frames it, or a field that is not UTF-8, is an error.
+pub(super) fn form_field(content_type: &str, body: &[u8], name: &str) -> Result<Option<String>, BodyError> {
+    let invalid = |reason: &str| BodyError::InvalidMultipart { offset: 0, reason: reason.to_string() };
+    let boundary =
+        boundary(content_type).ok_or_else(|| invalid("its content type has no usable boundary parameter"))?;
+    let mut delimiter = b"\r\n--".to_vec();
+    delimiter.extend_from_slice(boundary.as_bytes());
+    let finder = Finder::new(&delimiter);
+    // Read as if it began with CRLF, so that a first delimiter at its very start is found as every other.
+    let framed = [&b"\r\n"[..], body].concat();
+    let starts: Vec<usize> = finder.find_iter(&framed).collect();
+    if starts.is_empty() {
+        return Err(invalid("the body has no delimiter"));
+    }
+    for pair in starts.windows(2) {
+        let part = &framed[pair[0] + delimiter.len()..pair[1]];
+        let Some(line_end) = Finder::new(b"\r\n").find(part) else {
+            return Err(invalid("a delimiter is followed by something other than CRLF or --"));
+        };
+        if part.starts_with(b"--") || part[..line_end].iter().any(|byte| !matches!(byte, b' ' | b'\t')) {
+            return Err(invalid("a delimiter is followed by something other than CRLF or --"));
+        }
+        let part = &part[line_end + 2..];
+        let (headers, content) = if part.starts_with(b"\r\n") {
+            (&part[..0], &part[2..])
+        } else {
+            let end = Finder::new(b"\r\n\r\n").find(part).ok_or_else(|| invalid("a part's headers do not end"))?;
+            (&part[..end], &part[end + 4..])
+        };
+        let headers = std::str::from_utf8(headers).map_err(|_| invalid("a part's headers are not UTF-8"))?;
+        let named = headers.split("\r\n").any(|line| {
+            line.split_once(':').is_some_and(|(header, value)| {
+                header.trim().eq_ignore_ascii_case("content-disposition")
+                    && value.split(';').skip(1).any(|parameter| {
+                        parameter.split_once('=').is_some_and(|(key, value)| {
+                            key.trim().eq_ignore_ascii_case("name") && value.trim().trim_matches('"') == name
+                        })
+                    })
+            })
+        });
+        if named {
+            let text = std::str::from_utf8(content).map_err(|_| invalid("a form field is not UTF-8"))?;
+            return Ok(Some(text.to_string()));
+        }
+    }
+    let last = &framed[starts[starts.len() - 1] + delimiter.len()..];
+    if !last.starts_with(b"--") {
+        return Err(invalid("the body ends before its close delimiter"));
+    }
+    Ok(None)
+}

@@ -420,3 +420,24 @@ fn a_multipart_body_holds_back_no_more_than_a_delimiter() {
     out.extend(masker.finish().expect("complete"));
     assert!(out.ends_with(b"\xAB\xAB\r\n--XyZ--\r\n"));
 }
+
+#[test]
+fn the_model_a_body_names() {
+    let json = br#"{"model": "dall-e-3", "prompt": "a cat"}"#;
+    assert_eq!(named_model("application/json", json), Ok(Some("dall-e-3".to_string())));
+    assert_eq!(named_model("application/json", br#"{"file_id": "f"}"#), Ok(None));
+    assert_eq!(named_model("application/json", br#"[1, 2]"#), Ok(None));
+    assert!(named_model("application/json", br#"{"model": 3}"#).is_err());
+    assert!(named_model("application/json", br#"{"model": "#).is_err());
+    let form = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\
+        Content-Type: audio/mpeg\r\n\r\nID3\u{0}\r\n--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\
+        whisper-1\r\n--b--\r\n";
+    assert_eq!(named_model("multipart/form-data; boundary=b", form.as_bytes()), Ok(Some("whisper-1".to_string())));
+    let upload = "--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n--b--\r\n";
+    assert_eq!(named_model("multipart/form-data; boundary=b", upload.as_bytes()), Ok(None));
+    let cut = "--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n";
+    assert!(named_model("multipart/form-data; boundary=b", cut.as_bytes()).is_err());
+    assert!(named_model("multipart/form-data", upload.as_bytes()).is_err());
+    assert_eq!(named_model("application/octet-stream", b"\x00model"), Ok(None));
+    assert_eq!(named_model("", b"{\"model\": \"x\"}"), Ok(None));
+}
