@@ -240,11 +240,16 @@ impl ConnectionState {
         // endpoint warden does not interpret (file uploads, audio, batches…) goes as on a plain connection: streamed,
         // its body and its answer masked by content type.
         let mut llm: Option<(LlmCall, Bytes)> = None;
-        // An uninterpreted request read whole, on a connection with a model allow-list: the model it names (a JSON
-        // `"model"`, a form's `model` field) is checked like an LLM request's, and shown to policy.
+        // An uninterpreted JSON or multipart request, on a connection with a model allow-list, is read whole: the
+        // model it names (a JSON `"model"`, a form's `model` field) is checked like an LLM request's, and shown to
+        // policy. Other bodies (a binary upload) still stream.
         let mut read: Option<Bytes> = None;
         let endpoint = route.api.map(|api| (api, warden_llm::Endpoint::of(api, parts.method.as_str(), &pending.path)));
-        let guard = route.guard.as_ref().filter(|guard| guard.restricts_models());
+        let may_name_a_model = matches!(
+            warden_llm::BodyKind::of(Some(full_content_type(&parts.headers))),
+            warden_llm::BodyKind::Json | warden_llm::BodyKind::Multipart
+        );
+        let guard = route.guard.as_ref().filter(|guard| guard.restricts_models() && may_name_a_model);
         if let (Some((_, warden_llm::Endpoint::Other)), Some(guard)) = (endpoint, guard) {
             let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
             pending.request_bytes = bytes.len() as u64;
@@ -742,7 +747,6 @@ pub(crate) fn cap(mut text: String) -> String {
     text
 }
 
-/// An error and its sources, for messages (hyper's own message is often just "client error (Connect)").
 /// A limit's refusal: 429 with `Retry-After`, the rule naming the limit.
 fn limit_refusal(limit: crate::LimitRefusal) -> Refusal {
     Refusal {
@@ -765,6 +769,7 @@ fn unmaskable<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a bo
     None
 }
 
+/// An error and its sources, for messages (hyper's own message is often just "client error (Connect)").
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
