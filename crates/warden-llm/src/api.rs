@@ -45,6 +45,8 @@ impl std::str::FromStr for Api {
 pub enum Endpoint {
     /// OpenAI `POST /v1/chat/completions`.
     ChatCompletions,
+    /// OpenAI's legacy `POST /v1/completions` (a `prompt`, answered in `choices[].text`).
+    Completions,
     /// OpenAI `POST /v1/responses`.
     Responses,
     /// OpenAI `POST /v1/embeddings`.
@@ -68,6 +70,7 @@ impl Endpoint {
         let get = method.eq_ignore_ascii_case("GET");
         match (api, path) {
             (Api::OpenAi, "/chat/completions") if post => Endpoint::ChatCompletions,
+            (Api::OpenAi, "/completions") if post => Endpoint::Completions,
             (Api::OpenAi, "/responses") if post => Endpoint::Responses,
             (Api::OpenAi, "/embeddings") if post => Endpoint::Embeddings,
             (Api::Anthropic, "/messages") if post => Endpoint::Messages,
@@ -80,6 +83,7 @@ impl Endpoint {
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat completions",
+            Endpoint::Completions => "completions",
             Endpoint::Responses => "responses",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
@@ -90,7 +94,20 @@ impl Endpoint {
 
     /// Whether requests to it carry prompts (and so are inspected and guarded).
     pub fn has_prompts(self) -> bool {
-        matches!(self, Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings | Endpoint::Messages)
+        matches!(
+            self,
+            Endpoint::ChatCompletions
+                | Endpoint::Completions
+                | Endpoint::Responses
+                | Endpoint::Embeddings
+                | Endpoint::Messages
+        )
+    }
+
+    /// Whether its streamed answer is chat-completion chunks (`choices`, a final usage chunk when asked with
+    /// `stream_options.include_usage`).
+    pub(crate) fn streams_chunks(self) -> bool {
+        matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)
     }
 
     /// The request member that caps the answer's tokens, if the endpoint has one.
@@ -98,7 +115,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => Some("max_completion_tokens"),
             Endpoint::Responses => Some("max_output_tokens"),
-            Endpoint::Messages => Some("max_tokens"),
+            Endpoint::Messages | Endpoint::Completions => Some("max_tokens"),
             _ => None,
         }
     }
@@ -176,10 +193,10 @@ pub(crate) fn parse(api: Api, endpoint: Endpoint, body: &[u8]) -> Result<(Option
             }
         }
         Endpoint::Responses => budget("max_output_tokens").map_err(shape)?,
-        Endpoint::Messages => budget("max_tokens").map_err(shape)?,
+        Endpoint::Messages | Endpoint::Completions => budget("max_tokens").map_err(shape)?,
         _ => None,
     };
-    if endpoint == Endpoint::ChatCompletions {
+    if endpoint.streams_chunks() {
         request.include_usage = match value.member("stream_options") {
             None => None,
             Some(options @ Json::Object(_)) => match options.member("include_usage") {
@@ -242,32 +259,21 @@ pub(crate) fn visit_prompts(
             }
             Ok(false)
         }
-        Endpoint::Embeddings => match body.get_mut("input") {
-            Some(Json::String(text)) => {
-                visit(text);
-                Ok(false)
-            }
-            Some(Json::Array(items)) => {
-                // All strings, or all token ids, or all arrays of token ids.
-                let class = |item: &Json| match item {
-                    Json::String(_) => Some(0),
-                    Json::Number(_) => Some(1),
-                    Json::Array(tokens) if tokens.iter().all(|token| matches!(token, Json::Number(_))) => Some(2),
-                    _ => None,
-                };
-                let first = items.first().map(class);
-                if items.iter().any(|item| Some(class(item)) != first || class(item).is_none()) {
-                    return Err("\"input\" mixes strings with other values".into());
+        Endpoint::Embeddings => texts_or_tokens(body, "input", visit),
+        Endpoint::Completions => {
+            if let Some(suffix) = body.get_mut("suffix") {
+                match suffix {
+                    Json::String(text) => visit(text),
+                    Json::Null => {}
+                    _ => return Err("\"suffix\" is not a string".into()),
                 }
-                for item in items.iter_mut() {
-                    if let Json::String(text) = item {
-                        visit(text);
-                    }
-                }
-                Ok(matches!(first, Some(Some(1 | 2))))
             }
-            _ => Err("\"input\" is not a string or an array".into()),
-        },
+            match body.get("prompt") {
+                // The API's default prompt is its end-of-text token.
+                None | Some(Json::Null) => Ok(false),
+                Some(_) => texts_or_tokens(body, "prompt", visit),
+            }
+        }
         Endpoint::Messages => {
             match body.get_mut("system") {
                 None | Some(Json::Null) => {}
@@ -299,6 +305,37 @@ pub(crate) fn visit_prompts(
             Ok(false)
         }
         Endpoint::Models | Endpoint::Other => Ok(false),
+    }
+}
+
+/// A member that is a text, or an array of texts, of token ids, or of arrays of token ids (embeddings' `input`,
+/// completions' `prompt`): each text visited; whether the input is tokens warden cannot read.
+fn texts_or_tokens(body: &mut Json, key: &str, visit: &mut dyn FnMut(&mut String)) -> Result<bool, String> {
+    match body.get_mut(key) {
+        Some(Json::String(text)) => {
+            visit(text);
+            Ok(false)
+        }
+        Some(Json::Array(items)) => {
+            // All strings, or all token ids, or all arrays of token ids.
+            let class = |item: &Json| match item {
+                Json::String(_) => Some(0),
+                Json::Number(_) => Some(1),
+                Json::Array(tokens) if tokens.iter().all(|token| matches!(token, Json::Number(_))) => Some(2),
+                _ => None,
+            };
+            let first = items.first().map(class);
+            if items.iter().any(|item| Some(class(item)) != first || class(item).is_none()) {
+                return Err(format!("\"{key}\" mixes strings with other values"));
+            }
+            for item in items.iter_mut() {
+                if let Json::String(text) = item {
+                    visit(text);
+                }
+            }
+            Ok(matches!(first, Some(Some(1 | 2))))
+        }
+        _ => Err(format!("\"{key}\" is not a string or an array")),
     }
 }
 

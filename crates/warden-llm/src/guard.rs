@@ -241,7 +241,7 @@ impl PromptGuard {
         }
 
         let mut strip_usage_chunk = false;
-        if endpoint == Endpoint::ChatCompletions && request.stream && request.include_usage != Some(true) {
+        if endpoint.streams_chunks() && request.stream && request.include_usage != Some(true) {
             strip_usage_chunk = true;
             changed = true;
             match value.get_mut("stream_options").filter(|options| !options.is_null()) {

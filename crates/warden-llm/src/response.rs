@@ -63,6 +63,8 @@ enum ChannelKey {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChatPart {
+    /// A legacy completion's `choices[].text`.
+    Text,
     Content,
     Refusal,
     ToolArguments(u64),
@@ -135,11 +137,11 @@ impl ResponseMasker {
         };
         let mut out = Vec::new();
         match (self.api, self.endpoint) {
-            (Api::OpenAi, Endpoint::ChatCompletions) if data.trim() == "[DONE]" => {
+            (Api::OpenAi, Endpoint::ChatCompletions | Endpoint::Completions) if data.trim() == "[DONE]" => {
                 self.flush_all(&mut out);
                 out.push(Emit::Keep(event));
             }
-            (Api::OpenAi, Endpoint::ChatCompletions) => {
+            (Api::OpenAi, Endpoint::ChatCompletions | Endpoint::Completions) => {
                 let value = self.parse_event(data)?;
                 self.chat(event, value, &mut out)?;
             }
@@ -338,6 +340,12 @@ impl ResponseMasker {
             choice.set("logprobs", Json::Null);
         }
         let mut present: Vec<ChatPart> = Vec::new();
+        if let Some(Json::String(text)) = choice.get_mut("text") {
+            let key = ChannelKey::Chat { choice: index, part: ChatPart::Text };
+            let channel = self.open(key, (event_name.clone(), template.clone()), true)?;
+            *text = self.push(channel, text);
+            present.push(ChatPart::Text);
+        }
         if let Some(delta) = choice.get_mut("delta").filter(|delta| !delta.is_null()) {
             if !matches!(delta, Json::Object(_)) {
                 return Err(self.shape("a choice's delta is not an object"));
@@ -385,7 +393,14 @@ impl ResponseMasker {
                 let (key, template, held) = self.close(position);
                 let ChannelKey::Chat { part, .. } = key else { continue };
                 if present.contains(&part) {
-                    if let Some(text) = choice.get_mut("delta").and_then(|delta| chat_delta_text(delta, part)) {
+                    let text = match part {
+                        ChatPart::Text => match choice.get_mut("text") {
+                            Some(Json::String(text)) => Some(text),
+                            _ => None,
+                        },
+                        _ => choice.get_mut("delta").and_then(|delta| chat_delta_text(delta, part)),
+                    };
+                    if let Some(text) = text {
                         text.push_str(&held);
                     }
                 } else if let Some(event) = synthetic(&key, template, held) {
@@ -576,6 +591,7 @@ fn json_text(value: &Json) -> String {
 /// The string member of a chat delta that `part` streams.
 fn chat_delta_text(delta: &mut Json, part: ChatPart) -> Option<&mut String> {
     let text = match part {
+        ChatPart::Text => None,
         ChatPart::Content => delta.get_mut("content"),
         ChatPart::Refusal => delta.get_mut("refusal"),
         ChatPart::ToolArguments(tool) => match delta.get_mut("tool_calls") {
@@ -602,20 +618,24 @@ fn synthetic(key: &ChannelKey, template: (Option<String>, Json), held: String) -
     match key {
         ChannelKey::Chat { choice, part } => {
             // Only the one member: an accumulating client appends every string it is given to what it has.
-            let delta = match part {
-                ChatPart::Content => Json::Object(vec![("content".into(), Json::String(held))]),
-                ChatPart::Refusal => Json::Object(vec![("refusal".into(), Json::String(held))]),
-                ChatPart::ToolArguments(tool) => Json::Object(vec![(
-                    "tool_calls".into(),
-                    Json::Array(vec![Json::Object(vec![
-                        ("index".into(), Json::Number((*tool).into())),
-                        ("function".into(), Json::Object(vec![("arguments".into(), Json::String(held))])),
-                    ])]),
-                )]),
+            let (member, text) = match part {
+                ChatPart::Text => ("text", Json::String(held)),
+                ChatPart::Content => ("delta", Json::Object(vec![("content".into(), Json::String(held))])),
+                ChatPart::Refusal => ("delta", Json::Object(vec![("refusal".into(), Json::String(held))])),
+                ChatPart::ToolArguments(tool) => (
+                    "delta",
+                    Json::Object(vec![(
+                        "tool_calls".into(),
+                        Json::Array(vec![Json::Object(vec![
+                            ("index".into(), Json::Number((*tool).into())),
+                            ("function".into(), Json::Object(vec![("arguments".into(), Json::String(held))])),
+                        ])]),
+                    )]),
+                ),
             };
             let choice = Json::Object(vec![
                 ("index".into(), Json::Number((*choice).into())),
-                ("delta".into(), delta),
+                (member.into(), text),
                 ("logprobs".into(), Json::Null),
                 ("finish_reason".into(), Json::Null),
             ]);

@@ -266,6 +266,7 @@ enum Provider {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Endpoint {
     ChatCompletions,
+    Completions,
     Responses,
     Embeddings,
     Models,
@@ -280,6 +281,7 @@ impl Endpoint {
         let get = method == Method::GET;
         match path {
             "/v1/chat/completions" if post => Some(Endpoint::ChatCompletions),
+            "/v1/completions" if post => Some(Endpoint::Completions),
             "/v1/responses" if post => Some(Endpoint::Responses),
             "/v1/embeddings" if post => Some(Endpoint::Embeddings),
             "/v1/models" if get => Some(Endpoint::Models),
@@ -301,7 +303,7 @@ impl Endpoint {
 
     /// Whether it answers a generated text (and so waits `first_delay` before a non-streamed answer).
     fn generates(&self) -> bool {
-        matches!(self, Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages)
+        matches!(self, Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Responses | Endpoint::Messages)
     }
 }
 
@@ -381,6 +383,7 @@ fn answer(state: &State, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) 
     }
     let reply = match endpoint {
         Endpoint::ChatCompletions => chat_completions(&knobs, &request)?,
+        Endpoint::Completions => completions(&knobs, &request)?,
         Endpoint::Responses => responses(&knobs, &request)?,
         Endpoint::Embeddings => embeddings(&request)?,
         Endpoint::Models => models(state),
@@ -795,6 +798,55 @@ fn chat_completions(knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply
     Ok(Reply::Stream(SseBody::new(
         vec![chunk(choice(json!({ "role": "assistant", "content": "", "refusal": null }), Value::Null))],
         generation.deltas.iter().map(|delta| chunk(choice(json!({ "content": delta }), Value::Null))).collect(),
+        tail,
+        knobs,
+    )))
+}
+
+/// OpenAI's legacy completions: `prompt` (a text or a list; the first is answered), `max_tokens`, streamed as
+/// `text_completion` chunks whose `choices[].text` are the deltas, with a usage chunk when asked.
+fn completions(knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply, Reply> {
+    let model = require_model(request)?;
+    let prompt = match request.get("prompt") {
+        Some(Value::String(text)) => vec![text.clone()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => Vec::new(),
+    };
+    let streamed = is_streamed(request);
+    let answer = knobs.answer_to(prompt.first().cloned());
+    let limit = request.get("max_tokens").and_then(Value::as_u64);
+    let generation = Generation::new(&answer, limit, knobs.chunk_bytes, &prompt);
+    let finish_reason = if generation.truncated { "length" } else { "stop" };
+    let id = random_id("cmpl-", 29, BASE62);
+    let created = unix_now();
+    let usage = json!({
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+    });
+    let completion = |choices: Value, usage: Value| json!({ "id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage });
+    let choice = |text: &str, finish_reason: Value| json!([{ "text": text, "index": 0, "logprobs": null, "finish_reason": finish_reason }]);
+    if !streamed {
+        return Ok(Reply::ok(completion(choice(&generation.text, json!(finish_reason)), usage)));
+    }
+    let include_usage =
+        request.get("stream_options").and_then(|options| options.get("include_usage")).and_then(Value::as_bool)
+            == Some(true);
+    let chunk = |choices: Value| {
+        let mut chunk = completion(choices, Value::Null);
+        if !include_usage {
+            chunk.as_object_mut().map(|chunk| chunk.remove("usage"));
+        }
+        data_frame(&chunk)
+    };
+    let mut tail = vec![chunk(choice("", json!(finish_reason)))];
+    if include_usage {
+        tail.push(data_frame(&completion(json!([]), usage)));
+    }
+    tail.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    Ok(Reply::Stream(SseBody::new(
+        Vec::new(),
+        generation.deltas.iter().map(|delta| chunk(choice(delta, Value::Null))).collect(),
         tail,
         knobs,
     )))

@@ -223,6 +223,21 @@ def openai_other_models(base, key, audio_path):
     return seen
 
 
+def openai_completions(base, key, prompt):
+    """A legacy completion with this prompt, whole and streamed: the texts, the streamed chunks, or the refusal."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    try:
+        whole = client.completions.create(model="gpt-4o-mini", prompt=prompt, max_tokens=200)
+        chunks = [
+            chunk.choices[0].text
+            for chunk in client.completions.create(model="gpt-4o-mini", prompt=prompt, max_tokens=200, stream=True)
+            if chunk.choices
+        ]
+        return {"text": whole.choices[0].text, "streamed": "".join(chunks), "chunks": chunks, "refused": None}
+    except openai.APIStatusError as error:
+        return {"refused": refusal(error)}
+
+
 SCENARIOS = {
     "openai-chat": openai_chat,
     "openai-chat-cut": openai_chat_cut,
@@ -233,6 +248,7 @@ SCENARIOS = {
     "openai-until-refused": openai_until_refused,
     "openai-file-upload": openai_file_upload,
     "openai-other-models": openai_other_models,
+    "openai-completions": openai_completions,
     "anthropic-prompt": anthropic_prompt,
 }
 

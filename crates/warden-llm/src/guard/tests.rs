@@ -199,3 +199,36 @@ fn malformed_requests_are_refused_with_400() {
     assert_eq!((refusal.rule.as_str(), refusal.status()), ("request", 400));
     assert!(refusal.message.starts_with("the request body is not valid JSON"), "{}", refusal.message);
 }
+
+/// OpenAI's legacy completions: the prompt (a text or a list of them) and the suffix are prompts like any other, the
+/// max-tokens cap is on `max_tokens`, and a streamed request is made to report its usage.
+#[test]
+fn legacy_completions_are_guarded_like_chat() {
+    let config = GuardConfig {
+        deny: vec![("no-drops".into(), "(?i)drop table".into())],
+        pii: PromptPii::Mask,
+        max_tokens: Some(64),
+        models: Some(vec!["gpt-3.5-turbo-instruct".into()]),
+    };
+    let guard = guard(config);
+    let completion = |body: &str| apply(&guard, Api::OpenAi, Endpoint::Completions, body);
+    let refusal = completion(r#"{"model":"gpt-3.5-turbo-instruct","prompt":["hi","then DROP TABLE users"]}"#)
+        .expect_err("a denied prompt");
+    assert_eq!(refusal.rule, "deny:no-drops");
+    let refusal = completion(r#"{"model":"gpt-4o","prompt":"hi"}"#).expect_err("not an allowed model");
+    assert_eq!(refusal.rule, "model");
+    let outcome = completion(
+        r#"{"model":"gpt-3.5-turbo-instruct","prompt":"Mail jane.roe@example.com","suffix":"or +1 415 555 0100","max_tokens":500,"stream":true}"#,
+    )
+    .expect("masked, capped");
+    let sent: serde_json::Value = serde_json::from_str(&body(&outcome)).unwrap();
+    assert_eq!(sent["prompt"], "Mail ***@example.com");
+    assert_eq!(sent["suffix"], "or [PHONE]");
+    assert_eq!(sent["max_tokens"], 64);
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    assert!(outcome.strip_usage_chunk);
+    // Token ids cannot be read, so cannot be guarded: refused; no prompt at all is the API's default.
+    assert!(completion(r#"{"model":"gpt-3.5-turbo-instruct","prompt":[1, 2, 3]}"#).is_err());
+    assert!(completion(r#"{"model":"gpt-3.5-turbo-instruct"}"#).is_ok());
+    assert!(completion(r#"{"model":"gpt-3.5-turbo-instruct","prompt":["a", 1]}"#).is_err());
+}

@@ -51,6 +51,25 @@ fn chat_stream(deltas: &[String]) -> Vec<SseEvent> {
     events
 }
 
+/// A legacy completion streamed as OpenAI does with `include_usage`: text chunks, the finish chunk (empty text), the
+/// usage chunk, `[DONE]`.
+fn completion_stream(deltas: &[String]) -> Vec<SseEvent> {
+    let chunk = |choices: serde_json::Value| {
+        data(serde_json::json!({"id":"cmpl-9","object":"text_completion","created":1730000000,
+            "model":"gpt-3.5-turbo-instruct","choices":choices,"usage":null}))
+    };
+    let mut events = Vec::new();
+    for delta in deltas {
+        events.push(chunk(serde_json::json!([{"text":delta,"index":0,"logprobs":null,"finish_reason":null}])));
+    }
+    events.push(chunk(serde_json::json!([{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}])));
+    events.push(data(serde_json::json!({"id":"cmpl-9","object":"text_completion","created":1730000000,
+        "model":"gpt-3.5-turbo-instruct","choices":[],
+        "usage":{"prompt_tokens":12,"completion_tokens":31,"total_tokens":43}})));
+    events.push(SseEvent::data("[DONE]"));
+    events
+}
+
 /// A Responses API stream: created, item and part added, text deltas, text done, part and item done, completed.
 fn responses_stream(deltas: &[String]) -> Vec<SseEvent> {
     let whole: String = deltas.concat();
@@ -160,6 +179,22 @@ fn chat_text(events: &[SseEvent]) -> String {
     text
 }
 
+fn completion_text(events: &[SseEvent]) -> String {
+    let mut text = String::new();
+    for event in events {
+        if event.data.as_deref() == Some("[DONE]") {
+            continue;
+        }
+        let value = json(event);
+        assert_eq!(value["object"], "text_completion");
+        for choice in value["choices"].as_array().expect("choices") {
+            assert!(choice["index"].is_u64() && choice.get("delta").is_none(), "{value}");
+            text.push_str(choice["text"].as_str().expect("a text"));
+        }
+    }
+    text
+}
+
 fn responses_text(events: &[SseEvent]) -> String {
     let mut text = String::new();
     let mut sequence = None;
@@ -210,8 +245,9 @@ fn assert_no_leak(events: &[SseEvent]) {
 type Stream = fn(&[String]) -> Vec<SseEvent>;
 type Text = fn(&[SseEvent]) -> String;
 
-const APIS: [(Api, Endpoint, Stream, Text); 3] = [
+const APIS: [(Api, Endpoint, Stream, Text); 4] = [
     (Api::OpenAi, Endpoint::ChatCompletions, chat_stream, chat_text),
+    (Api::OpenAi, Endpoint::Completions, completion_stream, completion_text),
     (Api::OpenAi, Endpoint::Responses, responses_stream, responses_text),
     (Api::Anthropic, Endpoint::Messages, anthropic_stream, anthropic_text),
 ];
@@ -245,6 +281,7 @@ fn a_split_value_is_never_sent_in_part() {
 #[test]
 fn usage_from_each_provider() {
     let expected = [
+        Usage { input_tokens: 12, output_tokens: 31, total_tokens: 43 },
         Usage { input_tokens: 12, output_tokens: 31, total_tokens: 43 },
         Usage { input_tokens: 20, output_tokens: 31, total_tokens: 51 },
         Usage { input_tokens: 125, output_tokens: 31, total_tokens: 156 },
