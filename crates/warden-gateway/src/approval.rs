@@ -124,49 +124,57 @@ fn deliver(
     approval: ApprovalRow,
 ) {
     for index in 0..targets.len() {
-        let targets = targets.clone();
-        let recorder = recorder.clone();
-        let approval = approval.clone();
-        let admin_url = admin_url.clone();
-        deliveries.spawn(async move {
-                let Target { name, webhook, slack } = &targets[index];
-                let body = if *slack {
-                    slack_body(&approval, admin_url.as_deref())
-                } else {
-                    webhook_body(&approval, admin_url.as_deref())
-                };
-                let mut backoff = warden_webhook::Backoff::new();
-                let mut outcome = Err(String::new());
-                for attempt in 1..=NOTIFY_ATTEMPTS {
-                    let delivery = format!("{}.requested", approval.id);
-                    match webhook.post(body.clone(), "application/json", &[("x-warden-delivery", &delivery)]).await {
-                        Ok(()) => {
-                            outcome = Ok(attempt);
-                            break;
-                        }
-                        Err(error) => {
-                            let reason = if *slack { slack_error(&error) } else { error.to_string() };
-                            warn!(approval = %approval.id, target = %name, attempt, error = %reason, "approval notification failed");
-                            outcome = Err(reason);
-                            if !error.is_retryable() || attempt == NOTIFY_ATTEMPTS {
-                                break;
-                            }
-                            tokio::time::sleep(backoff.next_delay(error.retry_after())).await;
-                        }
-                    }
+        deliveries.spawn(deliver_to(targets.clone(), index, recorder.clone(), admin_url.clone(), approval.clone()));
+    }
+}
+
+/// Delivers `approval` to `targets[index]`, retrying with backoff, and records the outcome (`approval.notified`).
+async fn deliver_to(
+    targets: Arc<Vec<Target>>,
+    index: usize,
+    recorder: Recorder,
+    admin_url: Option<String>,
+    approval: ApprovalRow,
+) {
+    let Target { name, webhook, slack } = &targets[index];
+    let body = if *slack {
+        slack_body(&approval, admin_url.as_deref())
+    } else {
+        webhook_body(&approval, admin_url.as_deref())
+    };
+    let mut backoff = warden_webhook::Backoff::new();
+    let mut outcome = Err(String::new());
+    for attempt in 1..=NOTIFY_ATTEMPTS {
+        let delivery = format!("{}.requested", approval.id);
+        match webhook.post(body.clone(), "application/json", &[("x-warden-delivery", &delivery)]).await {
+            Ok(()) => {
+                outcome = Ok(attempt);
+                break;
+            }
+            Err(error) => {
+                let reason = if *slack { slack_error(&error) } else { error.to_string() };
+                warn!(
+                    approval = %approval.id, target = %name, attempt, error = %reason,
+                    "approval notification failed"
+                );
+                outcome = Err(reason);
+                if !error.is_retryable() || attempt == NOTIFY_ATTEMPTS {
+                    break;
                 }
-                let extra = match &outcome {
-                    Ok(attempts) => json!({ "target": name, "delivered": true, "attempts": attempts }),
-                    Err(reason) => json!({ "target": name, "delivered": false, "error": reason }),
-                };
-                let mut record = warden_state::AuditRecord::new("approval.notified", approval_body(&approval, extra));
-                record.session.clone_from(&approval.session_id);
-                record.identity = Some(approval.identity.clone());
-                record.connection = Some(approval.connection.clone());
-                if let Err(error) = recorder.audit_when_room(record).await {
-                    warn!(approval = %approval.id, %error, "approval notification not recorded in the audit log");
-                }
-        });
+                tokio::time::sleep(backoff.next_delay(error.retry_after())).await;
+            }
+        }
+    }
+    let extra = match &outcome {
+        Ok(attempts) => json!({ "target": name, "delivered": true, "attempts": attempts }),
+        Err(reason) => json!({ "target": name, "delivered": false, "error": reason }),
+    };
+    let mut record = warden_state::AuditRecord::new("approval.notified", approval_body(&approval, extra));
+    record.session.clone_from(&approval.session_id);
+    record.identity = Some(approval.identity.clone());
+    record.connection = Some(approval.connection.clone());
+    if let Err(error) = recorder.audit_when_room(record).await {
+        warn!(approval = %approval.id, %error, "approval notification not recorded in the audit log");
     }
 }
 

@@ -249,14 +249,17 @@ impl Limits {
         counter.expire(now);
         let (slot, into_slot) = wall_slot();
         counter.others.retain(|others| others.slot >= slot - MINUTE_SLOTS);
-        // When the oldest of the others' slots leaves the minute.
-        let others_leave = counter.others.iter().map(|others| others.slot).min().map(|oldest| {
-            let leaves = Duration::from_secs(((oldest - slot + MINUTE_SLOTS + 1) * SLOT_SECONDS) as u64);
-            leaves.saturating_sub(into_slot)
-        });
-        let retry = |own: Option<Duration>| match (own, others_leave) {
-            (Some(own), Some(others)) => own.min(others),
-            (own, others) => own.or(others).unwrap_or(MINUTE),
+        // When a refused request may try again: when the oldest of what it counted leaves the minute, its own
+        // (`own`) or the oldest of the others' slots.
+        let retry = |own: Option<Duration>, others: &[Slot]| {
+            let others = others.iter().map(|others| others.slot).min().map(|oldest| {
+                let leaves = Duration::from_secs(((oldest - slot + MINUTE_SLOTS + 1) * SLOT_SECONDS) as u64);
+                leaves.saturating_sub(into_slot)
+            });
+            match (own, others) {
+                (Some(own), Some(others)) => own.min(others),
+                (own, others) => own.or(others).unwrap_or(MINUTE),
+            }
         };
         if let Some(budget) = &limits.budget {
             let (window, window_end) = budget_window(budget.per);
@@ -284,7 +287,7 @@ impl Limits {
                         "{identity} used {used} tokens in the last minute on connection \"{connection}\"; the limit \
                          is {limit} (limits.tokens_per_minute)"
                     ),
-                    retry_after: retry(own_leave),
+                    retry_after: retry(own_leave, &counter.others),
                 });
             }
         }
@@ -299,7 +302,7 @@ impl Limits {
                         "{identity} sent {sent} requests in the last minute on connection \"{connection}\"; the limit \
                          is {limit} (limits.requests_per_minute)"
                     ),
-                    retry_after: retry(own_leave),
+                    retry_after: retry(own_leave, &counter.others),
                 });
             }
             counter.requests.push_back(now);
@@ -389,17 +392,8 @@ pub(crate) async fn sync_periodically(
         if result.is_ok() && ticks.is_multiple_of(PRUNE_EVERY) {
             result = store.prune_rate_counts(slot_now() - 2 * MINUTE_SLOTS).await.map(drop);
         }
-        match result {
-            Ok(()) => failing = false,
-            Err(error) if !failing => {
-                failing = true;
-                tracing::warn!(
-                    %error,
-                    "cannot share rate counts through the state store; counting this gateway's requests until it can"
-                );
-            }
-            Err(_) => {}
-        }
+        let what = "cannot share rate counts through the state store; counting this gateway's requests until it can";
+        report(result, &mut failing, what);
         if stopping {
             return;
         }
@@ -438,17 +432,20 @@ pub(crate) async fn refresh_periodically(
             _ = interval.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        match limits.refresh(&store, &recorder).await {
-            Ok(()) => failing = false,
-            Err(error) if !failing => {
-                failing = true;
-                tracing::warn!(
-                    %error,
-                    "cannot refresh token budgets from the state store; counting this gateway's requests until it can"
-                );
-            }
-            Err(_) => {}
+        let what = "cannot refresh token budgets from the state store; counting this gateway's requests until it can";
+        report(limits.refresh(&store, &recorder).await, &mut failing, what);
+    }
+}
+
+/// Warns of the first failure of a run (`what`, with the error); a success ends the run.
+fn report(result: Result<(), StateError>, failing: &mut bool, what: &str) {
+    match result {
+        Ok(()) => *failing = false,
+        Err(error) if !*failing => {
+            *failing = true;
+            tracing::warn!(%error, "{what}");
         }
+        Err(_) => {}
     }
 }
 

@@ -174,7 +174,17 @@ impl BodyMasker {
     /// A masker for a body nested `depth` levels deep in multipart bodies (1: not nested).
     fn nested(content_type: Option<&str>, masker: Masker, hold_back: usize, depth: usize) -> BodyMasker {
         let kind = BodyKind::of(content_type);
-        let inner = match kind {
+        let inner = Self::inner(kind, content_type, &masker, hold_back, depth);
+        BodyMasker { kind, inner, masker, hold_back, findings: 0 }
+    }
+
+    fn inner(kind: BodyKind, content_type: Option<&str>, masker: &Masker, hold_back: usize, depth: usize) -> Inner {
+        match kind {
+            BodyKind::Json => Inner::Json(Box::new(JsonMasker::new(masker.clone(), hold_back))),
+            BodyKind::EventStream => Inner::EventStream(SseParser::new(MAX_EVENT_BYTES)),
+            BodyKind::Text => Inner::Text(Box::new(StreamMasker::new(masker.clone(), hold_back))),
+            BodyKind::Binary => Inner::Pass,
+            BodyKind::Unknown => Inner::Sniff(Vec::new()),
             BodyKind::Multipart => {
                 let content_type = content_type.unwrap_or_default();
                 match multipart::MultipartMasker::new(content_type, masker.clone(), hold_back, depth) {
@@ -182,23 +192,6 @@ impl BodyMasker {
                     Err(error) => Inner::Invalid(error),
                 }
             }
-            kind => Self::inner(kind, &masker, hold_back),
-        };
-        BodyMasker { kind, inner, masker, hold_back, findings: 0 }
-    }
-
-    fn inner(kind: BodyKind, masker: &Masker, hold_back: usize) -> Inner {
-        match kind {
-            BodyKind::Json => Inner::Json(Box::new(JsonMasker::new(masker.clone(), hold_back))),
-            BodyKind::EventStream => Inner::EventStream(SseParser::new(MAX_EVENT_BYTES)),
-            BodyKind::Text => Inner::Text(Box::new(StreamMasker::new(masker.clone(), hold_back))),
-            BodyKind::Binary => Inner::Pass,
-            BodyKind::Unknown => Inner::Sniff(Vec::new()),
-            // Made by `nested`, which has the content type's boundary.
-            BodyKind::Multipart => Inner::Invalid(BodyError::InvalidMultipart {
-                offset: 0,
-                reason: "its content type has no usable boundary parameter".to_string(),
-            }),
         }
     }
 
@@ -289,7 +282,8 @@ impl BodyMasker {
             Err(error) => error.error_len().is_none(),
         };
         self.kind = if utf8 && !first.contains(&0) { BodyKind::Text } else { BodyKind::Binary };
-        self.inner = Self::inner(self.kind, &self.masker, self.hold_back);
+        // Text or binary: neither has parameters or nesting to pass on.
+        self.inner = Self::inner(self.kind, None, &self.masker, self.hold_back, 1);
     }
 }
 

@@ -137,11 +137,11 @@ impl ResponseMasker {
         };
         let mut out = Vec::new();
         match (self.api, self.endpoint) {
-            (Api::OpenAi, Endpoint::ChatCompletions | Endpoint::Completions) if data.trim() == "[DONE]" => {
+            (Api::OpenAi, endpoint) if endpoint.streams_chunks() && data.trim() == "[DONE]" => {
                 self.flush_all(&mut out);
                 out.push(Emit::Keep(event));
             }
-            (Api::OpenAi, Endpoint::ChatCompletions | Endpoint::Completions) => {
+            (Api::OpenAi, endpoint) if endpoint.streams_chunks() => {
                 let value = self.parse_event(data)?;
                 self.chat(event, value, &mut out)?;
             }
@@ -393,14 +393,7 @@ impl ResponseMasker {
                 let (key, template, held) = self.close(position);
                 let ChannelKey::Chat { part, .. } = key else { continue };
                 if present.contains(&part) {
-                    let text = match part {
-                        ChatPart::Text => match choice.get_mut("text") {
-                            Some(Json::String(text)) => Some(text),
-                            _ => None,
-                        },
-                        _ => choice.get_mut("delta").and_then(|delta| chat_delta_text(delta, part)),
-                    };
-                    if let Some(text) = text {
+                    if let Some(text) = chat_part_text(choice, part) {
                         text.push_str(&held);
                     }
                 } else if let Some(event) = synthetic(&key, template, held) {
@@ -588,13 +581,13 @@ fn json_text(value: &Json) -> String {
     String::from_utf8(value.to_vec()).expect("serde_json writes UTF-8")
 }
 
-/// The string member of a chat delta that `part` streams.
-fn chat_delta_text(delta: &mut Json, part: ChatPart) -> Option<&mut String> {
+/// The string member of a choice (of its delta, but for a legacy completion's text) that `part` streams.
+fn chat_part_text(choice: &mut Json, part: ChatPart) -> Option<&mut String> {
     let text = match part {
-        ChatPart::Text => None,
-        ChatPart::Content => delta.get_mut("content"),
-        ChatPart::Refusal => delta.get_mut("refusal"),
-        ChatPart::ToolArguments(tool) => match delta.get_mut("tool_calls") {
+        ChatPart::Text => choice.get_mut("text"),
+        ChatPart::Content => choice.get_mut("delta")?.get_mut("content"),
+        ChatPart::Refusal => choice.get_mut("delta")?.get_mut("refusal"),
+        ChatPart::ToolArguments(tool) => match choice.get_mut("delta")?.get_mut("tool_calls") {
             Some(Json::Array(calls)) => calls
                 .iter_mut()
                 .find(|call| call.get("index").and_then(Json::as_u64) == Some(tool))

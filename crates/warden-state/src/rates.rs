@@ -9,6 +9,9 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use crate::sql::{get, Dialect, SqlText, Store};
 use crate::{Backend, StateError, StateStore};
 
+/// Rows added by one statement (6 binds each, well under either dialect's limit).
+const RATE_ROWS_PER_STATEMENT: usize = 500;
+
 /// What one replica counted for one identity on one connection in one slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateCount {
@@ -20,7 +23,8 @@ pub struct RateCount {
 }
 
 impl StateStore {
-    /// Adds `counts` (this replica's, since it last added) to what the store holds for `replica`, in one transaction.
+    /// Adds `counts` (this replica's, since it last added; one per connection, identity and slot) to what the store
+    /// holds for `replica`, in one transaction.
     pub async fn add_rate_counts(&self, replica: &str, counts: &[RateCount]) -> Result<(), StateError> {
         if counts.is_empty() {
             return Ok(());
@@ -64,27 +68,27 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     async fn add_rate_counts(&self, replica: &str, counts: &[RateCount]) -> Result<(), StateError> {
-        let mut sql = SqlText::<DB>::new(
-            "INSERT INTO rate_counts (connection, slot, identity, replica, requests, tokens) VALUES (",
-        );
-        sql.bind().push(", ").bind().push(", ").bind().push(", ").bind().push(", ").bind().push(", ").bind();
-        sql.push(
-            ") ON CONFLICT (connection, slot, identity, replica) DO UPDATE SET \
-             requests = rate_counts.requests + excluded.requests, tokens = rate_counts.tokens + excluded.tokens",
-        );
         let failed = |source| StateError::Query { operation: "adding rate counts", source };
         let mut transaction = self.pool.begin().await.map_err(failed)?;
-        for count in counts {
-            sqlx::query(&sql.text)
-                .bind(count.connection.as_str())
-                .bind(count.slot)
-                .bind(count.identity.as_str())
-                .bind(replica)
-                .bind(i64::try_from(count.requests).unwrap_or(i64::MAX))
-                .bind(i64::try_from(count.tokens).unwrap_or(i64::MAX))
-                .execute(&mut *transaction)
-                .await
-                .map_err(failed)?;
+        // One statement per chunk; a chunk's rows are distinct (one per connection, identity and slot).
+        for chunk in counts.chunks(RATE_ROWS_PER_STATEMENT) {
+            let mut sql =
+                SqlText::<DB>::new("INSERT INTO rate_counts (connection, slot, identity, replica, requests, tokens) ");
+            sql.values(chunk.len(), 6).push(
+                " ON CONFLICT (connection, slot, identity, replica) DO UPDATE SET \
+                 requests = rate_counts.requests + excluded.requests, tokens = rate_counts.tokens + excluded.tokens",
+            );
+            let mut query = sqlx::query(&sql.text);
+            for count in chunk {
+                query = query
+                    .bind(count.connection.as_str())
+                    .bind(count.slot)
+                    .bind(count.identity.as_str())
+                    .bind(replica)
+                    .bind(i64::try_from(count.requests).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(count.tokens).unwrap_or(i64::MAX));
+            }
+            query.execute(&mut *transaction).await.map_err(failed)?;
         }
         transaction.commit().await.map_err(failed)
     }

@@ -732,7 +732,7 @@ impl<DB: Dialect> SqlText<DB> {
     }
 
     /// `VALUES (…), (…)`: `rows` tuples of `columns` placeholders each.
-    fn values(&mut self, rows: usize, columns: usize) -> &mut Self {
+    pub(crate) fn values(&mut self, rows: usize, columns: usize) -> &mut Self {
         self.text.reserve(rows * columns * 6 + 8);
         self.text.push_str("VALUES ");
         for row in 0..rows {

@@ -824,7 +824,16 @@ fn completions(knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply, Rep
         "completion_tokens": generation.completion_tokens,
         "total_tokens": generation.prompt_tokens + generation.completion_tokens,
     });
-    let completion = |choices: Value, usage: Value| json!({ "id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage });
+    let completion = |choices: Value, usage: Value| {
+        json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+        })
+    };
     let choice = |text: &str, finish_reason: Value| json!([{ "text": text, "index": 0, "logprobs": null, "finish_reason": finish_reason }]);
     if !streamed {
         return Ok(Reply::ok(completion(choice(&generation.text, json!(finish_reason)), usage)));
@@ -834,8 +843,8 @@ fn completions(knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply, Rep
             == Some(true);
     let chunk = |choices: Value| {
         let mut chunk = completion(choices, Value::Null);
-        if !include_usage {
-            chunk.as_object_mut().map(|chunk| chunk.remove("usage"));
+        if let Some(chunk) = chunk.as_object_mut().filter(|_| !include_usage) {
+            chunk.remove("usage");
         }
         data_frame(&chunk)
     };

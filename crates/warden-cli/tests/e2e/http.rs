@@ -333,7 +333,11 @@ async fn a_token_budget_stops_a_run_with_429_and_retry_after() {
 /// streamed ones too (the planted values split across `choices[].text` deltas), through the openai SDK.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_completions_are_guarded_and_masked_like_chat() {
-    let guard = "max_tokens = 50\n[connection.guard]\ndeny = [{ id = \"no-jailbreak\", pattern = \"(?i)ignore previous instructions\" }]\nprompt_pii = \"mask\"\n";
+    let guard = r#"max_tokens = 50
+[connection.guard]
+deny = [{ id = "no-jailbreak", pattern = "(?i)ignore previous instructions" }]
+prompt_pii = "mask"
+"#;
     let fixture = llm_fixture(guard).await;
     let base = format!("{}/openai", fixture.base);
     let key = fixture.gateway.api_key.clone();

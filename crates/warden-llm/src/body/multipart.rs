@@ -72,12 +72,7 @@ impl MultipartMasker {
                 reason: format!("multipart bodies nest deeper than {MAX_DEPTH} levels"),
             });
         }
-        let boundary = boundary(content_type).ok_or_else(|| BodyError::InvalidMultipart {
-            offset: 0,
-            reason: "its content type has no usable boundary parameter".to_string(),
-        })?;
-        let mut delimiter = b"\r\n--".to_vec();
-        delimiter.extend_from_slice(boundary.as_bytes());
+        let delimiter = delimiter(content_type)?;
         Ok(MultipartMasker {
             finder: Finder::new(&delimiter).into_owned(),
             delimiter,
@@ -212,10 +207,7 @@ impl MultipartMasker {
         let mut transfer_encoding = None;
         let mut written = String::with_capacity(section.len());
         for line in section.split_terminator("\r\n") {
-            let Some((name, value)) = line.split_once(':') else {
-                return Err(self.error(0, "a part's header line has no colon"));
-            };
-            let value = value.trim();
+            let (name, value) = header(line).map_err(|reason| self.error(0, reason))?;
             if name.eq_ignore_ascii_case("content-type") {
                 content_type = Some(value);
                 written.push_str(line);
@@ -289,6 +281,21 @@ fn part_error(consumed: u64, error: BodyError) -> BodyError {
     }
 }
 
+/// `CRLF--boundary`, what ends each part of a body of `content_type`.
+fn delimiter(content_type: &str) -> Result<Vec<u8>, BodyError> {
+    let boundary = boundary(content_type).ok_or_else(|| BodyError::InvalidMultipart {
+        offset: 0,
+        reason: "its content type has no usable boundary parameter".to_string(),
+    })?;
+    Ok([&b"\r\n--"[..], boundary.as_bytes()].concat())
+}
+
+/// A part's header line: its name and its trimmed value.
+fn header(line: &str) -> Result<(&str, &str), &'static str> {
+    let (name, value) = line.split_once(':').ok_or("a part's header line has no colon")?;
+    Ok((name, value.trim()))
+}
+
 /// The `boundary` parameter of a multipart content type: 1 to 70 characters, quoted or not.
 fn boundary(content_type: &str) -> Option<String> {
     for parameter in content_type.split(';').skip(1) {
@@ -315,10 +322,7 @@ fn boundary(content_type: &str) -> Option<String> {
 /// if it has one. A body that is not multipart as RFC 2046 frames it, or a field that is not UTF-8, is an error.
 pub(super) fn form_field(content_type: &str, body: &[u8], name: &str) -> Result<Option<String>, BodyError> {
     let invalid = |reason: &str| BodyError::InvalidMultipart { offset: 0, reason: reason.to_string() };
-    let boundary =
-        boundary(content_type).ok_or_else(|| invalid("its content type has no usable boundary parameter"))?;
-    let mut delimiter = b"\r\n--".to_vec();
-    delimiter.extend_from_slice(boundary.as_bytes());
+    let delimiter = delimiter(content_type)?;
     let finder = Finder::new(&delimiter);
     // Read as if it began with CRLF, so that a first delimiter at its very start is found as every other.
     let framed = [&b"\r\n"[..], body].concat();
@@ -342,16 +346,16 @@ pub(super) fn form_field(content_type: &str, body: &[u8], name: &str) -> Result<
             (&part[..end], &part[end + 4..])
         };
         let headers = std::str::from_utf8(headers).map_err(|_| invalid("a part's headers are not UTF-8"))?;
-        let named = headers.split("\r\n").any(|line| {
-            line.split_once(':').is_some_and(|(header, value)| {
-                header.trim().eq_ignore_ascii_case("content-disposition")
-                    && value.split(';').skip(1).any(|parameter| {
-                        parameter.split_once('=').is_some_and(|(key, value)| {
-                            key.trim().eq_ignore_ascii_case("name") && value.trim().trim_matches('"') == name
-                        })
+        let mut named = false;
+        for line in headers.split_terminator("\r\n") {
+            let Ok((header, value)) = header(line) else { continue };
+            named |= header.trim().eq_ignore_ascii_case("content-disposition")
+                && value.split(';').skip(1).any(|parameter| {
+                    parameter.split_once('=').is_some_and(|(key, value)| {
+                        key.trim().eq_ignore_ascii_case("name") && value.trim().trim_matches('"') == name
                     })
-            })
-        });
+                });
+        }
         if named {
             let text = std::str::from_utf8(content).map_err(|_| invalid("a form field is not UTF-8"))?;
             return Ok(Some(text.to_string()));
