@@ -53,6 +53,11 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic `POST /v1/messages`.
     Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`: a messages request, counted, not answered; its prompts still go to
+    /// the provider.
+    CountTokens,
+    /// OpenAI `POST /v1/responses/input_tokens`: a responses request, counted, not answered.
+    InputTokens,
     /// `GET /v1/models` and `GET /v1/models/{id}`, either API.
     Models,
     Other,
@@ -72,8 +77,10 @@ impl Endpoint {
             (Api::OpenAi, "/chat/completions") if post => Endpoint::ChatCompletions,
             (Api::OpenAi, "/completions") if post => Endpoint::Completions,
             (Api::OpenAi, "/responses") if post => Endpoint::Responses,
+            (Api::OpenAi, "/responses/input_tokens") if post => Endpoint::InputTokens,
             (Api::OpenAi, "/embeddings") if post => Endpoint::Embeddings,
             (Api::Anthropic, "/messages") if post => Endpoint::Messages,
+            (Api::Anthropic, "/messages/count_tokens") if post => Endpoint::CountTokens,
             (_, "/models") if get => Endpoint::Models,
             (_, models) if get && models.strip_prefix("/models/").is_some_and(|id| !id.is_empty()) => Endpoint::Models,
             _ => Endpoint::Other,
@@ -87,6 +94,8 @@ impl Endpoint {
             Endpoint::Responses => "responses",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count tokens",
+            Endpoint::InputTokens => "input tokens",
             Endpoint::Models => "models",
             Endpoint::Other => "other",
         }
@@ -101,6 +110,8 @@ impl Endpoint {
                 | Endpoint::Responses
                 | Endpoint::Embeddings
                 | Endpoint::Messages
+                | Endpoint::CountTokens
+                | Endpoint::InputTokens
         )
     }
 
@@ -237,7 +248,7 @@ pub(crate) fn visit_prompts(
             }
             Ok(false)
         }
-        Endpoint::Responses => {
+        Endpoint::Responses | Endpoint::InputTokens => {
             if let Some(instructions) = body.get_mut("instructions") {
                 responses_input(instructions, visit).map_err(|reason| format!("instructions: {reason}"))?;
             }
@@ -274,7 +285,7 @@ pub(crate) fn visit_prompts(
                 Some(_) => texts_or_tokens(body, "prompt", visit),
             }
         }
-        Endpoint::Messages => {
+        Endpoint::Messages | Endpoint::CountTokens => {
             match body.get_mut("system") {
                 None | Some(Json::Null) => {}
                 Some(Json::String(text)) => visit(text),

@@ -14,11 +14,12 @@
 //!   (a client discards it too). Values split across events are not seen: for LLM streams, where they are, use
 //!   [`crate::ResponseMasker`].
 //! - Text (`text/*`, XML, JavaScript, YAML, GraphQL, form-encoded): masked as a text stream, which must be UTF-8.
-//! - No content type: the first [`SNIFF_BYTES`] are looked at, and the body is text if they are UTF-8 without NUL,
-//!   binary otherwise.
+//! - No content type, or `application/octet-stream` (what clients send for a file whose type they do not know, a
+//!   `.jsonl` batch file among them): the first [`SNIFF_BYTES`] are looked at. The body is binary when they are not
+//!   UTF-8 or hold a NUL; JSON when they begin a JSON value the tokenizer accepts; text otherwise.
 //! - Multipart (`multipart/*`): part by part, each part's body by its own content type as above (see
 //!   [`multipart`]).
-//! - Anything else (images, archives, `application/octet-stream`) passes untouched.
+//! - Anything else (images, audio, archives, PDF) passes untouched.
 //!
 //! The body must be the identity encoding: the proxy decodes or refuses a `Content-Encoding` first.
 //!
@@ -53,7 +54,7 @@ pub enum BodyKind {
     Text,
     /// Passed untouched.
     Binary,
-    /// No content type; text or binary is decided on the first bytes.
+    /// No content type, or `application/octet-stream`: JSON, text or binary is decided on the first bytes.
     Unknown,
     /// `multipart/*`: each part by its own content type.
     Multipart,
@@ -77,6 +78,7 @@ impl BodyKind {
             | "application/jsonlines"
             | "application/x-jsonlines" => BodyKind::Json,
             "text/event-stream" => BodyKind::EventStream,
+            "application/octet-stream" => BodyKind::Unknown,
             "application/xml"
             | "application/javascript"
             | "application/x-www-form-urlencoded"
@@ -275,14 +277,27 @@ impl BodyMasker {
         result
     }
 
-    /// Text when the first bytes are UTF-8 (an incomplete last character allowed) without NUL, binary otherwise.
+    /// Binary when the first bytes are not UTF-8 (an incomplete last character allowed) or hold a NUL; JSON when
+    /// they begin with `{` or `[` (after white space) and the JSON tokenizer takes them; text otherwise. A JSON
+    /// document is masked as JSON, string by string: masked as text, an escape next to a value (`\njane@…`) would
+    /// be cut.
     fn decide(&mut self, first: &[u8]) {
         let utf8 = match std::str::from_utf8(first) {
             Ok(_) => true,
             Err(error) => error.error_len().is_none(),
         };
-        self.kind = if utf8 && !first.contains(&0) { BodyKind::Text } else { BodyKind::Binary };
-        // Text or binary: neither has parameters or nesting to pass on.
+        self.kind = if !utf8 || first.contains(&0) {
+            BodyKind::Binary
+        } else if first.trim_ascii_start().starts_with(b"{") || first.trim_ascii_start().starts_with(b"[") {
+            let mut trial = JsonMasker::new(self.masker.clone(), self.hold_back);
+            match trial.push(first, &mut 0) {
+                Ok(_) => BodyKind::Json,
+                Err(_) => BodyKind::Text,
+            }
+        } else {
+            BodyKind::Text
+        };
+        // None of the three has parameters or nesting to pass on.
         self.inner = Self::inner(self.kind, None, &self.masker, self.hold_back, 1);
     }
 }

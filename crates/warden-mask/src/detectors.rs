@@ -50,8 +50,14 @@ pub(crate) fn spec(detector: Detector) -> Spec {
         Detector::AnthropicKey => (r"(?-u:\b)sk-ant-[a-z0-9]{2,12}-[A-Za-z0-9_-]{20,250}", accept, &[]),
         Detector::OpenAiKey => (r"(?-u:\b)sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,250}", openai_key, &[]),
         Detector::StripeKey => (r"(?-u:\b)(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,247}(?-u:\b)", accept, &[]),
+        // Addresses glued together (`jane@example.comjohn@example.org`, where the first domain runs into the next
+        // local part) are one finding: taken one by one, the first would end inside the second's local part, and its
+        // masked form (`***@example.comjohn`) followed by the rest (`@example.org`) would show the second address.
         Detector::Email => (
-            r"(?-u:\b)[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.){1,8}[A-Za-z]{2,63}(?-u:\b)",
+            concat!(
+                r"(?-u:\b)[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.){1,8}[A-Za-z]{2,63}",
+                r"(?:[A-Za-z0-9._%+-]{0,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.){1,8}[A-Za-z]{2,63})*(?-u:\b)",
+            ),
             accept,
             &[],
         ),

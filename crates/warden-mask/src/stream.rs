@@ -25,7 +25,8 @@
 //!   any way of cutting the text into pieces, and `found` is called once per finding of the whole text. The open
 //!   tail exceeds the window only when a candidate (or a run that some pattern could still be matching) is longer
 //!   than the window: built-in values other than PEM blocks and JWTs are bounded by their patterns (credentials at
-//!   most about 270 bytes, an email with eight domain labels of 63 characters 633), and realistic ones are under 200.
+//!   most about 270 bytes, an email with eight domain labels of 63 characters 633; addresses glued together without
+//!   a separator are one finding, as long as the chain), and realistic ones are under 200.
 //! - **PEM private keys and JWTs, the two built-in values of unbounded length, are held up to [`LONG_VALUE_CAP`]
 //!   (16 KiB) whatever the window.** Beyond that they are withheld: one masked rendering of the part seen (the
 //!   detector's strategy, `hash` giving the bare label) is released, then nothing of the value's characters until the

@@ -426,3 +426,28 @@ fn no_detectors_finds_nothing_and_the_masker_is_shareable() {
         Masker::new(&MaskerConfig { detectors: Selection::Only(Vec::new()), ..MaskerConfig::all(KEY) }).unwrap();
     assert!(masker.find("jane@example.com 4111111111111111").is_empty());
 }
+
+#[test]
+fn glued_email_addresses_are_one_finding() {
+    let masker = Masker::new(&MaskerConfig::all(KEY)).unwrap();
+    // The first domain runs into the next local part: masked one by one, the second address would show whole.
+    let cases = [
+        ("jane@example.comjohn@example.org", "***@example.org"),
+        ("a@b.comc.d@e.com", "***@e.com"),
+        ("to: a.b@c.de.f@g.hi, bye", "to: ***@g.hi, bye"),
+        ("jane@example.com,john@x.org", "***@example.com,***@x.org"),
+        ("jane@example.com john@x.org", "***@example.com ***@x.org"),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(masker.mask(text), expected, "{text}");
+        let mut stream = crate::StreamMasker::new(masker.clone(), crate::DEFAULT_HOLD_BACK);
+        let mut out = String::new();
+        for character in text.chars() {
+            out.push_str(&stream.push(&character.to_string(), &mut |_| {}));
+        }
+        out.push_str(&stream.finish(&mut |_| {}));
+        assert_eq!(out, expected, "{text}, streamed a character at a time");
+        assert!(!out.contains("john") && !out.contains("c.d@") && !out.contains("f@g"), "{out}");
+    }
+    assert_eq!(redacting().mask("jane@example.comjohn@example.org"), "[EMAIL]");
+}

@@ -2,7 +2,8 @@
 //! and `anthropic` SDKs parse everything it answers, streamed or not, with strict response validation on. It
 //! serves HTTP/1.1 (keep-alive) on loopback:
 //!
-//! - OpenAI: `POST /v1/chat/completions`, `POST /v1/responses`, `POST /v1/embeddings`, `GET /v1/models` (the
+//! - OpenAI: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/responses`,
+//!   `POST /v1/responses/input_tokens`, `POST /v1/embeddings`, `GET /v1/models` (the
 //!   models asked for so far, plus `gpt-4o-mini` and `gpt-4o`) and `GET /v1/models/{id}`, authenticated with
 //!   `Authorization: Bearer <openai_key>`;
 //! - Anthropic: `POST /v1/messages` and `POST /v1/messages/count_tokens`, authenticated with
@@ -273,6 +274,7 @@ enum Endpoint {
     Model(String),
     Messages,
     CountTokens,
+    InputTokens,
 }
 
 impl Endpoint {
@@ -283,6 +285,7 @@ impl Endpoint {
             "/v1/chat/completions" if post => Some(Endpoint::ChatCompletions),
             "/v1/completions" if post => Some(Endpoint::Completions),
             "/v1/responses" if post => Some(Endpoint::Responses),
+            "/v1/responses/input_tokens" if post => Some(Endpoint::InputTokens),
             "/v1/embeddings" if post => Some(Endpoint::Embeddings),
             "/v1/models" if get => Some(Endpoint::Models),
             "/v1/messages" if post => Some(Endpoint::Messages),
@@ -390,6 +393,7 @@ fn answer(state: &State, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) 
         Endpoint::Model(id) => Reply::ok(model_object(id)),
         Endpoint::Messages => messages(&knobs, &request)?,
         Endpoint::CountTokens => count_tokens(&request)?,
+        Endpoint::InputTokens => input_tokens(&request)?,
     };
     let pause = match reply {
         Reply::Json(..) if endpoint.generates() => knobs.first_delay,
@@ -867,6 +871,13 @@ fn responses_last_user_text(input: Option<&Value>) -> Option<String> {
         Value::String(text) => Some(text.clone()),
         items => last_user_text(Some(items)),
     }
+}
+
+/// `POST /v1/responses/input_tokens`: the tokens a responses request's input would use.
+fn input_tokens(request: &Map<String, Value>) -> Result<Reply, Reply> {
+    require_model(request)?;
+    let tokens = prompt_tokens(&texts_of([request.get("instructions"), request.get("input")]));
+    Ok(Reply::ok(json!({ "object": "response.input_tokens", "input_tokens": tokens })))
 }
 
 fn responses(knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply, Reply> {

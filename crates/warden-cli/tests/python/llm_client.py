@@ -238,6 +238,28 @@ def openai_completions(base, key, prompt):
         return {"refused": refusal(error)}
 
 
+def openai_input_tokens(base, key, prompt, model="gpt-4o-mini"):
+    """Counts a prompt's tokens (responses.input_tokens.count): the count, or the refusal."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    try:
+        counted = client.responses.input_tokens.count(model=model, input=prompt, instructions="Be brief.")
+        return {"input_tokens": counted.input_tokens, "refused": None}
+    except openai.APIStatusError as error:
+        return {"refused": refusal(error)}
+
+
+def anthropic_count_tokens(base, key, prompt, model="claude-haiku-4-5"):
+    """Counts a prompt's tokens (messages.count_tokens): the count, or the refusal."""
+    client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
+    try:
+        counted = client.messages.count_tokens(
+            model=model, system="Be brief.", messages=[{"role": "user", "content": prompt}]
+        )
+        return {"input_tokens": counted.input_tokens, "refused": None}
+    except anthropic.APIStatusError as error:
+        return {"refused": refusal(error)}
+
+
 SCENARIOS = {
     "openai-chat": openai_chat,
     "openai-chat-cut": openai_chat_cut,
@@ -250,6 +272,8 @@ SCENARIOS = {
     "openai-other-models": openai_other_models,
     "openai-completions": openai_completions,
     "anthropic-prompt": anthropic_prompt,
+    "openai-input-tokens": openai_input_tokens,
+    "anthropic-count-tokens": anthropic_count_tokens,
 }
 
 def run(scenario, base, key, *args):

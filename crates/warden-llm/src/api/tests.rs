@@ -18,7 +18,11 @@ fn endpoints_by_method_and_path() {
         (Api::OpenAi, "POST", "/v2/chat/completions", Endpoint::Other),
         (Api::OpenAi, "POST", "/v1x/chat/completions", Endpoint::Other),
         (Api::Anthropic, "POST", "/v1/messages", Endpoint::Messages),
-        (Api::Anthropic, "POST", "/v1/messages/count_tokens", Endpoint::Other),
+        (Api::Anthropic, "POST", "/v1/messages/count_tokens", Endpoint::CountTokens),
+        (Api::Anthropic, "POST", "/v1/messages/batches", Endpoint::Other),
+        (Api::OpenAi, "POST", "/v1/responses/input_tokens", Endpoint::InputTokens),
+        (Api::OpenAi, "POST", "/v1/messages/count_tokens", Endpoint::Other),
+        (Api::Anthropic, "POST", "/v1/responses/input_tokens", Endpoint::Other),
         (Api::Anthropic, "POST", "/v1/chat/completions", Endpoint::Other),
         (Api::Anthropic, "GET", "/v1/models", Endpoint::Models),
     ];
@@ -119,6 +123,26 @@ fn anthropic_messages() {
     assert_eq!(request.prompts, ["Be kind.", "Hello", "Jane", "a", "ok", "doc body"]);
     let request = inspect(Api::Anthropic, Endpoint::Messages, r#"{"model":"c","system":"S","messages":[]}"#);
     assert_eq!(request.prompts, ["S"]);
+}
+
+#[test]
+fn token_counts_carry_prompts_as_the_requests_they_count() {
+    let request = inspect(
+        Api::Anthropic,
+        Endpoint::CountTokens,
+        r#"{"model":"claude-haiku-4-5","system":"Be kind.","messages":[{"role":"user","content":"Hello"}]}"#,
+    );
+    assert_eq!((request.model.as_deref(), request.max_tokens), (Some("claude-haiku-4-5"), None));
+    assert_eq!(request.prompts, ["Be kind.", "Hello"]);
+    let error = refused(Api::Anthropic, Endpoint::CountTokens, r#"{"model":"c"}"#);
+    assert!(error.contains("not a valid count tokens request"), "{error}");
+    let request = inspect(
+        Api::OpenAi,
+        Endpoint::InputTokens,
+        r#"{"model":"gpt-4o","instructions":"Be kind.","input":[{"role":"user","content":"Hello"}]}"#,
+    );
+    assert_eq!((request.model.as_deref(), request.max_tokens), (Some("gpt-4o"), None));
+    assert_eq!(request.prompts, ["Be kind.", "Hello"]);
 }
 
 #[test]

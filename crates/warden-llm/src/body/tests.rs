@@ -51,7 +51,8 @@ fn content_types() {
         (Some("application/atom+xml"), BodyKind::Text),
         (Some("application/x-www-form-urlencoded"), BodyKind::Text),
         (Some("image/png"), BodyKind::Binary),
-        (Some("application/octet-stream"), BodyKind::Binary),
+        (Some("application/pdf"), BodyKind::Binary),
+        (Some("application/octet-stream"), BodyKind::Unknown),
         (Some("multipart/form-data; boundary=x"), BodyKind::Multipart),
         (Some("Multipart/Mixed"), BodyKind::Multipart),
         (Some(""), BodyKind::Unknown),
@@ -166,6 +167,33 @@ fn binary_passes_untouched_and_unknown_bodies_are_sniffed() {
     let rest = masker.finish().unwrap();
     assert_eq!(String::from_utf8([first, rest].concat()).unwrap(), format!("{}***@example.com", "word ".repeat(200)));
     assert_eq!(masker.masked_count(), 1);
+}
+
+#[test]
+fn octet_stream_bodies_are_sniffed_and_json_ones_masked_as_json() {
+    // A batch file a client uploads as application/octet-stream: masked string by string, escapes kept whole.
+    let jsonl = concat!(
+        r#"{"custom_id":"1","body":{"messages":[{"role":"user","content":"write to\njane.roe@example.com"}]}}"#,
+        "\n",
+        r#"{"custom_id":"2","body":{"messages":[{"role":"user","content":"call +1 415 555 0100"}]}}"#,
+        "\n",
+    );
+    let expected = jsonl.replace("jane.roe@example.com", "***@example.com").replace("+1 415 555 0100", "[PHONE]");
+    for content_type in [Some("application/octet-stream"), None] {
+        for cut in [1, 7, 200, jsonl.len() - 1] {
+            let out = mask(content_type, jsonl.as_bytes(), &[cut]).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{content_type:?} cut at {cut}");
+        }
+    }
+    let mut masker = BodyMasker::new(Some("application/octet-stream"), detectors(), DEFAULT_HOLD_BACK);
+    masker.push(jsonl.repeat(4).as_bytes()).unwrap();
+    assert_eq!(masker.kind(), BodyKind::Json);
+    // Text that only begins like JSON is text; binary is still binary.
+    let log = "[INFO] mail sent to jane.roe@example.com";
+    let masked = mask(Some("application/octet-stream"), log.as_bytes(), &[3]).unwrap();
+    assert_eq!(String::from_utf8(masked).unwrap(), log.replace("jane.roe", "***"));
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR jane@example.com";
+    assert_eq!(mask(Some("application/octet-stream"), png, &[3]).unwrap(), png.to_vec());
 }
 
 /// A JSON value with planted values in its strings and numbers.
