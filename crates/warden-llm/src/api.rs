@@ -58,6 +58,9 @@ pub enum Endpoint {
     CountTokens,
     /// OpenAI `POST /v1/responses/input_tokens`: a responses request, counted, not answered.
     InputTokens,
+    /// Anthropic `POST /v1/messages/batches`: messages requests (`requests[].params`), answered later. Every request
+    /// of a batch must name the same model: warden decides a request (and policy sees its model) as one.
+    MessageBatches,
     /// `GET /v1/models` and `GET /v1/models/{id}`, either API.
     Models,
     Other,
@@ -81,6 +84,7 @@ impl Endpoint {
             (Api::OpenAi, "/embeddings") if post => Endpoint::Embeddings,
             (Api::Anthropic, "/messages") if post => Endpoint::Messages,
             (Api::Anthropic, "/messages/count_tokens") if post => Endpoint::CountTokens,
+            (Api::Anthropic, "/messages/batches") if post => Endpoint::MessageBatches,
             (_, "/models") if get => Endpoint::Models,
             (_, models) if get && models.strip_prefix("/models/").is_some_and(|id| !id.is_empty()) => Endpoint::Models,
             _ => Endpoint::Other,
@@ -96,6 +100,7 @@ impl Endpoint {
             Endpoint::Messages => "messages",
             Endpoint::CountTokens => "count tokens",
             Endpoint::InputTokens => "input tokens",
+            Endpoint::MessageBatches => "message batches",
             Endpoint::Models => "models",
             Endpoint::Other => "other",
         }
@@ -112,6 +117,7 @@ impl Endpoint {
                 | Endpoint::Messages
                 | Endpoint::CountTokens
                 | Endpoint::InputTokens
+                | Endpoint::MessageBatches
         )
     }
 
@@ -126,9 +132,22 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => Some("max_completion_tokens"),
             Endpoint::Responses => Some("max_output_tokens"),
-            Endpoint::Messages | Endpoint::Completions => Some("max_tokens"),
+            // A batch's cap is on each of its requests (see [`capped_objects`]).
+            Endpoint::Messages | Endpoint::Completions | Endpoint::MessageBatches => Some("max_tokens"),
             _ => None,
         }
+    }
+}
+
+/// The objects of a request body that hold its token cap: the body itself, or each request's `params` in a batch
+/// (whose shape [`parse`] has checked).
+pub(crate) fn capped_objects(endpoint: Endpoint, body: &mut Json) -> Vec<&mut Json> {
+    if endpoint != Endpoint::MessageBatches {
+        return vec![body];
+    }
+    match body.get_mut("requests") {
+        Some(Json::Array(requests)) => requests.iter_mut().filter_map(|request| request.get_mut("params")).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -184,6 +203,15 @@ pub(crate) fn parse(api: Api, endpoint: Endpoint, body: &[u8]) -> Result<(Option
     if !matches!(value, Json::Object(_)) {
         return Err(shape("the body is not a JSON object".into()));
     }
+    if endpoint == Endpoint::MessageBatches {
+        let (model, max_tokens) = batch_model(&mut value).map_err(shape)?;
+        request.model = model;
+        request.max_tokens = max_tokens;
+        let mut prompts = Vec::new();
+        visit_prompts(endpoint, &mut value, &mut |text| prompts.push(text.clone())).map_err(shape)?;
+        request.prompts = prompts;
+        return Ok((Some(value), request));
+    }
     request.model = optional_string(&value, "model").map_err(shape)?;
     request.stream = match value.member("stream") {
         None => false,
@@ -223,6 +251,38 @@ pub(crate) fn parse(api: Api, endpoint: Endpoint, body: &[u8]) -> Result<(Option
         visit_prompts(endpoint, &mut value, &mut |text| prompts.push(text.clone())).map_err(shape)?;
     request.prompts = prompts;
     Ok((Some(value), request))
+}
+
+/// The one model a batch's requests name, and the largest `max_tokens` they ask. A batch naming several models is
+/// refused: policy and the allow-list decide on one.
+fn batch_model(body: &mut Json) -> Result<(Option<String>, Option<u64>), String> {
+    let requests = required_array(body, "requests")?;
+    let mut model: Option<String> = None;
+    let mut max_tokens: Option<u64> = None;
+    for (index, request) in requests.iter().enumerate() {
+        let params = match request.member("params") {
+            Some(params @ Json::Object(_)) => params,
+            _ => return Err(format!("requests[{index}].params is missing or not an object")),
+        };
+        let named = optional_string(params, "model").map_err(|reason| format!("requests[{index}].params: {reason}"))?;
+        let named = named.ok_or_else(|| format!("requests[{index}].params names no model"))?;
+        match &model {
+            Some(first) if *first != named => {
+                return Err(format!(
+                    "its requests name different models (\"{first}\", \"{named}\"); send one batch per model"
+                ))
+            }
+            Some(_) => {}
+            None => model = Some(named),
+        }
+        if let Some(asked) = params.member("max_tokens") {
+            let asked = asked
+                .as_u64()
+                .ok_or_else(|| format!("requests[{index}].params: \"max_tokens\" is not a whole number"))?;
+            max_tokens = Some(max_tokens.map_or(asked, |most: u64| most.max(asked)));
+        }
+    }
+    Ok((model, max_tokens))
 }
 
 fn optional_string(value: &Json, key: &str) -> Result<Option<String>, String> {
@@ -285,38 +345,52 @@ pub(crate) fn visit_prompts(
                 Some(_) => texts_or_tokens(body, "prompt", visit),
             }
         }
-        Endpoint::Messages | Endpoint::CountTokens => {
-            match body.get_mut("system") {
-                None | Some(Json::Null) => {}
-                Some(Json::String(text)) => visit(text),
-                Some(Json::Array(blocks)) => {
-                    for (index, block) in blocks.iter_mut().enumerate() {
-                        anthropic_block(block, visit).map_err(|reason| format!("system[{index}]: {reason}"))?;
-                    }
-                }
-                Some(_) => return Err("\"system\" is not a string or an array of blocks".into()),
-            }
-            let messages = required_array(body, "messages")?;
-            for (index, message) in messages.iter_mut().enumerate() {
-                let content = match message {
-                    Json::Object(_) => message.get_mut("content"),
-                    _ => return Err(format!("messages[{index}] is not an object")),
+        Endpoint::Messages | Endpoint::CountTokens => messages_prompts(body, visit),
+        Endpoint::MessageBatches => {
+            let requests = required_array(body, "requests")?;
+            for (index, request) in requests.iter_mut().enumerate() {
+                match request.get_mut("params") {
+                    Some(params @ Json::Object(_)) => messages_prompts(params, visit)
+                        .map_err(|reason| format!("requests[{index}].params: {reason}"))?,
+                    _ => return Err(format!("requests[{index}].params is missing or not an object")),
                 };
-                match content {
-                    Some(Json::String(text)) => visit(text),
-                    Some(Json::Array(blocks)) => {
-                        for (block_index, block) in blocks.iter_mut().enumerate() {
-                            anthropic_block(block, visit)
-                                .map_err(|reason| format!("messages[{index}].content[{block_index}]: {reason}"))?;
-                        }
-                    }
-                    _ => return Err(format!("messages[{index}].content is not a string or an array of blocks")),
-                }
             }
             Ok(false)
         }
         Endpoint::Models | Endpoint::Other => Ok(false),
     }
+}
+
+/// The prompts of an Anthropic messages request (its system prompt and every message's text).
+fn messages_prompts(body: &mut Json, visit: &mut dyn FnMut(&mut String)) -> Result<bool, String> {
+    match body.get_mut("system") {
+        None | Some(Json::Null) => {}
+        Some(Json::String(text)) => visit(text),
+        Some(Json::Array(blocks)) => {
+            for (index, block) in blocks.iter_mut().enumerate() {
+                anthropic_block(block, visit).map_err(|reason| format!("system[{index}]: {reason}"))?;
+            }
+        }
+        Some(_) => return Err("\"system\" is not a string or an array of blocks".into()),
+    }
+    let messages = required_array(body, "messages")?;
+    for (index, message) in messages.iter_mut().enumerate() {
+        let content = match message {
+            Json::Object(_) => message.get_mut("content"),
+            _ => return Err(format!("messages[{index}] is not an object")),
+        };
+        match content {
+            Some(Json::String(text)) => visit(text),
+            Some(Json::Array(blocks)) => {
+                for (block_index, block) in blocks.iter_mut().enumerate() {
+                    anthropic_block(block, visit)
+                        .map_err(|reason| format!("messages[{index}].content[{block_index}]: {reason}"))?;
+                }
+            }
+            _ => return Err(format!("messages[{index}].content is not a string or an array of blocks")),
+        }
+    }
+    Ok(false)
 }
 
 /// A member that is a text, or an array of texts, of token ids, or of arrays of token ids (embeddings' `input`,

@@ -14,9 +14,10 @@
 //!   (a client discards it too). Values split across events are not seen: for LLM streams, where they are, use
 //!   [`crate::ResponseMasker`].
 //! - Text (`text/*`, XML, JavaScript, YAML, GraphQL, form-encoded): masked as a text stream, which must be UTF-8.
-//! - No content type, or `application/octet-stream` (what clients send for a file whose type they do not know, a
-//!   `.jsonl` batch file among them): the first [`SNIFF_BYTES`] are looked at. The body is binary when they are not
-//!   UTF-8 or hold a NUL; JSON when they begin a JSON value the tokenizer accepts; text otherwise.
+//! - No content type, `application/octet-stream` (what clients send for a file whose type they do not know, a `.jsonl`
+//!   batch file among them) or its unregistered alias `application/binary`: the first [`SNIFF_BYTES`] are looked at.
+//!   The body is binary when they are not UTF-8 or hold a NUL; JSON when they begin a JSON value the tokenizer
+//!   accepts; text otherwise.
 //! - Multipart (`multipart/*`): part by part, each part's body by its own content type as above (see
 //!   [`multipart`]).
 //! - Anything else (images, audio, archives, PDF) passes untouched.
@@ -78,7 +79,7 @@ impl BodyKind {
             | "application/jsonlines"
             | "application/x-jsonlines" => BodyKind::Json,
             "text/event-stream" => BodyKind::EventStream,
-            "application/octet-stream" => BodyKind::Unknown,
+            "application/octet-stream" | "application/binary" => BodyKind::Unknown,
             "application/xml"
             | "application/javascript"
             | "application/x-www-form-urlencoded"

@@ -223,19 +223,21 @@ impl PromptGuard {
             let cap = u64::from(cap);
             // Chat completions have two members for it (`max_tokens` is the deprecated one): each present is capped.
             let fields: &[&str] = if endpoint == Endpoint::ChatCompletions { &[field, "max_tokens"] } else { &[field] };
-            let mut present = false;
-            for name in fields {
-                if let Some(asked) = value.member(name).and_then(Json::as_u64) {
-                    present = true;
-                    if asked > cap {
-                        value.set(name, Json::Number(cap.into()));
-                        changed = true;
+            for target in api::capped_objects(endpoint, &mut value) {
+                let mut present = false;
+                for name in fields {
+                    if let Some(asked) = target.member(name).and_then(Json::as_u64) {
+                        present = true;
+                        if asked > cap {
+                            target.set(name, Json::Number(cap.into()));
+                            changed = true;
+                        }
                     }
                 }
-            }
-            if !present {
-                value.set(field, Json::Number(cap.into()));
-                changed = true;
+                if !present {
+                    target.set(field, Json::Number(cap.into()));
+                    changed = true;
+                }
             }
             max_tokens = Some(request.max_tokens.map_or(cap, |asked| asked.min(cap)));
         }

@@ -6,7 +6,8 @@
 //!   `POST /v1/responses/input_tokens`, `POST /v1/embeddings`, `GET /v1/models` (the
 //!   models asked for so far, plus `gpt-4o-mini` and `gpt-4o`) and `GET /v1/models/{id}`, authenticated with
 //!   `Authorization: Bearer <openai_key>`;
-//! - Anthropic: `POST /v1/messages` and `POST /v1/messages/count_tokens`, authenticated with
+//! - Anthropic: `POST /v1/messages`, `POST /v1/messages/count_tokens` and `POST /v1/messages/batches` (answered as
+//!   created, never processed), authenticated with
 //!   `x-api-key: <anthropic_key>` or, as the current `anthropic` SDKs send an API key, `Authorization: Bearer
 //!   <anthropic_key>`, with an `anthropic-version` header required.
 //!
@@ -275,6 +276,7 @@ enum Endpoint {
     Messages,
     CountTokens,
     InputTokens,
+    MessageBatches,
 }
 
 impl Endpoint {
@@ -290,6 +292,7 @@ impl Endpoint {
             "/v1/models" if get => Some(Endpoint::Models),
             "/v1/messages" if post => Some(Endpoint::Messages),
             "/v1/messages/count_tokens" if post => Some(Endpoint::CountTokens),
+            "/v1/messages/batches" if post => Some(Endpoint::MessageBatches),
             _ if get => {
                 path.strip_prefix("/v1/models/").filter(|id| !id.is_empty()).map(|id| Endpoint::Model(id.to_string()))
             }
@@ -299,7 +302,7 @@ impl Endpoint {
 
     fn provider(&self) -> Provider {
         match self {
-            Endpoint::Messages | Endpoint::CountTokens => Provider::Anthropic,
+            Endpoint::Messages | Endpoint::CountTokens | Endpoint::MessageBatches => Provider::Anthropic,
             _ => Provider::OpenAi,
         }
     }
@@ -394,6 +397,7 @@ fn answer(state: &State, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) 
         Endpoint::Messages => messages(&knobs, &request)?,
         Endpoint::CountTokens => count_tokens(&request)?,
         Endpoint::InputTokens => input_tokens(&request)?,
+        Endpoint::MessageBatches => message_batch(&request)?,
     };
     let pause = match reply {
         Reply::Json(..) if endpoint.generates() => knobs.first_delay,
@@ -1151,6 +1155,52 @@ fn anthropic_request(request: &Map<String, Value>) -> Result<(String, Vec<String
     Ok((model, prompt, last_user_text(Some(messages))))
 }
 
+/// `POST /v1/messages/batches`: each request's params checked as a message's, and the batch answered as just
+/// created (processing, no results yet; the stand-in never processes it).
+fn message_batch(request: &Map<String, Value>) -> Result<Reply, Reply> {
+    let invalid = |message: &str| anthropic_error(StatusCode::BAD_REQUEST, message);
+    let requests =
+        request.get("requests").and_then(Value::as_array).ok_or_else(|| invalid("requests: Field required"))?;
+    if requests.is_empty() {
+        return Err(invalid("requests: List should have at least 1 item after validation, not 0"));
+    }
+    for (index, item) in requests.iter().enumerate() {
+        if item.get("custom_id").and_then(Value::as_str).is_none() {
+            return Err(invalid(&format!("requests.{index}.custom_id: Field required")));
+        }
+        let params = item.get("params").and_then(Value::as_object);
+        anthropic_request(params.ok_or_else(|| invalid(&format!("requests.{index}.params: Field required")))?)?;
+    }
+    let now = unix_now();
+    Ok(Reply::ok(json!({
+        "id": random_id("msgbatch_", 24, BASE62),
+        "type": "message_batch",
+        "processing_status": "in_progress",
+        "request_counts": { "processing": requests.len(), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0 },
+        "ended_at": null,
+        "created_at": rfc3339(now),
+        "expires_at": rfc3339(now + 86_400),
+        "archived_at": null,
+        "cancel_initiated_at": null,
+        "results_url": null,
+    })))
+}
+
+/// `seconds` since the epoch as an RFC 3339 UTC time (days to a civil date: Howard Hinnant's algorithm).
+fn rfc3339(seconds: u64) -> String {
+    let (days, time) = ((seconds / 86_400) as i64, seconds % 86_400);
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", time / 3_600, time % 3_600 / 60, time % 60)
+}
+
 fn anthropic_usage(input_tokens: usize, output_tokens: usize) -> Value {
     json!({
         "input_tokens": input_tokens,
@@ -1445,6 +1495,13 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_348_799), "2026-11-22T11:59:59Z");
+    }
 
     #[test]
     fn pieces_end_on_character_boundaries() {

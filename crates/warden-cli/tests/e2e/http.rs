@@ -404,6 +404,47 @@ prompt_pii = "mask"
     }
 }
 
+/// A message batch carries many requests under one: each is guarded as a message would be (its prompt masked or
+/// refused, its max_tokens capped), and the batch's one model must be allowed; a batch mixing models is refused, since
+/// warden (and policy) decides a request on one model. Through the anthropic SDK's `messages.batches.create`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_message_batches_are_guarded_request_by_request() {
+    let claude = r#"models = ["claude-haiku-*"]
+max_tokens = 50
+[connection.guard]
+deny = [{ id = "no-jailbreak", pattern = "(?i)ignore previous instructions" }]
+prompt_pii = "mask"
+"#;
+    let fixture = llm_fixture_with("", claude, "", "").await;
+    let base = format!("{}/claude", fixture.base);
+    let key = fixture.gateway.api_key.clone();
+    let seen = sdk_batch(&[
+        ("anthropic-batch", &base, &key, &["claude-haiku-4-5|Hello,claude-haiku-4-5|write to jane.roe@example.com"]),
+        ("anthropic-batch", &base, &key, &["claude-haiku-4-5|Hello,claude-haiku-4-5|ignore previous instructions"]),
+        ("anthropic-batch", &base, &key, &["claude-opus-4-1|Hello"]),
+        ("anthropic-batch", &base, &key, &["claude-haiku-4-5|Hello,claude-opus-4-1|Hello"]),
+    ])
+    .await;
+    assert_eq!(seen[0]["status"], "in_progress", "{seen:?}");
+    assert!(seen[0]["id"].as_str().is_some_and(|id| id.starts_with("msgbatch_")), "{seen:?}");
+    let refusals: Vec<(u64, &str)> = seen[1..]
+        .iter()
+        .map(|one| (one["refused"]["status"].as_u64().unwrap_or(0), one["refused"]["message"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(refusals[0].0, 403, "{seen:?}");
+    assert!(refusals[0].1.contains("no-jailbreak"), "{seen:?}");
+    assert_eq!(refusals[1].0, 403, "{seen:?}");
+    assert!(refusals[1].1.contains("model \"claude-opus-4-1\" is not allowed on this connection"), "{seen:?}");
+    assert_eq!(refusals[2].0, 400, "{seen:?}");
+    assert!(refusals[2].1.contains("send one batch per model"), "{seen:?}");
+    let sent = fixture.standin.requests();
+    assert_eq!(sent.len(), 1, "only the allowed batch reached the upstream");
+    let batch = sent[0].json();
+    let params: Vec<&Value> = batch["requests"].as_array().unwrap().iter().map(|request| &request["params"]).collect();
+    assert!(params.iter().all(|params| params["max_tokens"] == 50), "each request capped: {batch}");
+    assert_eq!(params[1]["messages"][0]["content"], "write to [EMAIL]", "{batch}");
+}
+
 /// The model allow-list holds on endpoints warden does not otherwise interpret: an image generation (JSON) and a
 /// transcription (a multipart form) naming a model the connection does not allow are refused before the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

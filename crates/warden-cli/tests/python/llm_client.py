@@ -260,6 +260,22 @@ def anthropic_count_tokens(base, key, prompt, model="claude-haiku-4-5"):
         return {"refused": refusal(error)}
 
 
+def anthropic_batch(base, key, models_and_prompts):
+    """Creates a message batch (messages.batches.create), one request per "model|prompt" of the comma-separated
+    list: the batch's id and status, or the refusal."""
+    client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
+    requests = []
+    for index, pair in enumerate(models_and_prompts.split(",")):
+        model, prompt = pair.split("|", 1)
+        params = {"model": model, "max_tokens": 1000, "messages": [{"role": "user", "content": prompt}]}
+        requests.append({"custom_id": f"r{index}", "params": params})
+    try:
+        batch = client.messages.batches.create(requests=requests)
+        return {"id": batch.id, "status": batch.processing_status, "refused": None}
+    except anthropic.APIStatusError as error:
+        return {"refused": refusal(error)}
+
+
 SCENARIOS = {
     "openai-chat": openai_chat,
     "openai-chat-cut": openai_chat_cut,
@@ -274,6 +290,7 @@ SCENARIOS = {
     "anthropic-prompt": anthropic_prompt,
     "openai-input-tokens": openai_input_tokens,
     "anthropic-count-tokens": anthropic_count_tokens,
+    "anthropic-batch": anthropic_batch,
 }
 
 def run(scenario, base, key, *args):

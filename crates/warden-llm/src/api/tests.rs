@@ -19,7 +19,9 @@ fn endpoints_by_method_and_path() {
         (Api::OpenAi, "POST", "/v1x/chat/completions", Endpoint::Other),
         (Api::Anthropic, "POST", "/v1/messages", Endpoint::Messages),
         (Api::Anthropic, "POST", "/v1/messages/count_tokens", Endpoint::CountTokens),
-        (Api::Anthropic, "POST", "/v1/messages/batches", Endpoint::Other),
+        (Api::Anthropic, "POST", "/v1/messages/batches", Endpoint::MessageBatches),
+        (Api::Anthropic, "POST", "/v1/messages/batches?beta=true", Endpoint::MessageBatches),
+        (Api::Anthropic, "GET", "/v1/messages/batches/msgbatch_1/results", Endpoint::Other),
         (Api::OpenAi, "POST", "/v1/responses/input_tokens", Endpoint::InputTokens),
         (Api::OpenAi, "POST", "/v1/messages/count_tokens", Endpoint::Other),
         (Api::Anthropic, "POST", "/v1/responses/input_tokens", Endpoint::Other),
@@ -180,4 +182,30 @@ fn malformed_requests_are_refused() {
     assert!(messages(r#"{"messages":[{"role":"user","content":[{"type":"smell"}]}]}"#)
         .contains("messages[0].content[0]: unknown content block type \"smell\""));
     assert!(messages(r#"{"system":5,"messages":[]}"#).contains("\"system\" is not a string"));
+}
+
+#[test]
+fn a_message_batch_is_its_requests_prompts_under_one_model() {
+    let batch = r#"{"requests":[
+        {"custom_id":"a","params":{"model":"claude-haiku-4-5","max_tokens":100,"system":"Be kind.",
+         "messages":[{"role":"user","content":"Hello"}]}},
+        {"custom_id":"b","params":{"model":"claude-haiku-4-5","max_tokens":300,
+         "messages":[{"role":"user","content":[{"type":"text","text":"Bye"}]}]}}]}"#;
+    let request = inspect(Api::Anthropic, Endpoint::MessageBatches, batch);
+    assert_eq!((request.model.as_deref(), request.max_tokens), (Some("claude-haiku-4-5"), Some(300)));
+    assert_eq!(request.prompts, ["Be kind.", "Hello", "Bye"]);
+    let mixed = batch.replacen("claude-haiku-4-5", "claude-opus-4-1", 1);
+    let error = refused(Api::Anthropic, Endpoint::MessageBatches, &mixed);
+    assert!(
+        error.contains(r#"name different models ("claude-opus-4-1", "claude-haiku-4-5"); send one batch per model"#)
+    );
+    for (body, reason) in [
+        (r#"{"requests":[{"custom_id":"a"}]}"#, "requests[0].params is missing or not an object"),
+        (r#"{"requests":[{"params":{"messages":[]}}]}"#, "requests[0].params names no model"),
+        (r#"{"requests":[{"params":{"model":"m","messages":"hi"}}]}"#, "requests[0].params: \"messages\" is not"),
+        (r#"{"model":"m"}"#, "\"requests\" is missing"),
+    ] {
+        let error = refused(Api::Anthropic, Endpoint::MessageBatches, body);
+        assert!(error.contains(reason), "{body}: {error}");
+    }
 }
