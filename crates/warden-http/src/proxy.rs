@@ -249,17 +249,44 @@ impl ConnectionState {
             warden_llm::BodyKind::of(Some(full_content_type(&parts.headers))),
             warden_llm::BodyKind::Json | warden_llm::BodyKind::Multipart
         );
-        let guard = route.guard.as_ref().filter(|guard| guard.restricts_models() && may_name_a_model);
-        if let (Some((_, warden_llm::Endpoint::Other)), Some(guard)) = (endpoint, guard) {
+        // An OpenAI batch's input file, on a guarded connection, is read whole and each of its requests guarded as
+        // one sent now would be (rewritten in place), its one model shown to policy.
+        let batch_guard = route.guard.as_ref().filter(|guard| {
+            guard.is_active()
+                && matches!(endpoint, Some((api, warden_llm::Endpoint::Other))
+                    if warden_llm::is_file_upload(api, parts.method.as_str(), &pending.path))
+                && warden_llm::BodyKind::of(Some(full_content_type(&parts.headers))) == warden_llm::BodyKind::Multipart
+        });
+        if let Some(guard) = batch_guard {
             let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
             pending.request_bytes = bytes.len() as u64;
+            let prompt_masker = hooks.prompt_masker(&route.name);
+            match guard
+                .apply_batch_upload(full_content_type(&parts.headers), &bytes, &prompt_masker)
+                .map_err(|refusal| guard_refusal(&refusal))?
+            {
+                Some(outcome) => {
+                    pending.model = outcome.model;
+                    pending.prompt = Some(outcome.prompts.join("\n\n"));
+                    read = Some(outcome.body.map(Bytes::from).unwrap_or(bytes));
+                }
+                None => read = Some(bytes),
+            }
+        }
+        let guard = route.guard.as_ref().filter(|guard| guard.restricts_models() && may_name_a_model);
+        if let (Some((_, warden_llm::Endpoint::Other)), Some(guard)) = (endpoint, guard) {
+            let bytes = match read.take() {
+                Some(bytes) => bytes,
+                None => read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?,
+            };
+            pending.request_bytes = pending.request_bytes.max(bytes.len() as u64);
             let model = warden_llm::named_model(full_content_type(&parts.headers), &bytes).map_err(|error| {
                 Refusal::new(StatusCode::BAD_REQUEST, "request", format!("the model it names cannot be read: {error}"))
             })?;
             if let Some(model) = model.as_deref() {
                 guard.check_model(Some(model)).map_err(|refusal| guard_refusal(&refusal))?;
             }
-            pending.model = model;
+            pending.model = model.or(pending.model.take());
             read = Some(bytes);
         }
         if let Some((api, endpoint)) = endpoint.filter(|(_, endpoint)| *endpoint != warden_llm::Endpoint::Other) {

@@ -71,9 +71,7 @@ impl Endpoint {
     /// (`/v1/chat/completions` or `/chat/completions` when the client's base URL ends in `/v1`); a query string
     /// and a trailing slash are ignored.
     pub fn of(api: Api, method: &str, path: &str) -> Endpoint {
-        let path = path.split(['?', '#']).next().unwrap_or_default();
-        let path = path.strip_suffix('/').unwrap_or(path);
-        let path = path.strip_prefix("/v1").filter(|rest| rest.starts_with('/')).unwrap_or(path);
+        let path = normalized(path);
         let post = method.eq_ignore_ascii_case("POST");
         let get = method.eq_ignore_ascii_case("GET");
         match (api, path) {
@@ -137,6 +135,19 @@ impl Endpoint {
             _ => None,
         }
     }
+}
+
+/// `path` without its query, a trailing slash and a leading `/v1`.
+fn normalized(path: &str) -> &str {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let path = path.strip_suffix('/').unwrap_or(path);
+    path.strip_prefix("/v1").filter(|rest| rest.starts_with('/')).unwrap_or(path)
+}
+
+/// Whether `method` on `path` uploads a file to OpenAI (`POST /v1/files`), which may be a batch's input (see
+/// [`crate::PromptGuard::apply_batch_upload`]).
+pub fn is_file_upload(api: Api, method: &str, path: &str) -> bool {
+    api == Api::OpenAi && method.eq_ignore_ascii_case("POST") && normalized(path) == "/files"
 }
 
 /// The objects of a request body that hold its token cap: the body itself, or each request's `params` in a batch

@@ -94,6 +94,17 @@ pub struct GuardOutcome {
     pub masked_prompt_findings: usize,
 }
 
+/// An OpenAI batch input file the guard lets through.
+#[derive(Debug, Clone)]
+pub struct BatchUploadOutcome {
+    /// The upload to send instead of the client's (its file's requests rewritten); `None` when it is unchanged.
+    pub body: Option<Vec<u8>>,
+    /// The one model the file's requests name.
+    pub model: Option<String>,
+    /// The requests' prompt texts, in order (as the client sent them).
+    pub prompts: Vec<String>,
+}
+
 /// The compiled guardrails of one connection.
 #[derive(Debug)]
 pub struct PromptGuard {
@@ -131,6 +142,85 @@ impl PromptGuard {
     /// Whether the connection allows only some models.
     pub fn restricts_models(&self) -> bool {
         self.models.is_some()
+    }
+
+    /// Whether any guardrail is on (an allow-list, a deny rule, PII in prompts masked or refused, a token cap).
+    pub fn is_active(&self) -> bool {
+        self.models.is_some() || self.deny.is_some() || self.pii != PromptPii::Allow || self.max_tokens.is_some()
+    }
+
+    /// Guards an OpenAI file upload (`POST /v1/files`: a whole `multipart/form-data` body of `content_type`) whose
+    /// `purpose` is `batch`. Its `file` is JSON lines, each a request the provider runs later (`custom_id`, `method`,
+    /// `url`, `body`); each `body` is guarded as a request to its `url` ([`PromptGuard::apply`]: model, deny rules,
+    /// prompt PII, the token cap) and rewritten in place. Every request must name the same model (policy decides the
+    /// upload on one), and be to an endpoint warden interprets. `None`: not a batch upload.
+    pub fn apply_batch_upload(
+        &self,
+        content_type: &str,
+        body: &[u8],
+        masker: &Masker,
+    ) -> Result<Option<BatchUploadOutcome>, Refusal> {
+        let invalid = |message: String| Refusal::new("request", message);
+        let parts = crate::body::multipart::form_parts(content_type, body)
+            .map_err(|error| invalid(format!("the upload cannot be read: {error}")))?;
+        let field = |name: &str| parts.iter().find(|part| part.name.as_deref() == Some(name));
+        if field("purpose").is_none_or(|purpose| body[purpose.content.clone()].trim_ascii() != b"batch") {
+            return Ok(None);
+        }
+        let file = field("file").ok_or_else(|| invalid("the batch upload has no \"file\" part".into()))?;
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        let mut changed = false;
+        let mut model: Option<String> = None;
+        let mut prompts = Vec::new();
+        for (index, line) in body[file.content.clone()].split(|byte| *byte == b'\n').enumerate() {
+            let number = index + 1;
+            if line.trim_ascii().is_empty() {
+                lines.push(line.to_vec());
+                continue;
+            }
+            let at = |message: String| format!("the batch file's line {number}: {message}");
+            let mut request = Json::parse(line).map_err(|error| invalid(at(format!("not JSON ({error})"))))?;
+            let method = request.str_member("method").unwrap_or("POST").to_string();
+            let url = request.str_member("url").ok_or_else(|| invalid(at("no \"url\"".into())))?.to_string();
+            let endpoint = Endpoint::of(Api::OpenAi, &method, &url);
+            if !endpoint.has_prompts() || endpoint == Endpoint::InputTokens {
+                return Err(invalid(at(format!("warden does not guard batch requests to {method} {url}"))));
+            }
+            let inner = match request.member("body") {
+                Some(inner @ Json::Object(_)) => inner.to_vec(),
+                _ => return Err(invalid(at("\"body\" is missing or not an object".into()))),
+            };
+            let outcome = self
+                .apply(Api::OpenAi, endpoint, &inner, masker)
+                .map_err(|refusal| Refusal::new(refusal.rule, at(refusal.message)))?;
+            let named =
+                outcome.request.model.clone().ok_or_else(|| invalid(at("the request names no model".into())))?;
+            match &model {
+                Some(first) if *first != named => {
+                    return Err(invalid(format!(
+                        "the batch file's requests name different models (\"{first}\", \"{named}\"); upload one \
+                         file per model"
+                    )))
+                }
+                Some(_) => {}
+                None => model = Some(named),
+            }
+            prompts.extend(outcome.request.prompts);
+            match outcome.body {
+                Some(rewritten) => {
+                    let rewritten = Json::parse(&rewritten).expect("the guard writes JSON");
+                    request.set("body", rewritten);
+                    lines.push(request.to_vec());
+                    changed = true;
+                }
+                None => lines.push(line.to_vec()),
+            }
+        }
+        let body = changed.then(|| {
+            let file_content = lines.join(&b"\n"[..]);
+            [&body[..file.content.start], &file_content, &body[file.content.end..]].concat()
+        });
+        Ok(Some(BatchUploadOutcome { body, model, prompts }))
     }
 
     /// Refuses (rule `model`) a model the allow-list does not name, or no model when there is an allow-list.

@@ -25,9 +25,9 @@ mod json;
 pub mod response;
 pub mod sse;
 
-pub use api::{Api, Endpoint, LlmRequest};
+pub use api::{is_file_upload, Api, Endpoint, LlmRequest};
 pub use body::{named_model, BodyError, BodyKind, BodyMasker};
-pub use guard::{GuardConfig, GuardError, GuardOutcome, PromptGuard, PromptPii, Refusal};
+pub use guard::{BatchUploadOutcome, GuardConfig, GuardError, GuardOutcome, PromptGuard, PromptPii, Refusal};
 pub use response::{ResponseMasker, Usage, ANSWER_TEXT_CAP, MAX_CHANNELS};
 pub use sse::{SseError, SseEvent, SseParser};
 

@@ -196,14 +196,15 @@ def openai_until_refused(base, key, limit):
     return {"completed": done, "refused": None}
 
 
-def openai_file_upload(base, key, path):
-    """Uploads a file (multipart/form-data), as an agent adding a document does: the status it got."""
+def openai_file_upload(base, key, path, purpose="assistants"):
+    """Uploads a file (multipart/form-data), as an agent adding a document (or a batch's input) does: the status it
+    got, and the message of an error."""
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
     try:
-        uploaded = client.files.create(file=open(path, "rb"), purpose="assistants")
+        uploaded = client.files.create(file=open(path, "rb"), purpose=purpose)
         return {"status": 200, "id": uploaded.id}
     except openai.APIStatusError as error:
-        return {"status": error.status_code}
+        return {"status": error.status_code, "message": str(error)}
 
 
 def openai_other_models(base, key, audio_path):

@@ -321,6 +321,29 @@ fn boundary(content_type: &str) -> Option<String> {
 /// The text of the form field `name` of a whole `multipart/form-data` body of `content_type` (its first such field),
 /// if it has one. A body that is not multipart as RFC 2046 frames it, or a field that is not UTF-8, is an error.
 pub(super) fn form_field(content_type: &str, body: &[u8], name: &str) -> Result<Option<String>, BodyError> {
+    let parts = form_parts(content_type, body)?;
+    let Some(part) = parts.iter().find(|part| part.name.as_deref() == Some(name)) else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(&body[part.content.clone()]).map_err(|_| BodyError::InvalidMultipart {
+        offset: part.content.start as u64,
+        reason: "a form field is not UTF-8".to_string(),
+    })?;
+    Ok(Some(text.to_string()))
+}
+
+/// A part of a whole multipart body: the form field name its `Content-Disposition` gives, and where its content is in
+/// the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormPart {
+    pub name: Option<String>,
+    pub content: std::ops::Range<usize>,
+}
+
+/// The parts of a whole multipart body of `content_type`, in order. A body that is not multipart as RFC 2046 frames
+/// it (a delimiter not followed by CRLF or `--`, headers that do not end or are not UTF-8, no close delimiter) is an
+/// error.
+pub fn form_parts(content_type: &str, body: &[u8]) -> Result<Vec<FormPart>, BodyError> {
     let invalid = |reason: &str| BodyError::InvalidMultipart { offset: 0, reason: reason.to_string() };
     let delimiter = delimiter(content_type)?;
     let finder = Finder::new(&delimiter);
@@ -330,8 +353,10 @@ pub(super) fn form_field(content_type: &str, body: &[u8], name: &str) -> Result<
     if starts.is_empty() {
         return Err(invalid("the body has no delimiter"));
     }
+    let mut parts = Vec::with_capacity(starts.len() - 1);
     for pair in starts.windows(2) {
-        let part = &framed[pair[0] + delimiter.len()..pair[1]];
+        let from = pair[0] + delimiter.len();
+        let part = &framed[from..pair[1]];
         let Some(line_end) = Finder::new(b"\r\n").find(part) else {
             return Err(invalid("a delimiter is followed by something other than CRLF or --"));
         };
@@ -339,31 +364,33 @@ pub(super) fn form_field(content_type: &str, body: &[u8], name: &str) -> Result<
             return Err(invalid("a delimiter is followed by something other than CRLF or --"));
         }
         let part = &part[line_end + 2..];
-        let (headers, content) = if part.starts_with(b"\r\n") {
-            (&part[..0], &part[2..])
+        let (headers, skipped) = if part.starts_with(b"\r\n") {
+            (&part[..0], 2)
         } else {
             let end = Finder::new(b"\r\n\r\n").find(part).ok_or_else(|| invalid("a part's headers do not end"))?;
-            (&part[..end], &part[end + 4..])
+            (&part[..end], end + 4)
         };
         let headers = std::str::from_utf8(headers).map_err(|_| invalid("a part's headers are not UTF-8"))?;
-        let mut named = false;
+        let mut name = None;
         for line in headers.split_terminator("\r\n") {
             let Ok((header, value)) = header(line) else { continue };
-            named |= header.trim().eq_ignore_ascii_case("content-disposition")
-                && value.split(';').skip(1).any(|parameter| {
-                    parameter.split_once('=').is_some_and(|(key, value)| {
-                        key.trim().eq_ignore_ascii_case("name") && value.trim().trim_matches('"') == name
-                    })
-                });
+            if header.trim().eq_ignore_ascii_case("content-disposition") {
+                for parameter in value.split(';').skip(1) {
+                    if let Some((key, value)) = parameter.split_once('=') {
+                        if key.trim().eq_ignore_ascii_case("name") && name.is_none() {
+                            name = Some(value.trim().trim_matches('"').to_string());
+                        }
+                    }
+                }
+            }
         }
-        if named {
-            let text = std::str::from_utf8(content).map_err(|_| invalid("a form field is not UTF-8"))?;
-            return Ok(Some(text.to_string()));
-        }
+        // Offsets in `framed` are 2 past those in `body` (the CRLF put before it).
+        let start = from + line_end + 2 + skipped - 2;
+        parts.push(FormPart { name, content: start..pair[1] - 2 });
     }
     let last = &framed[starts[starts.len() - 1] + delimiter.len()..];
     if !last.starts_with(b"--") {
         return Err(invalid("the body ends before its close delimiter"));
     }
-    Ok(None)
+    Ok(parts)
 }
