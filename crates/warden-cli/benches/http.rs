@@ -37,7 +37,7 @@
 //! The load generator (one thread), the stand-in (its own runtime, one thread), warden (its accept runtime, the
 //! state writer and `[runtime] workers` worker threads, one per core by default) share the machine's cores. A
 //! throwaway PostgreSQL is started because the test gateway always has a PostgreSQL connection; it serves nothing
-//! here. Every answer is checked: status 200, the planted email in direct and plain answers, none of the planted
+//! here. The process uses mimalloc, as the `warden` binary does. Every answer is checked: status 200, the planted email in direct and plain answers, none of the planted
 //! values in masked ones; anything else is an error, and errors must be 0.
 
 use std::net::SocketAddr;
@@ -54,6 +54,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use warden_testkit::llm::{LlmStandIn, LlmStandInOptions};
 use warden_testkit::{AppDatabase, TempPostgres, TestGateway};
+
+/// The allocator the `warden` binary ships with (see `src/main.rs`), so that the in-process gateway measured here
+/// allocates as the real one does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// agentgateway's published p99 added latency, the target with masking on.
 const TARGET_ADDED_P99_MICROS: f64 = 300.0;
