@@ -413,6 +413,80 @@ pub(crate) fn plain_transform(
     Some(Box::new(PlainTransform { masker, sample: Vec::new() }))
 }
 
+/// The largest answer of Anthropic batch objects read whole to move their `results_url` (a list of a thousand is
+/// about 600 KiB).
+const BATCH_ANSWER_BYTES: usize = 8 << 20;
+
+/// Reads an answer of Anthropic batch objects whole, moves their `results_url` from the upstream to warden
+/// ([`warden_llm::gateway_results_urls`]), then passes it on through `then` (the masking of its content type), if
+/// any.
+struct ResultsUrls {
+    upstream: String,
+    gateway: String,
+    buffer: Vec<u8>,
+    then: Option<Box<dyn Transform>>,
+    sample: Vec<u8>,
+}
+
+pub(crate) fn results_urls(upstream: String, gateway: String, then: Option<Box<dyn Transform>>) -> Box<dyn Transform> {
+    Box::new(ResultsUrls { upstream, gateway, buffer: Vec::new(), then, sample: Vec::new() })
+}
+
+impl ResultsUrls {
+    /// `body` through `then` (masked), or as it is.
+    fn pass(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        match &mut self.then {
+            Some(then) => {
+                then.push(body, out)?;
+                then.finish(out)
+            }
+            None => {
+                self.sample = body[..body.len().min(SAMPLE_BYTES)].to_vec();
+                out.extend_from_slice(body);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Transform for ResultsUrls {
+    fn push(&mut self, chunk: &[u8], _out: &mut Vec<u8>) -> Result<(), String> {
+        if self.buffer.len() + chunk.len() > BATCH_ANSWER_BYTES {
+            return Err(format!("an answer of message batches over {} MiB", BATCH_ANSWER_BYTES >> 20));
+        }
+        self.buffer.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        let buffer = std::mem::take(&mut self.buffer);
+        let Some(marked) = warden_llm::gateway_results_urls(&buffer, &self.upstream) else {
+            return self.pass(&buffer, out);
+        };
+        let mut masked = Vec::new();
+        self.pass(&marked, &mut masked)?;
+        out.extend(warden_llm::place_gateway(&masked, &self.gateway));
+        Ok(())
+    }
+
+    fn failure(&mut self, message: &str, out: &mut Vec<u8>) {
+        if let Some(then) = &mut self.then {
+            then.failure(message, out);
+        }
+    }
+
+    fn summary(&mut self) -> Summary {
+        match &mut self.then {
+            Some(then) => then.summary(),
+            None => Summary {
+                usage: None,
+                answer: (!self.sample.is_empty()).then(|| String::from_utf8_lossy(&self.sample).into_owned()),
+                masked: 0,
+            },
+        }
+    }
+}
+
 /// A masker that finds nothing: LLM answers of a session that is not masked still go through the response
 /// masker, for usage and the audit copy.
 pub(crate) fn no_masking() -> warden_mask::Masker {

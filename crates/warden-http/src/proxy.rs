@@ -75,6 +75,9 @@ struct Pending {
     request_bytes: u64,
     /// When the request's credential expires, if it does: its answer is cut then (plus the configured grace).
     expires_at: Option<OffsetDateTime>,
+    /// An answer of Anthropic batch objects: their `results_url` is moved from the upstream's base URL (first) to the
+    /// connection's URL on warden as the client reached it (second).
+    results_urls: Option<(String, String)>,
 }
 
 impl ConnectionState {
@@ -154,7 +157,20 @@ impl ConnectionState {
             refused_by_policy: false,
             request_bytes: 0,
             expires_at,
+            results_urls: None,
         };
+        if route.api.is_some_and(|api| warden_llm::answers_batches(api, request.method().as_str(), &rest)) {
+            let host = request.headers().get(header::HOST).and_then(|host| host.to_str().ok());
+            let host = host.or_else(|| request.uri().authority().map(|authority| authority.as_str()));
+            // A host as a URL has it (so the URL needs no escaping in JSON); otherwise the URL stays the upstream's.
+            let usable =
+                |host: &&str| host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte));
+            if let Some(host) = host.filter(usable) {
+                let scheme = if self.tls { "https" } else { "http" };
+                let upstream = format!("{}://{}{}", route.scheme, route.authority, route.base_path);
+                pending.results_urls = Some((upstream, format!("{scheme}://{host}/{}", route.name)));
+            }
+        }
         let answer = self.forward(&route, &slot, request, &mut pending).await;
         match answer {
             Ok(response) => response,
@@ -320,7 +336,7 @@ impl ConnectionState {
                 return Err(Refusal::new(status, rule, message));
             }
         };
-        let inspect_response = llm.is_some() || masker.is_some();
+        let inspect_response = llm.is_some() || masker.is_some() || pending.results_urls.is_some();
         let upstream_body: ResponseBody = match llm.as_mut() {
             Some((call, bytes)) => {
                 // The guard: model allow-list, deny patterns, prompt PII, max_tokens; then the limits.
@@ -444,7 +460,13 @@ impl ConnectionState {
             )))),
             Some(call) => {
                 // A JSON answer is small: read whole, masked, then sent with its length.
-                let bytes = read_upstream(incoming, &route.name).await?;
+                let mut bytes = read_upstream(incoming, &route.name).await?;
+                let mut gateway = None;
+                if let Some((upstream, to)) = &pending.results_urls {
+                    if let Some(marked) = warden_llm::gateway_results_urls(&bytes, upstream) {
+                        (bytes, gateway) = (Bytes::from(marked), Some(to.clone()));
+                    }
+                }
                 let response_masker = warden_llm::ResponseMasker::new(
                     call.api,
                     call.endpoint,
@@ -475,6 +497,10 @@ impl ConnectionState {
                 } else {
                     (bytes.to_vec(), None, 0)
                 };
+                let masked = match &gateway {
+                    Some(gateway) => warden_llm::place_gateway(&masked, gateway),
+                    None => masked,
+                };
                 let usage = usage.map(|usage| TokenUsage { input: usage.input_tokens, output: usage.output_tokens });
                 if let Some(usage) = usage {
                     hooks.used(&slot.session, pending.model.as_deref(), usage);
@@ -498,7 +524,13 @@ impl ConnectionState {
             }
             None => {
                 let content_type = full_content_type(&parts.headers);
-                masker.as_ref().and_then(|masker| body::plain_transform(content_type, masker.clone(), route.hold_back))
+                let transform = masker
+                    .as_ref()
+                    .and_then(|masker| body::plain_transform(content_type, masker.clone(), route.hold_back));
+                match pending.results_urls.take() {
+                    Some((upstream, gateway)) => Some(body::results_urls(upstream, gateway, transform)),
+                    None => transform,
+                }
             }
         };
         let expiry = pending.expires_at.map(|expires_at| {
@@ -565,6 +597,7 @@ impl Pending {
             refused_by_policy: false,
             request_bytes: 0,
             expires_at: None,
+            results_urls: None,
         }
     }
 }

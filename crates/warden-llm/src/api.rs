@@ -150,6 +150,64 @@ pub fn is_file_upload(api: Api, method: &str, path: &str) -> bool {
     api == Api::OpenAi && method.eq_ignore_ascii_case("POST") && normalized(path) == "/files"
 }
 
+/// Whether `method` on `path` is answered with Anthropic message batch objects (create, list, retrieve, cancel),
+/// whose `results_url` names where the results are: on the provider, where the SDKs then fetch them from directly,
+/// past warden and with the client's warden credential (see [`gateway_results_urls`]).
+pub fn answers_batches(api: Api, method: &str, path: &str) -> bool {
+    let path = normalized(path);
+    let get_or_post = method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("POST");
+    api == Api::Anthropic
+        && get_or_post
+        && (path == "/messages/batches"
+            || path
+                .strip_prefix("/messages/batches/")
+                .is_some_and(|rest| !rest.is_empty() && !rest.ends_with("/results")))
+}
+
+/// Stands for the connection's URL on warden in a `results_url` [`gateway_results_urls`] moved, until
+/// [`place_gateway`] puts the URL in: masking runs in between, and must not take an address in that URL (warden's
+/// own, `127.0.0.1` or `10.0.0.5`) for personal data.
+pub const GATEWAY_MARKER: &str = "WARDEN-GATEWAY-URL";
+
+/// An answer of message batch objects (one, or a list's `data`) with every `results_url` under `upstream` (the
+/// connection's base URL) moved under [`GATEWAY_MARKER`], which [`place_gateway`] replaces with the connection's URL
+/// on warden once the answer is masked; so the results are fetched through warden too. `None` when there is nothing
+/// to move, or the body is not JSON.
+pub fn gateway_results_urls(body: &[u8], upstream: &str) -> Option<Vec<u8>> {
+    let mut value = Json::parse(body).ok()?;
+    let upstream = upstream.trim_end_matches('/');
+    let mut moved = false;
+    let mut move_url = |batch: &mut Json| {
+        let rest = match batch.get("results_url") {
+            Some(Json::String(url)) => url.strip_prefix(upstream).filter(|rest| rest.starts_with('/')),
+            _ => None,
+        };
+        if let Some(rest) = rest.map(str::to_string) {
+            batch.set("results_url", Json::String(format!("{GATEWAY_MARKER}{rest}")));
+            moved = true;
+        }
+    };
+    match value.get_mut("data") {
+        Some(Json::Array(batches)) => batches.iter_mut().for_each(&mut move_url),
+        _ => move_url(&mut value),
+    }
+    moved.then(|| value.to_vec())
+}
+
+/// `body` with every [`GATEWAY_MARKER`] replaced by `gateway` (which must need no escaping in a JSON string).
+pub fn place_gateway(body: &[u8], gateway: &str) -> Vec<u8> {
+    let gateway = gateway.trim_end_matches('/').as_bytes();
+    let mut out = Vec::with_capacity(body.len());
+    let mut from = 0;
+    for at in memchr::memmem::find_iter(body, GATEWAY_MARKER) {
+        out.extend_from_slice(&body[from..at]);
+        out.extend_from_slice(gateway);
+        from = at + GATEWAY_MARKER.len();
+    }
+    out.extend_from_slice(&body[from..]);
+    out
+}
+
 /// The objects of a request body that hold its token cap: the body itself, or each request's `params` in a batch
 /// (whose shape [`parse`] has checked).
 pub(crate) fn capped_objects(endpoint: Endpoint, body: &mut Json) -> Vec<&mut Json> {

@@ -25,7 +25,9 @@ mod json;
 pub mod response;
 pub mod sse;
 
-pub use api::{is_file_upload, Api, Endpoint, LlmRequest};
+pub use api::{
+    answers_batches, gateway_results_urls, is_file_upload, place_gateway, Api, Endpoint, LlmRequest, GATEWAY_MARKER,
+};
 pub use body::{named_model, BodyError, BodyKind, BodyMasker};
 pub use guard::{BatchUploadOutcome, GuardConfig, GuardError, GuardOutcome, PromptGuard, PromptPii, Refusal};
 pub use response::{ResponseMasker, Usage, ANSWER_TEXT_CAP, MAX_CHANNELS};

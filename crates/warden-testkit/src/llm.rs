@@ -6,8 +6,9 @@
 //!   `POST /v1/responses/input_tokens`, `POST /v1/embeddings`, `GET /v1/models` (the
 //!   models asked for so far, plus `gpt-4o-mini` and `gpt-4o`) and `GET /v1/models/{id}`, authenticated with
 //!   `Authorization: Bearer <openai_key>`;
-//! - Anthropic: `POST /v1/messages`, `POST /v1/messages/count_tokens` and `POST /v1/messages/batches` (answered as
-//!   created, never processed), authenticated with
+//! - Anthropic: `POST /v1/messages`, `POST /v1/messages/count_tokens`, `POST /v1/messages/batches` (answered as
+//!   created, and processed at once), `GET /v1/messages/batches/{id}` (ended, with an absolute `results_url`) and
+//!   `GET /v1/messages/batches/{id}/results` (JSON lines as `application/binary`), authenticated with
 //!   `x-api-key: <anthropic_key>` or, as the current `anthropic` SDKs send an API key, `Authorization: Bearer
 //!   <anthropic_key>`, with an `anthropic-version` header required.
 //!
@@ -179,7 +180,8 @@ impl LlmStandIn {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let (requests, _) = watch::channel(Vec::new());
-        let state = Arc::new(State { options, requests, models: Mutex::new(Vec::new()) });
+        let (models, batches) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
+        let state = Arc::new(State { options, address, requests, models, batches });
         let task = tokio::spawn(serve(listener, state.clone()));
         Ok(LlmStandIn { address, state, task })
     }
@@ -227,10 +229,17 @@ impl Drop for LlmStandIn {
 
 struct State {
     options: LlmStandInOptions,
+    /// Where it serves (a batch's `results_url` is absolute, as the API's is).
+    address: SocketAddr,
     requests: watch::Sender<Vec<RecordedRequest>>,
     /// The models asked for so far, each once, in order of first use.
     models: Mutex<Vec<String>>,
+    /// The message batches created, with their requests' answers.
+    batches: Mutex<Vec<(String, Vec<BatchAnswer>)>>,
 }
+
+/// A batch request's custom id, model and answer text.
+type BatchAnswer = (String, String, String);
 
 async fn serve(listener: TcpListener, state: Arc<State>) {
     let mut connections = tokio::task::JoinSet::new();
@@ -277,6 +286,10 @@ enum Endpoint {
     CountTokens,
     InputTokens,
     MessageBatches,
+    /// `GET /v1/messages/batches/{id}`.
+    MessageBatch(String),
+    /// `GET /v1/messages/batches/{id}/results`.
+    MessageBatchResults(String),
 }
 
 impl Endpoint {
@@ -293,6 +306,14 @@ impl Endpoint {
             "/v1/messages" if post => Some(Endpoint::Messages),
             "/v1/messages/count_tokens" if post => Some(Endpoint::CountTokens),
             "/v1/messages/batches" if post => Some(Endpoint::MessageBatches),
+            _ if get && path.starts_with("/v1/messages/batches/") => {
+                let rest = &path["/v1/messages/batches/".len()..];
+                match rest.strip_suffix("/results") {
+                    Some(id) if !id.is_empty() => Some(Endpoint::MessageBatchResults(id.to_string())),
+                    _ if !rest.is_empty() && !rest.contains('/') => Some(Endpoint::MessageBatch(rest.to_string())),
+                    _ => None,
+                }
+            }
             _ if get => {
                 path.strip_prefix("/v1/models/").filter(|id| !id.is_empty()).map(|id| Endpoint::Model(id.to_string()))
             }
@@ -302,7 +323,11 @@ impl Endpoint {
 
     fn provider(&self) -> Provider {
         match self {
-            Endpoint::Messages | Endpoint::CountTokens | Endpoint::MessageBatches => Provider::Anthropic,
+            Endpoint::Messages
+            | Endpoint::CountTokens
+            | Endpoint::MessageBatches
+            | Endpoint::MessageBatch(_)
+            | Endpoint::MessageBatchResults(_) => Provider::Anthropic,
             _ => Provider::OpenAi,
         }
     }
@@ -317,6 +342,8 @@ impl Endpoint {
 enum Reply {
     Json(StatusCode, Value),
     Stream(SseBody),
+    /// A body of its own content type.
+    Raw(&'static str, String),
 }
 
 impl Reply {
@@ -378,7 +405,9 @@ fn answer(state: &State, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) 
         return Err(forced_error(provider, status));
     }
     let request = match endpoint {
-        Endpoint::Models | Endpoint::Model(_) => Map::new(),
+        Endpoint::Models | Endpoint::Model(_) | Endpoint::MessageBatch(_) | Endpoint::MessageBatchResults(_) => {
+            Map::new()
+        }
         _ => parse_json(provider, body)?,
     };
     if let Some(model) = request.get("model").and_then(Value::as_str) {
@@ -397,7 +426,9 @@ fn answer(state: &State, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) 
         Endpoint::Messages => messages(&knobs, &request)?,
         Endpoint::CountTokens => count_tokens(&request)?,
         Endpoint::InputTokens => input_tokens(&request)?,
-        Endpoint::MessageBatches => message_batch(&request)?,
+        Endpoint::MessageBatches => message_batch(state, &knobs, &request)?,
+        Endpoint::MessageBatch(id) => batch_status(state, id)?,
+        Endpoint::MessageBatchResults(id) => batch_results(state, id)?,
     };
     let pause = match reply {
         Reply::Json(..) if endpoint.generates() => knobs.first_delay,
@@ -1156,34 +1187,85 @@ fn anthropic_request(request: &Map<String, Value>) -> Result<(String, Vec<String
 }
 
 /// `POST /v1/messages/batches`: each request's params checked as a message's, and the batch answered as just
-/// created (processing, no results yet; the stand-in never processes it).
-fn message_batch(request: &Map<String, Value>) -> Result<Reply, Reply> {
+/// created (processing, no results yet). It is processed at once: retrieved, it has ended, and its results are each
+/// request's answer, as `messages` would give it (not streamed).
+fn message_batch(state: &State, knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply, Reply> {
     let invalid = |message: &str| anthropic_error(StatusCode::BAD_REQUEST, message);
     let requests =
         request.get("requests").and_then(Value::as_array).ok_or_else(|| invalid("requests: Field required"))?;
     if requests.is_empty() {
         return Err(invalid("requests: List should have at least 1 item after validation, not 0"));
     }
+    let mut answers = Vec::with_capacity(requests.len());
     for (index, item) in requests.iter().enumerate() {
-        if item.get("custom_id").and_then(Value::as_str).is_none() {
-            return Err(invalid(&format!("requests.{index}.custom_id: Field required")));
-        }
+        let custom_id = item.get("custom_id").and_then(Value::as_str);
+        let custom_id = custom_id.ok_or_else(|| invalid(&format!("requests.{index}.custom_id: Field required")))?;
         let params = item.get("params").and_then(Value::as_object);
-        anthropic_request(params.ok_or_else(|| invalid(&format!("requests.{index}.params: Field required")))?)?;
+        let params = params.ok_or_else(|| invalid(&format!("requests.{index}.params: Field required")))?;
+        let (model, _, last_user) = anthropic_request(params)?;
+        answers.push((custom_id.to_string(), model, knobs.answer_to(last_user)));
     }
+    let id = random_id("msgbatch_", 24, BASE62);
+    state.batches.lock().push((id.clone(), answers));
+    Ok(Reply::ok(batch_object(state, &id, requests.len(), false)))
+}
+
+/// A message batch as the API describes it: just created, or ended with every request succeeded.
+fn batch_object(state: &State, id: &str, count: usize, ended: bool) -> Value {
     let now = unix_now();
-    Ok(Reply::ok(json!({
-        "id": random_id("msgbatch_", 24, BASE62),
+    let (processing, succeeded) = if ended { (0, count) } else { (count, 0) };
+    json!({
+        "id": id,
         "type": "message_batch",
-        "processing_status": "in_progress",
-        "request_counts": { "processing": requests.len(), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0 },
-        "ended_at": null,
+        "processing_status": if ended { "ended" } else { "in_progress" },
+        "request_counts": {
+            "processing": processing, "succeeded": succeeded, "errored": 0, "canceled": 0, "expired": 0,
+        },
+        "ended_at": if ended { json!(rfc3339(now)) } else { Value::Null },
         "created_at": rfc3339(now),
         "expires_at": rfc3339(now + 86_400),
         "archived_at": null,
         "cancel_initiated_at": null,
-        "results_url": null,
-    })))
+        "results_url": if ended {
+            json!(format!("http://{}/v1/messages/batches/{id}/results", state.address))
+        } else {
+            Value::Null
+        },
+    })
+}
+
+fn batch_status(state: &State, id: &str) -> Result<Reply, Reply> {
+    let batches = state.batches.lock();
+    let (_, answers) = batches.iter().find(|(known, _)| known == id).ok_or_else(|| batch_not_found(id))?;
+    Ok(Reply::ok(batch_object(state, id, answers.len(), true)))
+}
+
+/// The results as the API streams them: JSON lines, one per request, `application/binary` as the SDK asks.
+fn batch_results(state: &State, id: &str) -> Result<Reply, Reply> {
+    let batches = state.batches.lock();
+    let (_, answers) = batches.iter().find(|(known, _)| known == id).ok_or_else(|| batch_not_found(id))?;
+    let mut lines = String::new();
+    for (custom_id, model, answer) in answers {
+        let words = words(answer);
+        let message = json!({
+            "id": random_id("msg_01", 22, BASE62),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{ "type": "text", "text": answer }],
+            "stop_reason": "end_turn",
+            "stop_sequence": null,
+            "usage": anthropic_usage(1, words),
+        });
+        let line = json!({ "custom_id": custom_id, "result": { "type": "succeeded", "message": message } });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    Ok(Reply::Raw("application/binary", lines))
+}
+
+fn batch_not_found(id: &str) -> Reply {
+    anthropic_error(StatusCode::NOT_FOUND, &format!("message_batch {id} not found"))
 }
 
 /// `seconds` since the epoch as an RFC 3339 UTC time (days to a civil date: Howard Hinnant's algorithm).
@@ -1366,6 +1448,11 @@ fn finish(provider: Provider, reply: Reply) -> Response<ResponseBody> {
             let mut response = Response::new(full(value.to_string()));
             *response.status_mut() = status;
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Reply::Raw(content_type, body) => {
+            let mut response = Response::new(full(body));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
         }
         Reply::Stream(body) => {

@@ -443,6 +443,26 @@ prompt_pii = "mask"
     let params: Vec<&Value> = batch["requests"].as_array().unwrap().iter().map(|request| &request["params"]).collect();
     assert!(params.iter().all(|params| params["max_tokens"] == 50), "each request capped: {batch}");
     assert_eq!(params[1]["messages"][0]["content"], "write to [EMAIL]", "{batch}");
+
+    // The results: the batch's results_url names the provider; warden moves it under the connection's URL on
+    // warden, so the SDK fetches them through warden (masked as any answer), never from the provider directly.
+    let id = seen[0]["id"].as_str().expect("the batch's id");
+    let results = sdk("anthropic-batch-results", &base, &key, &[id]).await;
+    assert_eq!(results["status"], "ended", "{results}");
+    assert_eq!(results["results_url"], format!("{base}/v1/messages/batches/{id}/results"), "{results}");
+    let texts = results["results"].as_array().expect("results");
+    assert_eq!(texts.len(), 2, "{results}");
+    for text in texts {
+        let text = text[1].as_str().expect("a text");
+        assert!(text.starts_with("Sure. Write to Jane Roe at [EMAIL]"), "{results}");
+        assert_no_pii("a batch result", text);
+    }
+    let sent = fixture.standin.requests();
+    let paths: Vec<&str> = sent[1..].iter().map(|request| request.path.as_str()).collect();
+    let (batch_path, results_path) =
+        (format!("/v1/messages/batches/{id}"), format!("/v1/messages/batches/{id}/results"));
+    assert_eq!(paths, [batch_path.as_str(), batch_path.as_str(), results_path.as_str()], "all through warden");
+    assert!(sent.iter().all(|request| request.header("x-api-key") == Some("sk-ant-upstream-test")));
 }
 
 /// An OpenAI batch's input file is uploaded before the batch runs it: on a guarded connection each of its requests

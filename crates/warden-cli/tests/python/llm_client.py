@@ -277,6 +277,18 @@ def anthropic_batch(base, key, models_and_prompts):
         return {"refused": refusal(error)}
 
 
+def anthropic_batch_results(base, key, batch_id):
+    """Retrieves a message batch and its results (messages.batches.results, which follows the batch's
+    results_url): its status, the URL, and each result's custom id and text."""
+    client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
+    batch = client.messages.batches.retrieve(batch_id)
+    results = [
+        [result.custom_id, "".join(block.text for block in result.result.message.content if block.type == "text")]
+        for result in client.messages.batches.results(batch_id)
+    ]
+    return {"status": batch.processing_status, "results_url": batch.results_url, "results": results}
+
+
 SCENARIOS = {
     "openai-chat": openai_chat,
     "openai-chat-cut": openai_chat_cut,
@@ -292,6 +304,7 @@ SCENARIOS = {
     "openai-input-tokens": openai_input_tokens,
     "anthropic-count-tokens": anthropic_count_tokens,
     "anthropic-batch": anthropic_batch,
+    "anthropic-batch-results": anthropic_batch_results,
 }
 
 def run(scenario, base, key, *args):

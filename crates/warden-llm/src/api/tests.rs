@@ -209,3 +209,39 @@ fn a_message_batch_is_its_requests_prompts_under_one_model() {
         assert!(error.contains(reason), "{body}: {error}");
     }
 }
+
+#[test]
+fn batch_results_are_fetched_through_the_gateway() {
+    for (method, path, expected) in [
+        ("POST", "/v1/messages/batches", true),
+        ("GET", "/v1/messages/batches?limit=2", true),
+        ("GET", "/v1/messages/batches/msgbatch_1", true),
+        ("POST", "/v1/messages/batches/msgbatch_1/cancel", true),
+        ("GET", "/v1/messages/batches/msgbatch_1/results", false),
+        ("DELETE", "/v1/messages/batches/msgbatch_1", false),
+        ("GET", "/v1/messages", false),
+    ] {
+        assert_eq!(answers_batches(Api::Anthropic, method, path), expected, "{method} {path}");
+    }
+    assert!(!answers_batches(Api::OpenAi, "GET", "/v1/messages/batches"));
+    let (upstream, gateway) = ("https://api.anthropic.com/", "http://127.0.0.1:8080/claude");
+    let one =
+        br#"{"id":"msgbatch_1","results_url":"https://api.anthropic.com/v1/messages/batches/msgbatch_1/results"}"#;
+    let moved = gateway_results_urls(one, upstream).expect("moved");
+    let marked = r#"{"id":"msgbatch_1","results_url":"WARDEN-GATEWAY-URL/v1/messages/batches/msgbatch_1/results"}"#;
+    assert_eq!(String::from_utf8(moved.clone()).unwrap(), marked);
+    let expected =
+        r#"{"id":"msgbatch_1","results_url":"http://127.0.0.1:8080/claude/v1/messages/batches/msgbatch_1/results"}"#;
+    assert_eq!(String::from_utf8(place_gateway(&moved, gateway)).unwrap(), expected);
+    let list = format!(
+        r#"{{"data":[{},{{"id":"msgbatch_2","results_url":null}}],"has_more":false}}"#,
+        std::str::from_utf8(one).unwrap()
+    );
+    let moved = place_gateway(&gateway_results_urls(list.as_bytes(), upstream).expect("moved"), gateway);
+    let moved = String::from_utf8(moved).unwrap();
+    assert!(moved.contains(expected) && moved.contains(r#""results_url":null"#), "{moved}");
+    // Nothing to move: not yet ended, elsewhere, or not JSON.
+    assert!(gateway_results_urls(br#"{"id":"msgbatch_1","results_url":null}"#, upstream).is_none());
+    assert!(gateway_results_urls(br#"{"results_url":"https://api.anthropic.com.evil/x"}"#, upstream).is_none());
+    assert!(gateway_results_urls(b"not json", upstream).is_none());
+}
