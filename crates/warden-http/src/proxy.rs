@@ -162,7 +162,8 @@ impl ConnectionState {
         if route.api.is_some_and(|api| warden_llm::answers_batches(api, request.method().as_str(), &rest)) {
             let host = request.headers().get(header::HOST).and_then(|host| host.to_str().ok());
             let host = host.or_else(|| request.uri().authority().map(|authority| authority.as_str()));
-            // A host as a URL has it (so the URL needs no escaping in JSON); otherwise the URL stays the upstream's.
+            // Only a host of the characters a URL's host is made of (so the URL needs no escaping in JSON); with any
+            // other, the URL stays the upstream's.
             let usable =
                 |host: &&str| host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte));
             if let Some(host) = host.filter(usable) {
