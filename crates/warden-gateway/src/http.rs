@@ -115,6 +115,10 @@ impl HttpHooks for GatewayHttpHooks {
         self.limits.admit(&session.connection, &session.identity.name, std::time::Instant::now())
     }
 
+    fn limits_tokens(&self, connection: &str) -> bool {
+        self.limits.limits_tokens(connection)
+    }
+
     fn used(&self, session: &HttpSession, _model: Option<&str>, usage: TokenUsage) {
         self.limits.used(
             &session.connection,

@@ -108,6 +108,13 @@ impl Limits {
         }
     }
 
+    /// Whether `connection` limits tokens: a budget or `tokens_per_minute`.
+    pub(crate) fn limits_tokens(&self, connection: &str) -> bool {
+        self.by_connection
+            .get(connection)
+            .is_some_and(|limits| limits.budget.is_some() || limits.tokens_per_minute.is_some())
+    }
+
     /// Whether a connection has a token budget (and so needs [`Limits::refresh`]).
     pub(crate) fn has_budgets(&self) -> bool {
         self.by_connection.values().any(|limits| limits.budget.is_some())

@@ -108,6 +108,9 @@ pub trait HttpHooks: Send + Sync + 'static {
     fn authorize<'a>(&'a self, request: &'a RequestInfo<'a>) -> BoxFuture<'a, Authorization>;
     /// Whether a limit (rate, budget) stops this request now. Called after authorization, for LLM connections.
     fn admit_usage(&self, session: &HttpSession, model: Option<&str>) -> Result<(), LimitRefusal>;
+    /// Whether `connection` limits tokens (a budget or `tokens_per_minute`): a batch, whose tokens are spent after
+    /// it is created and reported only in its results, is refused there.
+    fn limits_tokens(&self, connection: &str) -> bool;
     /// Counts what a request used, for the limits and the usage report.
     fn used(&self, session: &HttpSession, model: Option<&str>, usage: TokenUsage);
     /// A session's first request arrived. `None` when its start is queued for the record at once; otherwise the

@@ -262,6 +262,18 @@ impl ConnectionState {
         // policy. Other bodies (a binary upload) still stream.
         let mut read: Option<Bytes> = None;
         let endpoint = route.api.map(|api| (api, warden_llm::Endpoint::of(api, parts.method.as_str(), &pending.path)));
+        // A batch's tokens are spent after it is created and reported only in its results: where tokens are limited,
+        // warden could not hold it to the limit.
+        if route.api.is_some_and(|api| warden_llm::creates_batch(api, parts.method.as_str(), &pending.path))
+            && hooks.limits_tokens(&route.name)
+        {
+            let message = format!(
+                "connection \"{}\" limits tokens (budget or tokens_per_minute), and a batch's tokens are spent after \
+                 it is created, where warden cannot count them: batches are refused on this connection",
+                route.name
+            );
+            return Err(Refusal::new(StatusCode::FORBIDDEN, "limits", message));
+        }
         let may_name_a_model = matches!(
             warden_llm::BodyKind::of(Some(full_content_type(&parts.headers))),
             warden_llm::BodyKind::Json | warden_llm::BodyKind::Multipart

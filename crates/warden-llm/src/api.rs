@@ -144,6 +144,17 @@ fn normalized(path: &str) -> &str {
     path.strip_prefix("/v1").filter(|rest| rest.starts_with('/')).unwrap_or(path)
 }
 
+/// Whether `method` on `path` creates a batch, whose requests run later and report their tokens only in the
+/// results: OpenAI `POST /v1/batches`, Anthropic `POST /v1/messages/batches`.
+pub fn creates_batch(api: Api, method: &str, path: &str) -> bool {
+    let path = normalized(path);
+    method.eq_ignore_ascii_case("POST")
+        && match api {
+            Api::OpenAi => path == "/batches",
+            Api::Anthropic => path == "/messages/batches",
+        }
+}
+
 /// Whether `method` on `path` uploads a file to OpenAI (`POST /v1/files`), which may be a batch's input (see
 /// [`crate::PromptGuard::apply_batch_upload`]).
 pub fn is_file_upload(api: Api, method: &str, path: &str) -> bool {

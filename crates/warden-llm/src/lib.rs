@@ -26,7 +26,8 @@ pub mod response;
 pub mod sse;
 
 pub use api::{
-    answers_batches, gateway_results_urls, is_file_upload, place_gateway, Api, Endpoint, LlmRequest, GATEWAY_MARKER,
+    answers_batches, creates_batch, gateway_results_urls, is_file_upload, place_gateway, Api, Endpoint, LlmRequest,
+    GATEWAY_MARKER,
 };
 pub use body::{named_model, BodyError, BodyKind, BodyMasker};
 pub use guard::{BatchUploadOutcome, GuardConfig, GuardError, GuardOutcome, PromptGuard, PromptPii, Refusal};

@@ -523,6 +523,32 @@ prompt_pii = "mask"
     assert_eq!(lines[1]["body"]["messages"][0]["content"], "write to [EMAIL]", "{text}");
 }
 
+/// A batch spends its tokens after it is created and reports them only in its results, so where tokens are limited
+/// (a budget, tokens per minute) warden refuses to create one, on either API, naming why; elsewhere it goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_refused_where_tokens_are_limited() {
+    let budget = "[connection.limits]\nbudget = { tokens = 1000, per = \"1d\" }\n";
+    let fixture = llm_fixture_with(budget, "[connection.limits]\ntokens_per_minute = 5000\n", "", "").await;
+    let (openai, claude) = (format!("{}/openai", fixture.base), format!("{}/claude", fixture.base));
+    let key = fixture.gateway.api_key.clone();
+    let seen = sdk_batch(&[
+        ("openai-batch-create", &openai, &key, &["file-abc123"]),
+        ("anthropic-batch", &claude, &key, &["claude-haiku-4-5|Hello"]),
+        // A plain request on the same connections still goes.
+        ("anthropic-prompt", &claude, &key, &["Hello"]),
+    ])
+    .await;
+    for (index, connection) in [(0, "openai"), (1, "claude")] {
+        assert_eq!(seen[index]["refused"]["status"], 403, "{seen:?}");
+        let message = seen[index]["refused"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("connection \"{connection}\" limits tokens")), "{seen:?}");
+        assert!(message.contains("batches are refused on this connection"), "{seen:?}");
+    }
+    assert!(seen[2]["text"].as_str().is_some_and(|text| text.starts_with("Sure.")), "{seen:?}");
+    let sent = fixture.standin.requests();
+    assert_eq!(sent.iter().map(|request| request.path.as_str()).collect::<Vec<_>>(), ["/v1/messages"], "{seen:?}");
+}
+
 /// The model allow-list holds on endpoints warden does not otherwise interpret: an image generation (JSON) and a
 /// transcription (a multipart form) naming a model the connection does not allow are refused before the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

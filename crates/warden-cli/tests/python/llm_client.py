@@ -289,6 +289,18 @@ def anthropic_batch_results(base, key, batch_id):
     return {"status": batch.processing_status, "results_url": batch.results_url, "results": results}
 
 
+def openai_batch_create(base, key, input_file_id):
+    """Creates a batch from an uploaded input file (batches.create): its id, or the refusal."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    try:
+        batch = client.batches.create(
+            input_file_id=input_file_id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        return {"id": batch.id, "refused": None}
+    except openai.APIStatusError as error:
+        return {"refused": refusal(error)}
+
+
 SCENARIOS = {
     "openai-chat": openai_chat,
     "openai-chat-cut": openai_chat_cut,
@@ -305,6 +317,7 @@ SCENARIOS = {
     "anthropic-count-tokens": anthropic_count_tokens,
     "anthropic-batch": anthropic_batch,
     "anthropic-batch-results": anthropic_batch_results,
+    "openai-batch-create": openai_batch_create,
 }
 
 def run(scenario, base, key, *args):

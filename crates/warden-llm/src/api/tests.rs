@@ -224,6 +224,10 @@ fn batch_results_are_fetched_through_the_gateway() {
         assert_eq!(answers_batches(Api::Anthropic, method, path), expected, "{method} {path}");
     }
     assert!(!answers_batches(Api::OpenAi, "GET", "/v1/messages/batches"));
+    assert!(creates_batch(Api::OpenAi, "POST", "/v1/batches") && creates_batch(Api::OpenAi, "post", "/batches/"));
+    assert!(creates_batch(Api::Anthropic, "POST", "/v1/messages/batches?beta=true"));
+    assert!(!creates_batch(Api::OpenAi, "GET", "/v1/batches") && !creates_batch(Api::Anthropic, "POST", "/v1/batches"));
+    assert!(!creates_batch(Api::Anthropic, "POST", "/v1/messages/batches/msgbatch_1/cancel"));
     let (upstream, gateway) = ("https://api.anthropic.com/", "http://127.0.0.1:8080/claude");
     let one =
         br#"{"id":"msgbatch_1","results_url":"https://api.anthropic.com/v1/messages/batches/msgbatch_1/results"}"#;
