@@ -257,9 +257,9 @@ impl ConnectionState {
         // endpoint warden does not interpret (file uploads, audio, batches…) goes as on a plain connection: streamed,
         // its body and its answer masked by content type.
         let mut llm: Option<(LlmCall, Bytes)> = None;
-        // An uninterpreted JSON or multipart request, on a connection with a model allow-list, is read whole: the
-        // model it names (a JSON `"model"`, a form's `model` field) is checked like an LLM request's, and shown to
-        // policy. Other bodies (a binary upload) still stream.
+        // An uninterpreted JSON, multipart or untyped request, on a connection with a model allow-list, is read
+        // whole: the model it names (a JSON `"model"`, a form's `model` field) is checked like an LLM request's, and
+        // shown to policy. Other bodies (a typed binary upload) still stream.
         let mut read: Option<Bytes> = None;
         let endpoint = route.api.map(|api| (api, warden_llm::Endpoint::of(api, parts.method.as_str(), &pending.path)));
         // A batch's tokens are spent after it is created and reported only in its results: where tokens are limited,
@@ -276,7 +276,7 @@ impl ConnectionState {
         }
         let may_name_a_model = matches!(
             warden_llm::BodyKind::of(Some(full_content_type(&parts.headers))),
-            warden_llm::BodyKind::Json | warden_llm::BodyKind::Multipart
+            warden_llm::BodyKind::Json | warden_llm::BodyKind::Multipart | warden_llm::BodyKind::Unknown
         );
         // An OpenAI batch's input file, on a guarded connection, is read whole and each of its requests guarded as
         // one sent now would be (rewritten in place), its one model shown to policy.

@@ -97,19 +97,26 @@ impl BodyKind {
 
 /// The model a request body of `content_type` names, read whole: a JSON object's `"model"` string, or a multipart
 /// form's `model` field (as OpenAI's audio endpoints take it); `None` for a body that names none, or of another
-/// type. A JSON or multipart body that cannot be read is an error: whether it names a model cannot be told.
+/// type. A body without a type (or `application/octet-stream`) that is JSON is read as JSON: a provider may parse it
+/// whatever its type says. A JSON or multipart body that cannot be read is an error: whether it names a model
+/// cannot be told.
 pub fn named_model(content_type: &str, body: &[u8]) -> Result<Option<String>, BodyError> {
     let content_type = (!content_type.trim().is_empty()).then_some(content_type);
+    let model_of = |value: &Json| match value.member("model") {
+        None => Ok(None),
+        Some(Json::String(model)) => Ok(Some(model.clone())),
+        Some(_) => Err(BodyError::InvalidJson { offset: 0, reason: "\"model\" is not a string" }),
+    };
     match BodyKind::of(content_type) {
         BodyKind::Json => {
             let value =
                 Json::parse(body).map_err(|_| BodyError::InvalidJson { offset: 0, reason: "not one JSON value" })?;
-            match value.member("model") {
-                None => Ok(None),
-                Some(Json::String(model)) => Ok(Some(model.clone())),
-                Some(_) => Err(BodyError::InvalidJson { offset: 0, reason: "\"model\" is not a string" }),
-            }
+            model_of(&value)
         }
+        BodyKind::Unknown => match Json::parse(body) {
+            Ok(value) => model_of(&value),
+            Err(_) => Ok(None),
+        },
         BodyKind::Multipart => multipart::form_field(content_type.unwrap_or_default(), body, "model")
             .map(|model| model.map(|model| model.trim().to_string())),
         _ => Ok(None),

@@ -564,6 +564,16 @@ async fn restricted_models_are_refused_on_other_endpoints_too() {
         let message = seen[call]["message"].as_str().expect("a message");
         assert!(message.contains(&format!("model \"{model}\" is not allowed on this connection")), "{seen}");
     }
+    // JSON sent without a Content-Type is still read for its model: a provider may parse it whatever the type says.
+    let output = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "-H", "Content-Type:", "-H"])
+        .arg(format!("Authorization: Bearer {}", fixture.gateway.api_key))
+        .args(["--data-binary", r#"{"model": "dall-e-3", "prompt": "a cat"}"#])
+        .arg(format!("{base}/v1/images/generations"))
+        .output()
+        .expect("run curl");
+    let answer = String::from_utf8_lossy(&output.stdout);
+    assert!(answer.ends_with("\n403") && answer.contains("model \\\"dall-e-3\\\" is not allowed"), "{answer}");
     assert!(fixture.standin.requests().is_empty(), "nothing reached the upstream");
 }
 

@@ -467,5 +467,10 @@ fn the_model_a_body_names() {
     assert!(named_model("multipart/form-data; boundary=b", cut.as_bytes()).is_err());
     assert!(named_model("multipart/form-data", upload.as_bytes()).is_err());
     assert_eq!(named_model("application/octet-stream", b"\x00model"), Ok(None));
-    assert_eq!(named_model("", b"{\"model\": \"x\"}"), Ok(None));
+    assert_eq!(named_model("image/png", b"{\"model\": \"x\"}"), Ok(None));
+    // Without a type, JSON is still read: a provider may parse it whatever the type says.
+    assert_eq!(named_model("", b"{\"model\": \"x\"}"), Ok(Some("x".to_string())));
+    assert_eq!(named_model("application/octet-stream", b" {\"model\": \"x\"}"), Ok(Some("x".to_string())));
+    assert!(named_model("", b"{\"model\": [\"x\"]}").is_err());
+    assert_eq!(named_model("", b"model=x"), Ok(None));
 }
