@@ -49,6 +49,26 @@ pub(crate) trait Transform: Send {
 /// How much of an untransformed body is kept for the audit trail.
 const SAMPLE_BYTES: usize = crate::proxy::AUDIT_TEXT_CAP;
 
+/// The start of a body as sent (at most [`SAMPLE_BYTES`]), kept for the audit trail.
+#[derive(Default)]
+struct Sample(Vec<u8>);
+
+impl Sample {
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = SAMPLE_BYTES.saturating_sub(self.0.len());
+        self.0.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// The summary of a body with this sample and `masked` values masked.
+    fn summary(&self, masked: u64) -> Summary {
+        Summary {
+            usage: None,
+            answer: (!self.0.is_empty()).then(|| String::from_utf8_lossy(&self.0).into_owned()),
+            masked,
+        }
+    }
+}
+
 /// A session's stop signal: set once, with the reason, when warden ends the session under its streams (a
 /// revocation); every stream of the session watching it ([`Cut`]) then ends.
 pub(crate) struct Stop {
@@ -124,7 +144,7 @@ pub(crate) struct Relay<B> {
     cut: Option<Cut>,
     bytes: u64,
     /// The start of an untransformed body, for the record.
-    sample: Vec<u8>,
+    sample: Sample,
     state: State,
     out: Vec<u8>,
 }
@@ -144,7 +164,7 @@ impl<B> Relay<B> {
             on_end,
             cut: None,
             bytes: 0,
-            sample: Vec::new(),
+            sample: Sample::default(),
             state: State::Streaming,
             out: Vec::new(),
         }
@@ -160,10 +180,7 @@ impl<B> Relay<B> {
         let Some(on_end) = self.on_end.take() else { return };
         let summary = match &mut self.transform {
             Some(transform) => transform.summary(),
-            None => Summary {
-                answer: (!self.sample.is_empty()).then(|| String::from_utf8_lossy(&self.sample).into_owned()),
-                ..Summary::default()
-            },
+            None => self.sample.summary(0),
         };
         on_end(End { bytes: self.bytes, error, summary });
     }
@@ -237,10 +254,7 @@ where
                         Err(frame) => return Poll::Ready(Some(Ok(frame))),
                     };
                     let Some(transform) = this.transform.as_mut() else {
-                        if this.sample.len() < SAMPLE_BYTES {
-                            let room = SAMPLE_BYTES - this.sample.len();
-                            this.sample.extend_from_slice(&data[..data.len().min(room)]);
-                        }
+                        this.sample.keep(&data);
                         return this.data(data);
                     };
                     this.out.clear();
@@ -367,39 +381,26 @@ impl Transform for SseTransform {
 /// A plain HTTP body masked as it streams, when its content type is text or JSON.
 struct PlainTransform {
     masker: warden_llm::BodyMasker,
-    sample: Vec<u8>,
+    sample: Sample,
 }
 
 impl Transform for PlainTransform {
     fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         let masked = self.masker.push(chunk).map_err(|error| error.to_string())?;
-        self.keep(&masked);
+        self.sample.keep(&masked);
         out.extend_from_slice(&masked);
         Ok(())
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         let masked = self.masker.finish().map_err(|error| error.to_string())?;
-        self.keep(&masked);
+        self.sample.keep(&masked);
         out.extend_from_slice(&masked);
         Ok(())
     }
 
     fn summary(&mut self) -> Summary {
-        Summary {
-            usage: None,
-            answer: (!self.sample.is_empty()).then(|| String::from_utf8_lossy(&self.sample).into_owned()),
-            masked: self.masker.masked_count() as u64,
-        }
-    }
-}
-
-impl PlainTransform {
-    fn keep(&mut self, masked: &[u8]) {
-        if self.sample.len() < SAMPLE_BYTES {
-            let room = SAMPLE_BYTES - self.sample.len();
-            self.sample.extend_from_slice(&masked[..masked.len().min(room)]);
-        }
+        self.sample.summary(self.masker.masked_count() as u64)
     }
 }
 
@@ -410,7 +411,7 @@ pub(crate) fn plain_transform(
     hold_back: usize,
 ) -> Option<Box<dyn Transform>> {
     let masker = warden_llm::BodyMasker::for_content_type(content_type, masker, hold_back)?;
-    Some(Box::new(PlainTransform { masker, sample: Vec::new() }))
+    Some(Box::new(PlainTransform { masker, sample: Sample::default() }))
 }
 
 /// The largest answer of Anthropic batch objects read whole to move their `results_url` (a list of a thousand is
@@ -425,11 +426,11 @@ struct ResultsUrls {
     gateway: String,
     buffer: Vec<u8>,
     then: Option<Box<dyn Transform>>,
-    sample: Vec<u8>,
+    sample: Sample,
 }
 
 pub(crate) fn results_urls(upstream: String, gateway: String, then: Option<Box<dyn Transform>>) -> Box<dyn Transform> {
-    Box::new(ResultsUrls { upstream, gateway, buffer: Vec::new(), then, sample: Vec::new() })
+    Box::new(ResultsUrls { upstream, gateway, buffer: Vec::new(), then, sample: Sample::default() })
 }
 
 impl ResultsUrls {
@@ -441,7 +442,7 @@ impl ResultsUrls {
                 then.finish(out)
             }
             None => {
-                self.sample = body[..body.len().min(SAMPLE_BYTES)].to_vec();
+                self.sample.keep(body);
                 out.extend_from_slice(body);
                 Ok(())
             }
@@ -478,11 +479,7 @@ impl Transform for ResultsUrls {
     fn summary(&mut self) -> Summary {
         match &mut self.then {
             Some(then) => then.summary(),
-            None => Summary {
-                usage: None,
-                answer: (!self.sample.is_empty()).then(|| String::from_utf8_lossy(&self.sample).into_owned()),
-                masked: 0,
-            },
+            None => self.sample.summary(0),
         }
     }
 }
