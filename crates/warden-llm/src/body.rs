@@ -250,8 +250,7 @@ impl BodyMasker {
                     Ok(Vec::new())
                 } else {
                     let buffered = std::mem::take(buffer);
-                    self.decide(&buffered);
-                    return self.push(&buffered);
+                    return self.decide(&buffered);
                 }
             }
         };
@@ -263,8 +262,7 @@ impl BodyMasker {
     pub fn finish(&mut self) -> Result<Vec<u8>, BodyError> {
         if let Inner::Sniff(buffer) = &mut self.inner {
             let buffered = std::mem::take(buffer);
-            self.decide(&buffered);
-            let mut out = self.push(&buffered)?;
+            let mut out = self.decide(&buffered)?;
             out.extend(self.finish()?);
             return Ok(out);
         }
@@ -285,28 +283,29 @@ impl BodyMasker {
         result
     }
 
-    /// Binary when the first bytes are not UTF-8 (an incomplete last character allowed) or hold a NUL; JSON when
-    /// they begin with `{` or `[` (after white space) and the JSON tokenizer takes them; text otherwise. A JSON
-    /// document is masked as JSON, string by string: masked as text, an escape next to a value (`\njane@…`) would
-    /// be cut.
-    fn decide(&mut self, first: &[u8]) {
+    /// Decides how the body is masked on its first bytes, and masks them: binary when they are not UTF-8 (an
+    /// incomplete last character allowed) or hold a NUL; JSON when they begin with `{` or `[` (after white space)
+    /// and the JSON tokenizer takes them; text otherwise. A JSON document is masked as JSON, string by string:
+    /// masked as text, an escape next to a value (`\njane@…`) would be cut.
+    fn decide(&mut self, first: &[u8]) -> Result<Vec<u8>, BodyError> {
         let utf8 = match std::str::from_utf8(first) {
             Ok(_) => true,
             Err(error) => error.error_len().is_none(),
         };
-        self.kind = if !utf8 || first.contains(&0) {
-            BodyKind::Binary
-        } else if first.trim_ascii_start().starts_with(b"{") || first.trim_ascii_start().starts_with(b"[") {
-            let mut trial = JsonMasker::new(self.masker.clone(), self.hold_back);
-            match trial.push(first, &mut 0) {
-                Ok(_) => BodyKind::Json,
-                Err(_) => BodyKind::Text,
+        if utf8 && !first.contains(&0) && matches!(first.trim_ascii_start().first(), Some(b'{' | b'[')) {
+            // The JSON masker that took the first bytes goes on with the rest.
+            let mut json = JsonMasker::new(self.masker.clone(), self.hold_back);
+            let mut findings = 0;
+            if let Ok(out) = json.push(first, &mut findings) {
+                (self.kind, self.inner) = (BodyKind::Json, Inner::Json(Box::new(json)));
+                self.findings += findings;
+                return Ok(out);
             }
-        } else {
-            BodyKind::Text
-        };
-        // None of the three has parameters or nesting to pass on.
+        }
+        self.kind = if utf8 && !first.contains(&0) { BodyKind::Text } else { BodyKind::Binary };
+        // Neither has parameters or nesting to pass on.
         self.inner = Self::inner(self.kind, None, &self.masker, self.hold_back, 1);
+        self.push(first)
     }
 }
 
