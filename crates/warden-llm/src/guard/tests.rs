@@ -233,15 +233,19 @@ fn legacy_completions_are_guarded_like_chat() {
     assert!(completion(r#"{"model":"gpt-3.5-turbo-instruct","prompt":["a", 1]}"#).is_err());
 }
 
-#[test]
-fn token_counts_are_guarded_but_never_given_a_token_cap() {
-    let config = GuardConfig {
+/// Every guardrail on: the deny rule `no-jailbreak`, prompt PII masked, a cap of 50 tokens, and these models.
+fn guarded(models: &[&str]) -> PromptGuard {
+    guard(GuardConfig {
         deny: vec![("no-jailbreak".into(), "(?i)ignore previous instructions".into())],
         pii: PromptPii::Mask,
         max_tokens: Some(50),
-        models: Some(vec!["claude-haiku-*".into(), "gpt-4o".into()]),
-    };
-    let guard = guard(config);
+        models: Some(models.iter().map(|model| model.to_string()).collect()),
+    })
+}
+
+#[test]
+fn token_counts_are_guarded_but_never_given_a_token_cap() {
+    let guard = guarded(&["claude-haiku-*", "gpt-4o"]);
     let count = r#"{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"Mail jane.roe@example.com"}]}"#;
     let outcome = apply(&guard, Api::Anthropic, Endpoint::CountTokens, count).unwrap();
     assert_eq!(body(&outcome), count.replace("jane.roe", "***"), "masked, and no max_tokens added");
@@ -254,13 +258,7 @@ fn token_counts_are_guarded_but_never_given_a_token_cap() {
 
 #[test]
 fn each_request_of_a_batch_is_guarded_and_capped() {
-    let config = GuardConfig {
-        deny: vec![("no-jailbreak".into(), "(?i)ignore previous instructions".into())],
-        pii: PromptPii::Mask,
-        max_tokens: Some(50),
-        models: Some(vec!["claude-haiku-*".into()]),
-    };
-    let guard = guard(config);
+    let guard = guarded(&["claude-haiku-*"]);
     let batch = concat!(
         r#"{"requests":[{"custom_id":"a","params":{"model":"claude-haiku-4-5","max_tokens":10,"#,
         r#""messages":[{"role":"user","content":"Hi"}]}},"#,
@@ -301,13 +299,7 @@ fn batch_line(id: &str, model: &str, content: &str) -> String {
 
 #[test]
 fn each_request_of_an_openai_batch_file_is_guarded_and_rewritten_in_place() {
-    let config = GuardConfig {
-        deny: vec![("no-jailbreak".into(), "(?i)ignore previous instructions".into())],
-        pii: PromptPii::Mask,
-        max_tokens: Some(50),
-        models: Some(vec!["gpt-4o-mini".into()]),
-    };
-    let guard = guard(config);
+    let guard = guarded(&["gpt-4o-mini"]);
     let content_type = "multipart/form-data; boundary=b";
     let apply = |upload: &str| guard.apply_batch_upload(content_type, upload.as_bytes(), &masker());
 
