@@ -682,16 +682,18 @@ async fn a_multipart_upload_is_masked_part_by_part() {
     assert_eq!((&parts[2][1], scan), (&serde_json::json!("scan.bin"), binary), "the binary file is untouched");
     assert_eq!(parts.as_array().map(Vec::len), Some(3), "{parts}");
 
-    // The openai SDK's file upload, through the LLM route (an endpoint warden does not interpret: a plain body).
-    let seen = sdk(
-        "openai-file-upload",
-        &format!("{}/openai", fixture.base),
-        &fixture.gateway.api_key,
-        &[&csv.display().to_string()],
-    )
-    .await;
-    assert_eq!(seen["status"], 404, "the stand-in has no files endpoint: {seen}");
-    let upload = fixture.standin.requests().pop().expect("the upload reached the upstream");
+    // The openai SDK's file upload, through the LLM route (an endpoint warden does not interpret: a plain body):
+    // what reached the upstream.
+    let (base, key, standin) = (format!("{}/openai", fixture.base), &fixture.gateway.api_key, &fixture.standin);
+    let sdk_upload = |path: std::path::PathBuf| {
+        let base = &base;
+        async move {
+            let seen = sdk("openai-file-upload", base, key, &[&path.display().to_string()]).await;
+            assert_eq!(seen["status"], 404, "the stand-in has no files endpoint: {seen}");
+            standin.requests().pop().expect("the upload reached the upstream")
+        }
+    };
+    let upload = sdk_upload(csv.clone()).await;
     assert_eq!(upload.path, "/v1/files");
     let text = String::from_utf8_lossy(&upload.body);
     assert!(text.contains("filename=\"people.csv\"") && text.contains("Jane Roe,[EMAIL],[CARD]"), "{text}");
@@ -705,15 +707,7 @@ async fn a_multipart_upload_is_masked_part_by_part() {
         r#""messages":[{"role":"user","content":"to:\njane.roe@example.com"}]}}"#
     );
     std::fs::write(&batch, format!("{line}\n{line}\n")).unwrap();
-    let seen = sdk(
-        "openai-file-upload",
-        &format!("{}/openai", fixture.base),
-        &fixture.gateway.api_key,
-        &[&batch.display().to_string()],
-    )
-    .await;
-    assert_eq!(seen["status"], 404, "the stand-in has no files endpoint: {seen}");
-    let upload = fixture.standin.requests().pop().expect("the upload reached the upstream");
+    let upload = sdk_upload(batch).await;
     let text = String::from_utf8_lossy(&upload.body);
     assert!(text.contains("Content-Type: application/octet-stream"), "{text}");
     let masked = line.replace("jane.roe@example.com", "[EMAIL]");
