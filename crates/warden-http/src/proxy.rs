@@ -274,8 +274,9 @@ impl ConnectionState {
             );
             return Err(Refusal::new(StatusCode::FORBIDDEN, "limits", message));
         }
+        let body_kind = warden_llm::BodyKind::of(Some(full_content_type(&parts.headers)));
         let may_name_a_model = matches!(
-            warden_llm::BodyKind::of(Some(full_content_type(&parts.headers))),
+            body_kind,
             warden_llm::BodyKind::Json | warden_llm::BodyKind::Multipart | warden_llm::BodyKind::Unknown
         );
         // An OpenAI batch's input file, on a guarded connection, is read whole and each of its requests guarded as
@@ -284,7 +285,7 @@ impl ConnectionState {
             guard.is_active()
                 && matches!(endpoint, Some((api, warden_llm::Endpoint::Other))
                     if warden_llm::is_file_upload(api, parts.method.as_str(), &pending.path))
-                && warden_llm::BodyKind::of(Some(full_content_type(&parts.headers))) == warden_llm::BodyKind::Multipart
+                && body_kind == warden_llm::BodyKind::Multipart
         });
         if let Some(guard) = batch_guard {
             let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
