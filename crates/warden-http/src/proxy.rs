@@ -303,6 +303,18 @@ impl ConnectionState {
                 None => read = Some(bytes),
             }
         }
+        // A batch's input file uploaded in parts could not be guarded line by line: refused on a guarded connection.
+        let upload_guard = route.guard.as_ref().filter(|guard| {
+            guard.is_active()
+                && matches!(endpoint, Some((api, warden_llm::Endpoint::Other))
+                    if warden_llm::starts_upload(api, parts.method.as_str(), &pending.path))
+        });
+        if let Some(guard) = upload_guard {
+            let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
+            pending.request_bytes = bytes.len() as u64;
+            guard.check_upload_start(&bytes).map_err(|refusal| guard_refusal(&refusal))?;
+            read = Some(bytes);
+        }
         let guard = route.guard.as_ref().filter(|guard| guard.restricts_models() && may_name_a_model);
         if let (Some((_, warden_llm::Endpoint::Other)), Some(guard)) = (endpoint, guard) {
             let bytes = match read.take() {
@@ -317,6 +329,19 @@ impl ConnectionState {
                 guard.check_model(Some(model)).map_err(|refusal| guard_refusal(&refusal))?;
             }
             pending.model = model.or(pending.model.take());
+            read = Some(bytes);
+        }
+        // On a connection that reads prompt texts (deny rules, prompt PII), a request warden does not interpret is
+        // read whole too: any text it carries may be a prompt (an image's, speech's input, a moderation's input, a
+        // form field, a document). Its texts are checked once policy has allowed it, as an LLM request's prompts are.
+        let text_guard = route.guard.as_ref().filter(|guard| {
+            guard.checks_texts()
+                && body_kind != warden_llm::BodyKind::Binary
+                && matches!(endpoint, Some((_, warden_llm::Endpoint::Other)))
+        });
+        if text_guard.is_some() && read.is_none() {
+            let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
+            pending.request_bytes = bytes.len() as u64;
             read = Some(bytes);
         }
         if let Some((api, endpoint)) = endpoint.filter(|(_, endpoint)| *endpoint != warden_llm::Endpoint::Other) {
@@ -373,8 +398,19 @@ impl ConnectionState {
                     // An LLM connection's rate limits count every request.
                     hooks.admit_usage(&slot.session, None).map_err(limit_refusal)?;
                 }
-                let transform = masker.as_ref().and_then(|masker| {
-                    body::plain_transform(full_content_type(&parts.headers), masker.clone(), route.hold_back)
+                let prompt_masker = || masker.clone().unwrap_or_else(|| hooks.prompt_masker(&route.name));
+                if let (Some(guard), Some(bytes)) = (text_guard, read.as_ref()) {
+                    guard
+                        .check_texts(full_content_type(&parts.headers), bytes, &prompt_masker())
+                        .map_err(|refusal| guard_refusal(&refusal))?;
+                }
+                // The body is masked with the connection's masker, or with the prompts' where they are masked.
+                let request_masker = match &masker {
+                    Some(masker) => Some(masker.clone()),
+                    None => text_guard.filter(|guard| guard.masks_prompts()).map(|_| prompt_masker()),
+                };
+                let transform = request_masker.and_then(|masker| {
+                    body::plain_transform(full_content_type(&parts.headers), masker, route.hold_back)
                 });
                 match read.take() {
                     Some(bytes) => Relay::new(http_body_util::Full::new(bytes), transform, None).boxed_unsync(),

@@ -161,6 +161,12 @@ pub fn is_file_upload(api: Api, method: &str, path: &str) -> bool {
     api == Api::OpenAi && method.eq_ignore_ascii_case("POST") && normalized(path) == "/files"
 }
 
+/// Whether `method` on `path` starts an OpenAI upload in parts (`POST /v1/uploads`), which may be a batch's input
+/// (see [`crate::PromptGuard::check_upload_start`]).
+pub fn starts_upload(api: Api, method: &str, path: &str) -> bool {
+    api == Api::OpenAi && method.eq_ignore_ascii_case("POST") && normalized(path) == "/uploads"
+}
+
 /// Whether `method` on `path` is answered with Anthropic message batch objects (create, list, retrieve, cancel),
 /// whose `results_url` names where the results are: on the provider, where the SDKs then fetch them from directly,
 /// past warden and with the client's warden credential (see [`gateway_results_urls`]).

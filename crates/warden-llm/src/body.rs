@@ -34,6 +34,9 @@ use crate::json::{self, Json};
 use crate::sse::{SseError, SseParser};
 
 pub mod multipart;
+mod texts;
+
+pub use texts::visit_texts;
 
 /// The deepest nesting of JSON objects and arrays accepted.
 pub const MAX_DEPTH: usize = 128;

@@ -52,7 +52,8 @@ pub enum GuardError {
 pub struct Refusal {
     /// The rule's machine id: `request` (the body is not a valid request for its endpoint), `model` (not on the
     /// allow-list), `deny:<id>` (a deny rule matched), `opaque-input` (token ids while deny rules or PII checks are
-    /// on), `prompt-pii` (PII in a prompt, with `pii = "refuse"`).
+    /// on), `prompt-pii` (PII in a prompt, with `pii = "refuse"`), `batch-upload` (a batch's input file uploaded in
+    /// parts on a guarded connection).
     pub rule: String,
     pub message: String,
 }
@@ -223,6 +224,71 @@ impl PromptGuard {
         Ok(Some(BatchUploadOutcome { body, model, prompts }))
     }
 
+    /// Checks the start of an OpenAI upload in parts (`POST /v1/uploads`, a whole JSON `body`): on a guarded
+    /// connection, one whose `purpose` is `batch` is refused (rule `batch-upload`). Its parts cut the file anywhere,
+    /// so its requests could not be guarded line by line as a batch file uploaded whole is
+    /// ([`PromptGuard::apply_batch_upload`]).
+    pub fn check_upload_start(&self, body: &[u8]) -> Result<(), Refusal> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        let value = Json::parse(body)
+            .map_err(|error| Refusal::new("request", format!("the upload's start is not JSON ({error})")))?;
+        if value.str_member("purpose") == Some("batch") {
+            return Err(Refusal::new(
+                "batch-upload",
+                "a batch's input file is guarded request by request when it is uploaded whole: on this connection, \
+                 upload it with POST /v1/files (purpose \"batch\"), not in parts",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the guard reads prompt texts: deny rules, or PII in prompts masked or refused.
+    pub fn checks_texts(&self) -> bool {
+        self.deny.is_some() || self.pii != PromptPii::Allow
+    }
+
+    /// Whether PII in prompts is masked before they are sent.
+    pub fn masks_prompts(&self) -> bool {
+        self.pii == PromptPii::Mask
+    }
+
+    /// Checks a request to an endpoint warden does not interpret (an image's prompt, speech's input, a moderation,
+    /// a form, an uploaded document…), where any text may be a prompt: every text of `body`, a whole body of
+    /// `content_type` ([`crate::visit_texts`]), against the deny rules and, with `pii = "refuse"`, for what
+    /// `masker` finds. With `pii = "mask"` the body is masked as it is sent, as any body is (not here). A body whose
+    /// text cannot be read is refused (rule `request`).
+    pub fn check_texts(&self, content_type: &str, body: &[u8], masker: &Masker) -> Result<(), Refusal> {
+        if !self.checks_texts() {
+            return Ok(());
+        }
+        let mut refusal = None;
+        let mut kinds: Vec<Kind> = Vec::new();
+        let refuse_pii_too = self.pii == PromptPii::Refuse;
+        crate::visit_texts(content_type, body, &mut |text| {
+            if refusal.is_some() {
+                return;
+            }
+            refusal = self.check_deny(text, "the request's text").err();
+            if refuse_pii_too {
+                collect_kinds(masker, text, &mut kinds);
+            }
+        })
+        .map_err(|error| Refusal::new("request", format!("the request's text cannot be read: {error}")))?;
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
+        refuse_pii(masker, &kinds, "the request")
+    }
+
+    /// Refuses `text` (rule `deny:<id>`) if a deny rule matches it; `what` names it in the message.
+    fn check_deny(&self, text: &str, what: &str) -> Result<(), Refusal> {
+        let Some(found) = self.deny.as_ref().and_then(|deny| deny.find(text)) else { return Ok(()) };
+        let rule = &self.deny_rules[found.pattern().as_usize()];
+        Err(Refusal::new(format!("deny:{rule}"), format!("{what} matches deny rule \"{rule}\"")))
+    }
+
     /// Refuses (rule `model`) a model the allow-list does not name, or no model when there is an allow-list.
     pub fn check_model(&self, model: Option<&str>) -> Result<(), Refusal> {
         let Some(models) = &self.models else { return Ok(()) };
@@ -254,16 +320,8 @@ impl PromptGuard {
 
         self.check_model(request.model.as_deref())?;
 
-        if let Some(deny) = &self.deny {
-            for prompt in &request.prompts {
-                if let Some(found) = deny.find(prompt.as_str()) {
-                    let rule = &self.deny_rules[found.pattern().as_usize()];
-                    return Err(Refusal::new(
-                        format!("deny:{rule}"),
-                        format!("the prompt matches deny rule \"{rule}\""),
-                    ));
-                }
-            }
+        for prompt in &request.prompts {
+            self.check_deny(prompt, "the prompt")?;
         }
 
         if request.opaque_input && (self.deny.is_some() || self.pii != PromptPii::Allow) {
@@ -280,20 +338,9 @@ impl PromptGuard {
             PromptPii::Refuse => {
                 let mut kinds: Vec<Kind> = Vec::new();
                 for prompt in &request.prompts {
-                    for finding in masker.find(prompt) {
-                        if !kinds.contains(&finding.kind) {
-                            kinds.push(finding.kind);
-                        }
-                    }
+                    collect_kinds(masker, prompt, &mut kinds);
                 }
-                if !kinds.is_empty() {
-                    let mut names: Vec<&str> = kinds.iter().map(|kind| masker.name(*kind)).collect();
-                    names.sort_unstable();
-                    return Err(Refusal::new(
-                        "prompt-pii",
-                        format!("the prompt contains personal data or secrets ({})", names.join(", ")),
-                    ));
-                }
+                refuse_pii(masker, &kinds, "the prompt")?;
             }
             PromptPii::Mask => {
                 api::visit_prompts(endpoint, &mut value, &mut |text| {
@@ -350,6 +397,25 @@ impl PromptGuard {
             masked_prompt_findings,
         })
     }
+}
+
+/// Adds the kinds of what `masker` finds in `text` to `kinds`.
+fn collect_kinds(masker: &Masker, text: &str, kinds: &mut Vec<Kind>) {
+    for finding in masker.find(text) {
+        if !kinds.contains(&finding.kind) {
+            kinds.push(finding.kind);
+        }
+    }
+}
+
+/// Refuses (rule `prompt-pii`) when `kinds` is not empty, naming them; `what` names where they were found.
+fn refuse_pii(masker: &Masker, kinds: &[Kind], what: &str) -> Result<(), Refusal> {
+    if kinds.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = kinds.iter().map(|kind| masker.name(*kind)).collect();
+    names.sort_unstable();
+    Err(Refusal::new("prompt-pii", format!("{what} contains personal data or secrets ({})", names.join(", "))))
 }
 
 fn model_allowed(models: &[String], model: &str) -> bool {

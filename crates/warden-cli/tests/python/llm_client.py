@@ -6,6 +6,7 @@ usage: llm_client.py SCENARIO WARDEN_URL API_KEY [ARG...]
 """
 
 import json
+import os
 import sys
 import urllib.request
 
@@ -207,6 +208,18 @@ def openai_file_upload(base, key, path, purpose="assistants"):
         return {"status": error.status_code, "message": str(error)}
 
 
+def openai_upload_start(base, key, path, purpose):
+    """Starts an upload in parts of this file (`uploads.create`): the status it got, and the message of an error."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    size = os.path.getsize(path)
+    try:
+        name = os.path.basename(path)
+        upload = client.uploads.create(bytes=size, filename=name, mime_type="text/jsonl", purpose=purpose)
+        return {"status": 200, "id": upload.id}
+    except openai.APIStatusError as error:
+        return {"status": error.status_code, "message": str(error)}
+
+
 def openai_other_models(base, key, audio_path):
     """An image and a transcription, each with a model of its own (JSON and multipart bodies): what each got."""
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
@@ -214,6 +227,26 @@ def openai_other_models(base, key, audio_path):
     calls = {
         "image": lambda: client.images.generate(model="dall-e-3", prompt="a cat"),
         "transcription": lambda: client.audio.transcriptions.create(model="whisper-1", file=open(audio_path, "rb")),
+    }
+    for name, call in calls.items():
+        try:
+            call()
+            seen[name] = {"status": 200}
+        except openai.APIStatusError as error:
+            seen[name] = refusal(error)
+    return seen
+
+
+def openai_other_prompts(base, key, prompt, image_path):
+    """This prompt through endpoints warden does not interpret: an image (JSON), an image edit (multipart), a
+    moderation and speech (each without a model). What each got: 200, or the status and message."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    seen = {}
+    calls = {
+        "image": lambda: client.images.generate(prompt=prompt),
+        "edit": lambda: client.images.edit(image=open(image_path, "rb"), prompt=prompt),
+        "moderation": lambda: client.moderations.create(input=prompt),
+        "speech": lambda: client.audio.speech.create(model="gpt-4o-mini", voice="alloy", input=prompt).read(),
     }
     for name, call in calls.items():
         try:
@@ -311,6 +344,8 @@ SCENARIOS = {
     "openai-until-refused": openai_until_refused,
     "openai-file-upload": openai_file_upload,
     "openai-other-models": openai_other_models,
+    "openai-other-prompts": openai_other_prompts,
+    "openai-upload-start": openai_upload_start,
     "openai-completions": openai_completions,
     "anthropic-prompt": anthropic_prompt,
     "openai-input-tokens": openai_input_tokens,

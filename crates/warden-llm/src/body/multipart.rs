@@ -221,14 +221,8 @@ impl MultipartMasker {
             }
             written.push_str("\r\n");
         }
-        let kind = BodyKind::of(content_type);
-        if kind != BodyKind::Binary {
-            if let Some(encoding) = transfer_encoding {
-                if !["7bit", "8bit", "binary"].iter().any(|identity| encoding.eq_ignore_ascii_case(identity)) {
-                    let reason = format!("a part in Content-Transfer-Encoding {encoding} cannot be masked");
-                    return Err(self.error(0, &reason));
-                }
-            }
+        if let Some(reason) = hidden_text(content_type, transfer_encoding) {
+            return Err(self.error(0, &reason));
         }
         let part = BodyMasker::nested(content_type, self.masker.clone(), self.hold_back, self.depth + 1);
         self.part = Some(Box::new(part));
@@ -290,6 +284,15 @@ fn delimiter(content_type: &str) -> Result<Vec<u8>, BodyError> {
     Ok([&b"\r\n--"[..], boundary.as_bytes()].concat())
 }
 
+/// Why a part of `content_type` in `transfer_encoding` cannot be read for its text (base64 or quoted-printable would
+/// hide it from the detectors), if it cannot. A binary part is never read, so any encoding goes.
+pub(super) fn hidden_text(content_type: Option<&str>, transfer_encoding: Option<&str>) -> Option<String> {
+    let encoding = transfer_encoding?;
+    let identity = ["7bit", "8bit", "binary"].iter().any(|identity| encoding.eq_ignore_ascii_case(identity));
+    (!identity && BodyKind::of(content_type) != BodyKind::Binary)
+        .then(|| format!("a part in Content-Transfer-Encoding {encoding} cannot be masked"))
+}
+
 /// A part's header line: its name and its trimmed value.
 fn header(line: &str) -> Result<(&str, &str), &'static str> {
     let (name, value) = line.split_once(':').ok_or("a part's header line has no colon")?;
@@ -332,11 +335,17 @@ pub(super) fn form_field(content_type: &str, body: &[u8], name: &str) -> Result<
     Ok(Some(text.to_string()))
 }
 
-/// A part of a whole multipart body: the form field name its `Content-Disposition` gives, and where its content is in
+/// A part of a whole multipart body: the form field name its `Content-Disposition` gives, its `Content-Type` and
+/// `Content-Transfer-Encoding`, the values of its other headers (a file name is in one), and where its content is in
 /// the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormPart {
     pub name: Option<String>,
+    pub content_type: Option<String>,
+    pub transfer_encoding: Option<String>,
+    /// The values of its headers other than `Content-Type` and `Content-Transfer-Encoding`, which the masker masks as
+    /// text.
+    pub other_headers: Vec<String>,
     pub content: std::ops::Range<usize>,
 }
 
@@ -372,9 +381,20 @@ pub fn form_parts(content_type: &str, body: &[u8]) -> Result<Vec<FormPart>, Body
         };
         let headers = std::str::from_utf8(headers).map_err(|_| invalid("a part's headers are not UTF-8"))?;
         let mut name = None;
+        let (mut content_type, mut transfer_encoding, mut other_headers) = (None, None, Vec::new());
         for line in headers.split_terminator("\r\n") {
             let Ok((header, value)) = header(line) else { continue };
-            if header.trim().eq_ignore_ascii_case("content-disposition") {
+            let header = header.trim();
+            if header.eq_ignore_ascii_case("content-type") {
+                content_type = Some(value.to_string());
+                continue;
+            }
+            if header.eq_ignore_ascii_case("content-transfer-encoding") {
+                transfer_encoding = Some(value.to_string());
+                continue;
+            }
+            other_headers.push(value.to_string());
+            if header.eq_ignore_ascii_case("content-disposition") {
                 for parameter in value.split(';').skip(1) {
                     if let Some((key, value)) = parameter.split_once('=') {
                         if key.trim().eq_ignore_ascii_case("name") && name.is_none() {
@@ -386,7 +406,7 @@ pub fn form_parts(content_type: &str, body: &[u8]) -> Result<Vec<FormPart>, Body
         }
         // Offsets in `framed` are 2 past those in `body` (the CRLF put before it).
         let start = from + line_end + 2 + skipped - 2;
-        parts.push(FormPart { name, content: start..pair[1] - 2 });
+        parts.push(FormPart { name, content_type, transfer_encoding, other_headers, content: start..pair[1] - 2 });
     }
     let last = &framed[starts[starts.len() - 1] + delimiter.len()..];
     if !last.starts_with(b"--") {
