@@ -4,7 +4,6 @@ use aws_lc_rs::signature::{UnparsedPublicKey, ED25519};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::event::ObjectWriter;
 use crate::AuditError;
@@ -88,7 +87,7 @@ impl std::fmt::Debug for PublicKey {
 
 impl PublicKey {
     pub fn from_raw(raw: [u8; 32]) -> PublicKey {
-        let key_id = hex::encode(&Sha256::digest(raw)[..8]);
+        let key_id = hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &raw).as_ref()[..8]);
         PublicKey { raw, key_id }
     }
 

@@ -5,7 +5,6 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::{AuditError, Checkpoint};
 
@@ -354,12 +353,14 @@ fn utf8(bytes: Vec<u8>) -> String {
 }
 
 /// SHA-256 over b"warden-audit-v1\0", `prev`, and `event.canonical()`.
+/// AWS-LC's SHA-256 (assembly, with the CPU's SHA extensions where it has them): every statement is hashed into the
+/// chain on the writer, so this is on the gateway's busiest background path.
 pub fn link(prev: &[u8; 32], event: &Event) -> [u8; 32] {
-    let mut hasher = Sha256::new();
+    let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     hasher.update(LINK_DOMAIN);
     hasher.update(prev);
-    hasher.update(event.canonical());
-    hasher.finalize().into()
+    hasher.update(&event.canonical());
+    hasher.finish().as_ref().try_into().expect("a SHA-256 digest is 32 bytes")
 }
 
 /// An event as stored and exported: the event plus its chain fields, hex.
@@ -376,9 +377,22 @@ pub struct Sealed {
 impl Sealed {
     /// Chains `event` after the event whose hash is `prev` ([`GENESIS`] for a chain's first event).
     pub fn seal(prev: &[u8; 32], event: Event) -> Sealed {
-        let hash = link(prev, &event);
-        Sealed { event, prev: hex::encode(prev), hash: hex::encode(hash) }
+        Sealed::chain(prev, event).0
     }
+
+    /// [`Sealed::seal`], and the event's hash as bytes, the next event's `prev`.
+    pub fn chain(prev: &[u8; 32], event: Event) -> (Sealed, [u8; 32]) {
+        let hash = link(prev, &event);
+        (Sealed { event, prev: hex32(prev), hash: hex32(&hash) }, hash)
+    }
+}
+
+/// 32 bytes as 64 lowercase hex digits (`hex::encode` goes character by character through an iterator: twice per
+/// event on the writer).
+fn hex32(bytes: &[u8; 32]) -> String {
+    let mut digits = [0u8; 64];
+    hex::encode_to_slice(bytes, &mut digits).expect("64 digits for 32 bytes");
+    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
 }
 
 /// One line of a JSON Lines export: {"type":"event", …Sealed fields…} or {"type":"checkpoint", …}.

@@ -99,9 +99,9 @@ impl Chain {
         let mut local: HashMap<&str, Option<Labels>> = HashMap::new();
         let mut push = |head: &mut Head, event: AuditEvent| {
             let event = AuditEvent { seq: head.seq + 1, ..event };
-            let item = Sealed::seal(&head.hash, event);
+            let (item, hash) = Sealed::chain(&head.hash, event);
             head.seq += 1;
-            head.hash = decode_hash(&item.hash);
+            head.hash = hash;
             sealed.push(item);
         };
         if head.seq == 0 && events.iter().any(|event| !matches!(event, Event::Flush(_) | Event::Durable(_))) {
@@ -269,13 +269,6 @@ fn statement_body(record: &StatementRecord) -> Body {
         .number("seq", record.seq)
         .string("text", &record.text);
     body.finish()
-}
-
-fn decode_hash(text: &str) -> [u8; 32] {
-    let mut hash = [0u8; 32];
-    // Sealed::seal writes 64 hex digits; anything else would be a bug in warden-audit.
-    hex::decode_to_slice(text, &mut hash).expect("a sealed hash is 64 hex digits");
-    hash
 }
 
 #[cfg(test)]
