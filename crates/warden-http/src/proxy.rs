@@ -257,9 +257,8 @@ impl ConnectionState {
         // endpoint warden does not interpret (file uploads, audio, batches…) goes as on a plain connection: streamed,
         // its body and its answer masked by content type.
         let mut llm: Option<(LlmCall, Bytes)> = None;
-        // An uninterpreted JSON, multipart or untyped request, on a connection with a model allow-list, is read
-        // whole: the model it names (a JSON `"model"`, a form's `model` field) is checked like an LLM request's, and
-        // shown to policy. Other bodies (a typed binary upload) still stream.
+        // An uninterpreted request's body, once a check below has read it whole (`read_once`), possibly rewritten;
+        // a body no check reads streams.
         let mut read: Option<Bytes> = None;
         let endpoint = route.api.map(|api| (api, warden_llm::Endpoint::of(api, parts.method.as_str(), &pending.path)));
         // A batch's tokens are spent after it is created and reported only in its results: where tokens are limited,
@@ -288,19 +287,17 @@ impl ConnectionState {
                 && body_kind == warden_llm::BodyKind::Multipart
         });
         if let Some(guard) = batch_guard {
-            let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
-            pending.request_bytes = bytes.len() as u64;
+            let bytes = read_once(&mut read, &mut incoming, &parts.headers, pending).await?;
             let prompt_masker = hooks.prompt_masker(&route.name);
-            match guard
+            if let Some(outcome) = guard
                 .apply_batch_upload(full_content_type(&parts.headers), &bytes, &prompt_masker)
                 .map_err(|refusal| guard_refusal(&refusal))?
             {
-                Some(outcome) => {
-                    pending.model = outcome.model;
-                    pending.prompt = Some(outcome.prompts.join("\n\n"));
-                    read = Some(outcome.body.map(Bytes::from).unwrap_or(bytes));
+                pending.model = outcome.model;
+                pending.prompt = Some(outcome.prompts.join("\n\n"));
+                if let Some(rewritten) = outcome.body {
+                    read = Some(Bytes::from(rewritten));
                 }
-                None => read = Some(bytes),
             }
         }
         // A batch's input file uploaded in parts could not be guarded line by line: refused on a guarded connection.
@@ -310,18 +307,14 @@ impl ConnectionState {
                     if warden_llm::starts_upload(api, parts.method.as_str(), &pending.path))
         });
         if let Some(guard) = upload_guard {
-            let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
-            pending.request_bytes = bytes.len() as u64;
+            let bytes = read_once(&mut read, &mut incoming, &parts.headers, pending).await?;
             guard.check_upload_start(&bytes).map_err(|refusal| guard_refusal(&refusal))?;
-            read = Some(bytes);
         }
+        // An uninterpreted JSON, multipart or untyped request, on a connection with a model allow-list: the model it
+        // names (a JSON `"model"`, a form's `model` field) is checked like an LLM request's, and shown to policy.
         let guard = route.guard.as_ref().filter(|guard| guard.restricts_models() && may_name_a_model);
         if let (Some((_, warden_llm::Endpoint::Other)), Some(guard)) = (endpoint, guard) {
-            let bytes = match read.take() {
-                Some(bytes) => bytes,
-                None => read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?,
-            };
-            pending.request_bytes = pending.request_bytes.max(bytes.len() as u64);
+            let bytes = read_once(&mut read, &mut incoming, &parts.headers, pending).await?;
             let model = warden_llm::named_model(full_content_type(&parts.headers), &bytes).map_err(|error| {
                 Refusal::new(StatusCode::BAD_REQUEST, "request", format!("the model it names cannot be read: {error}"))
             })?;
@@ -329,7 +322,6 @@ impl ConnectionState {
                 guard.check_model(Some(model)).map_err(|refusal| guard_refusal(&refusal))?;
             }
             pending.model = model.or(pending.model.take());
-            read = Some(bytes);
         }
         // On a connection that reads prompt texts (deny rules, prompt PII), a request warden does not interpret is
         // read whole too: any text it carries may be a prompt (an image's, speech's input, a moderation's input, a
@@ -339,10 +331,8 @@ impl ConnectionState {
                 && body_kind != warden_llm::BodyKind::Binary
                 && matches!(endpoint, Some((_, warden_llm::Endpoint::Other)))
         });
-        if text_guard.is_some() && read.is_none() {
-            let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
-            pending.request_bytes = bytes.len() as u64;
-            read = Some(bytes);
+        if text_guard.is_some() {
+            read_once(&mut read, &mut incoming, &parts.headers, pending).await?;
         }
         if let Some((api, endpoint)) = endpoint.filter(|(_, endpoint)| *endpoint != warden_llm::Endpoint::Other) {
             let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
@@ -826,6 +816,22 @@ async fn read_whole(incoming: Incoming, headers: &HeaderMap) -> Result<Bytes, Re
             Err(Refusal::new(StatusCode::BAD_REQUEST, "request", format!("reading the request body: {error}")))
         }
     }
+}
+
+/// The request body read whole, once: what an earlier check read (or rewrote), or read now, its size recorded.
+async fn read_once(
+    read: &mut Option<Bytes>,
+    incoming: &mut Option<Incoming>,
+    headers: &HeaderMap,
+    pending: &mut Pending,
+) -> Result<Bytes, Refusal> {
+    if let Some(bytes) = read {
+        return Ok(bytes.clone());
+    }
+    let bytes = read_whole(incoming.take().expect("a body not read yet is still incoming"), headers).await?;
+    pending.request_bytes = bytes.len() as u64;
+    *read = Some(bytes.clone());
+    Ok(bytes)
 }
 
 /// Reads an upstream answer whole (an LLM's JSON answer), up to [`MAX_INSPECTED_BODY`].

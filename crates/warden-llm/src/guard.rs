@@ -324,7 +324,7 @@ impl PromptGuard {
             self.check_deny(prompt, "the prompt")?;
         }
 
-        if request.opaque_input && (self.deny.is_some() || self.pii != PromptPii::Allow) {
+        if request.opaque_input && self.checks_texts() {
             return Err(Refusal::new(
                 "opaque-input",
                 "the input is given as token ids, which warden cannot inspect; send it as text",
