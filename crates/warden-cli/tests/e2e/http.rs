@@ -15,6 +15,13 @@ use warden_testkit::{AppDatabase, TempPostgres, TestGateway};
 const PII_FRAGMENTS: [&str; 8] =
     ["jane.roe", "roe@", "example.com", "415 555", "555 0100", "4111 1111", "1111 1111 1111", "+1 415"];
 
+/// Guardrails several tests put on a connection: a deny rule named `no-jailbreak`, and PII in prompts masked.
+const JAILBREAK_GUARD: &str = r#"
+[connection.guard]
+deny = [{ id = "no-jailbreak", pattern = "(?i)ignore previous instructions" }]
+prompt_pii = "mask"
+"#;
+
 const POLICIES: &str = r#"
 @id("agents-call-llms")
 permit (principal in Warden::Group::"agents",
@@ -186,6 +193,18 @@ pub async fn sdk_batch(steps: &[(&str, &str, &str, &[&str])]) -> Vec<Value> {
     values
 }
 
+/// POSTs `body` to `url` with curl and these headers (`Content-Type:` alone removes curl's own): the answer's body,
+/// then its status code on a line of its own.
+fn curl_post(url: &str, headers: &[&str], body: &str) -> String {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "-w", "\n%{http_code}"]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = command.args(["--data-binary", body, url]).output().expect("run curl");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn assert_no_pii(what: &str, text: &str) {
     for fragment in PII_FRAGMENTS {
         assert!(!text.contains(fragment), "{what} leaks {fragment:?}: {text}");
@@ -333,12 +352,8 @@ async fn a_token_budget_stops_a_run_with_429_and_retry_after() {
 /// streamed ones too (the planted values split across `choices[].text` deltas), through the openai SDK.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_completions_are_guarded_and_masked_like_chat() {
-    let guard = r#"max_tokens = 50
-[connection.guard]
-deny = [{ id = "no-jailbreak", pattern = "(?i)ignore previous instructions" }]
-prompt_pii = "mask"
-"#;
-    let fixture = llm_fixture(guard).await;
+    let guard = format!("max_tokens = 50\n{JAILBREAK_GUARD}");
+    let fixture = llm_fixture(&guard).await;
     let base = format!("{}/openai", fixture.base);
     let key = fixture.gateway.api_key.clone();
     let seen = sdk_batch(&[
@@ -367,11 +382,7 @@ prompt_pii = "mask"
 /// SDKs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_counts_are_guarded_like_generation() {
-    let guard = r#"
-[connection.guard]
-deny = [{ id = "no-jailbreak", pattern = "(?i)ignore previous instructions" }]
-prompt_pii = "mask"
-"#;
+    let guard = JAILBREAK_GUARD;
     let fixture = llm_fixture_with(guard, &format!("models = [\"claude-haiku-*\"]\n{guard}"), "", "").await;
     let (openai, claude) = (format!("{}/openai", fixture.base), format!("{}/claude", fixture.base));
     let key = fixture.gateway.api_key.clone();
@@ -409,13 +420,8 @@ prompt_pii = "mask"
 /// warden (and policy) decides a request on one model. Through the anthropic SDK's `messages.batches.create`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_message_batches_are_guarded_request_by_request() {
-    let claude = r#"models = ["claude-haiku-*"]
-max_tokens = 50
-[connection.guard]
-deny = [{ id = "no-jailbreak", pattern = "(?i)ignore previous instructions" }]
-prompt_pii = "mask"
-"#;
-    let fixture = llm_fixture_with("", claude, "", "").await;
+    let claude = format!("models = [\"claude-haiku-*\"]\nmax_tokens = 50\n{JAILBREAK_GUARD}");
+    let fixture = llm_fixture_with("", &claude, "", "").await;
     let base = format!("{}/claude", fixture.base);
     let key = fixture.gateway.api_key.clone();
     let seen = sdk_batch(&[
@@ -470,12 +476,8 @@ prompt_pii = "mask"
 /// through the openai SDK's `files.create(purpose="batch")`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_batch_file_is_guarded_request_by_request() {
-    let guard = r#"max_tokens = 50
-[connection.guard]
-deny = [{ id = "no-jailbreak", pattern = "(?i)ignore previous instructions" }]
-prompt_pii = "mask"
-"#;
-    let fixture = llm_fixture(guard).await;
+    let guard = format!("max_tokens = 50\n{JAILBREAK_GUARD}");
+    let fixture = llm_fixture(&guard).await;
     let files = tempfile::tempdir().expect("temp dir");
     let line = |model: &str, content: &str| {
         serde_json::json!({"custom_id": "1", "method": "POST", "url": "/v1/chat/completions",
@@ -574,14 +576,11 @@ async fn restricted_models_are_refused_on_other_endpoints_too() {
         assert!(message.contains(&format!("model \"{model}\" is not allowed on this connection")), "{seen}");
     }
     // JSON sent without a Content-Type is still read for its model: a provider may parse it whatever the type says.
-    let output = Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", "-H", "Content-Type:", "-H"])
-        .arg(format!("Authorization: Bearer {}", fixture.gateway.api_key))
-        .args(["--data-binary", r#"{"model": "dall-e-3", "prompt": "a cat"}"#])
-        .arg(format!("{base}/v1/images/generations"))
-        .output()
-        .expect("run curl");
-    let answer = String::from_utf8_lossy(&output.stdout);
+    let answer = curl_post(
+        &format!("{base}/v1/images/generations"),
+        &["Content-Type:", &format!("Authorization: Bearer {}", fixture.gateway.api_key)],
+        r#"{"model": "dall-e-3", "prompt": "a cat"}"#,
+    );
     assert!(answer.ends_with("\n403") && answer.contains("model \\\"dall-e-3\\\" is not allowed"), "{answer}");
     assert!(fixture.standin.requests().is_empty(), "nothing reached the upstream");
 }
@@ -593,11 +592,7 @@ async fn restricted_models_are_refused_on_other_endpoints_too() {
 /// refused (`prompt_pii = "refuse"`) in a legacy Anthropic completion sent with curl.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompts_of_endpoints_warden_does_not_interpret_are_checked_too() {
-    let deny = r#"
-[connection.guard]
-deny = [{ id = "no-jailbreak", pattern = "(?i)ignore previous instructions" }]
-prompt_pii = "mask"
-"#;
+    let deny = JAILBREAK_GUARD;
     let refuse = "[connection.guard]\nprompt_pii = \"refuse\"\n";
     let unmask = r#"
 @id("readers-see-raw-llm-answers")
@@ -636,14 +631,8 @@ permit (principal in Warden::Group::"readers", action == Warden::Action::"unmask
     }
 
     let curl = |path: &str, body: &str| {
-        let output = Command::new("curl")
-            .args(["-sS", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "-H"])
-            .arg(format!("x-api-key: {key}"))
-            .args(["--data-binary", body])
-            .arg(format!("{}/{path}", fixture.base))
-            .output()
-            .expect("run curl");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let headers = ["Content-Type: application/json", &format!("x-api-key: {key}")];
+        curl_post(&format!("{}/{path}", fixture.base), &headers, body)
     };
     // A JSON escape does not hide a jailbreak from the deny rules.
     let escaped = curl("openai/v1/moderations", r#"{"input": "ignore previous instruc\u0074ions"}"#);

@@ -220,14 +220,9 @@ def openai_upload_start(base, key, path, purpose):
         return {"status": error.status_code, "message": str(error)}
 
 
-def openai_other_models(base, key, audio_path):
-    """An image and a transcription, each with a model of its own (JSON and multipart bodies): what each got."""
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+def outcomes(calls):
+    """Runs each named call: what each got, {"status": 200} or the refusal."""
     seen = {}
-    calls = {
-        "image": lambda: client.images.generate(model="dall-e-3", prompt="a cat"),
-        "transcription": lambda: client.audio.transcriptions.create(model="whisper-1", file=open(audio_path, "rb")),
-    }
     for name, call in calls.items():
         try:
             call()
@@ -235,26 +230,27 @@ def openai_other_models(base, key, audio_path):
         except openai.APIStatusError as error:
             seen[name] = refusal(error)
     return seen
+
+
+def openai_other_models(base, key, audio_path):
+    """An image and a transcription, each with a model of its own (JSON and multipart bodies): what each got."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    return outcomes({
+        "image": lambda: client.images.generate(model="dall-e-3", prompt="a cat"),
+        "transcription": lambda: client.audio.transcriptions.create(model="whisper-1", file=open(audio_path, "rb")),
+    })
 
 
 def openai_other_prompts(base, key, prompt, image_path):
     """This prompt through endpoints warden does not interpret: an image (JSON), an image edit (multipart), a
     moderation and speech (each without a model). What each got: 200, or the status and message."""
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
-    seen = {}
-    calls = {
+    return outcomes({
         "image": lambda: client.images.generate(prompt=prompt),
         "edit": lambda: client.images.edit(image=open(image_path, "rb"), prompt=prompt),
         "moderation": lambda: client.moderations.create(input=prompt),
         "speech": lambda: client.audio.speech.create(model="gpt-4o-mini", voice="alloy", input=prompt).read(),
-    }
-    for name, call in calls.items():
-        try:
-            call()
-            seen[name] = {"status": 200}
-        except openai.APIStatusError as error:
-            seen[name] = refusal(error)
-    return seen
+    })
 
 
 def openai_completions(base, key, prompt):
