@@ -291,11 +291,8 @@ impl BodyMasker {
     /// and the JSON tokenizer takes them; text otherwise. A JSON document is masked as JSON, string by string:
     /// masked as text, an escape next to a value (`\njane@…`) would be cut.
     fn decide(&mut self, first: &[u8]) -> Result<Vec<u8>, BodyError> {
-        let utf8 = match std::str::from_utf8(first) {
-            Ok(_) => true,
-            Err(error) => error.error_len().is_none(),
-        };
-        if utf8 && !first.contains(&0) && matches!(first.trim_ascii_start().first(), Some(b'{' | b'[')) {
+        let sniffed = sniff(first);
+        if sniffed == Sniffed::JsonLike {
             // The JSON masker that took the first bytes goes on with the rest.
             let mut json = JsonMasker::new(self.masker.clone(), self.hold_back);
             let mut findings = 0;
@@ -305,10 +302,35 @@ impl BodyMasker {
                 return Ok(out);
             }
         }
-        self.kind = if utf8 && !first.contains(&0) { BodyKind::Text } else { BodyKind::Binary };
+        self.kind = if sniffed == Sniffed::Binary { BodyKind::Binary } else { BodyKind::Text };
         // Neither has parameters or nesting to pass on.
         self.inner = Self::inner(self.kind, None, &self.masker, self.hold_back, 1);
         self.push(first)
+    }
+}
+
+/// What the first bytes of a body without a type say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sniffed {
+    /// Not UTF-8 (an incomplete last character allowed), or holding a NUL.
+    Binary,
+    /// Text beginning with `{` or `[` (after white space): JSON if the rest bears it out.
+    JsonLike,
+    Text,
+}
+
+/// Sniffs `first`, the first [`SNIFF_BYTES`] of a body (or all of a shorter one).
+pub(crate) fn sniff(first: &[u8]) -> Sniffed {
+    let utf8 = match std::str::from_utf8(first) {
+        Ok(_) => true,
+        Err(error) => error.error_len().is_none(),
+    };
+    if !utf8 || first.contains(&0) {
+        Sniffed::Binary
+    } else if matches!(first.trim_ascii_start().first(), Some(b'{' | b'[')) {
+        Sniffed::JsonLike
+    } else {
+        Sniffed::Text
     }
 }
 

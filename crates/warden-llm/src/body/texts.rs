@@ -5,7 +5,7 @@
 //! a form field), where any text may be a prompt.
 
 use super::multipart::{self, form_parts, MAX_DEPTH};
-use super::{BodyError, BodyKind, SNIFF_BYTES};
+use super::{sniff, BodyError, BodyKind, Sniffed, SNIFF_BYTES};
 
 /// Calls `visit` with each text of `body`, a whole body of `content_type` (the header's value, empty when there is
 /// none). Binary bodies and parts have none. A body that is not what its type says (JSON that does not parse, text
@@ -24,18 +24,11 @@ fn texts(content_type: Option<&str>, body: &[u8], depth: usize, visit: &mut dyn 
         BodyKind::Unknown => {
             // As the masker decides: binary when the first bytes are not UTF-8 or hold a NUL, JSON when they begin a
             // document that parses, text otherwise.
-            let first = &body[..body.len().min(SNIFF_BYTES)];
-            let utf8 = match std::str::from_utf8(first) {
-                Ok(_) => true,
-                Err(error) => error.error_len().is_none(),
-            };
-            if !utf8 || first.contains(&0) {
-                return Ok(());
+            match sniff(&body[..body.len().min(SNIFF_BYTES)]) {
+                Sniffed::Binary => Ok(()),
+                Sniffed::JsonLike if json_texts(body, visit).is_ok() => Ok(()),
+                Sniffed::JsonLike | Sniffed::Text => text(body, visit),
             }
-            if matches!(first.trim_ascii_start().first(), Some(b'{' | b'[')) && json_texts(body, visit).is_ok() {
-                return Ok(());
-            }
-            text(body, visit)
         }
         BodyKind::Multipart => {
             if depth > MAX_DEPTH {
