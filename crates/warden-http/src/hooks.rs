@@ -127,6 +127,12 @@ pub trait HttpHooks: Send + Sync + 'static {
     /// What PII in a prompt is found with (`guard.prompt_pii`): the connection's masker, or every built-in
     /// detector when it has none.
     fn prompt_masker(&self, connection: &str) -> warden_mask::Masker;
+    /// Masks for the audit trail the start of a longer text, as [`HttpHooks::audit_mask`] does but with the
+    /// prompts' masker (the same one) reading it as a stream not yet ended: a value that may go on past the cut
+    /// (held in a window of `hold_back` bytes) is left out, never recorded in part.
+    fn audit_mask_start(&self, connection: &str, text: &str, hold_back: usize) -> String {
+        warden_mask::StreamMasker::new(self.prompt_masker(connection), hold_back).push(text, &mut |_| {})
+    }
     /// A request refused before it had an identity (no credential, a bad one, plaintext from afar).
     /// `None` when the record is queued at once; otherwise the wait until it is, awaited before the refusal is sent.
     fn unauthenticated(&self, client: SocketAddr, connection: &str, reason: &str) -> Option<BoxFuture<'static, ()>>;

@@ -29,6 +29,10 @@ use crate::{HttpFrontend, MAX_INSPECTED_BODY};
 /// The most characters of a prompt or an answer kept in the audit trail.
 pub(crate) const AUDIT_TEXT_CAP: usize = 8 * 1024;
 
+/// The most bytes of an uninterpreted request's text read for its record's prompt: masking can shorten a text, so
+/// more than [`AUDIT_TEXT_CAP`] is masked, and the record masks the cut start as a stream not yet ended.
+const AUDIT_TEXT_READ: usize = 8 * AUDIT_TEXT_CAP;
+
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), and the caller's credentials.
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"];
@@ -64,6 +68,9 @@ struct Pending {
     /// The prompt as sent upstream, unmasked: masked for the audit trail when the record is made, off the path
     /// of the request.
     prompt: Option<String>,
+    /// The prompt is only the start of the request's text: the masking window of its connection, with which the
+    /// record masks it so that a value cut at its end is left out.
+    prompt_cut: Option<usize>,
     /// When the upstream's response head came.
     first_byte: Option<Duration>,
     /// The client gets the answer unmasked (the connection does not mask, or policy permits `unmask`): the record
@@ -151,6 +158,7 @@ impl ConnectionState {
             model: None,
             stream: false,
             prompt: None,
+            prompt_cut: None,
             first_byte: None,
             answer_unmasked: false,
             policies: Vec::new(),
@@ -332,7 +340,13 @@ impl ConnectionState {
                 && matches!(endpoint, Some((_, warden_llm::Endpoint::Other)))
         });
         if text_guard.is_some() {
-            read_once(&mut read, &mut incoming, &parts.headers, pending).await?;
+            let bytes = read_once(&mut read, &mut incoming, &parts.headers, pending).await?;
+            // Its text is its record's prompt (the start of it: the record keeps [`AUDIT_TEXT_CAP`] characters).
+            let text = warden_llm::request_text(full_content_type(&parts.headers), &bytes, AUDIT_TEXT_READ);
+            if let Some((text, cut)) = text {
+                pending.prompt = Some(text);
+                pending.prompt_cut = cut.then_some(route.hold_back);
+            }
         }
         if let Some((api, endpoint)) = endpoint.filter(|(_, endpoint)| *endpoint != warden_llm::Endpoint::Other) {
             let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
@@ -341,6 +355,8 @@ impl ConnectionState {
                 .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, "request", error.to_string()))?;
             pending.model = request.model.clone();
             pending.stream = request.stream;
+            // Recorded whether or not it is let through: a refused prompt is what the audit trail is for.
+            pending.prompt = Some(request.prompt_text());
             llm = Some((LlmCall { api, endpoint, strip_usage_chunk: false }, bytes));
         }
         let info = RequestInfo {
@@ -375,7 +391,6 @@ impl ConnectionState {
                     .apply(call.api, call.endpoint, bytes, &prompt_masker)
                     .map_err(|refusal| guard_refusal(&refusal))?;
                 call.strip_usage_chunk = outcome.strip_usage_chunk;
-                pending.prompt = Some(outcome.request.prompt_text());
                 hooks.admit_usage(&slot.session, pending.model.as_deref()).map_err(limit_refusal)?;
                 let body = match outcome.body {
                     Some(rewritten) => Bytes::from(rewritten),
@@ -631,6 +646,7 @@ impl Pending {
             model: None,
             stream: false,
             prompt: None,
+            prompt_cut: None,
             first_byte: None,
             answer_unmasked: false,
             policies: Vec::new(),
@@ -675,7 +691,13 @@ fn finish(
         model: pending.model.take(),
         stream: pending.stream,
         usage: summary.usage,
-        prompt: pending.prompt.take().map(|prompt| cap(hooks.audit_mask(&slot.session.connection, &prompt))),
+        prompt: pending.prompt.take().map(|prompt| {
+            let connection = &slot.session.connection;
+            cap(match pending.prompt_cut {
+                Some(hold_back) => hooks.audit_mask_start(connection, &prompt, hold_back) + "…",
+                None => hooks.audit_mask(connection, &prompt),
+            })
+        }),
         response: summary.answer.map(|answer| {
             cap(if pending.answer_unmasked { hooks.audit_mask(&slot.session.connection, &answer) } else { answer })
         }),

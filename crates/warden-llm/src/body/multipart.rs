@@ -341,6 +341,8 @@ pub(super) fn form_field(content_type: &str, body: &[u8], name: &str) -> Result<
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormPart {
     pub name: Option<String>,
+    /// The file name its `Content-Disposition` gives, if any.
+    pub filename: Option<String>,
     pub content_type: Option<String>,
     pub transfer_encoding: Option<String>,
     /// The values of its headers other than `Content-Type` and `Content-Transfer-Encoding`, which the masker masks as
@@ -380,7 +382,7 @@ pub fn form_parts(content_type: &str, body: &[u8]) -> Result<Vec<FormPart>, Body
             (&part[..end], end + 4)
         };
         let headers = std::str::from_utf8(headers).map_err(|_| invalid("a part's headers are not UTF-8"))?;
-        let mut name = None;
+        let (mut name, mut filename) = (None, None);
         let (mut content_type, mut transfer_encoding, mut other_headers) = (None, None, Vec::new());
         for line in headers.split_terminator("\r\n") {
             let Ok((header, value)) = header(line) else { continue };
@@ -397,8 +399,11 @@ pub fn form_parts(content_type: &str, body: &[u8]) -> Result<Vec<FormPart>, Body
             if header.eq_ignore_ascii_case("content-disposition") {
                 for parameter in value.split(';').skip(1) {
                     if let Some((key, value)) = parameter.split_once('=') {
+                        let value = || Some(value.trim().trim_matches('"').to_string());
                         if key.trim().eq_ignore_ascii_case("name") && name.is_none() {
-                            name = Some(value.trim().trim_matches('"').to_string());
+                            name = value();
+                        } else if key.trim().eq_ignore_ascii_case("filename") && filename.is_none() {
+                            filename = value();
                         }
                     }
                 }
@@ -406,7 +411,14 @@ pub fn form_parts(content_type: &str, body: &[u8]) -> Result<Vec<FormPart>, Body
         }
         // Offsets in `framed` are 2 past those in `body` (the CRLF put before it).
         let start = from + line_end + 2 + skipped - 2;
-        parts.push(FormPart { name, content_type, transfer_encoding, other_headers, content: start..pair[1] - 2 });
+        parts.push(FormPart {
+            name,
+            filename,
+            content_type,
+            transfer_encoding,
+            other_headers,
+            content: start..pair[1] - 2,
+        });
     }
     let last = &framed[starts[starts.len() - 1] + delimiter.len()..];
     if !last.starts_with(b"--") {
