@@ -198,6 +198,10 @@ pub struct ListenConfig {
     pub tls: Option<ServerTls>,
     /// Accept a cleartext password (the API key) over plaintext TCP from a non-loopback address.
     pub allow_plaintext_password: bool,
+    /// The base URL clients reach the HTTP listener at, where it is not the listener's own (behind a load balancer
+    /// that terminates TLS, say), without a trailing `/`. URLs warden writes into answers (a batch's `results_url`)
+    /// begin with it; without it, with the listener's scheme and the request's `Host`.
+    pub http_public_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -79,6 +79,7 @@ pub(crate) struct RawListen {
     pub admin: Option<Spanned<String>>,
     pub tls: Option<Spanned<RawServerTls>>,
     pub allow_plaintext_password: Option<bool>,
+    pub http_public_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -672,3 +672,23 @@ budget = { tokens = 10, per = "30s" }
         ],
     );
 }
+
+#[test]
+fn http_public_url() {
+    let with = |url: &str| {
+        VALID.replace("[listen]\n", &format!("[listen]\nhttp = \"127.0.0.1:18080\"\nhttp_public_url = {url}\n"))
+    };
+    let config = parse(&with("\"https://warden.example.com/llm/\"")).expect("valid");
+    assert_eq!(config.listen.http_public_url.as_deref(), Some("https://warden.example.com/llm"));
+    assert_eq!(parse(VALID).expect("valid").listen.http_public_url, None);
+    check_invalid(
+        &with("\"https://user:pw@warden.example.com\""),
+        &["7:19: listen.http_public_url: \"https://user:pw@warden.example.com\" is not an http:// or https:// base URL (no credentials, query, fragment, spaces or quotes), e.g. \"https://warden.example.com\""],
+    );
+    check_invalid(
+        &with("\"warden.example.com\""),
+        &["7:19: listen.http_public_url: \"warden.example.com\" is not an http:// or https:// base URL (no credentials, query, fragment, spaces or quotes), e.g. \"https://warden.example.com\""],
+    );
+    let no_listener = VALID.replace("[listen]\n", "[listen]\nhttp_public_url = \"https://warden.example.com\"\n");
+    check_invalid(&no_listener, &["6:19: listen.http_public_url: there is no HTTP listener (listen.http)"]);
+}

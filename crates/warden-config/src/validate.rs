@@ -239,8 +239,14 @@ impl Checker<'_> {
     }
 
     fn check_listen(&mut self, raw: Option<Spanned<RawListen>>) -> ListenConfig {
-        let mut listen =
-            ListenConfig { postgres: None, http: None, admin: None, tls: None, allow_plaintext_password: false };
+        let mut listen = ListenConfig {
+            postgres: None,
+            http: None,
+            admin: None,
+            tls: None,
+            allow_plaintext_password: false,
+            http_public_url: None,
+        };
         let Some(raw) = raw else {
             self.report(None, "listen", "missing [listen] section; set listen.postgres or listen.http");
             return listen;
@@ -272,6 +278,28 @@ impl Checker<'_> {
         });
         listen.tls = raw.tls.and_then(|tls| self.check_server_tls(tls));
         listen.allow_plaintext_password = raw.allow_plaintext_password.unwrap_or(false);
+        listen.http_public_url = raw.http_public_url.and_then(|url| {
+            let text = url.get_ref().trim_end_matches('/');
+            // Written into JSON answers as it is: only characters that need no escaping there.
+            let plain = text.bytes().all(|byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\');
+            if !http_url(text) || text.contains(['?', '#']) || url_has_userinfo(text) || !plain {
+                self.report(
+                    Some(url.span()),
+                    "listen.http_public_url",
+                    format!(
+                        "\"{}\" is not an http:// or https:// base URL (no credentials, query, fragment, spaces or \
+                         quotes), e.g. \"https://warden.example.com\"",
+                        url.get_ref()
+                    ),
+                );
+                return None;
+            }
+            if listen.http.is_none() {
+                self.report(Some(url.span()), "listen.http_public_url", "there is no HTTP listener (listen.http)");
+                return None;
+            }
+            Some(text.to_string())
+        });
         listen
     }
 

@@ -39,6 +39,9 @@ pub struct HttpFrontendConfig {
     pub allow_plaintext_credentials: bool,
     /// How long an answer may stream past its credential's expiry (`tokens.expiry_grace`).
     pub expiry_grace: std::time::Duration,
+    /// The base URL clients reach this listener at, if not its own (`listen.http_public_url`): URLs written into
+    /// answers begin with it.
+    pub public_url: Option<String>,
 }
 
 impl HttpFrontendConfig {
@@ -55,6 +58,7 @@ impl HttpFrontendConfig {
             tls,
             allow_plaintext_credentials: config.listen.allow_plaintext_password,
             expiry_grace: config.tokens.expiry_grace,
+            public_url: config.listen.http_public_url.clone(),
         })
     }
 }

@@ -168,16 +168,23 @@ impl ConnectionState {
             results_urls: None,
         };
         if route.api.is_some_and(|api| warden_llm::answers_batches(api, request.method().as_str(), &rest)) {
-            let host = request.headers().get(header::HOST).and_then(|host| host.to_str().ok());
-            let host = host.or_else(|| request.uri().authority().map(|authority| authority.as_str()));
-            // Only a host of the characters a URL's host is made of (so the URL needs no escaping in JSON); with any
-            // other, the URL stays the upstream's.
-            let usable =
-                |host: &&str| host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte));
-            if let Some(host) = host.filter(usable) {
-                let scheme = if self.tls { "https" } else { "http" };
+            // The configured public URL, or the listener's scheme and the host the client asked for.
+            let gateway = match &self.frontend.config.public_url {
+                Some(base) => Some(format!("{base}/{}", route.name)),
+                None => {
+                    let host = request.headers().get(header::HOST).and_then(|host| host.to_str().ok());
+                    let host = host.or_else(|| request.uri().authority().map(|authority| authority.as_str()));
+                    // Only a host of the characters a URL's host is made of (so the URL needs no escaping in JSON);
+                    // with any other, the URL stays the upstream's.
+                    let usable =
+                        |host: &&str| host.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte));
+                    let scheme = if self.tls { "https" } else { "http" };
+                    host.filter(usable).map(|host| format!("{scheme}://{host}/{}", route.name))
+                }
+            };
+            if let Some(gateway) = gateway {
                 let upstream = format!("{}://{}{}", route.scheme, route.authority, route.base_path);
-                pending.results_urls = Some((upstream, format!("{scheme}://{host}/{}", route.name)));
+                pending.results_urls = Some((upstream, gateway));
             }
         }
         let answer = self.forward(&route, &slot, request, &mut pending).await;
