@@ -2,6 +2,7 @@
 //! with `warden approvals approve`; a denial, a timeout, a different parameter and a second run are refused and
 //! leave the table as it was; the requester cannot approve their own statement; every step is in the audit log.
 
+use crate::OutputInPlace;
 use std::process::Command;
 
 use tokio_postgres::SimpleQueryMessage;
@@ -49,7 +50,7 @@ pub(crate) fn approvals(gateway: &TestGateway, credential: &str, args: &[&str]) 
         .args(["--admin-url", &gateway.admin_url()])
         .env("WARDEN_TOKEN", credential)
         .env_remove("WARDEN_CONFIG")
-        .output()
+        .output_in_place()
         .expect("run warden approvals");
     (
         output.status.success(),
@@ -115,7 +116,7 @@ async fn a_held_delete_runs_once_two_dbas_approve_it() {
         .args(["-U", "agent", "-d", &gateway.database, "-c", "DELETE FROM t WHERE id = 1"])
         .env("PGPASSWORD", &gateway.api_key)
         .env("PGSSLMODE", "disable");
-    let held = tokio::task::spawn_blocking(move || psql.output().expect("run psql"));
+    let held = tokio::task::spawn_blocking(move || psql.output_in_place().expect("run psql"));
     let id = pending_id(&gateway).await;
 
     // The requester cannot approve their own statement; an outsider cannot either.
@@ -166,7 +167,7 @@ async fn a_held_delete_runs_once_two_dbas_approve_it() {
         .args(["sessions", "replay", &session, "--config"])
         .arg(&gateway.config_path)
         .env_remove("WARDEN_TOKEN")
-        .output()
+        .output_in_place()
         .expect("run warden sessions replay");
     let text = String::from_utf8_lossy(&replayed.stdout);
     assert!(text.contains(&format!("allowed [write] public.t  by approval {id}")), "{text}");

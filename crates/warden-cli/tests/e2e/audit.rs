@@ -1,6 +1,7 @@
 //! The tamper-evident audit log: what a session leaves in it, `warden audit verify` on the store and on an export,
 //! and verification failing at the right link when the SQLite file is edited.
 
+use crate::OutputInPlace;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -15,7 +16,7 @@ fn warden() -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    warden().args(args).output().expect("run warden")
+    warden().args(args).output_in_place().expect("run warden")
 }
 
 fn text(output: &Output) -> String {

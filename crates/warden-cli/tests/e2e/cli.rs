@@ -1,5 +1,6 @@
 //! The `warden` binary as an operator uses it: check, gateway (with its logs), sessions.
 
+use crate::OutputInPlace;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -33,7 +34,7 @@ key = { env = "WARDEN_TEST_UNSET_KEY_VARIABLE" }
 "#,
     )
     .unwrap();
-    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output_in_place().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let location = path.display().to_string();
@@ -50,7 +51,7 @@ key = { env = "WARDEN_TEST_UNSET_KEY_VARIABLE" }
     assert!(!stderr.contains("hunter2"), "a refused secret is not echoed");
 
     // The gateway refuses to start on the same errors.
-    let output = warden().arg("gateway").arg("--config").arg(&path).output().unwrap();
+    let output = warden().arg("gateway").arg("--config").arg(&path).output_in_place().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("connection[0].password"));
 
@@ -60,7 +61,7 @@ key = { env = "WARDEN_TEST_UNSET_KEY_VARIABLE" }
         .replace("password = \"hunter2\"", "password = { file = \"pw\" }")
         .replace("{ env = \"WARDEN_TEST_UNSET_KEY_VARIABLE\" }", &format!("{{ sha256 = \"{}\" }}", "ab".repeat(32)));
     std::fs::write(&path, fixed).unwrap();
-    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output_in_place().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout)
         .contains("ok (1 connection(s), 1 API key(s), 0 policies, state sqlite)"));
@@ -75,18 +76,18 @@ key = { env = "WARDEN_TEST_UNSET_KEY_VARIABLE" }
     .unwrap();
     let with_policies = std::fs::read_to_string(&path).unwrap() + "\n[policy]\nfiles = [\"policies/*.cedar\"]\n";
     std::fs::write(&path, with_policies).unwrap();
-    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output_in_place().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("{}:6:", policy.display())), "{stderr}");
     assert!(stderr.contains("knd"), "{stderr}");
-    let output = warden().arg("gateway").arg("--config").arg(&path).output().unwrap();
+    let output = warden().arg("gateway").arg("--config").arg(&path).output_in_place().unwrap();
     assert!(!output.status.success(), "the gateway refuses the same policies");
     assert!(String::from_utf8_lossy(&output.stderr).contains("knd"));
 
     std::fs::write(&policy, "@id(\"ok\")\npermit (principal, action == Warden::Action::\"read\", resource);\n")
         .unwrap();
-    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output_in_place().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("1 policies"));
 }
@@ -175,7 +176,7 @@ files = ["ci.cedar"]
     assert!(!log_text.contains(&app.password), "the upstream password is in the logs:\n{log_text}");
     assert!(!log_text.contains(&api_key), "the API key is in the logs");
 
-    let output = warden().args(["sessions", "list", "--json", "--config"]).arg(&config).output().unwrap();
+    let output = warden().args(["sessions", "list", "--json", "--config"]).arg(&config).output_in_place().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let sessions: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let session = &sessions[0];
@@ -187,18 +188,18 @@ files = ["ci.cedar"]
     assert_eq!(session["end_reason"], "client terminated");
 
     let id = session["id"].as_str().unwrap();
-    let output = warden().args(["sessions", "show", id, "--json", "--config"]).arg(&config).output().unwrap();
+    let output = warden().args(["sessions", "show", id, "--json", "--config"]).arg(&config).output_in_place().unwrap();
     let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(shown["statements"][0]["text"], "select 40 + 2");
     assert_eq!(shown["statements"][0]["rows"], 1);
 
-    let output = warden().args(["sessions", "show", id, "--config"]).arg(&config).output().unwrap();
+    let output = warden().args(["sessions", "show", id, "--config"]).arg(&config).output_in_place().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("select 40 + 2") && text.contains("ci-agent"), "{text}");
     let output = warden()
         .args(["sessions", "list", "--identity", "someone-else", "--json", "--config"])
         .arg(&config)
-        .output()
+        .output_in_place()
         .unwrap();
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(), serde_json::json!([]));
 }
@@ -222,7 +223,7 @@ async fn policy_explain_predicts_the_gateway_decision() {
         .args(["--sql", "PREPARE wipe AS DELETE FROM t WHERE id > 0", "--sql", "EXECUTE wipe"])
         .arg("--config")
         .arg(&gateway.config_path)
-        .output()
+        .output_in_place()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let explanation: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
@@ -267,7 +268,7 @@ async fn policy_explain_predicts_the_gateway_decision() {
         ])
         .arg("--config")
         .arg(&gateway.config_path)
-        .output()
+        .output_in_place()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("session: read-only"), "{stdout}");
@@ -283,7 +284,7 @@ async fn policy_explain_predicts_the_gateway_decision() {
         .args(["policy", "explain", "--identity", "nobody", "--connection", &app.database, "--sql", "SELECT 1"])
         .arg("--config")
         .arg(&gateway.config_path)
-        .output()
+        .output_in_place()
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("pass --groups"));
@@ -298,14 +299,14 @@ fn check_validates_masking_config() {
          address = \"127.0.0.1:5432\"\ndatabase = \"shop\"\nuser = \"app\"\n\n[connection.masking]\ndetect = [\"all\"]\n";
     std::fs::write(&path, format!("{base}[[connection.masking.column]]\nmatch = \"public.customers.full_name\"\n"))
         .unwrap();
-    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output_in_place().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     std::fs::write(
         &path,
         format!("{base}[[connection.masking.detector]]\nname = \"employee_id\"\npattern = \"EMP-(\"\n"),
     )
     .unwrap();
-    let output = warden().arg("check").arg("--config").arg(&path).output().unwrap();
+    let output = warden().arg("check").arg("--config").arg(&path).output_in_place().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -2,6 +2,7 @@
 //! while four clients insert rows; every statement whose answer a client received must be in the audit log, and
 //! the log must still verify.
 
+use crate::OutputInPlace;
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -82,7 +83,7 @@ async fn in_sync_mode_a_killed_gateway_loses_no_acknowledged_statement() {
     let verified = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["audit", "verify", "--config"])
         .arg(&config)
-        .output()
+        .output_in_place()
         .expect("run warden audit verify");
     assert!(
         verified.status.success(),

@@ -4,6 +4,7 @@
 //! request, masks answers as they stream, enforces the model allow-list, guardrails and budgets, and records
 //! every request.
 
+use crate::OutputInPlace;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -76,16 +77,26 @@ pub async fn llm_fixture(extra: &str) -> LlmFixture {
 }
 
 pub async fn llm_fixture_with(extra: &str, claude_extra: &str, policies: &str, config: &str) -> LlmFixture {
-    llm_fixture_full(extra, claude_extra, policies, config, (false, false)).await
+    llm_fixture_full(extra, claude_extra, policies, config, Setup::default()).await
 }
 
-/// `tls`: the HTTP listener serves TLS; `shared_state`: the state store is the test PostgreSQL (for replicas).
+/// How an LLM fixture's gateway is set up beyond its connections.
+#[derive(Default)]
+struct Setup {
+    /// The HTTP listener serves TLS.
+    tls: bool,
+    /// The state store is the test PostgreSQL (for replicas).
+    shared_state: bool,
+    /// Lines for `[listen]` besides `http`.
+    listen: &'static str,
+}
+
 async fn llm_fixture_full(
     extra: &str,
     claude_extra: &str,
     policies: &str,
     config: &str,
-    (tls, shared_state): (bool, bool),
+    Setup { tls, shared_state, listen }: Setup,
 ) -> LlmFixture {
     let standin = LlmStandIn::start(LlmStandInOptions::default()).await;
     let options = LlmStandInOptions::default();
@@ -139,7 +150,7 @@ auth = {{ bearer = {{ file = "{openai_key}" }} }}
     }
     let policies = format!("{POLICIES}\n{policies}");
     let mut builder = TestGateway::builder(&postgres, &app)
-        .listen_extra("http = \"127.0.0.1:0\"")
+        .listen_extra(&format!("http = \"127.0.0.1:0\"\n{listen}"))
         .policies(&policies)
         .config_extra(&connections);
     if tls {
@@ -161,7 +172,8 @@ pub async fn sdk(scenario: &str, base: &str, key: &str, args: &[&str]) -> Value 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/llm_client.py");
     let mut command = Command::new("python3");
     command.arg(script).arg(scenario).arg(base).arg(key).args(args);
-    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run python3");
+    let output =
+        tokio::task::spawn_blocking(move || command.output_in_place()).await.expect("join").expect("run python3");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "llm_client.py {scenario} failed:\n{stdout}\n{stderr}");
@@ -181,7 +193,8 @@ pub async fn sdk_batch(steps: &[(&str, &str, &str, &[&str])]) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/llm_client.py");
     let mut command = Command::new("python3");
     command.arg(script).arg("batch").arg(&steps);
-    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run python3");
+    let output =
+        tokio::task::spawn_blocking(move || command.output_in_place()).await.expect("join").expect("run python3");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "llm_client.py batch failed:\n{stdout}\n{stderr}");
@@ -201,7 +214,7 @@ fn curl_post(url: &str, headers: &[&str], body: &str) -> String {
     for header in headers {
         command.args(["-H", header]);
     }
-    let output = command.args(["--data-binary", body, url]).output().expect("run curl");
+    let output = command.args(["--data-binary", body, url]).output_in_place().expect("run curl");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -476,6 +489,29 @@ async fn anthropic_message_batches_are_guarded_request_by_request() {
     assert!(sent.iter().all(|request| request.header("x-api-key") == Some("sk-ant-upstream-test")));
 }
 
+/// Behind a load balancer that terminates TLS, the URL a client reaches warden at is not the listener's: with
+/// `listen.http_public_url`, a batch's `results_url` is moved under it, not under the listener's scheme and host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_results_url_names_the_configured_public_url() {
+    let listen = "http_public_url = \"https://llm.example.com/warden/\"";
+    let fixture = llm_fixture_full("", "", "", "", Setup { listen, ..Setup::default() }).await;
+    let base = format!("{}/claude", fixture.base);
+    let key = fixture.gateway.api_key.clone();
+    let created = sdk("anthropic-batch", &base, &key, &["claude-haiku-4-5|Hello"]).await;
+    let id = created["id"].as_str().expect("the batch's id").to_string();
+    let url = format!("{base}/v1/messages/batches/{id}");
+    let output = tokio::task::spawn_blocking(move || {
+        let key = format!("x-api-key: {key}");
+        Command::new("curl").args(["-sS", "-H", &key, "-H", "anthropic-version: 2023-06-01", &url]).output_in_place()
+    })
+    .await
+    .expect("join")
+    .expect("run curl");
+    let batch: Value = serde_json::from_slice(&output.stdout).expect("a batch object");
+    let expected = format!("https://llm.example.com/warden/claude/v1/messages/batches/{id}/results");
+    assert_eq!(batch["results_url"], expected, "{batch}");
+}
+
 /// An OpenAI batch's input file is uploaded before the batch runs it: on a guarded connection each of its requests
 /// is guarded as one sent now would be (the prompt masked, the cap added, a restricted model or a deny rule refused),
 /// through the openai SDK's `files.create(purpose="batch")`.
@@ -675,7 +711,7 @@ permit (principal in Warden::Group::"readers", action == Warden::Action::"unmask
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_enforce_one_rate_limit_together() {
     let limits = "[connection.limits]\nrequests_per_minute = 4\n";
-    let fixture = llm_fixture_full(limits, "", "", "", (false, true)).await;
+    let fixture = llm_fixture_full(limits, "", "", "", Setup { shared_state: true, ..Setup::default() }).await;
     let first =
         sdk("openai-until-refused", &format!("{}/openai", fixture.base), &fixture.gateway.api_key, &["3"]).await;
     assert_eq!(first["completed"], 3, "{first}");
@@ -722,7 +758,7 @@ async fn a_multipart_upload_is_masked_part_by_part() {
     let url = format!("{}/plain/v1/uploads", fixture.base);
     let authorization = format!("Authorization: Bearer {}", fixture.gateway.api_key);
     let curl = |args: Vec<String>| async move {
-        let output = tokio::task::spawn_blocking(move || Command::new("curl").args(args).output())
+        let output = tokio::task::spawn_blocking(move || Command::new("curl").args(args).output_in_place())
             .await
             .expect("join")
             .expect("run curl");
@@ -765,7 +801,8 @@ async fn a_multipart_upload_is_masked_part_by_part() {
         policy=email.policy.HTTP)\n\
         print(json.dumps([[part.get_param('name', header='content-disposition'), part.get_filename(), \
         part.get_payload(decode=True).decode('latin-1')] for part in message.iter_parts()]))\n";
-    let output = Command::new("python3").args(["-c", script, &content_type]).arg(&parsed).output().expect("python3");
+    let output =
+        Command::new("python3").args(["-c", script, &content_type]).arg(&parsed).output_in_place().expect("python3");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let parts: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(parts[0], serde_json::json!(["note", null, "call [PHONE] or write [EMAIL]"]), "{parts}");
@@ -851,7 +888,7 @@ unless { context.approved };
         .args(["approvals", "approve", &id, "--admin-url", &fixture.gateway.admin_url()])
         .env("WARDEN_TOKEN", &fixture.gateway.admin_key)
         .env_remove("WARDEN_CONFIG")
-        .output()
+        .output_in_place()
         .expect("run warden approvals");
     assert!(approved.status.success(), "{}", String::from_utf8_lossy(&approved.stderr));
     // The same request now runs, once; another prompt is another request.
@@ -996,7 +1033,7 @@ async fn http2_streams_are_masked_and_an_upstream_cut_mid_stream_is_an_error_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_clients_negotiate_http2_by_alpn() {
-    let fixture = llm_fixture_full("", "", "", "", (true, false)).await;
+    let fixture = llm_fixture_full("", "", "", "", Setup { tls: true, ..Setup::default() }).await;
     let ca = fixture.gateway.client_ca.clone().expect("the test CA");
     let port = fixture.gateway.gateway().http_address().expect("HTTP listener").port();
     let url = format!("https://localhost:{port}/openai/v1/chat/completions");
@@ -1014,7 +1051,7 @@ async fn tls_clients_negotiate_http2_by_alpn() {
                 "content-type: application/json",
             ])
             .args(["-d", r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}"#, &url])
-            .output()
+            .output_in_place()
             .expect("run curl")
     })
     .await

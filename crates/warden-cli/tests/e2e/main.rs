@@ -22,6 +22,23 @@ mod usage;
 
 use warden_testkit::{AppDatabase, TempPostgres, TestGateway};
 
+/// Runs a command to its end from an async test without stalling the runtime the in-process gateway shares: on a
+/// multi-threaded runtime the worker hands its tasks to another thread first (`block_in_place`), so a task it had
+/// just woken (the admin API's, the state writer's) is not left waiting for the very command that waits on it.
+pub trait OutputInPlace {
+    fn output_in_place(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputInPlace for std::process::Command {
+    fn output_in_place(&mut self) -> std::io::Result<std::process::Output> {
+        let flavor = tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor());
+        match flavor {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.output()),
+            _ => self.output(),
+        }
+    }
+}
+
 /// A throwaway PostgreSQL with an `app` database, and a gateway in front of it.
 pub struct Fixture {
     pub gateway: TestGateway,

@@ -7,6 +7,7 @@
 //! The expected values are compared with what a direct (not through warden) superuser connection receives for the
 //! same query in the same format, so nothing here depends on the server's time zone or output settings.
 
+use crate::OutputInPlace;
 use std::collections::BTreeMap;
 
 use futures_util::TryStreamExt;
@@ -1074,7 +1075,7 @@ async fn the_state_store_keeps_no_raw_pii_and_counts_what_was_masked() {
             .arg("--config")
             .arg(&fixture.gateway.config_path)
             .env_remove("WARDEN_CONFIG")
-            .output()
+            .output_in_place()
             .expect("run warden");
         assert!(output.status.success(), "warden {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         output

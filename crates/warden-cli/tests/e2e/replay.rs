@@ -1,6 +1,7 @@
 //! `warden sessions replay`: a session's audit events in order with their offsets, as text and as JSON Lines, read
 //! offline after the gateway stopped, and followed live until the session ends.
 
+use crate::OutputInPlace;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ fn replay(gateway: &TestGateway, id: &str, extra: &[&str]) -> Output {
         .arg(&gateway.config_path)
         .args(extra)
         .env_remove("WARDEN_TOKEN")
-        .output()
+        .output_in_place()
         .expect("run warden sessions replay")
 }
 

@@ -1,6 +1,7 @@
 //! Finding sessions by what they touched (`warden sessions list --table`, `--until`), and retention: `warden audit
 //! prune` removes old sessions and audit events and the log still verifies, while deleting one more event does not.
 
+use crate::OutputInPlace;
 use std::process::{Command, Output};
 
 use sqlx::sqlite::SqliteConnection;
@@ -16,7 +17,7 @@ fn warden() -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    warden().args(args).output().expect("run warden")
+    warden().args(args).output_in_place().expect("run warden")
 }
 
 fn text(output: &Output) -> String {

@@ -2,6 +2,7 @@
 //! once and in order, and verifies; 503s are retried; a receiver that cannot be reached does not hold up clients;
 //! a receiver that refuses the signature is not hammered. The secret never appears in the gateway's logs.
 
+use crate::OutputInPlace;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -16,7 +17,7 @@ use warden_testkit::{AppDatabase, TempPostgres, TestGateway};
 const DELIVERY: Duration = Duration::from_secs(15);
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_warden")).args(args).output().expect("run warden")
+    Command::new(env!("CARGO_BIN_EXE_warden")).args(args).output_in_place().expect("run warden")
 }
 
 fn text(output: &Output) -> String {

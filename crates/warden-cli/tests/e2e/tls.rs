@@ -1,5 +1,6 @@
 //! TLS on both legs: client-facing with rustls, upstream with libpq's sslmode meanings.
 
+use crate::OutputInPlace;
 use std::process::Command;
 
 use crate::start_postgres;
@@ -15,7 +16,7 @@ fn psql_tls(gateway: &TestGateway, sslmode: &str, sql: &str) -> std::process::Ou
             ca.display()
         ))
         .env("PGPASSWORD", &gateway.api_key)
-        .output()
+        .output_in_place()
         .expect("run psql")
 }
 

@@ -1,6 +1,7 @@
 //! warden tokens end to end: issued through the admin API with `warden token issue`, used as the PostgreSQL
 //! password, narrowing what the parent credential may do, and labelling the session record.
 
+use crate::OutputInPlace;
 use std::process::Command;
 
 use crate::{server_message, sqlstate, start_postgres};
@@ -20,7 +21,7 @@ fn admin_command(
         .args(args)
         .env("WARDEN_TOKEN", credential)
         .env_remove("WARDEN_CONFIG")
-        .output()
+        .output_in_place()
         .expect("run warden");
     (
         output.status.success(),

@@ -1,5 +1,6 @@
 //! Real command-line clients through warden: psql and pgbench.
 
+use crate::OutputInPlace;
 use std::process::Command;
 
 use crate::fixture;
@@ -39,7 +40,7 @@ fn pgbench(gateway: &warden_testkit::TestGateway, args: &[&str]) -> (bool, Strin
         .arg("app")
         .env("PGPASSWORD", &gateway.api_key)
         .env("PGSSLMODE", "disable")
-        .output()
+        .output_in_place()
         .expect("run pgbench");
     let text = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)

@@ -2,6 +2,7 @@
 //! `warden usage` (reading the state store offline) shows each one's requests and tokens exactly; a token budget
 //! is counted in the store, so it still holds after the gateway restarts.
 
+use crate::OutputInPlace;
 use std::path::Path;
 use std::process::Command;
 
@@ -17,7 +18,7 @@ fn warden_usage(config: &Path, args: &[&str]) -> String {
         .arg(config)
         .args(args)
         .env_remove("WARDEN_CONFIG")
-        .output()
+        .output_in_place()
         .expect("run warden usage");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
