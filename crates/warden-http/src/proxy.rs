@@ -137,7 +137,7 @@ impl ConnectionState {
         };
         let user_agent = request.headers().get(header::USER_AGENT).and_then(|value| value.to_str().ok());
         let expires_at = identity.expires_at;
-        let slot = self.session(identity, &route.name, user_agent);
+        let slot = self.session(identity, &route.name, user_agent, started_at);
         if let Some(started) = &slot.started {
             // Fail closed: a session whose start cannot be recorded makes no request.
             let mut started = started.clone();
@@ -223,6 +223,7 @@ impl ConnectionState {
         identity: warden_identity::Identity,
         connection: &str,
         user_agent: Option<&str>,
+        started_at: OffsetDateTime,
     ) -> Arc<SessionSlot> {
         let mut sessions = self.sessions.lock();
         // A session a revocation ended is gone; its credential is refused before it gets here again.
@@ -239,7 +240,9 @@ impl ConnectionState {
             connection: connection.to_string(),
             client_address: self.peer,
             user_agent: user_agent.map(str::to_string),
-            started_at: OffsetDateTime::now_utc(),
+            // When the request that opens it arrived: its record starts then too, and a replay shows the session's
+            // start before it.
+            started_at,
         };
         let started = self.frontend.hooks.session_started(&session).map(|wait| {
             // Awaited off the request, so a client going away does not lose the record.

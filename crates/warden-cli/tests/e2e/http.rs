@@ -284,6 +284,13 @@ async fn anthropic_and_responses_streams_are_masked_and_usage_is_recorded() {
         assert!(record["response"].as_str().is_some_and(|answer| answer.contains("[EMAIL]")), "{record}");
     }
     assert_no_pii("the audit log", &format!("{events:?}"));
+    // A session opened by a request starts when that request arrived, not after it.
+    let store = fixture.gateway.store();
+    for session in store.list_sessions(&Default::default()).await.expect("sessions") {
+        let statements = store.statements(&session.id).await.expect("statements");
+        let first = statements.iter().map(|statement| statement.started_at).min().expect("a request");
+        assert!(session.started_at <= first, "{session:?} started after its first request, at {first}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
