@@ -349,14 +349,17 @@ impl ConnectionState {
                 && body_kind != warden_llm::BodyKind::Binary
                 && matches!(endpoint, Some((_, warden_llm::Endpoint::Other)))
         });
+        let mut request_texts = None;
         if text_guard.is_some() {
             let bytes = read_once(&mut read, &mut incoming, &parts.headers, pending).await?;
-            // Its text is its record's prompt (the start of it: the record keeps [`AUDIT_TEXT_CAP`] characters).
-            let text = warden_llm::request_text(full_content_type(&parts.headers), &bytes, AUDIT_TEXT_READ);
-            if let Some((text, cut)) = text {
+            // Read once: its texts are checked below, and are its record's prompt (the start of them: the record keeps
+            // [`AUDIT_TEXT_CAP`] characters), whether or not it is let through.
+            let mut texts = warden_llm::RequestTexts::read(full_content_type(&parts.headers), &bytes, AUDIT_TEXT_READ);
+            if let Some((text, cut)) = texts.take_record() {
                 pending.prompt = Some(text);
                 pending.prompt_cut = cut.then_some(route.hold_back);
             }
+            request_texts = Some(texts);
         }
         if let Some((api, endpoint)) = endpoint.filter(|(_, endpoint)| *endpoint != warden_llm::Endpoint::Other) {
             let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
@@ -414,10 +417,8 @@ impl ConnectionState {
                     hooks.admit_usage(&slot.session, None).map_err(limit_refusal)?;
                 }
                 let prompt_masker = || masker.clone().unwrap_or_else(|| hooks.prompt_masker(&route.name));
-                if let (Some(guard), Some(bytes)) = (text_guard, read.as_ref()) {
-                    guard
-                        .check_texts(full_content_type(&parts.headers), bytes, &prompt_masker())
-                        .map_err(|refusal| guard_refusal(&refusal))?;
+                if let (Some(guard), Some(texts)) = (text_guard, request_texts.as_ref()) {
+                    guard.check_texts(texts, &prompt_masker()).map_err(|refusal| guard_refusal(&refusal))?;
                 }
                 // The body is masked with the connection's masker, or with the prompts' where they are masked.
                 let request_masker = match &masker {
@@ -885,11 +886,7 @@ fn session_header(session: &HttpSession) -> HeaderValue {
 /// At most [`AUDIT_TEXT_CAP`] bytes, cut on a character boundary.
 pub(crate) fn cap(mut text: String) -> String {
     if text.len() > AUDIT_TEXT_CAP {
-        let mut end = AUDIT_TEXT_CAP;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+        text.truncate(text.floor_char_boundary(AUDIT_TEXT_CAP));
         text.push('…');
     }
     text

@@ -36,7 +36,7 @@ use crate::sse::{SseError, SseParser};
 pub mod multipart;
 mod texts;
 
-pub use texts::{request_text, visit_texts};
+pub use texts::RequestTexts;
 
 /// The deepest nesting of JSON objects and arrays accepted.
 pub const MAX_DEPTH: usize = 128;

@@ -255,29 +255,23 @@ impl PromptGuard {
     }
 
     /// Checks a request to an endpoint warden does not interpret (an image's prompt, speech's input, a moderation,
-    /// a form, an uploaded document…), where any text may be a prompt: every text of `body`, a whole body of
-    /// `content_type` ([`crate::visit_texts`]), against the deny rules and, with `pii = "refuse"`, for what
-    /// `masker` finds. With `pii = "mask"` the body is masked as it is sent, as any body is (not here). A body whose
-    /// text cannot be read is refused (rule `request`).
-    pub fn check_texts(&self, content_type: &str, body: &[u8], masker: &Masker) -> Result<(), Refusal> {
+    /// a form, an uploaded document…), where any text may be a prompt: every text of its body, read as
+    /// [`RequestTexts`](crate::RequestTexts), against the deny rules and, with `pii = "refuse"`, for what `masker`
+    /// finds. With `pii = "mask"` the body is masked as it is sent, as any body is (not here). A body whose text
+    /// cannot be read is refused (rule `request`).
+    pub fn check_texts(&self, body: &crate::RequestTexts, masker: &Masker) -> Result<(), Refusal> {
         if !self.checks_texts() {
             return Ok(());
         }
-        let mut refusal = None;
+        let texts = body
+            .texts()
+            .map_err(|error| Refusal::new("request", format!("the request's text cannot be read: {error}")))?;
         let mut kinds: Vec<Kind> = Vec::new();
-        let refuse_pii_too = self.pii == PromptPii::Refuse;
-        crate::visit_texts(content_type, body, &mut |text| {
-            if refusal.is_some() {
-                return;
-            }
-            refusal = self.check_deny(text, "the request's text").err();
-            if refuse_pii_too {
+        for text in texts {
+            self.check_deny(text, "the request's text")?;
+            if self.pii == PromptPii::Refuse {
                 collect_kinds(masker, text, &mut kinds);
             }
-        })
-        .map_err(|error| Refusal::new("request", format!("the request's text cannot be read: {error}")))?;
-        if let Some(refusal) = refusal {
-            return Err(refusal);
         }
         refuse_pii(masker, &kinds, "the request")
     }

@@ -29,7 +29,7 @@ pub use api::{
     answers_batches, creates_batch, gateway_results_urls, is_file_upload, place_gateway, starts_upload, Api, Endpoint,
     LlmRequest, GATEWAY_MARKER,
 };
-pub use body::{named_model, request_text, visit_texts, BodyError, BodyKind, BodyMasker};
+pub use body::{named_model, BodyError, BodyKind, BodyMasker, RequestTexts};
 pub use guard::{BatchUploadOutcome, GuardConfig, GuardError, GuardOutcome, PromptGuard, PromptPii, Refusal};
 pub use response::{ResponseMasker, Usage, ANSWER_TEXT_CAP, MAX_CHANNELS};
 pub use sse::{SseError, SseEvent, SseParser};

@@ -1,202 +1,188 @@
-//! The texts of a whole body, decoded as the [`BodyMasker`](super::BodyMasker) reads them: a JSON document's strings
-//! (keys too) unescaped, a text body whole, a multipart body part by part by each part's own type (with its header
-//! values, a file name say), a body without a type (or `application/octet-stream`) sniffed on its first bytes. The
-//! prompt guard checks them in requests to endpoints warden does not interpret (an image's prompt, speech's input,
-//! a form field), where any text may be a prompt.
+//! The texts of a whole request body warden does not interpret (an image's prompt, speech's input, a form field),
+//! where any text may be a prompt, read in one pass: each text the prompt guard checks, decoded as the
+//! [`BodyMasker`](super::BodyMasker) reads it (a JSON document's strings, keys too, unescaped; a text body whole; a
+//! multipart body part by part by each part's own type, with its header values, a file name say; a body without a
+//! type, or `application/octet-stream`, sniffed on its first bytes), and what the audit trail keeps of them.
 
-use super::multipart::{self, form_parts, MAX_DEPTH};
+use super::multipart::{self, form_parts, FormPart, MAX_DEPTH};
 use super::{sniff, BodyError, BodyKind, Sniffed, SNIFF_BYTES};
 
-/// Calls `visit` with each text of `body`, a whole body of `content_type` (the header's value, empty when there is
-/// none). Binary bodies and parts have none. A body that is not what its type says (JSON that does not parse, text
-/// that is not UTF-8, a multipart body RFC 2046 does not frame, a text part in base64) is an error, as it is to the
-/// masker: its text cannot be told.
-pub fn visit_texts(content_type: &str, body: &[u8], visit: &mut dyn FnMut(&str)) -> Result<(), BodyError> {
-    let content_type = (!content_type.trim().is_empty()).then_some(content_type);
-    texts(content_type, body, 1, visit)
+/// The texts of a whole request body, read once ([`RequestTexts::read`]).
+#[derive(Debug)]
+pub struct RequestTexts {
+    texts: Result<Vec<String>, BodyError>,
+    record: Option<(String, bool)>,
 }
 
-fn texts(content_type: Option<&str>, body: &[u8], depth: usize, visit: &mut dyn FnMut(&str)) -> Result<(), BodyError> {
-    match BodyKind::of(content_type) {
-        BodyKind::Binary => Ok(()),
-        BodyKind::Json => json_texts(body, visit),
-        BodyKind::Text | BodyKind::EventStream => text(body, visit),
-        BodyKind::Unknown => {
+impl RequestTexts {
+    /// Reads `body`, a whole body of `content_type` (the header's value, empty when there is none), keeping at most
+    /// `record_max` bytes of its record.
+    pub fn read(content_type: &str, body: &[u8], record_max: usize) -> Self {
+        let content_type = (!content_type.trim().is_empty()).then_some(content_type);
+        let mut reader = Reader { texts: Vec::new(), error: None, record: String::new(), record_max };
+        match reader.body(content_type, body, 1) {
+            Ok(told) => {
+                let record = told.then(|| cut_at(std::mem::take(&mut reader.record), record_max));
+                Self { texts: reader.error.map_or(Ok(reader.texts), Err), record }
+            }
+            Err(error) => Self { texts: Err(error), record: None },
+        }
+    }
+
+    /// Each text of the body, or why its text cannot be told: JSON that does not parse, text that is not UTF-8, a
+    /// multipart body RFC 2046 does not frame, a text part in base64 (an error to the masker as well). Binary bodies
+    /// and parts have none.
+    pub fn texts(&self) -> Result<&[String], &BodyError> {
+        self.texts.as_deref()
+    }
+
+    /// What the audit trail keeps of the body: its text, at most `record_max` bytes of it, and whether that is only
+    /// its start. Values are decoded as the masker reads them, so that the record can be masked as text: a JSON
+    /// document is a line per value, `path: value` (`messages.0.content: hi`; JSON lines one document after another);
+    /// a text body (or an untyped one the sniff finds text) is itself; a multipart body is a line per part,
+    /// `name: text` for a text part (a JSON part's paths begin with its name) and `name: [file "f", type, n bytes]`
+    /// for another (or one whose text cannot be told). `None` for a binary body, or one whose text cannot be told.
+    pub fn take_record(&mut self) -> Option<(String, bool)> {
+        self.record.take()
+    }
+}
+
+/// The one pass: texts for the guard, lines for the record (which stops growing once it holds more than its
+/// maximum), and a multipart part's error, kept while the record goes on with the next part.
+struct Reader {
+    texts: Vec<String>,
+    error: Option<BodyError>,
+    record: String,
+    record_max: usize,
+}
+
+impl Reader {
+    /// Reads `body`; whether it has text to tell (a binary body has none).
+    fn body(&mut self, content_type: Option<&str>, body: &[u8], depth: usize) -> Result<bool, BodyError> {
+        match BodyKind::of(content_type) {
+            BodyKind::Binary => Ok(false),
+            BodyKind::Json => self.json(body, "").map(|()| true),
+            BodyKind::Text | BodyKind::EventStream => self.text(body).map(|()| true),
             // As the masker decides: binary when the first bytes are not UTF-8 or hold a NUL, JSON when they begin a
             // document that parses, text otherwise.
-            match sniff(&body[..body.len().min(SNIFF_BYTES)]) {
-                Sniffed::Binary => Ok(()),
-                Sniffed::JsonLike if json_texts(body, visit).is_ok() => Ok(()),
-                Sniffed::JsonLike | Sniffed::Text => text(body, visit),
-            }
-        }
-        BodyKind::Multipart => {
-            if depth > MAX_DEPTH {
-                return Err(BodyError::InvalidMultipart {
-                    offset: 0,
-                    reason: format!("multipart bodies nest deeper than {MAX_DEPTH} levels"),
-                });
-            }
-            for part in form_parts(content_type.unwrap_or_default(), body)? {
-                let offset = part.content.start as u64;
-                if let Some(reason) =
-                    multipart::hidden_text(part.content_type.as_deref(), part.transfer_encoding.as_deref())
-                {
-                    return Err(BodyError::InvalidMultipart { offset, reason });
-                }
-                for value in &part.other_headers {
-                    visit(value);
-                }
-                texts(part.content_type.as_deref(), &body[part.content], depth + 1, visit)?;
-            }
-            Ok(())
-        }
-    }
-}
-
-fn text(body: &[u8], visit: &mut dyn FnMut(&str)) -> Result<(), BodyError> {
-    let text =
-        std::str::from_utf8(body).map_err(|error| BodyError::InvalidUtf8 { offset: error.valid_up_to() as u64 })?;
-    visit(text);
-    Ok(())
-}
-
-/// One JSON document, or several one after another (JSON lines).
-fn json_texts(body: &[u8], visit: &mut dyn FnMut(&str)) -> Result<(), BodyError> {
-    for value in serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>() {
-        let value = value.map_err(|error| BodyError::InvalidJson {
-            offset: 0,
-            reason: if error.is_eof() { "the body ends inside a JSON value" } else { "not JSON" },
-        })?;
-        strings(&value, visit);
-    }
-    Ok(())
-}
-
-fn strings(value: &serde_json::Value, visit: &mut dyn FnMut(&str)) {
-    match value {
-        serde_json::Value::String(text) => visit(text),
-        serde_json::Value::Array(items) => items.iter().for_each(|item| strings(item, visit)),
-        serde_json::Value::Object(members) => {
-            for (key, member) in members {
-                visit(key);
-                strings(member, visit);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// What the audit trail keeps of a whole request body of `content_type` warden does not interpret: its text, at most
-/// `max` bytes of it, and whether that is only its start. Values are decoded as the masker reads them, so that the
-/// record can be masked as text: a JSON document is a line per value, `path: value` (`messages.0.content: hi`; JSON
-/// lines one document after another); a text body (or an untyped one the sniff finds text) is itself; a multipart
-/// body is a line per part, `name: text` for a text part (a JSON part's paths begin with its name) and
-/// `name: [file "f", type, n bytes]` for another. `None` for a binary body, or one whose text cannot be told.
-pub fn request_text(content_type: &str, body: &[u8], max: usize) -> Option<(String, bool)> {
-    let content_type = (!content_type.trim().is_empty()).then_some(content_type);
-    let mut text = String::new();
-    record_text(content_type, body, max, 1, &mut text)?;
-    Some(cut_at(text, max))
-}
-
-/// Appends `body`'s text to `text` until it holds more than `max` bytes; `None` when it has no text to tell.
-fn record_text(content_type: Option<&str>, body: &[u8], max: usize, depth: usize, text: &mut String) -> Option<()> {
-    match BodyKind::of(content_type) {
-        BodyKind::Binary => None,
-        BodyKind::Json => json_lines(body, "", max, text),
-        BodyKind::Text | BodyKind::EventStream => plain_text(body, max, text),
-        BodyKind::Unknown => match sniff(&body[..body.len().min(SNIFF_BYTES)]) {
-            Sniffed::Binary => None,
-            Sniffed::JsonLike => {
-                let start = text.len();
-                json_lines(body, "", max, text).or_else(|| {
-                    text.truncate(start);
-                    plain_text(body, max, text)
-                })
-            }
-            Sniffed::Text => plain_text(body, max, text),
-        },
-        BodyKind::Multipart if depth > MAX_DEPTH => None,
-        BodyKind::Multipart => {
-            for part in form_parts(content_type.unwrap_or_default(), body).ok()? {
-                if text.len() > max {
-                    break;
-                }
-                let name = part.name.as_deref().unwrap_or("(unnamed part)");
-                let content_type = part.content_type.as_deref();
-                let content = &body[part.content.clone()];
-                let start = text.len();
-                let told = multipart::hidden_text(content_type, part.transfer_encoding.as_deref()).is_none()
-                    && if BodyKind::of(content_type) == BodyKind::Json {
-                        json_lines(content, name, max, text).is_some()
-                    } else {
-                        text.push_str(name);
-                        text.push_str(": ");
-                        record_text(content_type, content, max, depth + 1, text).is_some()
-                    };
-                if !told {
-                    text.truncate(start);
-                    text.push_str(name);
-                    text.push_str(": [");
-                    if let Some(filename) = &part.filename {
-                        text.push_str(&format!("file {filename:?}, "));
+            BodyKind::Unknown => match sniff(&body[..body.len().min(SNIFF_BYTES)]) {
+                Sniffed::Binary => Ok(false),
+                Sniffed::JsonLike => {
+                    let (texts, record) = (self.texts.len(), self.record.len());
+                    if self.json(body, "").is_err() {
+                        self.texts.truncate(texts);
+                        self.record.truncate(record);
+                        self.text(body)?;
                     }
-                    text.push_str(content_type.unwrap_or("untyped"));
-                    text.push_str(&format!(", {} bytes]", content.len()));
+                    Ok(true)
                 }
-                if !text.ends_with('\n') {
-                    text.push('\n');
+                Sniffed::Text => self.text(body).map(|()| true),
+            },
+            BodyKind::Multipart if depth > MAX_DEPTH => Err(BodyError::InvalidMultipart {
+                offset: 0,
+                reason: format!("multipart bodies nest deeper than {MAX_DEPTH} levels"),
+            }),
+            BodyKind::Multipart => {
+                for part in form_parts(content_type.unwrap_or_default(), body)? {
+                    self.part(&part, &body[part.content.clone()], depth)?;
                 }
+                Ok(true)
             }
-            Some(())
         }
     }
-}
 
-/// Appends the lines of `body`, one JSON document or several (JSON lines), each path after `prefix`.
-fn json_lines(body: &[u8], prefix: &str, max: usize, text: &mut String) -> Option<()> {
-    for value in serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>() {
-        flatten(&value.ok()?, &mut prefix.to_string(), max, text);
-    }
-    Some(())
-}
-
-/// Appends `body` as text: its first `max` bytes and one more character, if it goes on.
-fn plain_text(body: &[u8], max: usize, text: &mut String) -> Option<()> {
-    text.push_str(std::str::from_utf8(&body[..floor_boundary(body, max + 4)]).ok()?);
-    Some(())
-}
-
-/// Appends a line `path: value` for each value in `value`, until `text` holds more than `max` bytes.
-fn flatten(value: &serde_json::Value, path: &mut String, max: usize, text: &mut String) {
-    if text.len() > max {
-        return;
-    }
-    let mut nested = |key: &dyn std::fmt::Display, member: &serde_json::Value, text: &mut String| {
-        let length = path.len();
-        if !path.is_empty() {
-            path.push('.');
+    /// A part of a form: its header values, then its content, on a line of the record that names it.
+    fn part(&mut self, part: &FormPart, content: &[u8], depth: usize) -> Result<(), BodyError> {
+        self.texts.extend(part.other_headers.iter().cloned());
+        let name = part.name.as_deref().unwrap_or("(unnamed part)");
+        let content_type = part.content_type.as_deref();
+        let start = self.record.len();
+        let told = match multipart::hidden_text(content_type, part.transfer_encoding.as_deref()) {
+            Some(reason) => Err(BodyError::InvalidMultipart { offset: part.content.start as u64, reason }),
+            None if BodyKind::of(content_type) == BodyKind::Json => self.json(content, name).map(|()| true),
+            None => {
+                self.line(&[name, ": "]);
+                self.body(content_type, content, depth + 1)
+            }
+        };
+        // A part whose text cannot be told fails the check; the record names the part and goes on with the next.
+        let told = told.unwrap_or_else(|error| {
+            self.error.get_or_insert(error);
+            false
+        });
+        if !told && start <= self.record_max {
+            self.record.truncate(start);
+            let filename = part.filename.as_ref().map(|filename| format!("file {filename:?}, ")).unwrap_or_default();
+            let kind = content_type.unwrap_or("untyped");
+            self.line(&[name, ": [", &filename, kind, &format!(", {} bytes]", content.len())]);
         }
-        path.push_str(&key.to_string());
-        flatten(member, path, max, text);
-        path.truncate(length);
-    };
-    match value {
-        serde_json::Value::Array(items) => {
-            items.iter().enumerate().for_each(|(index, item)| nested(&index, item, text))
+        if !self.record.ends_with('\n') {
+            self.line(&["\n"]);
         }
-        serde_json::Value::Object(members) => members.iter().for_each(|(key, member)| nested(key, member, text)),
-        scalar => {
+        Ok(())
+    }
+
+    /// One JSON document, or several one after another (JSON lines), each path after `prefix`.
+    fn json(&mut self, body: &[u8], prefix: &str) -> Result<(), BodyError> {
+        for value in serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>() {
+            let value = value.map_err(|error| BodyError::InvalidJson {
+                offset: 0,
+                reason: if error.is_eof() { "the body ends inside a JSON value" } else { "not JSON" },
+            })?;
+            self.value(value, &mut prefix.to_string());
+        }
+        Ok(())
+    }
+
+    /// A record's line `path: value` for each value in `value`; its strings and keys to the texts.
+    fn value(&mut self, value: serde_json::Value, path: &mut String) {
+        let mut nested = |reader: &mut Self, key: &str, member: serde_json::Value| {
+            let length = path.len();
             if !path.is_empty() {
-                text.push_str(path);
-                text.push_str(": ");
+                path.push('.');
             }
-            match scalar {
-                serde_json::Value::String(string) => text.push_str(string),
-                other => text.push_str(&other.to_string()),
+            path.push_str(key);
+            reader.value(member, path);
+            path.truncate(length);
+        };
+        match value {
+            serde_json::Value::Array(items) => {
+                for (index, item) in items.into_iter().enumerate() {
+                    nested(self, &index.to_string(), item);
+                }
             }
-            text.push('\n');
+            serde_json::Value::Object(members) => {
+                for (key, member) in members {
+                    nested(self, &key, member);
+                    self.texts.push(key);
+                }
+            }
+            serde_json::Value::String(string) => {
+                self.line(&[path, if path.is_empty() { "" } else { ": " }, &string, "\n"]);
+                self.texts.push(string);
+            }
+            other => self.line(&[path, if path.is_empty() { "" } else { ": " }, &other.to_string(), "\n"]),
+        }
+    }
+
+    /// A text body, whole.
+    fn text(&mut self, body: &[u8]) -> Result<(), BodyError> {
+        let text =
+            std::str::from_utf8(body).map_err(|error| BodyError::InvalidUtf8 { offset: error.valid_up_to() as u64 })?;
+        self.line(&[text]);
+        self.texts.push(text.to_string());
+        Ok(())
+    }
+
+    /// Appends `pieces` to the record up to its maximum and one more character, so that a record cut there shows it
+    /// was.
+    fn line(&mut self, pieces: &[&str]) {
+        for piece in pieces {
+            let room = (self.record_max + 1).saturating_sub(self.record.len());
+            if room == 0 {
+                return;
+            }
+            self.record.push_str(&piece[..piece.ceil_char_boundary(room.min(piece.len()))]);
         }
     }
 }
@@ -206,25 +192,17 @@ fn cut_at(mut text: String, max: usize) -> (String, bool) {
     if text.len() <= max {
         return (text, false);
     }
-    text.truncate(floor_boundary(text.as_bytes(), max));
+    text.truncate(text.floor_char_boundary(max));
     (text, true)
-}
-
-/// The largest `end <= max` that does not cut a UTF-8 sequence of `bytes` (its length if that is not over `max`).
-fn floor_boundary(bytes: &[u8], max: usize) -> usize {
-    if bytes.len() <= max {
-        return bytes.len();
-    }
-    let mut end = max;
-    while end > 0 && (bytes[end] & 0b1100_0000) == 0b1000_0000 {
-        end -= 1;
-    }
-    end
 }
 
 #[cfg(test)]
 mod tests {
-    use super::request_text;
+    use super::RequestTexts;
+
+    fn request_text(content_type: &str, body: &[u8], max: usize) -> Option<(String, bool)> {
+        RequestTexts::read(content_type, body, max).take_record()
+    }
 
     #[test]
     fn a_json_body_is_a_line_per_value_decoded() {
@@ -281,5 +259,26 @@ mod tests {
         assert!(!cut);
         let (text, cut) = request_text("multipart/form-data; boundary=x", body.as_bytes(), 10).expect("a form");
         assert_eq!((text.as_str(), cut), ("prompt: a ", true));
+    }
+
+    #[test]
+    fn the_guard_reads_every_text_and_the_record_names_a_part_it_cannot_read() {
+        let body = "--x\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na cat\r\n\
+                    --x\r\nContent-Disposition: form-data; name=\"meta\"\r\nContent-Type: application/json\r\n\r\n\
+                    {\"size\": \"big\"}\r\n--x--\r\n";
+        let texts = RequestTexts::read("multipart/form-data; boundary=x", body.as_bytes(), 4);
+        // Every text, however short the record: the part's header values, its content, a JSON part's values and keys.
+        let texts = texts.texts().expect("readable");
+        assert!(texts.iter().any(|text| text == "a cat"), "{texts:?}");
+        assert!(texts.iter().any(|text| text == "big") && texts.iter().any(|text| text == "size"), "{texts:?}");
+        let hidden = "--x\r\nContent-Disposition: form-data; name=\"note\"\r\nContent-Type: text/plain\r\n\
+                      Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n--x--\r\n";
+        let mut texts = RequestTexts::read("multipart/form-data; boundary=x", hidden.as_bytes(), 1024);
+        assert!(texts.texts().is_err());
+        assert_eq!(texts.take_record(), Some(("note: [text/plain, 4 bytes]\n".to_string(), false)));
+        // A JSON value longer than the record is not copied into it whole.
+        let long = format!("{{\"input\": \"{}\"}}", "é".repeat(100_000));
+        let (text, cut) = request_text("application/json", long.as_bytes(), 9).expect("text");
+        assert_eq!((text.as_str(), cut), ("input: é", true));
     }
 }

@@ -349,11 +349,16 @@ fn form(parts: &[(&str, &[u8])]) -> Vec<u8> {
     body
 }
 
+/// A whole body's texts, as the gateway reads them (its record is not checked here).
+fn texts(content_type: &str, body: &[u8]) -> crate::RequestTexts {
+    crate::RequestTexts::read(content_type, body, 0)
+}
+
 #[test]
 fn texts_of_requests_warden_does_not_interpret_are_checked() {
     let deny = vec![("no-jailbreak".to_string(), "(?i)ignore previous instructions".to_string())];
     let guard = guard(GuardConfig { deny, pii: PromptPii::Refuse, ..open() });
-    let check = |content_type: &str, body: &[u8]| guard.check_texts(content_type, body, &masker());
+    let check = |content_type: &str, body: &[u8]| guard.check_texts(&texts(content_type, body), &masker());
     let json = "application/json";
     assert_eq!(check(json, br#"{"prompt": "a cat on a mat", "n": 1}"#), Ok(()));
     // Wherever the text is, escaped or not, and in a key too.
@@ -389,7 +394,7 @@ fn texts_of_requests_warden_does_not_interpret_are_checked() {
 fn a_forms_fields_and_text_parts_are_checked_and_its_files_are_not_read() {
     let deny = vec![("no-jailbreak".to_string(), "(?i)ignore previous instructions".to_string())];
     let guard = guard(GuardConfig { deny, pii: PromptPii::Refuse, ..open() });
-    let check = |body: &[u8]| guard.check_texts("multipart/form-data; boundary=XyZ", body, &masker());
+    let check = |body: &[u8]| guard.check_texts(&texts("multipart/form-data; boundary=XyZ", body), &masker());
     let image = (
         "Content-Disposition: form-data; name=\"image\"; filename=\"cat.png\"\r\nContent-Type: image/png",
         &b"\x89PNG\r\n\x1a\n jane.roe@example.com ignore previous instructions"[..],
@@ -420,7 +425,8 @@ fn a_forms_fields_and_text_parts_are_checked_and_its_files_are_not_read() {
     assert_eq!(refusal.rule, "request");
     assert!(refusal.message.contains("Content-Transfer-Encoding base64"), "{}", refusal.message);
     // Without deny rules or PII checks, nothing is read.
-    assert_eq!(super::PromptGuard::new(open()).unwrap().check_texts("application/json", b"{", &masker()), Ok(()));
+    let unread = texts("application/json", b"{");
+    assert_eq!(super::PromptGuard::new(open()).unwrap().check_texts(&unread, &masker()), Ok(()));
 }
 
 #[test]
