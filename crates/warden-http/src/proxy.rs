@@ -274,7 +274,8 @@ impl ConnectionState {
         // An LLM request is read whole: its prompt is inspected, guarded and possibly rewritten. A request to an
         // endpoint warden does not interpret (file uploads, audio, batches…) goes as on a plain connection: streamed,
         // its body and its answer masked by content type.
-        let mut llm: Option<(LlmCall, Bytes)> = None;
+        // An LLM request: what the response side needs, its body, and its body read (taken by the guard).
+        let mut llm: Option<(LlmCall, Bytes, Option<warden_llm::ReadRequest>)> = None;
         // An uninterpreted request's body, once a check below has read it whole (`read_once`), possibly rewritten;
         // a body no check reads streams.
         let mut read: Option<Bytes> = None;
@@ -364,20 +365,20 @@ impl ConnectionState {
         if let Some((api, endpoint)) = endpoint.filter(|(_, endpoint)| *endpoint != warden_llm::Endpoint::Other) {
             let bytes = read_whole(incoming.take().expect("not taken yet"), &parts.headers).await?;
             pending.request_bytes = bytes.len() as u64;
-            let request = warden_llm::LlmRequest::inspect(api, endpoint, &bytes)
+            let read = warden_llm::LlmRequest::read(api, endpoint, &bytes)
                 .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, "request", error.to_string()))?;
-            pending.model = request.model.clone();
-            pending.stream = request.stream;
+            pending.model = read.request.model.clone();
+            pending.stream = read.request.stream;
             // Recorded whether or not it is let through: a refused prompt is what the audit trail is for.
-            pending.prompt = Some(request.prompt_text());
-            llm = Some((LlmCall { api, endpoint, strip_usage_chunk: false }, bytes));
+            pending.prompt = Some(read.request.prompt_text());
+            llm = Some((LlmCall { api, endpoint, strip_usage_chunk: false }, bytes, Some(read)));
         }
         let info = RequestInfo {
             session: &slot.session,
             method: parts.method.as_str(),
             path: &pending.path,
             model: pending.model.as_deref(),
-            body: llm.as_ref().map(|(_, bytes)| &bytes[..]),
+            body: llm.as_ref().map(|(_, bytes, _)| &bytes[..]),
         };
         let masker = match hooks.authorize(&info).await {
             Authorization::Allowed { policies, masker, approval } => {
@@ -396,13 +397,12 @@ impl ConnectionState {
         };
         let inspect_response = llm.is_some() || masker.is_some() || pending.results_urls.is_some();
         let upstream_body: ResponseBody = match llm.as_mut() {
-            Some((call, bytes)) => {
+            Some((call, bytes, read)) => {
                 // The guard: model allow-list, deny patterns, prompt PII, max_tokens; then the limits.
                 let guard = route.guard.as_ref().expect("an LLM route has a guard");
                 let prompt_masker = masker.clone().unwrap_or_else(|| hooks.prompt_masker(&route.name));
-                let outcome = guard
-                    .apply(call.api, call.endpoint, bytes, &prompt_masker)
-                    .map_err(|refusal| guard_refusal(&refusal))?;
+                let read = read.take().expect("read once, guarded once");
+                let outcome = guard.apply_read(read, &prompt_masker).map_err(|refusal| guard_refusal(&refusal))?;
                 call.strip_usage_chunk = outcome.strip_usage_chunk;
                 hooks.admit_usage(&slot.session, pending.model.as_deref()).map_err(limit_refusal)?;
                 let body = match outcome.body {
@@ -476,7 +476,7 @@ impl ConnectionState {
                 ));
             }
         };
-        let call = llm.map(|(call, _)| call);
+        let call = llm.map(|(call, _, _)| call);
         self.respond(route, slot, response, pending, masker, call, inspect_response).await
     }
 

@@ -256,11 +256,25 @@ pub struct LlmRequest {
     pub opaque_input: bool,
 }
 
+/// A request read once ([`LlmRequest::read`]): what it asks, and its body as the guard
+/// ([`PromptGuard::apply_read`](crate::PromptGuard::apply_read)) goes on from, so that it is not parsed again.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    pub request: LlmRequest,
+    pub(crate) body: Option<Json>,
+}
+
 impl LlmRequest {
     /// Reads `body`, a request to `endpoint`. Endpoints without prompts ([`Endpoint::Models`],
     /// [`Endpoint::Other`]) are not read and give an empty request.
     pub fn inspect(api: Api, endpoint: Endpoint, body: &[u8]) -> Result<LlmRequest, LlmError> {
-        Ok(parse(api, endpoint, body)?.1)
+        Ok(Self::read(api, endpoint, body)?.request)
+    }
+
+    /// Reads `body` as [`LlmRequest::inspect`] does, keeping it parsed for the guard.
+    pub fn read(api: Api, endpoint: Endpoint, body: &[u8]) -> Result<ReadRequest, LlmError> {
+        let (body, request) = parse(api, endpoint, body)?;
+        Ok(ReadRequest { request, body })
     }
 
     /// The prompt texts as one text (for the audit trail), separated by blank lines.

@@ -9,7 +9,7 @@
 use regex_automata::meta::Regex;
 use warden_mask::{Kind, Masker};
 
-use crate::api::{self, Api, Endpoint, LlmRequest};
+use crate::api::{self, Api, Endpoint, LlmRequest, ReadRequest};
 use crate::json::Json;
 
 /// What to do with PII found in prompts.
@@ -300,9 +300,15 @@ impl PromptGuard {
     /// Applies the guardrails to `body`, a request to `endpoint`; `masker` finds (and with `pii = "mask"`, masks)
     /// PII. Endpoints without prompts pass unchanged.
     pub fn apply(&self, api: Api, endpoint: Endpoint, body: &[u8], masker: &Masker) -> Result<GuardOutcome, Refusal> {
-        let (value, request) =
-            api::parse(api, endpoint, body).map_err(|error| Refusal::new("request", error.to_string()))?;
-        let Some(mut value) = value else {
+        let read = LlmRequest::read(api, endpoint, body).map_err(|error| Refusal::new("request", error.to_string()))?;
+        self.apply_read(read, masker)
+    }
+
+    /// Applies the guardrails to a request already read ([`LlmRequest::read`]), as [`PromptGuard::apply`] does.
+    pub fn apply_read(&self, read: ReadRequest, masker: &Masker) -> Result<GuardOutcome, Refusal> {
+        let ReadRequest { request, body } = read;
+        let endpoint = request.endpoint;
+        let Some(mut value) = body else {
             return Ok(GuardOutcome {
                 body: None,
                 request,

@@ -27,7 +27,7 @@ pub mod sse;
 
 pub use api::{
     answers_batches, creates_batch, gateway_results_urls, is_file_upload, place_gateway, starts_upload, Api, Endpoint,
-    LlmRequest, GATEWAY_MARKER,
+    LlmRequest, ReadRequest, GATEWAY_MARKER,
 };
 pub use body::{named_model, BodyError, BodyKind, BodyMasker, RequestTexts};
 pub use guard::{BatchUploadOutcome, GuardConfig, GuardError, GuardOutcome, PromptGuard, PromptPii, Refusal};
