@@ -48,6 +48,16 @@ impl AdminClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value> {
+        Ok(self.call_with_headers(method, path, body).await?.0)
+    }
+
+    /// As [`AdminClient::call`], with the answer's headers.
+    pub(crate) async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(serde_json::Value, hyper::HeaderMap)> {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let url = format!("{}{path}", self.base);
         let payload = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
@@ -59,8 +69,9 @@ impl AdminClient {
             .body(Full::new(Bytes::from(payload)))
             .context("cannot build the request")?;
         let response = client.request(request).await.with_context(|| format!("cannot reach the admin API at {url}"))?;
-        let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+        let (parts, body) = response.into_parts();
+        let status = parts.status;
+        let bytes = Limited::new(body, MAX_ANSWER)
             .collect()
             .await
             .map_err(|error| anyhow::anyhow!("cannot read the admin API's answer: {error}"))?
@@ -71,6 +82,6 @@ impl AdminClient {
             let message = answer.get("error").and_then(|error| error.as_str()).unwrap_or("no reason given");
             bail!("{status}: {message}");
         }
-        Ok(answer)
+        Ok((answer, parts.headers))
     }
 }

@@ -120,11 +120,12 @@ name = "demo-agent"
 key = {{ sha256 = "{digest}" }}
 groups = ["agents"]
 
-# A DBA who approves the agent's deletes (policy "deletes-need-a-dba").
+# A DBA who approves the agent's deletes (policy "deletes-need-a-dba"), and who is in the admin group (`[admin] group`,
+# by default "admin"), so reads every identity's sessions through the admin API and may revoke.
 [[api_key]]
 name = "demo-dba"
 key = {{ sha256 = "{dba_digest}" }}
-groups = ["dba"]
+groups = ["dba", "admin"]
 
 [policy]
 files = ["policies/*.cedar"]
@@ -173,7 +174,7 @@ other than gpt-4o-mini is refused, and a prompt with PII leaves warden masked:
   OPENAI_BASE_URL=http://{http}/openai/v1 OPENAI_API_KEY={api_key} python3 -c \
     'import openai; print(openai.OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
 
-Approve the held delete as the demo DBA, from another terminal:
+Approve the held delete as the demo DBA (an admin too), from another terminal:
 
   export WARDEN_TOKEN={dba_key}
   cargo run --release -- approvals list --config {config}

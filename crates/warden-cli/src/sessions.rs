@@ -158,7 +158,15 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
                     if filter.active_only {
                         query.push("active=true".into());
                     }
-                    let answer = client.call(Method::GET, &format!("/v1/sessions?{}", query.join("&")), None).await?;
+                    let path = format!("/v1/sessions?{}", query.join("&"));
+                    let (answer, headers) = client.call_with_headers(Method::GET, &path, None).await?;
+                    // Said on standard error, so that an empty list is not taken for "no sessions at all".
+                    let only = headers.get(warden_gateway::ONLY_IDENTITY_HEADER).and_then(|name| name.to_str().ok());
+                    if let (Some(name), None) = (only, &filter.identity) {
+                        eprintln!(
+                            "only identity \"{name}\"'s sessions are listed: the [admin] group sees every identity's"
+                        );
+                    }
                     serde_json::from_value::<Vec<SessionRow>>(answer).context("unexpected answer from the admin API")?
                 }
                 None => open(&config).await?.list_sessions(&filter).await?,

@@ -4,7 +4,8 @@
 //! API key, a warden token, an OIDC token). Routes:
 //! - `POST /v1/tokens`: issue a warden token narrowing the caller's credential.
 //! - `GET /v1/sessions` (`?identity=&connection=&since=&active=&limit=`) and `GET /v1/sessions/{id}` (with its
-//!   statements): every session for the `[admin] group`, the caller's own identity's sessions for anyone else.
+//!   statements): every session for the `[admin] group`, the caller's own identity's sessions for anyone else (a
+//!   list narrowed so names the identity in `x-warden-only-identity`).
 //! - `POST /v1/revocations` (`[admin] group` only): revoke an identity, a token (and its descendants) or a
 //!   session; live sessions it covers are ended at once.
 //! - `GET /v1/approvals` (`?status=&limit=`) and `GET /v1/approvals/{id}`: every approval for the `[admin] group`;
@@ -296,14 +297,19 @@ struct SessionQuery {
     limit: Option<u32>,
 }
 
+/// The header of a session list narrowed to the caller's own sessions, naming the identity, so that a client can
+/// tell "none of yours" from "none".
+pub const ONLY_IDENTITY_HEADER: &str = "x-warden-only-identity";
+
 async fn list_sessions(
     State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     query: Result<Query<SessionQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<SessionRow>>, ApiError> {
+) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Query(query) = query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text()))?;
-    let identity = if state.is_admin(&caller) {
+    let admin = state.is_admin(&caller);
+    let identity = if admin {
         query.identity
     } else {
         match query.identity {
@@ -325,7 +331,13 @@ async fn list_sessions(
         ..SessionFilter::default()
     };
     let sessions = state.store.list_sessions(&filter).await.map_err(unavailable)?;
-    Ok(Json(sessions))
+    let mut answer = Json(sessions).into_response();
+    if !admin {
+        if let Ok(name) = axum::http::HeaderValue::from_str(&caller.name) {
+            answer.headers_mut().insert(ONLY_IDENTITY_HEADER, name);
+        }
+    }
+    Ok(answer)
 }
 
 #[derive(Debug, Serialize)]

@@ -16,6 +16,7 @@ mod masking;
 mod revoke;
 mod sinks;
 
+pub use admin::ONLY_IDENTITY_HEADER;
 pub use auth::{token_issuer, Authenticator, SIGNING_KEY_FILE};
 pub use guard::session_guard;
 pub use masking::{hash_key, MaskingError, MASK_KEY_FILE};

@@ -314,3 +314,93 @@ fn check_validates_masking_config() {
         "{stderr}"
     );
 }
+
+/// The README's main job, `warden demo`, walked through as its printout says: psql with the printed line (PII
+/// masked, a refused delete naming its policy), the LLM through warden with the same key (the answer masked), the
+/// sessions listed as the demo DBA, then Ctrl-C removes everything.
+#[test]
+fn the_demo_runs_as_its_printout_says_and_cleans_up_on_ctrl_c() {
+    let scratch = tempfile::tempdir().unwrap();
+    let stderr_path = scratch.path().join("demo.stderr");
+    let mut demo = warden()
+        .args(["demo", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let mut stdout = BufReader::new(demo.stdout.take().unwrap());
+    let mut printout = String::new();
+    while !printout.contains("Press Ctrl-C") {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the demo exited:\n{printout}\n{}", stderr());
+        printout.push_str(&line);
+    }
+    let after = |marker: &str| -> String {
+        let start = printout.find(marker).unwrap_or_else(|| panic!("no {marker:?} in:\n{printout}")) + marker.len();
+        printout[start..].split(|c: char| c.is_whitespace() || c == '"').next().unwrap().to_string()
+    };
+    let api_key = after("PGPASSWORD=");
+    let port = after(" port=");
+    let http = after("OPENAI_BASE_URL=");
+    let dba_token = after("export WARDEN_TOKEN=");
+    let config = after("sessions list --config ");
+    assert!(std::path::Path::new(&config).exists(), "{config}");
+
+    let psql = |sql: &str| {
+        Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port])
+            .args(["-U", "demo", "-d", "shop", "-c", sql])
+            .env("PGPASSWORD", &api_key)
+            .env("PGSSLMODE", "disable")
+            .output_in_place()
+            .unwrap()
+    };
+    let select = psql("SELECT email, ssn FROM customers ORDER BY id LIMIT 1");
+    let rows = String::from_utf8_lossy(&select.stdout);
+    assert!(select.status.success(), "{}", String::from_utf8_lossy(&select.stderr));
+    assert!(rows.contains("@example.com") && !rows.contains("ada@") && !rows.contains("372-11-4420"), "{rows}");
+    let delete = psql("DELETE FROM orders");
+    assert!(!delete.status.success());
+    let refusal = String::from_utf8_lossy(&delete.stderr);
+    assert!(refusal.contains("no-delete-without-where"), "{refusal}");
+
+    let answer = Command::new("curl")
+        .args(["-s", "--fail-with-body", &format!("{http}/chat/completions")])
+        .args(["-H", &format!("Authorization: Bearer {api_key}"), "-H", "content-type: application/json"])
+        .args(["-d", r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}"#])
+        .output_in_place()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer.stdout);
+    assert!(answer.contains("***@example.com") && !answer.contains("jane.roe@"), "{answer}");
+
+    // As the demo DBA, through the admin API: every identity's sessions, the agent's among them (its psql sessions
+    // have ended, so their records are on their way to the store).
+    let list = || {
+        warden()
+            .args(["sessions", "list", "--config", &config])
+            .env("WARDEN_TOKEN", &dba_token)
+            .env_remove("WARDEN_CONFIG")
+            .output_in_place()
+            .unwrap()
+    };
+    let mut listed = list();
+    for _ in 0..100 {
+        if String::from_utf8_lossy(&listed.stdout).matches("demo-agent").count() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        listed = list();
+    }
+    let (sessions, notes) = (String::from_utf8_lossy(&listed.stdout), String::from_utf8_lossy(&listed.stderr));
+    assert!(listed.status.success(), "{notes}");
+    assert!(sessions.matches("demo-agent").count() >= 3, "psql twice and the LLM:\n{sessions}");
+    assert!(!notes.contains("only identity"), "{notes}");
+
+    Command::new("kill").arg("-INT").arg(demo.id().to_string()).status().unwrap();
+    let status = demo.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", stderr());
+    assert!(stderr().contains("Removed the demo database"), "{}", stderr());
+    let directory = std::path::Path::new(&config).parent().unwrap();
+    assert!(!directory.exists(), "{} is still there", directory.display());
+}

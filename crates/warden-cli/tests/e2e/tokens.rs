@@ -129,6 +129,16 @@ async fn a_node_token_narrows_its_parent_and_labels_the_session() {
     }
     let (ok, _, stderr) = show(&gateway.reader_key);
     assert!(!ok && stderr.contains("404") && stderr.contains("no session with id"), "{stderr}");
+    // `warden sessions list` says when it shows only the caller's own sessions, so that none is not read as none
+    // at all; the admin group's list says nothing of the kind.
+    let list = |credential: &str| admin_command(&gateway, credential, &["sessions", "list"], &[]);
+    let (ok, stdout, stderr) = list(&gateway.reader_key);
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("run-7") && !stdout.contains(&planner.id), "{stdout}");
+    assert!(stderr.contains("only identity \"reader\"'s sessions are listed"), "{stderr}");
+    let (ok, stdout, stderr) = list(&gateway.admin_key);
+    assert!(ok && stdout.contains(&planner.id), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("only identity"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
