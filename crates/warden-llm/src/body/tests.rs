@@ -474,3 +474,84 @@ fn the_model_a_body_names() {
     assert!(named_model("", b"{\"model\": [\"x\"]}").is_err());
     assert_eq!(named_model("", b"model=x"), Ok(None));
 }
+
+/// Every string of `value`, keys too.
+fn strings_of(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(text) => out.push(text.clone()),
+        serde_json::Value::Array(items) => items.iter().for_each(|item| strings_of(item, out)),
+        serde_json::Value::Object(members) => {
+            for (key, member) in members {
+                out.push(key.clone());
+                strings_of(member, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_request_read_once_gives_every_text_and_a_record_cut_at_its_maximum(value in value(), max in 0usize..300) {
+        let body = serde_json::to_vec(&value).unwrap();
+        let mut read = RequestTexts::read("application/json", &body, max);
+        let texts = read.texts().expect("JSON has texts").to_vec();
+        let mut strings = Vec::new();
+        strings_of(&value, &mut strings);
+        for string in &strings {
+            prop_assert!(texts.contains(string), "{:?} not in {:?}", string, texts);
+        }
+        let (record, cut) = read.take_record().expect("JSON has a record");
+        let (whole, _) = RequestTexts::read("application/json", &body, 1 << 30).take_record().expect("a record");
+        prop_assert!(record.len() <= max);
+        prop_assert!(whole.starts_with(&record), "{:?} is not the start of {:?}", record, whole);
+        prop_assert_eq!(cut, whole.len() > max);
+    }
+
+    #[test]
+    fn any_bytes_of_any_type_are_read_without_a_panic(
+        body in prop::collection::vec(any::<u8>(), 0..300),
+        content_type in prop::sample::select(vec![
+            "", "application/json", "text/plain", "application/octet-stream", "image/png",
+            "multipart/form-data; boundary=x", "application/x-ndjson",
+        ]),
+        max in 0usize..64,
+    ) {
+        let mut read = RequestTexts::read(content_type, &body, max);
+        if let Some((record, _)) = read.take_record() {
+            prop_assert!(record.len() <= max);
+        }
+    }
+
+    #[test]
+    fn a_form_of_any_parts_has_a_record_cut_at_its_maximum(
+        parts in prop::collection::vec((
+            "[a-z]{1,4}",
+            prop::sample::select(vec!["", "text/plain", "application/json", "image/png", "multipart/mixed; boundary=y"]),
+            any::<bool>(),
+            "[a-zé€\"{}:, \n]{0,24}",
+        ), 0..5),
+        max in 0usize..80,
+    ) {
+        let mut body = String::new();
+        for (name, content_type, base64, content) in &parts {
+            body.push_str(&format!("--x\r\nContent-Disposition: form-data; name=\"{name}\"\r\n"));
+            if !content_type.is_empty() {
+                body.push_str(&format!("Content-Type: {content_type}\r\n"));
+            }
+            if *base64 {
+                body.push_str("Content-Transfer-Encoding: base64\r\n");
+            }
+            body.push_str(&format!("\r\n{content}\r\n"));
+        }
+        body.push_str("--x--\r\n");
+        let form = "multipart/form-data; boundary=x";
+        let mut read = RequestTexts::read(form, body.as_bytes(), max);
+        let (whole, _) = RequestTexts::read(form, body.as_bytes(), 1 << 30).take_record().expect("a form's record");
+        let (record, cut) = read.take_record().expect("a form's record");
+        prop_assert!(record.len() <= max);
+        prop_assert!(whole.starts_with(&record), "{:?} is not the start of {:?}", record, whole);
+        prop_assert_eq!(cut, whole.len() > max);
+        prop_assert_eq!(whole.lines().count() >= parts.len(), true);
+    }
+}

@@ -99,7 +99,13 @@ impl Reader {
         let start = self.record.len();
         let told = match multipart::hidden_text(content_type, part.transfer_encoding.as_deref()) {
             Some(reason) => Err(BodyError::InvalidMultipart { offset: part.content.start as u64, reason }),
-            None if BodyKind::of(content_type) == BodyKind::Json => self.json(content, name).map(|()| true),
+            None if BodyKind::of(content_type) == BodyKind::Json => self.json(content, name).map(|()| {
+                // A part with no value (`{}`, or nothing) still has its line.
+                if self.record.len() == start {
+                    self.line(&[name, ":"]);
+                }
+                true
+            }),
             None => {
                 self.line(&[name, ": "]);
                 self.body(content_type, content, depth + 1)
