@@ -527,7 +527,9 @@ proptest! {
     fn a_form_of_any_parts_has_a_record_cut_at_its_maximum(
         parts in prop::collection::vec((
             "[a-z]{1,4}",
-            prop::sample::select(vec!["", "text/plain", "application/json", "image/png", "multipart/mixed; boundary=y"]),
+            prop::sample::select(vec![
+                "", "text/plain", "application/json", "image/png", "multipart/mixed; boundary=y",
+            ]),
             any::<bool>(),
             "[a-zé€\"{}:, \n]{0,24}",
         ), 0..5),
