@@ -6,6 +6,11 @@
 //! Then the same 1% PII text through a `StreamMasker`, in pieces the size of an LLM's streamed deltas (16 bytes) and
 //! of an HTTP body's reads (4 KiB), next to `Masker::mask` over the whole text as its baseline.
 //!
+//! Last, what a gateway pays per message: `Masker::mask` over one LLM chat answer (~500 bytes of JSON with an email,
+//! a phone and a card), in a hot loop (the baseline) and with the CPU's caches cold (32 MiB walked before each call,
+//! as a worker's other work and other tenants' do between two answers), and its first call on a new thread (the
+//! thread's lazy DFA cache is empty). Printed in µs per call.
+//!
 //! `cargo bench -p warden-mask --bench mask` (release profile). `BENCH_SECONDS` sets the measuring time per case
 //! (default 1).
 //!
@@ -177,4 +182,51 @@ fn main() {
             case.bytes_per_second / baseline
         );
     }
+
+    per_message(&masker);
+}
+
+/// One chat answer masked hot, cold, and first on a new thread: µs per call.
+fn per_message(masker: &Masker) {
+    let answer = concat!(
+        r#"{"id":"chatcmpl-123","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":"#,
+        r#"[{"index":0,"message":{"role":"assistant","content":"Sure. Write to Jane Roe at jane.roe@example.com or "#,
+        r#"call +1 415 555 0100; her card is 4111 1111 1111 1111."},"logprobs":null,"finish_reason":"stop"}],"#,
+        r#""usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}"#
+    );
+    assert_eq!(masker.find(answer).len(), 3);
+    let calls = 20_000;
+    let start = Instant::now();
+    for _ in 0..calls {
+        black_box(masker.mask(black_box(answer)));
+    }
+    let hot = start.elapsed() / calls;
+    let mut evict = vec![1u8; 32 << 20];
+    let mut cold = Vec::new();
+    for _ in 0..200 {
+        for index in (0..evict.len()).step_by(64) {
+            evict[index] = evict[index].wrapping_add(1);
+        }
+        let start = Instant::now();
+        black_box(masker.mask(black_box(answer)));
+        cold.push(start.elapsed());
+    }
+    black_box(&evict);
+    cold.sort_unstable();
+    let first = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let start = Instant::now();
+                black_box(masker.mask(black_box(answer)));
+                start.elapsed()
+            })
+            .join()
+            .expect("the thread runs")
+    });
+    let micros = |duration: Duration| duration.as_secs_f64() * 1e6;
+    println!("\none chat answer ({} bytes), Masker::mask:", answer.len());
+    println!("{:<44}  {:>10.1} µs", "baseline: hot loop", micros(hot));
+    let median = cold[cold.len() / 2];
+    println!("{:<44}  {:>10.1} µs  {:>8.1}x", "CPU caches cold (median)", micros(median), micros(median) / micros(hot));
+    println!("{:<44}  {:>10.1} µs  {:>8.1}x", "first call on a new thread", micros(first), micros(first) / micros(hot));
 }
