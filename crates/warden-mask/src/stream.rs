@@ -331,7 +331,8 @@ impl StreamMasker {
                 return out;
             }
         }
-        if text.is_empty() {
+        // Nothing new to release, unless an incomplete character just put the window over its size.
+        if text.is_empty() && self.held() <= self.hold_back {
             return out;
         }
         self.buffer.push_str(text);
@@ -389,9 +390,10 @@ impl StreamMasker {
                     return Err(StreamError::InvalidUtf8 { offset: self.offset + valid as u64 });
                 }
                 let text = std::str::from_utf8(&bytes[..valid]).expect("valid up to here");
+                // Pending before the text is pushed: the incomplete character counts against the window.
+                self.pending.extend_from_slice(&bytes[valid..]);
                 out.push_str(&self.push(text, found));
                 self.offset += valid as u64;
-                self.pending.extend_from_slice(&bytes[valid..]);
             }
         }
         Ok(out.into_bytes())
@@ -492,8 +494,10 @@ impl StreamMasker {
             cut = cut.min(finding.range.start);
         }
 
-        if length - cut > self.hold_back {
-            let forced = ceil_boundary(text, length - self.hold_back);
+        // The window holds the incomplete character at the end of a byte stream too ([`StreamMasker::held`]).
+        let window = self.hold_back.saturating_sub(self.pending.len());
+        if length - cut > window {
+            let forced = ceil_boundary(text, length - window);
             match self.long_value(cut, forced.min(limit), limit) {
                 Some((start, detector)) => {
                     if start > cut {

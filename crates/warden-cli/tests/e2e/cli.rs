@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use crate::raw::{self, RawClient};
-use crate::start_postgres;
+use crate::{start_postgres, wait_until};
 
 fn warden() -> Command {
     Command::new(env!("CARGO_BIN_EXE_warden"))
@@ -318,8 +318,8 @@ fn check_validates_masking_config() {
 /// The README's main job, `warden demo`, walked through as its printout says: psql with the printed line (PII
 /// masked, a refused delete naming its policy), the LLM through warden with the same key (the answer masked), the
 /// sessions listed as the demo DBA, then Ctrl-C removes everything.
-#[test]
-fn the_demo_runs_as_its_printout_says_and_cleans_up_on_ctrl_c() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_as_its_printout_says_and_cleans_up_on_ctrl_c() {
     let scratch = tempfile::tempdir().unwrap();
     let stderr_path = scratch.path().join("demo.stderr");
     let mut demo = warden()
@@ -384,14 +384,12 @@ fn the_demo_runs_as_its_printout_says_and_cleans_up_on_ctrl_c() {
             .output_in_place()
             .unwrap()
     };
-    let mut listed = list();
-    for _ in 0..100 {
-        if String::from_utf8_lossy(&listed.stdout).matches("demo-agent").count() >= 3 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        listed = list();
-    }
+    wait_until(10, "the agent's three sessions in the DBA's list", || {
+        let listed = list();
+        async move { String::from_utf8_lossy(&listed.stdout).matches("demo-agent").count() >= 3 }
+    })
+    .await;
+    let listed = list();
     let (sessions, notes) = (String::from_utf8_lossy(&listed.stdout), String::from_utf8_lossy(&listed.stderr));
     assert!(listed.status.success(), "{notes}");
     assert!(sessions.matches("demo-agent").count() >= 3, "psql twice and the LLM:\n{sessions}");

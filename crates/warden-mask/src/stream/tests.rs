@@ -91,6 +91,21 @@ fn the_default_answer_streams_as_it_masks_whole() {
     );
 }
 
+/// A byte stream cut inside a character holds that character's first bytes too: they count against the window, which
+/// the masker keeps by releasing as much more text (found by the property test below).
+#[test]
+fn an_incomplete_character_counts_against_the_window() {
+    let masker = redacting();
+    let text = "0a(( GB82WEST12345698765432ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789\u{1F300} and on";
+    let inside = text.find('\u{1F300}').unwrap() + 1;
+    // Cut one byte into the emoji, and that byte alone after the text before it.
+    for cuts in [vec![inside], vec![inside - 1, inside]] {
+        let (out, _, most_held, _) = stream(&masker, 48, text, &cuts);
+        assert!(most_held <= 48, "held {most_held} with cuts {cuts:?}");
+        assert_eq!(out, masker.mask(text), "{cuts:?}");
+    }
+}
+
 #[test]
 fn values_of_every_detector_split_anywhere() {
     let masker = masker();
