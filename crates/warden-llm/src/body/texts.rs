@@ -84,15 +84,16 @@ impl Reader {
             }),
             BodyKind::Multipart => {
                 for part in form_parts(content_type.unwrap_or_default(), body)? {
-                    self.part(&part, &body[part.content.clone()], depth)?;
+                    self.part(&part, &body[part.content.clone()], depth);
                 }
                 Ok(true)
             }
         }
     }
 
-    /// A part of a form: its header values, then its content, on a line of the record that names it.
-    fn part(&mut self, part: &FormPart, content: &[u8], depth: usize) -> Result<(), BodyError> {
+    /// A part of a form: its header values, then its content, on a line of the record that names it. A part whose
+    /// text cannot be told does not stop the others: its error is kept for the check.
+    fn part(&mut self, part: &FormPart, content: &[u8], depth: usize) {
         self.texts.extend(part.other_headers.iter().cloned());
         let name = part.name.as_deref().unwrap_or("(unnamed part)");
         let content_type = part.content_type.as_deref();
@@ -125,7 +126,6 @@ impl Reader {
         if !self.record.ends_with('\n') {
             self.line(&["\n"]);
         }
-        Ok(())
     }
 
     /// One JSON document, or several one after another (JSON lines), each path after `prefix`.
