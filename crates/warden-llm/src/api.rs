@@ -138,7 +138,7 @@ impl Endpoint {
 }
 
 /// `path` without its query, a trailing slash and a leading `/v1`.
-fn normalized(path: &str) -> &str {
+pub(crate) fn normalized(path: &str) -> &str {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let path = path.strip_suffix('/').unwrap_or(path);
     path.strip_prefix("/v1").filter(|rest| rest.starts_with('/')).unwrap_or(path)

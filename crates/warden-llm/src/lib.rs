@@ -13,12 +13,13 @@
 //! closed.
 //!
 //! Modules: [`sse`] (the event-stream parser and writer), [`api`] (endpoints and request inspection), [`guard`]
-//! (the prompt guardrails), [`response`] (answers, whole and streamed, and usage), [`body`] (plain HTTP bodies), and
-//! a private `json` (an order-preserving JSON value).
+//! (the prompt guardrails), [`response`] (answers, whole and streamed, and usage), [`batch`] (the usage a batch's
+//! results report), [`body`] (plain HTTP bodies), and a private `json` (an order-preserving JSON value).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod batch;
 pub mod body;
 pub mod guard;
 mod json;
@@ -29,6 +30,7 @@ pub use api::{
     answers_batches, creates_batch, gateway_results_urls, is_file_upload, place_gateway, starts_upload, Api, Endpoint,
     LlmRequest, ReadRequest, GATEWAY_MARKER,
 };
+pub use batch::{reads_batch_results, BatchTotals, BatchUsage, RESULT_LINE_BYTES};
 pub use body::{named_model, BodyError, BodyKind, BodyMasker, RequestTexts};
 pub use guard::{BatchUploadOutcome, GuardConfig, GuardError, GuardOutcome, PromptGuard, PromptPii, Refusal};
 pub use response::{ResponseMasker, Usage, ANSWER_TEXT_CAP, MAX_CHANNELS};

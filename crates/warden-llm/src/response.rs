@@ -651,7 +651,7 @@ fn synthetic(key: &ChannelKey, template: (Option<String>, Json), held: String) -
 
 /// Usage from a provider's `usage` object: OpenAI's `prompt_tokens`/`completion_tokens` or
 /// `input_tokens`/`output_tokens`, Anthropic's with its cache reads and writes added to the input.
-fn read_usage(api: Api, usage: &Json) -> Option<Usage> {
+pub(crate) fn read_usage(api: Api, usage: &Json) -> Option<Usage> {
     let field = |name: &str| usage.get(name).and_then(Json::as_u64);
     let mut input = field("prompt_tokens").or_else(|| field("input_tokens"));
     if api == Api::Anthropic {
