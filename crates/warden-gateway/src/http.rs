@@ -18,7 +18,7 @@ use warden_http::{Authorization, BoxFuture, Exchange, HttpHooks, HttpSession, Li
 use warden_identity::{AuthError, Identity};
 use warden_mask::Masker;
 use warden_policy::{Action, RequestContext, Resource};
-use warden_state::{Decision, Recorder, SessionStart, StatementRecord, Tokens};
+use warden_state::{BatchResults, Decision, Recorder, SessionStart, StatementRecord, Tokens};
 
 use crate::guard::{authorize, token_context, PolicyStore};
 use crate::limits::Limits;
@@ -159,7 +159,7 @@ impl HttpHooks for GatewayHttpHooks {
         let policies = exchange.policies.iter().map(|policy| policy.to_string()).collect();
         let decision = Decision::new(exchange.allowed, vec![action], Vec::new(), policies);
         let error = exchange.refusal.clone().or_else(|| exchange.error.clone());
-        let http = serde_json::json!({
+        let mut http = serde_json::json!({
             "method": exchange.method,
             "path": exchange.path,
             "status": exchange.status,
@@ -176,6 +176,10 @@ impl HttpHooks for GatewayHttpHooks {
             "response_bytes": exchange.response_bytes,
             "first_byte_us": exchange.first_byte.map(|latency| u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)),
         });
+        if let Some(batch) = &exchange.batch {
+            // Only a batch's results read carries it: other records keep the shape they had.
+            http["batch"] = serde_json::json!({ "key": batch.key, "requests": batch.requests, "unread": batch.unread });
+        }
         let record = StatementRecord {
             session_id: session.id.clone(),
             seq: exchange.seq,
@@ -190,6 +194,7 @@ impl HttpHooks for GatewayHttpHooks {
             // Usage accounting and budgets read these columns (the audit event has them in `http` too).
             model: exchange.model,
             tokens: exchange.usage.map(|usage| Tokens { input: usage.input, output: usage.output }),
+            batch: exchange.batch.map(|batch| BatchResults { key: batch.key, requests: batch.requests }),
         };
         // As a statement's: never dropped for a full queue, but waited for (the answer has gone; the request after
         // it is refused while the queue stays nine-tenths full).

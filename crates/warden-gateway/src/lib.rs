@@ -623,6 +623,7 @@ impl SessionHooks for GatewayHooks {
             http: None,
             model: None,
             tokens: None,
+            batch: None,
         };
         if self.durability == warden_config::Durability::Sync {
             if let Err(error) = self.recorder.statement(record) {

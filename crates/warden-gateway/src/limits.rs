@@ -527,6 +527,7 @@ mod tests {
                 http: None,
                 model: Some("gpt-4o-mini".to_string()),
                 tokens: Some(Tokens { input: 1, output: tokens - 1 }),
+                batch: None,
             })
             .expect("queue");
         recorder.flush().await.expect("stored");

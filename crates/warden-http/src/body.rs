@@ -26,6 +26,8 @@ pub(crate) struct Summary {
     /// The answer text (LLM) or the start of the body, as sent (masked when the transform masks).
     pub answer: Option<String>,
     pub masked: u64,
+    /// A batch's results read whole: its key, and what they reported.
+    pub batch: Option<(String, warden_llm::BatchTotals)>,
 }
 
 /// How a body ended.
@@ -65,6 +67,7 @@ impl Sample {
             usage: None,
             answer: (!self.0.is_empty()).then(|| String::from_utf8_lossy(&self.0).into_owned()),
             masked,
+            batch: None,
         }
     }
 }
@@ -374,6 +377,7 @@ impl Transform for SseTransform {
                 .map(|usage| TokenUsage { input: usage.input_tokens, output: usage.output_tokens }),
             answer: Some(crate::proxy::cap(self.masker.answer_text().to_string())),
             masked: self.masker.masked_count() as u64,
+            batch: None,
         }
     }
 }
@@ -481,6 +485,62 @@ impl Transform for ResultsUrls {
             Some(then) => then.summary(),
             None => self.sample.summary(0),
         }
+    }
+}
+
+/// Passes a batch's results on through `then` (the masking of their content type), if any, and sums the usage
+/// their lines report ([`warden_llm::BatchUsage`]) from the bytes as the upstream sent them. The totals are in the
+/// summary only when the results were read to their end.
+struct BatchResults {
+    key: String,
+    usage: Option<warden_llm::BatchUsage>,
+    totals: Option<warden_llm::BatchTotals>,
+    then: Option<Box<dyn Transform>>,
+    sample: Sample,
+}
+
+/// The transform of the results of batch `key` (`<api>:<id>`) of `api`.
+pub(crate) fn batch_results(key: String, api: warden_llm::Api, then: Option<Box<dyn Transform>>) -> Box<dyn Transform> {
+    let usage = Some(warden_llm::BatchUsage::new(api));
+    Box::new(BatchResults { key, usage, totals: None, then, sample: Sample::default() })
+}
+
+impl Transform for BatchResults {
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        if let Some(usage) = &mut self.usage {
+            usage.push(chunk);
+        }
+        match &mut self.then {
+            Some(then) => then.push(chunk, out),
+            None => {
+                self.sample.keep(chunk);
+                out.extend_from_slice(chunk);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        if let Some(then) = &mut self.then {
+            then.finish(out)?;
+        }
+        self.totals = self.usage.take().and_then(warden_llm::BatchUsage::finish);
+        Ok(())
+    }
+
+    fn failure(&mut self, message: &str, out: &mut Vec<u8>) {
+        if let Some(then) = &mut self.then {
+            then.failure(message, out);
+        }
+    }
+
+    fn summary(&mut self) -> Summary {
+        let mut summary = match &mut self.then {
+            Some(then) => then.summary(),
+            None => self.sample.summary(0),
+        };
+        summary.batch = self.totals.take().map(|totals| (self.key.clone(), totals));
+        summary
     }
 }
 

@@ -64,6 +64,18 @@ pub struct TokenUsage {
     pub output: u64,
 }
 
+/// A batch's results a request read whole (see [`warden_llm::BatchUsage`]): their tokens are the exchange's usage,
+/// counted once per batch however often they are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRead {
+    /// `<api>:<id>`: `anthropic:<batch id>`, `openai:<output file id>`.
+    pub key: String,
+    /// Results that reported usage.
+    pub requests: u64,
+    /// Result lines whose usage could not be read (not JSON, or longer than [`warden_llm::RESULT_LINE_BYTES`]).
+    pub unread: u64,
+}
+
 /// One request and its outcome, recorded when its response has been sent whole (or the client went away).
 #[derive(Debug, Clone)]
 pub struct Exchange {
@@ -96,6 +108,8 @@ pub struct Exchange {
     pub response_bytes: u64,
     /// An error that cut the response short (upstream reset, masking failure…).
     pub error: Option<String>,
+    /// The batch whose results it read whole, if it did: `usage` and `model` are theirs.
+    pub batch: Option<BatchRead>,
 }
 
 pub trait HttpHooks: Send + Sync + 'static {

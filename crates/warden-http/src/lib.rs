@@ -15,7 +15,9 @@ mod proxy;
 mod route;
 
 pub use error::HttpError;
-pub use hooks::{Authorization, BoxFuture, Exchange, HttpHooks, HttpSession, LimitRefusal, RequestInfo, TokenUsage};
+pub use hooks::{
+    Authorization, BatchRead, BoxFuture, Exchange, HttpHooks, HttpSession, LimitRefusal, RequestInfo, TokenUsage,
+};
 pub use route::Route;
 
 use std::collections::HashMap;

@@ -22,7 +22,7 @@ use warden_llm::Api;
 
 use crate::body::{self, Relay, ResponseBody, Summary};
 use crate::error::Refusal;
-use crate::hooks::{Authorization, Exchange, HttpHooks, HttpSession, RequestInfo, TokenUsage};
+use crate::hooks::{Authorization, BatchRead, Exchange, HttpHooks, HttpSession, RequestInfo, TokenUsage};
 use crate::route::Route;
 use crate::{HttpFrontend, MAX_INSPECTED_BODY};
 
@@ -85,6 +85,8 @@ struct Pending {
     /// An answer of Anthropic batch objects: their `results_url` is moved from the upstream's base URL (first) to the
     /// connection's URL on warden as the client reached it (second).
     results_urls: Option<(String, String)>,
+    /// A batch's results, whose usage is summed as they pass: the API, and the batch's key (`<api>:<id>`).
+    batch_results: Option<(warden_llm::Api, String)>,
 }
 
 impl ConnectionState {
@@ -166,7 +168,13 @@ impl ConnectionState {
             request_bytes: 0,
             expires_at,
             results_urls: None,
+            batch_results: None,
         };
+        if let Some(api) = route.api {
+            if let Some(id) = warden_llm::reads_batch_results(api, request.method().as_str(), &rest) {
+                pending.batch_results = Some((api, format!("{}:{id}", api.name())));
+            }
+        }
         if route.api.is_some_and(|api| warden_llm::answers_batches(api, request.method().as_str(), &rest)) {
             // The configured public URL, or the listener's scheme and the host the client asked for.
             let gateway = match &self.frontend.config.public_url {
@@ -395,7 +403,8 @@ impl ConnectionState {
                 return Err(Refusal::new(status, rule, message));
             }
         };
-        let inspect_response = llm.is_some() || masker.is_some() || pending.results_urls.is_some();
+        let inspect_response =
+            llm.is_some() || masker.is_some() || pending.results_urls.is_some() || pending.batch_results.is_some();
         let upstream_body: ResponseBody = match llm.as_mut() {
             Some((call, bytes, read)) => {
                 // The guard: model allow-list, deny patterns, prompt PII, max_tokens; then the limits.
@@ -578,7 +587,7 @@ impl ConnectionState {
                     let mut pending = std::mem::replace(pending, Pending::empty());
                     move || {
                         let answer = Some(String::from_utf8_lossy(&masked).into_owned());
-                        let summary = Summary { usage, answer, masked: count as u64 };
+                        let summary = Summary { usage, answer, masked: count as u64, batch: None };
                         let length = masked.len() as u64;
                         let exchange = finish(&slot, &mut pending, &*hooks, status, length, None, summary);
                         hooks.exchange(&slot.session, exchange)
@@ -593,8 +602,13 @@ impl ConnectionState {
                 let transform = masker
                     .as_ref()
                     .and_then(|masker| body::plain_transform(content_type, masker.clone(), route.hold_back));
-                match pending.results_urls.take() {
+                let transform = match pending.results_urls.take() {
                     Some((upstream, gateway)) => Some(body::results_urls(upstream, gateway, transform)),
+                    None => transform,
+                };
+                // A batch's results, when the upstream has them (an error's body reports no usage).
+                match pending.batch_results.take().filter(|_| (200..300).contains(&status)) {
+                    Some((api, key)) => Some(body::batch_results(key, api, transform)),
                     None => transform,
                 }
             }
@@ -665,6 +679,7 @@ impl Pending {
             request_bytes: 0,
             expires_at: None,
             results_urls: None,
+            batch_results: None,
         }
     }
 }
@@ -716,6 +731,20 @@ fn finish(
         request_bytes: pending.request_bytes,
         response_bytes,
         error,
+        batch: None,
+    }
+    .with_batch(summary.batch)
+}
+
+impl Exchange {
+    /// With the usage and model of the batch results it read whole, if it did.
+    fn with_batch(mut self, batch: Option<(String, warden_llm::BatchTotals)>) -> Exchange {
+        if let Some((key, totals)) = batch {
+            self.usage = Some(TokenUsage { input: totals.usage.input_tokens, output: totals.usage.output_tokens });
+            self.model = totals.model.or(self.model);
+            self.batch = Some(BatchRead { key, requests: totals.requests, unread: totals.unread });
+        }
+        self
     }
 }
 

@@ -145,6 +145,7 @@ fn statement(session_id: &Arc<str>, seq: u64, text: &Arc<str>, decision: &Arc<De
         http: None,
         model: None,
         tokens: None,
+        batch: None,
     }
 }
 

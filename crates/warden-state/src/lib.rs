@@ -41,7 +41,7 @@ pub use audit::{timestamp, AuditSigner, AuditTap, CHECKPOINT_INTERVAL};
 pub use error::{redact_url, Fault, RecordError, StateError};
 pub use prune::{prune_periodically, retention_cutoff, PruneReport, PrunedChain, PRUNE_FIRST_DELAY, PRUNE_INTERVAL};
 pub use rates::RateCount;
-pub use recorder::{AuditRecord, RecordWait, Recorder, SessionStart, StatementRecord, Tokens};
+pub use recorder::{AuditRecord, BatchResults, RecordWait, Recorder, SessionStart, StatementRecord, Tokens};
 pub use usage::{UsageFilter, UsageRow};
 
 use recorder::{SessionEnd, SessionMasked};

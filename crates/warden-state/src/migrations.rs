@@ -26,6 +26,7 @@ const SQLITE: &[EmbeddedMigration] = &[
     (9, "llm usage", include_str!("../migrations/sqlite/0009_llm_usage.sql")),
     (10, "audit event indexes", include_str!("../migrations/sqlite/0010_audit_event_indexes.sql")),
     (11, "rate counts", include_str!("../migrations/sqlite/0011_rate_counts.sql")),
+    (12, "batch results", include_str!("../migrations/sqlite/0012_batch_results.sql")),
 ];
 
 const POSTGRES: &[EmbeddedMigration] = &[
@@ -40,6 +41,7 @@ const POSTGRES: &[EmbeddedMigration] = &[
     (9, "llm usage", include_str!("../migrations/postgres/0009_llm_usage.sql")),
     (10, "audit event indexes", include_str!("../migrations/postgres/0010_audit_event_indexes.sql")),
     (11, "rate counts", include_str!("../migrations/postgres/0011_rate_counts.sql")),
+    (12, "batch results", include_str!("../migrations/postgres/0012_batch_results.sql")),
 ];
 
 pub(crate) async fn sqlite() -> Result<Migrator, MigrateError> {

@@ -79,6 +79,18 @@ pub struct StatementRecord {
     /// For an LLM request whose answer reported usage: the tokens the provider counted. Stored in their own columns,
     /// for usage accounting and budgets ([`crate::StateStore::usage`], [`crate::StateStore::tokens_used`]).
     pub tokens: Option<Tokens>,
+    /// For an HTTP request that read a batch's results whole: the batch, whose tokens (in `tokens`) count once. A
+    /// later read of the same results is written without its tokens.
+    pub batch: Option<BatchResults>,
+}
+
+/// A batch whose results an HTTP request read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchResults {
+    /// `<api>:<id>`: the Anthropic batch, or the OpenAI batch's output file.
+    pub key: String,
+    /// How many of its requests reported usage.
+    pub requests: u64,
 }
 
 /// The tokens one LLM request used, as its provider reported them.

@@ -146,8 +146,8 @@ const STATEMENT_BINDS: usize = 11;
 
 /// An LLM request's usage columns, after [`STATEMENT_COLUMNS`]. Only an insert some of whose rows carry usage writes
 /// them: one of statements without (every SQL statement) has the same text and binds as before they existed.
-const USAGE_COLUMNS: &str = "model, input_tokens, output_tokens";
-const USAGE_BINDS: usize = 3;
+const USAGE_COLUMNS: &str = "model, input_tokens, output_tokens, batch_requests";
+const USAGE_BINDS: usize = 4;
 
 impl<DB> Store<DB>
 where
@@ -186,12 +186,21 @@ where
             query.execute(&mut *transaction).await?;
         }
 
+        let mut recounted = Vec::new();
+        for record in batch.statements.iter().filter(|record| claims_batch(record)) {
+            if !claim_batch(&mut transaction, record).await? {
+                recounted.push((&*record.session_id, record.seq));
+            }
+        }
         let mut orphaned = 0;
         for chunk in statement_chunks(&batch.statements) {
             let usage = chunk.iter().any(|record| has_usage(record));
             let mut sql = insert_statements::<DB>(chunk.len(), usage);
             sql.push(" WHERE EXISTS (SELECT 1 FROM sessions WHERE sessions.id = v.column1)");
-            let query = chunk.iter().fold(sqlx::query(&sql.text), |query, record| bind_statement(query, record, usage));
+            let query = chunk.iter().fold(sqlx::query(&sql.text), |query, record| {
+                let counted = !recounted.contains(&(&*record.session_id, record.seq));
+                bind_statement(query, record, usage, counted)
+            });
             let result = query.execute(&mut *transaction).await?;
             orphaned += (chunk.len() as u64).saturating_sub(DB::rows_affected(&result));
         }
@@ -344,9 +353,10 @@ where
     /// Writes one statement and counts it, in its own transaction (the slow path after a batch failed).
     pub(crate) async fn write_statement(&self, record: &StatementRecord) -> Result<(), sqlx::Error> {
         let mut transaction = self.writer.begin().await?;
+        let counted = !claims_batch(record) || claim_batch(&mut transaction, record).await?;
         let usage = has_usage(record);
         let sql = insert_statements::<DB>(1, usage);
-        bind_statement(sqlx::query(&sql.text), record, usage).execute(&mut *transaction).await?;
+        bind_statement(sqlx::query(&sql.text), record, usage, counted).execute(&mut *transaction).await?;
         let mut sql = SqlText::<DB>::new("UPDATE sessions SET statement_count = statement_count + 1 WHERE id = ");
         sql.bind();
         sqlx::query(&sql.text).bind(&*record.session_id).execute(&mut *transaction).await?;
@@ -766,7 +776,7 @@ fn insert_statements<DB: Dialect>(rows: usize, usage: bool) -> SqlText<DB> {
     let (columns, usage_values, binds) = if usage {
         (
             format!("{STATEMENT_COLUMNS}, {USAGE_COLUMNS}"),
-            ", column12, column13, column14",
+            ", column12, column13, column14, column15",
             STATEMENT_BINDS + USAGE_BINDS,
         )
     } else {
@@ -784,6 +794,40 @@ fn insert_statements<DB: Dialect>(rows: usize, usage: bool) -> SqlText<DB> {
 /// Whether a statement has usage columns to write (an LLM request).
 fn has_usage(record: &StatementRecord) -> bool {
     record.model.is_some() || record.tokens.is_some()
+}
+
+/// Whether a statement read a batch's results and has their tokens to count, once per batch.
+fn claims_batch(record: &StatementRecord) -> bool {
+    record.batch.is_some() && record.tokens.is_some()
+}
+
+/// Claims the batch whose results `record` read, in `transaction`: true when no statement claimed it before (its
+/// tokens count), false when one did (they counted then). A statement whose session is unknown claims nothing (it
+/// is not written). With PostgreSQL, a claim by another replica's open transaction waits for it to end.
+async fn claim_batch<DB>(
+    transaction: &mut sqlx::Transaction<'_, DB>,
+    record: &StatementRecord,
+) -> Result<bool, sqlx::Error>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let Some(batch) = &record.batch else { return Ok(true) };
+    let mut sql = SqlText::<DB>::new("INSERT INTO batch_results (batch, session_id, seq) SELECT ");
+    sql.bind().push(", ").bind().push(", ").bind();
+    sql.push(" WHERE EXISTS (SELECT 1 FROM sessions WHERE sessions.id = ").bind();
+    sql.push(") ON CONFLICT (batch) DO NOTHING");
+    let result = sqlx::query(&sql.text)
+        .bind(batch.key.as_str())
+        .bind(&*record.session_id)
+        .bind(saturating_i64(record.seq))
+        .bind(&*record.session_id)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(DB::rows_affected(&result) > 0)
 }
 
 fn bind_audit<'q, DB>(query: DbQuery<'q, DB>, sealed: &'q warden_audit::Sealed) -> DbQuery<'q, DB>
@@ -831,8 +875,14 @@ where
         .bind(start.node.as_deref())
 }
 
-/// Binds a statement's columns, and with `usage` its usage columns (NULL when it has none).
-fn bind_statement<'q, DB>(query: DbQuery<'q, DB>, record: &'q StatementRecord, usage: bool) -> DbQuery<'q, DB>
+/// Binds a statement's columns, and with `usage` its usage columns (NULL when it has none; its tokens NULL too when
+/// they are a batch's that were `counted` before).
+fn bind_statement<'q, DB>(
+    query: DbQuery<'q, DB>,
+    record: &'q StatementRecord,
+    usage: bool,
+    counted: bool,
+) -> DbQuery<'q, DB>
 where
     DB: Database,
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
@@ -855,10 +905,13 @@ where
     if !usage {
         return query;
     }
+    let tokens = record.tokens.filter(|_| counted);
+    let batch_requests = record.batch.as_ref().filter(|_| tokens.is_some()).map(|batch| saturating_i64(batch.requests));
     query
         .bind(record.model.as_deref())
-        .bind(record.tokens.map(|tokens| saturating_i64(tokens.input)))
-        .bind(record.tokens.map(|tokens| saturating_i64(tokens.output)))
+        .bind(tokens.map(|tokens| saturating_i64(tokens.input)))
+        .bind(tokens.map(|tokens| saturating_i64(tokens.output)))
+        .bind(batch_requests)
 }
 
 /// The list columns of a statement row back into a [`Decision`]; `None` when the statement was not judged.

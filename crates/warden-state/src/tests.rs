@@ -66,6 +66,7 @@ pub(crate) fn statement(session_id: &str, seq: u64, text: &str) -> StatementReco
         http: None,
         model: None,
         tokens: None,
+        batch: None,
     }
 }
 
@@ -1319,6 +1320,53 @@ async fn check_usage(store: &StateStore) {
     assert_eq!(by_identity, std::collections::HashMap::from([(agent.clone(), 70), (reader.clone(), 21)]));
     let by_identity = store.tokens_used_by_identity(&llm, at(9, 30, 0)).await.expect("tokens");
     assert_eq!(by_identity, std::collections::HashMap::from([(agent.clone(), 70)]));
+}
+
+/// A batch's results read three times: the first read recorded holds their tokens and counts as the batch's
+/// requests; the later reads (another identity's, the same session's) are recorded with the model and no tokens. A
+/// second batch counts on its own. Through a batch write and, for the last, the one-by-one write a failed batch falls
+/// back to.
+async fn check_batch_results(store: &StateStore) {
+    let prefix = unique_prefix();
+    let llm = format!("{prefix}-llm");
+    let (agent, reader) = (format!("{prefix}-agent"), format!("{prefix}-reader"));
+    let id = |name: &str| format!("{prefix}-{name}");
+    let at = datetime!(2025-05-02 10:00 UTC);
+    let read = |session: &str, seq: u64, batch: &str, requests: u64, tokens: (u64, u64)| StatementRecord {
+        batch: Some(BatchResults { key: format!("anthropic:{prefix}-{batch}"), requests }),
+        ..llm_request(session, seq, at + time::Duration::seconds(seq as i64), "claude-haiku-4-5", Some(tokens))
+    };
+    let recorder = store.recorder(64);
+    recorder.session_started(start(&id("b1"), &agent, &llm, at)).expect("queue");
+    recorder.session_started(start(&id("b2"), &reader, &llm, at)).expect("queue");
+    recorder.statement(read(&id("b1"), 1, "one", 3, (30, 60))).expect("queue");
+    recorder.statement(read(&id("b2"), 1, "one", 3, (30, 60))).expect("queue");
+    recorder.statement(read(&id("b1"), 2, "two", 1, (5, 5))).expect("queue");
+    recorder.flush().await.expect("stored");
+    store.backend.write_statement(&read(&id("b1"), 3, "one", 3, (30, 60))).await.expect("stored alone");
+
+    let filter = UsageFilter { connection: Some(llm.clone()), ..UsageFilter::default() };
+    let usage = store.usage(&filter).await.expect("usage");
+    let planner = Some(("run-7", "planner"));
+    assert_eq!(usage, vec![usage_row(&agent, &llm, planner, "claude-haiku-4-5", (4, 35, 65))]);
+    assert_eq!(store.tokens_used(&llm, &agent, at).await.expect("tokens"), 100);
+    let again = store.statements(&id("b2")).await.expect("statements");
+    assert_eq!((again[0].model.as_deref(), again[0].tokens), (Some("claude-haiku-4-5"), None));
+    let first = store.statements(&id("b1")).await.expect("statements");
+    assert_eq!(first[0].tokens, Some(Tokens { input: 30, output: 60 }));
+    assert_eq!((first.len(), first[2].tokens), (3, None), "the third read, written alone");
+}
+
+#[tokio::test]
+async fn sqlite_batch_results_count_once() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    check_batch_results(&open_sqlite_in(directory.path()).await).await;
+}
+
+#[tokio::test]
+async fn postgres_batch_results_count_once() {
+    let (store, _postgres) = open_postgres().await;
+    check_batch_results(&store).await;
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 //! workflow run and node (the session's) and model (the statement's).
 //!
 //! Only statements whose answer reported usage count: an LLM request warden refused, or one whose answer carried no
-//! usage, used no tokens a provider billed. A request belongs to the period it started in.
+//! usage, used no tokens a provider billed. A request belongs to the period it started in. A batch's requests report
+//! their usage in its results: the request that first read them whole holds their sum, and counts as as many requests
+//! as reported usage (`batch_requests`); a later read of the same results holds none.
 //!
 //! Both queries start from the sessions (`sessions_usage`: connection, identity, ended_at) and read each session's
 //! statements with usage through the partial index `statements_tokens` (session, start): a session that ended before
@@ -42,7 +44,7 @@ pub struct UsageRow {
     pub run: Option<String>,
     pub node: Option<String>,
     pub model: Option<String>,
-    /// Requests whose answer reported usage.
+    /// Requests whose answer reported usage (a batch's results read counts its requests that did).
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -70,7 +72,8 @@ where
         // The text and the binds follow the same conditions in the same order. sum() of a bigint is numeric in
         // PostgreSQL: cast back.
         let mut sql = SqlText::<DB>::new(
-            "SELECT sessions.identity, sessions.connection, sessions.run, sessions.node, statements.model, count(*), \
+            "SELECT sessions.identity, sessions.connection, sessions.run, sessions.node, statements.model, \
+             CAST(sum(COALESCE(statements.batch_requests, 1)) AS BIGINT), \
              CAST(sum(statements.input_tokens) AS BIGINT), CAST(sum(statements.output_tokens) AS BIGINT) \
              FROM sessions JOIN statements ON statements.session_id = sessions.id \
              WHERE statements.input_tokens IS NOT NULL",
