@@ -238,8 +238,8 @@ struct State {
     batches: Mutex<Vec<(String, Vec<BatchAnswer>)>>,
 }
 
-/// A batch request's custom id, model and answer text.
-type BatchAnswer = (String, String, String);
+/// A batch request's custom id, model, prompt tokens and answer text.
+type BatchAnswer = (String, String, usize, String);
 
 async fn serve(listener: TcpListener, state: Arc<State>) {
     let mut connections = tokio::task::JoinSet::new();
@@ -1202,8 +1202,8 @@ fn message_batch(state: &State, knobs: &Knobs, request: &Map<String, Value>) -> 
         let custom_id = custom_id.ok_or_else(|| invalid(&format!("requests.{index}.custom_id: Field required")))?;
         let params = item.get("params").and_then(Value::as_object);
         let params = params.ok_or_else(|| invalid(&format!("requests.{index}.params: Field required")))?;
-        let (model, _, last_user) = anthropic_request(params)?;
-        answers.push((custom_id.to_string(), model, knobs.answer_to(last_user)));
+        let (model, prompt, last_user) = anthropic_request(params)?;
+        answers.push((custom_id.to_string(), model, prompt_tokens(&prompt), knobs.answer_to(last_user)));
     }
     let id = random_id("msgbatch_", 24, BASE62);
     state.batches.lock().push((id.clone(), answers));
@@ -1245,7 +1245,7 @@ fn batch_results(state: &State, id: &str) -> Result<Reply, Reply> {
     let batches = state.batches.lock();
     let (_, answers) = batches.iter().find(|(known, _)| known == id).ok_or_else(|| batch_not_found(id))?;
     let mut lines = String::new();
-    for (custom_id, model, answer) in answers {
+    for (custom_id, model, prompt_tokens, answer) in answers {
         let words = words(answer);
         let message = json!({
             "id": random_id("msg_01", 22, BASE62),
@@ -1255,7 +1255,7 @@ fn batch_results(state: &State, id: &str) -> Result<Reply, Reply> {
             "content": [{ "type": "text", "text": answer }],
             "stop_reason": "end_turn",
             "stop_sequence": null,
-            "usage": anthropic_usage(1, words),
+            "usage": anthropic_usage(*prompt_tokens, words),
         });
         let line = json!({ "custom_id": custom_id, "result": { "type": "succeeded", "message": message } });
         lines.push_str(&line.to_string());

@@ -145,3 +145,42 @@ async fn a_token_budget_survives_a_gateway_restart() {
         "{report:#}"
     );
 }
+
+/// A batch's requests run after it is created and report their tokens only in its results. Read through warden (the
+/// anthropic SDK follows the `results_url` warden moved under itself), the results' tokens are counted, once per batch
+/// however often they are read, and as the batch's requests; the audit log names the batch on each read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batchs_results_count_its_tokens_once() {
+    let fixture = llm_fixture("").await;
+    let claude = format!("{}/claude", fixture.base);
+    let agent = fixture.gateway.api_key.clone();
+    // Two requests: prompts of 1 and 5 words, each answered with the stand-in's 20 words.
+    let created =
+        sdk("anthropic-batch", &claude, &agent, &["claude-haiku-4-5|Hello,claude-haiku-4-5|one two three four five"])
+            .await;
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("a batch: {created}")).to_string();
+    for _ in 0..3 {
+        let results = sdk("anthropic-batch-results", &claude, &agent, &[&id]).await;
+        assert_eq!(results["results"].as_array().map(Vec::len), Some(2), "{results}");
+    }
+    fixture.gateway.flush().await;
+    let config = fixture.gateway.config_path.clone();
+
+    let report = usage_json(&config, &["--by", "identity,model"]);
+    let batch = json!({"identity": "agent", "model": "claude-haiku-4-5",
+        "requests": 2, "input_tokens": 6, "output_tokens": 40, "total_tokens": 46});
+    assert_eq!(report["groups"], json!([batch]), "counted once, for the first read: {report:#}");
+
+    let (events, _) = fixture.gateway.store().audit_log(None).await.expect("audit log");
+    let reads: Vec<&Value> = events
+        .iter()
+        .filter_map(|sealed| sealed.event.body.get("http"))
+        .filter(|http| http["path"].as_str().is_some_and(|path| path.ends_with("/results")))
+        .collect();
+    assert_eq!(reads.len(), 3, "{reads:#?}");
+    for http in reads {
+        assert_eq!(http["batch"], json!({"key": format!("anthropic:{id}"), "requests": 2, "unread": 0}), "{http}");
+        assert_eq!(http["usage"], json!({"input_tokens": 6, "output_tokens": 40}), "what the results report: {http}");
+        assert_eq!(http["model"], "claude-haiku-4-5", "{http}");
+    }
+}
