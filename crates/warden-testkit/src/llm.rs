@@ -4,8 +4,12 @@
 //!
 //! - OpenAI: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/responses`,
 //!   `POST /v1/responses/input_tokens`, `POST /v1/embeddings`, `GET /v1/models` (the
-//!   models asked for so far, plus `gpt-4o-mini` and `gpt-4o`) and `GET /v1/models/{id}`, authenticated with
-//!   `Authorization: Bearer <openai_key>`;
+//!   models asked for so far, plus `gpt-4o-mini` and `gpt-4o`), `GET /v1/models/{id}`, `POST /v1/files`
+//!   (multipart/form-data: `purpose` and `file`; the bytes are kept), `GET /v1/files/{id}/content` (the bytes, as
+//!   `application/octet-stream`), `POST /v1/batches` (answered as just created, and processed at once: each line of
+//!   the input file answered as its endpoint answers it, not streamed, with the creating request's overrides, into
+//!   an output file of result lines; a line the stand-in cannot run refuses the batch) and `GET /v1/batches/{id}`
+//!   (completed, with its `output_file_id`), authenticated with `Authorization: Bearer <openai_key>`;
 //! - Anthropic: `POST /v1/messages`, `POST /v1/messages/count_tokens`, `POST /v1/messages/batches` (answered as
 //!   created, and processed at once), `GET /v1/messages/batches/{id}` (ended, with an absolute `results_url`) and
 //!   `GET /v1/messages/batches/{id}/results` (JSON lines as `application/binary`), authenticated with
@@ -181,7 +185,8 @@ impl LlmStandIn {
         let address = listener.local_addr()?;
         let (requests, _) = watch::channel(Vec::new());
         let (models, batches) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
-        let state = Arc::new(State { options, address, requests, models, batches });
+        let (files, openai_batches) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
+        let state = Arc::new(State { options, address, requests, models, batches, files, openai_batches });
         let task = tokio::spawn(serve(listener, state.clone()));
         Ok(LlmStandIn { address, state, task })
     }
@@ -236,6 +241,10 @@ struct State {
     models: Mutex<Vec<String>>,
     /// The message batches created, with their requests' answers.
     batches: Mutex<Vec<(String, Vec<BatchAnswer>)>>,
+    /// The OpenAI files: uploaded, and batches' output files.
+    files: Mutex<Vec<StoredFile>>,
+    /// The OpenAI batches created (each processed at once).
+    openai_batches: Mutex<Vec<OpenAiBatch>>,
 }
 
 /// A batch request's custom id, model, prompt tokens and answer text.
@@ -290,6 +299,14 @@ enum Endpoint {
     MessageBatch(String),
     /// `GET /v1/messages/batches/{id}/results`.
     MessageBatchResults(String),
+    /// `POST /v1/files`.
+    Files,
+    /// `GET /v1/files/{id}/content`.
+    FileContent(String),
+    /// `POST /v1/batches`.
+    Batches,
+    /// `GET /v1/batches/{id}`.
+    Batch(String),
 }
 
 impl Endpoint {
@@ -306,6 +323,8 @@ impl Endpoint {
             "/v1/messages" if post => Some(Endpoint::Messages),
             "/v1/messages/count_tokens" if post => Some(Endpoint::CountTokens),
             "/v1/messages/batches" if post => Some(Endpoint::MessageBatches),
+            "/v1/files" if post => Some(Endpoint::Files),
+            "/v1/batches" if post => Some(Endpoint::Batches),
             _ if get && path.starts_with("/v1/messages/batches/") => {
                 let rest = &path["/v1/messages/batches/".len()..];
                 match rest.strip_suffix("/results") {
@@ -314,6 +333,13 @@ impl Endpoint {
                     _ => None,
                 }
             }
+            _ if get && path.starts_with("/v1/files/") => path["/v1/files/".len()..]
+                .strip_suffix("/content")
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+                .map(|id| Endpoint::FileContent(id.to_string())),
+            _ if get && path.starts_with("/v1/batches/") => Some(&path["/v1/batches/".len()..])
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+                .map(|id| Endpoint::Batch(id.to_string())),
             _ if get => {
                 path.strip_prefix("/v1/models/").filter(|id| !id.is_empty()).map(|id| Endpoint::Model(id.to_string()))
             }
@@ -343,7 +369,7 @@ enum Reply {
     Json(StatusCode, Value),
     Stream(SseBody),
     /// A body of its own content type.
-    Raw(&'static str, String),
+    Raw(&'static str, Bytes),
 }
 
 impl Reply {
@@ -405,9 +431,13 @@ fn answer(state: &State, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) 
         return Err(forced_error(provider, status));
     }
     let request = match endpoint {
-        Endpoint::Models | Endpoint::Model(_) | Endpoint::MessageBatch(_) | Endpoint::MessageBatchResults(_) => {
-            Map::new()
-        }
+        Endpoint::Models
+        | Endpoint::Model(_)
+        | Endpoint::MessageBatch(_)
+        | Endpoint::MessageBatchResults(_)
+        | Endpoint::Files
+        | Endpoint::FileContent(_)
+        | Endpoint::Batch(_) => Map::new(),
         _ => parse_json(provider, body)?,
     };
     if let Some(model) = request.get("model").and_then(Value::as_str) {
@@ -429,6 +459,10 @@ fn answer(state: &State, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) 
         Endpoint::MessageBatches => message_batch(state, &knobs, &request)?,
         Endpoint::MessageBatch(id) => batch_status(state, id)?,
         Endpoint::MessageBatchResults(id) => batch_results(state, id)?,
+        Endpoint::Files => upload_file(state, headers, body)?,
+        Endpoint::FileContent(id) => file_content(state, id)?,
+        Endpoint::Batches => openai_batch(state, &knobs, &request)?,
+        Endpoint::Batch(id) => openai_batch_status(state, id)?,
     };
     let pause = match reply {
         Reply::Json(..) if endpoint.generates() => knobs.first_delay,
@@ -1161,6 +1195,434 @@ fn models(state: &State) -> Reply {
     Reply::ok(json!({ "object": "list", "data": ids.iter().map(|id| model_object(id)).collect::<Vec<_>>() }))
 }
 
+// ----- OpenAI files and batches -----------------------------------------------------------------------------------
+
+/// An OpenAI file: uploaded with `POST /v1/files`, or a batch's output.
+struct StoredFile {
+    id: String,
+    filename: String,
+    purpose: String,
+    created_at: u64,
+    content: Bytes,
+}
+
+/// An OpenAI batch, processed when created.
+struct OpenAiBatch {
+    id: String,
+    endpoint: String,
+    input_file_id: String,
+    completion_window: String,
+    /// The model of its first request.
+    model: String,
+    metadata: Value,
+    created_at: u64,
+    requests: usize,
+    /// The input and output tokens its requests used.
+    tokens: (u64, u64),
+    output_file_id: String,
+}
+
+/// The purposes a file can be uploaded for.
+const FILE_PURPOSES: [&str; 5] = ["assistants", "batch", "fine-tune", "vision", "user_data"];
+
+/// The endpoints a batch can run (those the stand-in serves; the API also has `/v1/moderations`).
+const BATCH_ENDPOINTS: [&str; 4] = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"];
+
+/// The most requests in one batch, as the API's limit.
+const BATCH_REQUESTS: usize = 50_000;
+
+/// The most parts a multipart/form-data body may have.
+const FORM_PARTS: usize = 16;
+
+/// The most bytes of one part's headers.
+const FORM_PART_HEADERS: usize = 8 * 1024;
+
+/// One part of a multipart/form-data body: its field name, its file name if it is a file, and its content.
+#[derive(Debug, PartialEq, Eq)]
+struct FormPart<'a> {
+    name: String,
+    filename: Option<String>,
+    content: &'a [u8],
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// The parameters of a header value after its first `;` (`name=value` or `name="value"`), names in lower case.
+fn header_params(value: &str) -> Vec<(String, String)> {
+    let mut params = Vec::new();
+    let mut rest = value.split_once(';').map_or("", |(_, rest)| rest);
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ';']);
+        // A parameter without a value is skipped.
+        match rest.find(['=', ';']) {
+            None => return params,
+            Some(end) if rest[end..].starts_with(';') => {
+                rest = &rest[end..];
+                continue;
+            }
+            Some(_) => {}
+        }
+        let Some((name, after)) = rest.split_once('=') else { return params };
+        let (value, after) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut characters = quoted.char_indices();
+                let mut end = quoted.len();
+                while let Some((index, character)) = characters.next() {
+                    match character {
+                        '"' => {
+                            end = index + 1;
+                            break;
+                        }
+                        '\\' => value.extend(characters.next().map(|(_, escaped)| escaped)),
+                        _ => value.push(character),
+                    }
+                }
+                (value, &quoted[end..])
+            }
+            None => {
+                let (value, after) = after.split_once(';').unwrap_or((after, ""));
+                (value.trim().to_string(), after)
+            }
+        };
+        params.push((name.trim().to_ascii_lowercase(), value));
+        rest = after;
+    }
+}
+
+/// The parts of a multipart/form-data body (RFC 7578) with this `Content-Type`: the delimiter is `--` and the
+/// boundary, at the start of the body or of a line; a part is its headers, an empty line and its content, up to
+/// the line break before the next delimiter; the last delimiter ends with `--`. At most [`FORM_PARTS`] parts, each
+/// named by its `Content-Disposition`.
+fn form_parts<'a>(content_type: &str, body: &'a [u8]) -> Result<Vec<FormPart<'a>>, String> {
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("multipart/form-data") {
+        return Err(format!("Invalid Content-Type header ({content_type}), expected multipart/form-data."));
+    }
+    let params = header_params(content_type);
+    let boundary = params.iter().find(|(name, _)| name == "boundary").map(|(_, value)| value.as_str());
+    let boundary = boundary
+        .filter(|boundary| (1..=70).contains(&boundary.len()))
+        .ok_or("Invalid Content-Type header: multipart/form-data needs a boundary of 1 to 70 characters.")?;
+    let delimiter = [b"--", boundary.as_bytes()].concat();
+    let next_delimiter = [b"\r\n", delimiter.as_slice()].concat();
+    let mut cursor = if body.starts_with(&delimiter) {
+        delimiter.len()
+    } else {
+        find(body, &next_delimiter).ok_or("the multipart body has no boundary")? + next_delimiter.len()
+    };
+    let mut parts = Vec::new();
+    loop {
+        let rest = &body[cursor..];
+        if rest.starts_with(b"--") {
+            return Ok(parts);
+        }
+        let padding = rest.iter().take_while(|byte| matches!(byte, b' ' | b'\t')).count();
+        if !rest[padding..].starts_with(b"\r\n") {
+            return Err("a multipart boundary is not followed by a line break".to_string());
+        }
+        let start = cursor + padding + 2;
+        let length = find(&body[start..], &next_delimiter).ok_or("the multipart body ends before its last boundary")?;
+        if parts.len() == FORM_PARTS {
+            return Err(format!("the multipart body has more than {FORM_PARTS} parts"));
+        }
+        parts.push(form_part(&body[start..start + length])?);
+        cursor = start + length + next_delimiter.len();
+    }
+}
+
+/// One part: its headers (the name and file name from `Content-Disposition: form-data; name=…; filename=…`), and
+/// its content.
+fn form_part(part: &[u8]) -> Result<FormPart<'_>, String> {
+    let (head, content) = match part.strip_prefix(b"\r\n") {
+        Some(content) => (&[][..], content),
+        None => {
+            let window = &part[..part.len().min(FORM_PART_HEADERS + 4)];
+            let end = find(window, b"\r\n\r\n")
+                .ok_or(format!("a multipart part has no end of its headers in its first {FORM_PART_HEADERS} bytes"))?;
+            (&part[..end], &part[end + 4..])
+        }
+    };
+    let head = std::str::from_utf8(head).map_err(|_| "a multipart part's headers are not UTF-8".to_string())?;
+    let disposition = head
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-disposition"))
+        .map(|(_, value)| value.trim())
+        .ok_or("a multipart part has no Content-Disposition header")?;
+    let kind = disposition.split(';').next().unwrap_or("").trim();
+    if !kind.eq_ignore_ascii_case("form-data") {
+        return Err(format!("a multipart part's Content-Disposition is {kind:?}, not form-data"));
+    }
+    let params = header_params(disposition);
+    let param = |wanted: &str| params.iter().find(|(name, _)| name == wanted).map(|(_, value)| value.clone());
+    let name = param("name").ok_or("a multipart part's Content-Disposition has no name")?;
+    Ok(FormPart { name, filename: param("filename"), content })
+}
+
+fn file_object(file: &StoredFile) -> Value {
+    json!({
+        "id": file.id,
+        "object": "file",
+        "bytes": file.content.len(),
+        "created_at": file.created_at,
+        "filename": file.filename,
+        "purpose": file.purpose,
+        "status": "processed",
+        "status_details": null,
+        "expires_at": null,
+    })
+}
+
+fn invalid_value(param: &str, message: &str) -> Reply {
+    openai_error(StatusCode::BAD_REQUEST, message, "invalid_request_error", Some(param), Some("invalid_value"))
+}
+
+/// `POST /v1/files`: a multipart/form-data body with the fields `purpose` and `file` (a file part); the file is
+/// kept, and described.
+fn upload_file(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Reply, Reply> {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let parts = form_parts(content_type, body).map_err(|message| bad_request(Provider::OpenAi, &message, None))?;
+    let field = |name: &str| parts.iter().find(|part| part.name == name);
+    let purpose = field("purpose").ok_or_else(|| openai_missing("purpose"))?;
+    let purpose = String::from_utf8_lossy(purpose.content).trim().to_string();
+    if !FILE_PURPOSES.contains(&purpose.as_str()) {
+        let supported = FILE_PURPOSES.map(|purpose| format!("'{purpose}'")).join(", ");
+        return Err(invalid_value(
+            "purpose",
+            &format!("Invalid value: '{purpose}'. Supported values are: {supported}."),
+        ));
+    }
+    let file = field("file").ok_or_else(|| openai_missing("file"))?;
+    let filename = file.filename.clone().ok_or_else(|| {
+        bad_request(Provider::OpenAi, "Invalid 'file': expected a file upload (a part with a filename).", Some("file"))
+    })?;
+    if purpose == "batch" && !filename.ends_with(".jsonl") {
+        return Err(bad_request(Provider::OpenAi, "Invalid file format for Batch API. Must be .jsonl", Some("file")));
+    }
+    let stored = StoredFile {
+        id: random_id("file-", 22, BASE62),
+        filename,
+        purpose,
+        created_at: unix_now(),
+        content: Bytes::copy_from_slice(file.content),
+    };
+    let object = file_object(&stored);
+    state.files.lock().push(stored);
+    Ok(Reply::ok(object))
+}
+
+fn file_not_found(id: &str) -> Reply {
+    openai_error(
+        StatusCode::NOT_FOUND,
+        &format!("No such File object: {id}"),
+        "invalid_request_error",
+        Some("id"),
+        None,
+    )
+}
+
+/// `GET /v1/files/{id}/content`: the file's bytes, as the API sends them (`application/octet-stream`).
+fn file_content(state: &State, id: &str) -> Result<Reply, Reply> {
+    let files = state.files.lock();
+    let file = files.iter().find(|file| file.id == id).ok_or_else(|| file_not_found(id))?;
+    Ok(Reply::Raw("application/octet-stream", file.content.clone()))
+}
+
+/// A batch as the API describes it: just created (validating), or completed with every request succeeded.
+fn openai_batch_object(batch: &OpenAiBatch, completed: bool) -> Value {
+    let when = |value: Value| if completed { value } else { Value::Null };
+    let (input_tokens, output_tokens) = if completed { batch.tokens } else { (0, 0) };
+    json!({
+        "id": batch.id,
+        "object": "batch",
+        "endpoint": batch.endpoint,
+        "model": when(json!(batch.model)),
+        "errors": null,
+        "input_file_id": batch.input_file_id,
+        "completion_window": batch.completion_window,
+        "status": if completed { "completed" } else { "validating" },
+        "output_file_id": when(json!(batch.output_file_id)),
+        "error_file_id": null,
+        "created_at": batch.created_at,
+        "in_progress_at": when(json!(batch.created_at)),
+        "expires_at": batch.created_at + 86_400,
+        "finalizing_at": when(json!(batch.created_at)),
+        "completed_at": when(json!(batch.created_at)),
+        "failed_at": null,
+        "expired_at": null,
+        "cancelling_at": null,
+        "cancelled_at": null,
+        "request_counts": {
+            "total": batch.requests,
+            "completed": if completed { batch.requests } else { 0 },
+            "failed": 0,
+        },
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": { "cached_tokens": 0 },
+            "output_tokens": output_tokens,
+            "output_tokens_details": { "reasoning_tokens": 0 },
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "metadata": batch.metadata,
+    })
+}
+
+/// A batch's input line that is not a request the stand-in can run: the batch is refused when created (where the
+/// API would accept it and fail it while validating).
+fn batch_line_error(line: usize, message: &str) -> Reply {
+    bad_request(Provider::OpenAi, &format!("Invalid batch input file, line {line}: {message}"), Some("input_file_id"))
+}
+
+/// `POST /v1/batches`: the input file's lines (`{"custom_id", "method": "POST", "url": <the batch's endpoint>,
+/// "body"}`) each answered as that endpoint answers the body, not streamed, with this request's knobs; the result
+/// lines are kept as the batch's output file (purpose `batch_output`), and the batch answered as just created.
+fn openai_batch(state: &State, knobs: &Knobs, request: &Map<String, Value>) -> Result<Reply, Reply> {
+    let text = |param: &str| match request.get(param) {
+        Some(Value::String(value)) => Ok(value.clone()),
+        _ => Err(openai_missing(param)),
+    };
+    let (input_file_id, endpoint, completion_window) =
+        (text("input_file_id")?, text("endpoint")?, text("completion_window")?);
+    if !BATCH_ENDPOINTS.contains(&endpoint.as_str()) {
+        let supported = BATCH_ENDPOINTS.map(|endpoint| format!("'{endpoint}'")).join(", ");
+        return Err(invalid_value(
+            "endpoint",
+            &format!("Invalid value: '{endpoint}'. Supported values are: {supported}."),
+        ));
+    }
+    if completion_window != "24h" {
+        let message = format!("Invalid value: '{completion_window}'. Supported values are: '24h'.");
+        return Err(invalid_value("completion_window", &message));
+    }
+    let (input, purpose) = {
+        let files = state.files.lock();
+        let file = files.iter().find(|file| file.id == input_file_id).ok_or_else(|| file_not_found(&input_file_id))?;
+        (file.content.clone(), file.purpose.clone())
+    };
+    if purpose != "batch" {
+        let message = format!("Invalid 'input_file_id': '{input_file_id}'. The file's purpose must be 'batch'.");
+        return Err(bad_request(Provider::OpenAi, &message, Some("input_file_id")));
+    }
+    let input = std::str::from_utf8(&input)
+        .map_err(|_| bad_request(Provider::OpenAi, "Invalid batch input file: not UTF-8", Some("input_file_id")))?;
+    let (mut lines, mut custom_ids, mut models) = (String::new(), Vec::new(), Vec::new());
+    let mut tokens = (0, 0);
+    for (index, line) in input.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+        let number = index + 1;
+        if custom_ids.len() == BATCH_REQUESTS {
+            return Err(batch_line_error(number, &format!("a batch has at most {BATCH_REQUESTS} requests")));
+        }
+        let item: Map<String, Value> = serde_json::from_str(line)
+            .map_err(|error| batch_line_error(number, &format!("not a JSON object ({error})")))?;
+        let custom_id = item.get("custom_id").and_then(Value::as_str);
+        let custom_id = custom_id.ok_or_else(|| batch_line_error(number, "custom_id: a string is required"))?;
+        if custom_ids.iter().any(|known| known == custom_id) {
+            return Err(batch_line_error(number, &format!("the custom_id {custom_id:?} is a duplicate")));
+        }
+        if item.get("method").and_then(Value::as_str) != Some("POST") {
+            return Err(batch_line_error(number, "method: must be \"POST\""));
+        }
+        if item.get("url").and_then(Value::as_str) != Some(endpoint.as_str()) {
+            return Err(batch_line_error(number, &format!("url: must be the batch's endpoint, {endpoint:?}")));
+        }
+        let body = item.get("body").and_then(Value::as_object);
+        let body = body.ok_or_else(|| batch_line_error(number, "body: a JSON object is required"))?;
+        if is_streamed(body) {
+            return Err(batch_line_error(number, "body.stream: a batch's requests are not streamed"));
+        }
+        let answered = match endpoint.as_str() {
+            "/v1/chat/completions" => chat_completions(knobs, body),
+            "/v1/completions" => completions(knobs, body),
+            "/v1/responses" => responses(knobs, body),
+            _ => embeddings(body),
+        };
+        let answer = match answered {
+            Ok(Reply::Json(status, answer)) if status.is_success() => answer,
+            Ok(_) => return Err(batch_line_error(number, "the request was not answered as JSON")),
+            Err(Reply::Json(_, error)) => {
+                let message = error["error"]["message"].as_str().unwrap_or("invalid request");
+                return Err(batch_line_error(number, message));
+            }
+            Err(_) => return Err(batch_line_error(number, "invalid request")),
+        };
+        let usage = &answer["usage"];
+        let count = |names: [&str; 2]| names.iter().find_map(|name| usage[*name].as_u64()).unwrap_or(0);
+        tokens.0 += count(["prompt_tokens", "input_tokens"]);
+        tokens.1 += count(["completion_tokens", "output_tokens"]);
+        if let Some(model) = body.get("model").and_then(Value::as_str) {
+            models.push(model.to_string());
+        }
+        let result = json!({
+            "id": random_id("batch_req_", 32, HEX),
+            "custom_id": custom_id,
+            "response": { "status_code": 200, "request_id": random_id("req_", 32, HEX), "body": answer },
+            "error": null,
+        });
+        lines.push_str(&result.to_string());
+        lines.push('\n');
+        custom_ids.push(custom_id.to_string());
+    }
+    if custom_ids.is_empty() {
+        return Err(bad_request(
+            Provider::OpenAi,
+            "Invalid batch input file: it has no requests",
+            Some("input_file_id"),
+        ));
+    }
+    {
+        let mut known = state.models.lock();
+        for model in &models {
+            if !known.contains(model) {
+                known.push(model.clone());
+            }
+        }
+    }
+    let id = random_id("batch_", 32, HEX);
+    let created_at = unix_now();
+    let output = StoredFile {
+        id: random_id("file-", 22, BASE62),
+        filename: format!("{id}_output.jsonl"),
+        purpose: "batch_output".to_string(),
+        created_at,
+        content: Bytes::from(lines),
+    };
+    let batch = OpenAiBatch {
+        id,
+        endpoint,
+        input_file_id,
+        completion_window,
+        model: models.into_iter().next().unwrap_or_default(),
+        metadata: request.get("metadata").filter(|metadata| metadata.is_object()).cloned().unwrap_or(Value::Null),
+        created_at,
+        requests: custom_ids.len(),
+        tokens,
+        output_file_id: output.id.clone(),
+    };
+    let created = openai_batch_object(&batch, false);
+    state.files.lock().push(output);
+    state.openai_batches.lock().push(batch);
+    Ok(Reply::ok(created))
+}
+
+/// `GET /v1/batches/{id}`: the batch, completed.
+fn openai_batch_status(state: &State, id: &str) -> Result<Reply, Reply> {
+    let batches = state.openai_batches.lock();
+    let batch = batches.iter().find(|batch| batch.id == id).ok_or_else(|| {
+        openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("No such Batch object: {id}"),
+            "invalid_request_error",
+            Some("id"),
+            None,
+        )
+    })?;
+    Ok(Reply::ok(openai_batch_object(batch, true)))
+}
+
 // ----- Anthropic --------------------------------------------------------------------------------------------------
 
 /// The Anthropic request's prompt texts and last user text, after checking the required fields.
@@ -1261,7 +1723,7 @@ fn batch_results(state: &State, id: &str) -> Result<Reply, Reply> {
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
-    Ok(Reply::Raw("application/binary", lines))
+    Ok(Reply::Raw("application/binary", Bytes::from(lines)))
 }
 
 fn batch_not_found(id: &str) -> Reply {
@@ -1451,7 +1913,7 @@ fn finish(provider: Provider, reply: Reply) -> Response<ResponseBody> {
             response
         }
         Reply::Raw(content_type, body) => {
-            let mut response = Response::new(full(body));
+            let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
         }
@@ -1637,6 +2099,41 @@ mod tests {
         assert_eq!(knobs.answer_to(Some("ECHO:x".to_string())), "x");
         assert_eq!(knobs.answer_to(Some("hello".to_string())), DEFAULT_ANSWER);
         assert_eq!(knobs.answer_to(None), DEFAULT_ANSWER);
+    }
+
+    #[test]
+    fn form_parts_are_named_and_bounded() {
+        let body = b"preamble\r\n--xyz\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--xyz\r\n\
+            content-disposition: form-data; name=\"file\"; filename=\"a;b \\\"c\\\".jsonl\"\r\n\
+            Content-Type: application/octet-stream\r\n\r\n{}\n\r\n\r\n--xyz--\r\n";
+        let parts = form_parts("multipart/form-data; boundary=\"xyz\"", body).unwrap();
+        assert_eq!(
+            parts,
+            [
+                FormPart { name: "purpose".into(), filename: None, content: b"batch" },
+                FormPart { name: "file".into(), filename: Some("a;b \"c\".jsonl".into()), content: b"{}\n\r\n" },
+            ]
+        );
+        let params = header_params("form-data; flag; name=x ; filename=\"y\"; other");
+        assert_eq!(params, [("name".into(), "x".into()), ("filename".into(), "y".into())]);
+        let empty = form_parts("Multipart/Form-Data;boundary=b", b"--b--\r\n").unwrap();
+        assert!(empty.is_empty());
+        for (content_type, body) in [
+            ("application/json", &b"{}"[..]),
+            ("multipart/form-data", b"--b--"),
+            ("multipart/form-data; boundary=b", b"no delimiter"),
+            ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nunended"),
+            ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--"),
+            ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: attachment; name=x\r\n\r\nx\r\n--b--"),
+            ("multipart/form-data; boundary=b", b"--bX\r\n\r\nx\r\n--b--"),
+        ] {
+            assert!(form_parts(content_type, body).is_err(), "{content_type} {}", String::from_utf8_lossy(body));
+        }
+        let many =
+            format!("{}--b--", "--b\r\nContent-Disposition: form-data; name=x\r\n\r\n\r\n".repeat(FORM_PARTS + 1));
+        assert!(form_parts("multipart/form-data; boundary=b", many.as_bytes()).unwrap_err().contains("more than"));
+        let fits = format!("{}--b--", "--b\r\nContent-Disposition: form-data; name=x\r\n\r\n\r\n".repeat(FORM_PARTS));
+        assert_eq!(form_parts("multipart/form-data; boundary=b", fits.as_bytes()).unwrap().len(), FORM_PARTS);
     }
 
     #[test]

@@ -218,7 +218,7 @@ fn curl_post(url: &str, headers: &[&str], body: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn assert_no_pii(what: &str, text: &str) {
+pub(crate) fn assert_no_pii(what: &str, text: &str) {
     for fragment in PII_FRAGMENTS {
         assert!(!text.contains(fragment), "{what} leaks {fragment:?}: {text}");
     }
@@ -560,7 +560,8 @@ async fn an_openai_batch_file_is_guarded_request_by_request() {
     let steps: Vec<(&str, &str, &str, &[&str])> =
         steps.iter().map(|(scenario, base, key, args)| (*scenario, *base, *key, &args[..])).collect();
     let seen = sdk_batch(&steps).await;
-    assert_eq!(seen[0]["status"], 404, "the stand-in has no files endpoint: {seen:?}");
+    assert_eq!(seen[0]["status"], 200, "the allowed file is uploaded: {seen:?}");
+    assert!(seen[0]["id"].as_str().is_some_and(|id| id.starts_with("file-")), "{seen:?}");
     assert_eq!(seen[1]["status"], 403, "{seen:?}");
     assert!(seen[1]["message"].as_str().unwrap().contains("line 2: model \"gpt-5\" is not allowed"), "{seen:?}");
     assert_eq!(seen[2]["status"], 403, "{seen:?}");
@@ -826,7 +827,8 @@ async fn a_multipart_upload_is_masked_part_by_part() {
         let base = &base;
         async move {
             let seen = sdk("openai-file-upload", base, key, &[&path.display().to_string()]).await;
-            assert_eq!(seen["status"], 404, "the stand-in has no files endpoint: {seen}");
+            assert_eq!(seen["status"], 200, "uploaded: {seen}");
+            assert!(seen["id"].as_str().is_some_and(|id| id.starts_with("file-")), "{seen}");
             standin.requests().pop().expect("the upload reached the upstream")
         }
     };

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::http::{llm_fixture, sdk, sdk_batch};
+use crate::http::{assert_no_pii, llm_fixture, sdk, sdk_batch};
 
 /// `warden usage --config <config> <args>`: its standard output, which must be a success.
 fn warden_usage(config: &Path, args: &[&str]) -> String {
@@ -182,5 +182,64 @@ async fn a_batchs_results_count_its_tokens_once() {
         assert_eq!(http["batch"], json!({"key": format!("anthropic:{id}"), "requests": 2, "unread": 0}), "{http}");
         assert_eq!(http["usage"], json!({"input_tokens": 6, "output_tokens": 40}), "what the results report: {http}");
         assert_eq!(http["model"], "claude-haiku-4-5", "{http}");
+    }
+}
+
+/// An OpenAI batch's requests report their tokens only in its output file. Read through warden (the openai SDK
+/// retrieves the batch, then the file's content), the file's tokens are counted, once per batch however often it is
+/// read, and as the batch's requests; the audit log names the batch's output file on each read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_batchs_output_counts_its_tokens_once() {
+    let fixture = llm_fixture("").await;
+    let openai = format!("{}/openai", fixture.base);
+    let agent = fixture.gateway.api_key.clone();
+    // Two requests: prompts of 1 and 5 words, each answered with the stand-in's 20 words.
+    let files = tempfile::tempdir().expect("temp dir");
+    let input = files.path().join("batch.jsonl");
+    let lines: Vec<String> = ["Hello", "one two three four five"]
+        .iter()
+        .enumerate()
+        .map(|(index, prompt)| {
+            json!({"custom_id": format!("r{index}"), "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write the batch's input");
+    let created = sdk("openai-batch-run", &openai, &agent, &[&input.display().to_string()]).await;
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("a batch: {created}")).to_string();
+    let read: &[&str] = &[&id];
+    let reads = sdk_batch(&[
+        ("openai-batch-output", &openai, &agent, read),
+        ("openai-batch-output", &openai, &agent, read),
+        ("openai-batch-output", &openai, &agent, read),
+    ])
+    .await;
+    let file = reads[0]["output_file_id"].as_str().unwrap_or_else(|| panic!("an output file: {reads:?}")).to_string();
+    for output in &reads {
+        assert_eq!(output["status"], "completed", "{output}");
+        assert_eq!(output["output_file_id"], file.as_str(), "{output}");
+        assert_eq!(output["lines"].as_array().map(Vec::len), Some(2), "{output}");
+        assert_no_pii("the batch's output", &output.to_string());
+    }
+    fixture.gateway.flush().await;
+    let config = fixture.gateway.config_path.clone();
+
+    let report = usage_json(&config, &["--by", "identity,model"]);
+    let batch = json!({"identity": "agent", "model": "gpt-4o-mini",
+        "requests": 2, "input_tokens": 6, "output_tokens": 40, "total_tokens": 46});
+    assert_eq!(report["groups"], json!([batch]), "counted once, for the first read: {report:#}");
+
+    let (events, _) = fixture.gateway.store().audit_log(None).await.expect("audit log");
+    let reads: Vec<&Value> = events
+        .iter()
+        .filter_map(|sealed| sealed.event.body.get("http"))
+        .filter(|http| http["path"].as_str().is_some_and(|path| path.contains("/files/") && path.ends_with("/content")))
+        .collect();
+    assert_eq!(reads.len(), 3, "{reads:#?}");
+    for http in reads {
+        assert_eq!(http["batch"], json!({"key": format!("openai:{file}"), "requests": 2, "unread": 0}), "{http}");
+        assert_eq!(http["usage"], json!({"input_tokens": 6, "output_tokens": 40}), "what the output reports: {http}");
+        assert_eq!(http["model"], "gpt-4o-mini", "{http}");
     }
 }

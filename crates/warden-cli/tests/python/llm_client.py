@@ -330,6 +330,31 @@ def openai_batch_create(base, key, input_file_id):
         return {"refused": refusal(error)}
 
 
+def openai_batch_run(base, key, path):
+    """Uploads a batch's input file (files.create, purpose "batch") and creates a batch of chat completions from it
+    (batches.create): the batch's id, or the refusal."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    try:
+        with open(path, "rb") as file:
+            uploaded = client.files.create(file=file, purpose="batch")
+        batch = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        return {"id": batch.id, "refused": None}
+    except openai.APIStatusError as error:
+        return {"refused": refusal(error)}
+
+
+def openai_batch_output(base, key, batch_id):
+    """Retrieves a batch (batches.retrieve) and reads its output file (files.content): its status, the file's id,
+    and each line of the file parsed as JSON."""
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    batch = client.batches.retrieve(batch_id)
+    text = client.files.content(batch.output_file_id).text
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return {"status": batch.status, "output_file_id": batch.output_file_id, "lines": lines}
+
+
 SCENARIOS = {
     "openai-chat": openai_chat,
     "openai-chat-cut": openai_chat_cut,
@@ -349,6 +374,8 @@ SCENARIOS = {
     "anthropic-batch": anthropic_batch,
     "anthropic-batch-results": anthropic_batch_results,
     "openai-batch-create": openai_batch_create,
+    "openai-batch-run": openai_batch_run,
+    "openai-batch-output": openai_batch_output,
 }
 
 def run(scenario, base, key, *args):
