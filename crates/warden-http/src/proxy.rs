@@ -606,8 +606,9 @@ impl ConnectionState {
                     Some((upstream, gateway)) => Some(body::results_urls(upstream, gateway, transform)),
                     None => transform,
                 };
-                // A batch's results, when the upstream has them (an error's body reports no usage).
-                match pending.batch_results.take().filter(|_| (200..300).contains(&status)) {
+                // A batch's results, when the upstream sends them whole (an error's body reports no usage, and a
+                // range of them, 206, is not all of it).
+                match pending.batch_results.take().filter(|_| status == 200) {
                     Some((api, key)) => Some(body::batch_results(key, api, transform)),
                     None => transform,
                 }
