@@ -4,8 +4,8 @@
 //!
 //! Only statements whose answer reported usage count: an LLM request warden refused, or one whose answer carried no
 //! usage, used no tokens a provider billed. A request belongs to the period it started in. A batch's requests report
-//! their usage in its results: the request that first read them whole holds their sum, and counts as as many requests
-//! as reported usage (`batch_requests`); a later read of the same results holds none.
+//! their usage in its results: the request that first read them whole holds their sum and counts once for each of the
+//! batch's requests that reported usage (`batch_requests`); a later read of the same results holds none.
 //!
 //! Both queries start from the sessions (`sessions_usage`: connection, identity, ended_at) and read each session's
 //! statements with usage through the partial index `statements_tokens` (session, start): a session that ended before
