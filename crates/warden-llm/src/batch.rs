@@ -104,23 +104,21 @@ impl BatchUsage {
             self.totals.unread += 1;
             return;
         };
-        let answer = match self.api {
-            Api::Anthropic => value.member("result").filter(|result| result.str_member("type") == Some("succeeded")),
-            Api::OpenAi => value.member("response").and_then(|response| response.member("body")),
+        // A result line, and the answer in it if its request succeeded.
+        let (is_result, answer) = match self.api {
+            Api::Anthropic => {
+                let result = value.member("result");
+                let succeeded = result.filter(|result| result.str_member("type") == Some("succeeded"));
+                (result.is_some(), succeeded.and_then(|result| result.member("message")))
+            }
+            Api::OpenAi => {
+                (value.get("response").is_some(), value.member("response").and_then(|response| response.member("body")))
+            }
         };
-        let is_result = value.member("custom_id").is_some()
-            && match self.api {
-                Api::Anthropic => value.member("result").is_some(),
-                Api::OpenAi => value.get("response").is_some(),
-            };
-        if !is_result {
+        if !is_result || value.member("custom_id").is_none() {
             return;
         }
         self.results += 1;
-        let answer = answer.and_then(|answer| match self.api {
-            Api::Anthropic => answer.member("message"),
-            Api::OpenAi => Some(answer),
-        });
         let Some(answer) = answer else { return };
         if self.totals.model.is_none() {
             self.totals.model = answer.str_member("model").map(str::to_string);

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::http::{assert_no_pii, llm_fixture, sdk, sdk_batch};
+use crate::http::{assert_no_pii, llm_fixture, sdk, sdk_batch, LlmFixture};
 
 /// `warden usage --config <config> <args>`: its standard output, which must be a success.
 fn warden_usage(config: &Path, args: &[&str]) -> String {
@@ -163,26 +163,8 @@ async fn a_batchs_results_count_its_tokens_once() {
         let results = sdk("anthropic-batch-results", &claude, &agent, &[&id]).await;
         assert_eq!(results["results"].as_array().map(Vec::len), Some(2), "{results}");
     }
-    fixture.gateway.flush().await;
-    let config = fixture.gateway.config_path.clone();
-
-    let report = usage_json(&config, &["--by", "identity,model"]);
-    let batch = json!({"identity": "agent", "model": "claude-haiku-4-5",
-        "requests": 2, "input_tokens": 6, "output_tokens": 40, "total_tokens": 46});
-    assert_eq!(report["groups"], json!([batch]), "counted once, for the first read: {report:#}");
-
-    let (events, _) = fixture.gateway.store().audit_log(None).await.expect("audit log");
-    let reads: Vec<&Value> = events
-        .iter()
-        .filter_map(|sealed| sealed.event.body.get("http"))
-        .filter(|http| http["path"].as_str().is_some_and(|path| path.ends_with("/results")))
-        .collect();
-    assert_eq!(reads.len(), 3, "{reads:#?}");
-    for http in reads {
-        assert_eq!(http["batch"], json!({"key": format!("anthropic:{id}"), "requests": 2, "unread": 0}), "{http}");
-        assert_eq!(http["usage"], json!({"input_tokens": 6, "output_tokens": 40}), "what the results report: {http}");
-        assert_eq!(http["model"], "claude-haiku-4-5", "{http}");
-    }
+    let key = format!("anthropic:{id}");
+    assert_counted_once(&fixture, "claude-haiku-4-5", &key, |path| path.ends_with("/results")).await;
 }
 
 /// An OpenAI batch's requests report their tokens only in its output file. Read through warden (the openai SDK
@@ -222,11 +204,17 @@ async fn an_openai_batchs_output_counts_its_tokens_once() {
         assert_eq!(output["lines"].as_array().map(Vec::len), Some(2), "{output}");
         assert_no_pii("the batch's output", &output.to_string());
     }
-    fixture.gateway.flush().await;
-    let config = fixture.gateway.config_path.clone();
+    let is_read = |path: &str| path.contains("/files/") && path.ends_with("/content");
+    assert_counted_once(&fixture, "gpt-4o-mini", &format!("openai:{file}"), is_read).await;
+}
 
-    let report = usage_json(&config, &["--by", "identity,model"]);
-    let batch = json!({"identity": "agent", "model": "gpt-4o-mini",
+/// After three reads of one batch's results (the requests whose path `is_read`), each of its two requests reporting
+/// prompts of 1 and 5 words and answers of 20: `warden usage` counts the batch once, as two requests of `model`, and
+/// each read's audit record names batch `key` with what the results reported.
+async fn assert_counted_once(fixture: &LlmFixture, model: &str, key: &str, is_read: impl Fn(&str) -> bool) {
+    fixture.gateway.flush().await;
+    let report = usage_json(&fixture.gateway.config_path, &["--by", "identity,model"]);
+    let batch = json!({"identity": "agent", "model": model,
         "requests": 2, "input_tokens": 6, "output_tokens": 40, "total_tokens": 46});
     assert_eq!(report["groups"], json!([batch]), "counted once, for the first read: {report:#}");
 
@@ -234,12 +222,12 @@ async fn an_openai_batchs_output_counts_its_tokens_once() {
     let reads: Vec<&Value> = events
         .iter()
         .filter_map(|sealed| sealed.event.body.get("http"))
-        .filter(|http| http["path"].as_str().is_some_and(|path| path.contains("/files/") && path.ends_with("/content")))
+        .filter(|http| http["path"].as_str().is_some_and(&is_read))
         .collect();
     assert_eq!(reads.len(), 3, "{reads:#?}");
     for http in reads {
-        assert_eq!(http["batch"], json!({"key": format!("openai:{file}"), "requests": 2, "unread": 0}), "{http}");
-        assert_eq!(http["usage"], json!({"input_tokens": 6, "output_tokens": 40}), "what the output reports: {http}");
-        assert_eq!(http["model"], "gpt-4o-mini", "{http}");
+        assert_eq!(http["batch"], json!({"key": key, "requests": 2, "unread": 0}), "{http}");
+        assert_eq!(http["usage"], json!({"input_tokens": 6, "output_tokens": 40}), "what the results report: {http}");
+        assert_eq!(http["model"], model, "{http}");
     }
 }
