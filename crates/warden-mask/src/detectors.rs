@@ -78,9 +78,17 @@ pub(crate) fn spec(detector: Detector) -> Spec {
             phone,
             &[],
         ),
+        // Only the shapes an address can have: eight groups, six and an IPv4 tail, or a `::` with up to seven groups
+        // around it (the validator counts them). A clock time (`10:00:00`) or a ratio (`16:9`) is no candidate, so
+        // the timestamps of a result set cost no rejected candidate each. An embedded IPv4 tail comes before a last
+        // group, so that `::ffff:192.0.2.1` is not cut at `192`.
         Detector::Ipv6 => (
-            // An embedded IPv4 tail first, so that `::ffff:192.0.2.1` is not cut at `192`.
-            r"[0-9A-Fa-f]{0,4}(?::(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4})){2,7}",
+            concat!(
+                r"(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+                r"|(?:[0-9A-Fa-f]{1,4}:){6}[0-9]{1,3}(?:\.[0-9]{1,3}){3}",
+                r"|(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::",
+                r"(?:(?:[0-9A-Fa-f]{1,4}:){0,6}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4}))?",
+            ),
             ipv6,
             &[],
         ),

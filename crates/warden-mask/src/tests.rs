@@ -418,6 +418,63 @@ proptest! {
     }
 }
 
+/// An IPv6 address with `zeros` of its eight groups (from `at`) set to zero, so that the text forms compress a run.
+fn ipv6_address() -> impl proptest::strategy::Strategy<Value = std::net::Ipv6Addr> {
+    (any::<[u16; 8]>(), 0..8usize, 0..9usize).prop_map(|(mut groups, at, zeros)| {
+        for group in groups.iter_mut().skip(at).take(zeros) {
+            *group = 0;
+        }
+        std::net::Ipv6Addr::from(groups)
+    })
+}
+
+proptest! {
+    /// Every text form of an address is found whole: compressed (`Display`), all eight groups, with leading zeros,
+    /// and with an IPv4 tail (mapped, and the last two groups written as a dotted quad), unless it has no decimal
+    /// digit (the validator's rule against `Foo::Bar` paths).
+    #[test]
+    fn ipv6_addresses_are_found_in_every_form(address in ipv6_address(), upper in any::<bool>()) {
+        let masker = masker();
+        let segments = address.segments();
+        let octets = address.octets();
+        let mut forms = vec![
+            address.to_string(),
+            segments.map(|group| format!("{group:x}")).join(":"),
+            segments.map(|group| format!("{group:04x}")).join(":"),
+        ];
+        let head: Vec<String> = segments[..6].iter().map(|group| format!("{group:x}")).collect();
+        forms.push(format!("{}:{}.{}.{}.{}", head.join(":"), octets[12], octets[13], octets[14], octets[15]));
+        if let [a, b, c, d] = octets[12..] {
+            forms.push(std::net::Ipv4Addr::new(a, b, c, d).to_ipv6_mapped().to_string());
+        }
+        for form in forms {
+            let form = if upper { form.to_ascii_uppercase() } else { form };
+            prop_assert!(form.parse::<std::net::Ipv6Addr>().is_ok(), "{form}");
+            if !form.bytes().any(|byte| byte.is_ascii_digit()) {
+                continue;
+            }
+            let text = format!("peer {form} connected");
+            prop_assert_eq!(found(&masker, &text), vec![(Kind::Builtin(Detector::Ipv6), form.as_str())]);
+        }
+    }
+}
+
+/// Clock times, ratios and other colon-separated numbers are no IPv6 candidate (they used to be candidates the
+/// validator rejected, one per timestamp of a result set).
+#[test]
+fn times_are_not_ipv6_addresses() {
+    let masker = masker();
+    for text in ["2024-01-01 10:00:00+00", "2024-01-01T10:00:00.123456Z", "16:9", "1:2:3:4:5:6:7", "ab:cd:ef:12"] {
+        check_negative(&masker, text);
+    }
+    // Not even a candidate for the scan: the combined automaton finds none at all in a timestamp.
+    let ipv6 = regex_automata::meta::Regex::new(Detector::Ipv6.pattern()).unwrap();
+    assert!(ipv6.find("2024-01-01 10:00:00+00, 23:59:59.999").is_none());
+    for address in ["1:2:3:4:5:6:7:8", "1:2:3:4:5:6:1.2.3.4", "1::", "::1.2.3.4", "1:2:3:4:5:6:7::"] {
+        check_positive(&masker, Detector::Ipv6, address);
+    }
+}
+
 #[test]
 fn no_detectors_finds_nothing_and_the_masker_is_shareable() {
     fn assert_send_sync<T: Send + Sync + Clone>() {}
