@@ -159,8 +159,14 @@ async fn a_batchs_results_count_its_tokens_once() {
         sdk("anthropic-batch", &claude, &agent, &["claude-haiku-4-5|Hello,claude-haiku-4-5|one two three four five"])
             .await;
     let id = created["id"].as_str().unwrap_or_else(|| panic!("a batch: {created}")).to_string();
-    for _ in 0..3 {
-        let results = sdk("anthropic-batch-results", &claude, &agent, &[&id]).await;
+    let read: &[&str] = &[&id];
+    let reads = sdk_batch(&[
+        ("anthropic-batch-results", &claude, &agent, read),
+        ("anthropic-batch-results", &claude, &agent, read),
+        ("anthropic-batch-results", &claude, &agent, read),
+    ])
+    .await;
+    for results in &reads {
         assert_eq!(results["results"].as_array().map(Vec::len), Some(2), "{results}");
     }
     let key = format!("anthropic:{id}");
