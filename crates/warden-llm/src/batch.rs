@@ -112,7 +112,8 @@ impl BatchUsage {
                 (result.is_some(), succeeded.and_then(|result| result.member("message")))
             }
             Api::OpenAi => {
-                (value.get("response").is_some(), value.member("response").and_then(|response| response.member("body")))
+                let response = value.get("response");
+                (response.is_some(), response.and_then(|response| response.member("body")))
             }
         };
         if !is_result || value.member("custom_id").is_none() {

@@ -159,13 +159,7 @@ async fn a_batchs_results_count_its_tokens_once() {
         sdk("anthropic-batch", &claude, &agent, &["claude-haiku-4-5|Hello,claude-haiku-4-5|one two three four five"])
             .await;
     let id = created["id"].as_str().unwrap_or_else(|| panic!("a batch: {created}")).to_string();
-    let read: &[&str] = &[&id];
-    let reads = sdk_batch(&[
-        ("anthropic-batch-results", &claude, &agent, read),
-        ("anthropic-batch-results", &claude, &agent, read),
-        ("anthropic-batch-results", &claude, &agent, read),
-    ])
-    .await;
+    let reads = read_three_times("anthropic-batch-results", &claude, &agent, &id).await;
     for results in &reads {
         assert_eq!(results["results"].as_array().map(Vec::len), Some(2), "{results}");
     }
@@ -196,13 +190,7 @@ async fn an_openai_batchs_output_counts_its_tokens_once() {
     std::fs::write(&input, lines.join("\n") + "\n").expect("write the batch's input");
     let created = sdk("openai-batch-run", &openai, &agent, &[&input.display().to_string()]).await;
     let id = created["id"].as_str().unwrap_or_else(|| panic!("a batch: {created}")).to_string();
-    let read: &[&str] = &[&id];
-    let reads = sdk_batch(&[
-        ("openai-batch-output", &openai, &agent, read),
-        ("openai-batch-output", &openai, &agent, read),
-        ("openai-batch-output", &openai, &agent, read),
-    ])
-    .await;
+    let reads = read_three_times("openai-batch-output", &openai, &agent, &id).await;
     let file = reads[0]["output_file_id"].as_str().unwrap_or_else(|| panic!("an output file: {reads:?}")).to_string();
     for output in &reads {
         assert_eq!(output["status"], "completed", "{output}");
@@ -212,6 +200,12 @@ async fn an_openai_batchs_output_counts_its_tokens_once() {
     }
     let is_read = |path: &str| path.contains("/files/") && path.ends_with("/content");
     assert_counted_once(&fixture, "gpt-4o-mini", &format!("openai:{file}"), is_read).await;
+}
+
+/// Batch `id`'s results read three times through `scenario` of the Python client, in one interpreter.
+async fn read_three_times(scenario: &str, base: &str, key: &str, id: &str) -> Vec<Value> {
+    let read: &[&str] = &[id];
+    sdk_batch(&[(scenario, base, key, read), (scenario, base, key, read), (scenario, base, key, read)]).await
 }
 
 /// After three reads of one batch's results (the requests whose path `is_read`), each of its two requests reporting
