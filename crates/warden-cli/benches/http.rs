@@ -13,7 +13,15 @@
 //! - `BENCH_SECONDS`: seconds per rate and side in each round (default 5);
 //! - `BENCH_ROUNDS`: measured rounds (default 3), after one warm-up second per side at the highest rate;
 //! - `BENCH_CONNECTIONS`: keep-alive connections per side (default 64);
-//! - `BENCH_CHUNK_DELAY_MS`: the stand-in's pause between streamed content deltas (default 20).
+//! - `BENCH_CHUNK_DELAY_MS`: the stand-in's pause between streamed content deltas (default 20);
+//! - `BENCH_REFERENCE=haproxy`: a fourth non-streamed side through haproxy in `mode http` (on the PATH: `apt-get
+//!   install haproxy`), a plain reverse proxy that only swaps the `Authorization` header: what any HTTP proxy adds
+//!   on this machine, measured in the same rotation (unset: no reference);
+//! - `BENCH_WORKERS`: warden's `[runtime] workers` (default: one per core).
+//!
+//! After the tables, the time of each non-streamed request inside warden, read back from its audit trail
+//! (`forwarded_us`, `first_byte_us`, `duration_us`): before forwarding, upstream (sent → response head, the worker's
+//! wake-up included) and after the head (the answer read, masked, written, and the record made).
 //!
 //! **Open loop.** The load generator is this file: a hyper HTTP/1.1 client with a pool of keep-alive connections
 //! per side, each connection a task that takes the next request of the schedule (request `i` is due at `start +
@@ -430,6 +438,80 @@ detect = ["all"]
     )
 }
 
+/// A reference HTTP proxy between the load generator and the stand-in: haproxy 2.x in `mode http`, keep-alive on
+/// both sides, replacing the caller's `Authorization` with the stand-in's key (as warden injects its credential),
+/// with its default threads (one per core). No policy, masking or audit: what any HTTP proxy costs on this machine.
+struct Haproxy {
+    address: SocketAddr,
+    child: std::process::Child,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the reference proxy when `BENCH_REFERENCE=haproxy` (haproxy must be on the PATH: `apt-get install
+/// haproxy`); none otherwise.
+fn reference_proxy(standin: &LlmStandIn, directory: &std::path::Path) -> Option<Haproxy> {
+    let wanted = std::env::var("BENCH_REFERENCE").unwrap_or_default();
+    match wanted.trim() {
+        "" => return None,
+        "haproxy" => {}
+        other => panic!("BENCH_REFERENCE: {other:?} is not a reference this bench knows (haproxy)"),
+    }
+    // A free port: bound, read, released (haproxy cannot report a port it picked).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let config = directory.join("haproxy.cfg");
+    let lines = [
+        "global".to_string(),
+        "    maxconn 4096".to_string(),
+        "defaults".to_string(),
+        "    mode http".to_string(),
+        "    timeout connect 5s".to_string(),
+        "    timeout client 60s".to_string(),
+        "    timeout server 60s".to_string(),
+        "    http-reuse always".to_string(),
+        "frontend bench".to_string(),
+        format!("    bind {address}"),
+        "    default_backend standin".to_string(),
+        "backend standin".to_string(),
+        format!("    http-request set-header Authorization \"Bearer {}\"", LlmStandInOptions::default().openai_key),
+        format!("    server standin {}", standin.address()),
+    ];
+    std::fs::write(&config, lines.join("\n") + "\n").expect("write haproxy.cfg");
+    let child = std::process::Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("BENCH_REFERENCE=haproxy: cannot start haproxy ({error}); apt-get install haproxy")
+        });
+    let haproxy = Haproxy { address, child };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "haproxy is not listening on {address} after 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(haproxy)
+}
+
+/// `[runtime] workers` from `BENCH_WORKERS`, when set (warden's default otherwise: one per core).
+fn runtime_config() -> String {
+    match std::env::var("BENCH_WORKERS") {
+        Ok(workers) => format!("\n[runtime]\nworkers = {}\n", workers.trim()),
+        Err(_) => String::new(),
+    }
+}
+
 /// A pool of `count` connections to `address`, each opened on its first use.
 fn pool(address: SocketAddr, count: usize) -> Vec<Connection> {
     (0..count).map(|_| Connection { address, sender: None }).collect()
@@ -501,6 +583,48 @@ fn print_latency_table(names: &[&str], rate: f64, tallies: &[Tally]) {
     }
 }
 
+/// Per route, the phases of a non-streamed request as warden recorded them in its audit trail (`forwarded_us`,
+/// `first_byte_us`, `duration_us`): before forwarding (reading, checking, authorizing), upstream (sent → the
+/// response head read, the worker's wake-up included), and after the head (the answer read, masked and written).
+async fn time_inside_warden(gateway: &TestGateway) -> Vec<(String, Vec<String>)> {
+    gateway.flush().await;
+    let (events, _) = gateway.store().audit_log(None).await.expect("the audit trail");
+    let mut phases: std::collections::BTreeMap<String, [Vec<f64>; 3]> = std::collections::BTreeMap::new();
+    for sealed in events.iter().filter(|sealed| sealed.event.kind == "statement") {
+        let body: serde_json::Value = serde_json::from_str(sealed.event.body.canonical()).expect("a JSON body");
+        let http = &body["http"];
+        let (Some(forwarded), Some(first_byte), Some(total)) =
+            (http["forwarded_us"].as_u64(), http["first_byte_us"].as_u64(), body["duration_us"].as_u64())
+        else {
+            continue;
+        };
+        if http["stream"] == serde_json::Value::Bool(true) {
+            continue;
+        }
+        let route = sealed.event.connection.clone().unwrap_or_default();
+        let entry = phases.entry(route).or_default();
+        entry[0].push(forwarded as f64);
+        entry[1].push(first_byte.saturating_sub(forwarded) as f64);
+        entry[2].push(total.saturating_sub(first_byte) as f64);
+    }
+    let show =
+        |values: &[f64]| format!("{:.0} / {:.0} / {}", quantile(values, 0.5), quantile(values, 0.99), p999(values));
+    phases
+        .into_iter()
+        .map(|(route, [before, upstream, after])| {
+            let requests = before.len();
+            (
+                format!("{route} ({requests} requests)"),
+                vec![
+                    format!("before forwarding {}", show(&before)),
+                    format!("upstream {}", show(&upstream)),
+                    format!("after the head {}", show(&after)),
+                ],
+            )
+        })
+        .collect()
+}
+
 /// warden − direct at `quantile`, in microseconds.
 fn added(warden: &[f64], direct: &[f64], at: f64) -> f64 {
     quantile(warden, at) - quantile(direct, at)
@@ -512,7 +636,7 @@ fn added(warden: &[f64], direct: &[f64], at: f64) -> f64 {
 const STREAM_PAIRS: [(&str, &str); 2] =
     [("6", "6-byte deltas, the first ends with a space"), ("4", "4-byte deltas, the first ends mid-text")];
 
-async fn bench(gateway: &TestGateway, standin: &LlmStandIn, chunk_delay_ms: usize) {
+async fn bench(gateway: &TestGateway, standin: &LlmStandIn, chunk_delay_ms: usize, reference: Option<&Haproxy>) {
     let rates = rates_from("BENCH_RATES", "200,500,1000");
     assert!(!rates.is_empty(), "BENCH_RATES: no rate");
     let stream_rates = rates_from("BENCH_STREAM_RATES", "50,100");
@@ -563,11 +687,25 @@ async fn bench(gateway: &TestGateway, standin: &LlmStandIn, chunk_delay_ms: usiz
         first_deltas.push(timing.first_delta.unwrap_or_default());
     }
 
-    let mut sides = [
+    let mut sides = vec![
         Side { target: direct.clone(), pool: pool(standin.address(), connections) },
         Side { target: plain, pool: pool(warden, connections) },
         Side { target: llm, pool: pool(warden, connections) },
     ];
+    // The reference proxy, last, so the sides above keep their places.
+    if let Some(haproxy) = reference {
+        let target = Arc::new(Target {
+            name: "haproxy (mode http)",
+            address: haproxy.address,
+            path: "/v1/chat/completions".to_string(),
+            authorization: warden_key.clone(),
+            body: Bytes::from_static(CHAT.as_bytes()),
+            streamed: false,
+            chunk_bytes: None,
+            expect: Expect::Planted,
+        });
+        sides.push(Side { target, pool: pool(haproxy.address, connections) });
+    }
     let started = Instant::now();
     let tallies = measure(&mut sides, &rates, seconds, rounds).await;
     // The streamed sides reuse the open connections: direct, warden, direct (a new pool), warden.
@@ -608,8 +746,10 @@ async fn bench(gateway: &TestGateway, standin: &LlmStandIn, chunk_delay_ms: usiz
     );
     println!("latency: request sent (or due, when every connection was busy) → last byte of the answer");
 
+    let split = time_inside_warden(gateway).await;
     let names: Vec<&str> = sides.iter().map(|side| side.target.name).collect();
     let mut summary: [(&str, Vec<(f64, f64)>); 2] = [("plain", Vec::new()), ("LLM, masking on,", Vec::new())];
+    let mut reference_p99: Vec<(f64, f64)> = Vec::new();
     for (rate, rate_tallies) in rates.iter().zip(&tallies) {
         print_latency_table(&names, *rate, rate_tallies);
         let direct = &rate_tallies[0].total;
@@ -617,6 +757,13 @@ async fn bench(gateway: &TestGateway, standin: &LlmStandIn, chunk_delay_ms: usiz
             let (p50, p99) = (added(warden, direct, 0.5), added(warden, direct, 0.99));
             println!("added by warden, {} route: p50 {p50:+.0} µs, p99 {p99:+.0} µs", summary[route].0);
             summary[route].1.push((*rate, p99));
+        }
+        if let Some(haproxy) = rate_tallies.get(3) {
+            let (p50, p99) = (added(&haproxy.total, direct, 0.5), added(&haproxy.total, direct, 0.99));
+            println!(
+                "added by haproxy (the reference, no policy, masking or audit): p50 {p50:+.0} µs, p99 {p99:+.0} µs"
+            );
+            reference_p99.push((*rate, p99));
         }
     }
 
@@ -706,6 +853,20 @@ async fn bench(gateway: &TestGateway, standin: &LlmStandIn, chunk_delay_ms: usiz
         );
     }
 
+    if !reference_p99.is_empty() {
+        let per_rate: Vec<String> =
+            reference_p99.iter().map(|(rate, p99)| format!("{p99:+.0} µs at {rate:.0}/s")).collect();
+        println!("haproxy (mode http), the reference: added p99 {}", per_rate.join(", "));
+    }
+
+    println!(
+        "\nwhere a request's time goes inside warden, from its audit trail (every non-streamed request of the run, \
+         warm-up included; p50 / p99 / p99.9 µs):"
+    );
+    for (route, phases) in &split {
+        println!("{route}: {}", phases.join("; "));
+    }
+
     let errors: usize = tallies.iter().chain(&stream_tallies).flatten().map(|tally| tally.errors).sum();
     assert_eq!(errors, 0, "{errors} requests failed");
 }
@@ -743,13 +904,15 @@ fn main() {
         TestGateway::builder(&postgres, &app)
             .listen_extra("http = \"127.0.0.1:0\"")
             .policies(POLICIES)
-            .config_extra(&connections(&standin, &key_file))
+            .config_extra(&(connections(&standin, &key_file) + &runtime_config()))
             .start(),
     );
 
     // The load generator: one thread.
     let client_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-    client_runtime.block_on(bench(&gateway, &standin, chunk_delay_ms));
+    let reference = reference_proxy(&standin, secrets.path());
+    client_runtime.block_on(bench(&gateway, &standin, chunk_delay_ms, reference.as_ref()));
+    drop(reference);
 
     gateway_runtime.block_on(async {
         gateway.flush().await;

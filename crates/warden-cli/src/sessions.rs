@@ -598,6 +598,9 @@ fn print_http(http: &serde_json::Value) {
     {
         line.push_str(&format!("  tokens {input} in, {output} out"));
     }
+    if let Some(forwarded) = http["forwarded_us"].as_u64() {
+        line.push_str(&format!("  sent upstream after {}", format_duration_us(forwarded)));
+    }
     if let Some(first_byte) = http["first_byte_us"].as_u64() {
         line.push_str(&format!("  first byte after {}", format_duration_us(first_byte)));
     }

@@ -174,7 +174,8 @@ impl HttpHooks for GatewayHttpHooks {
             "masked": exchange.masked,
             "request_bytes": exchange.request_bytes,
             "response_bytes": exchange.response_bytes,
-            "first_byte_us": exchange.first_byte.map(|latency| u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)),
+            "first_byte_us": exchange.first_byte.map(whole_micros),
+            "forwarded_us": exchange.forwarded.map(whole_micros),
         });
         if let Some(batch) = &exchange.batch {
             // Only a batch's results read carries it: other records keep the shape they had.
@@ -395,4 +396,9 @@ impl GatewayHttpHooks {
         }
         self.masker_for(&request.session.connection).mask(&text).into_owned()
     }
+}
+
+/// A latency in whole microseconds, as the audit record keeps it.
+fn whole_micros(latency: std::time::Duration) -> u64 {
+    u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)
 }

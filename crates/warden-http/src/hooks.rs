@@ -86,6 +86,9 @@ pub struct Exchange {
     pub duration: Duration,
     /// From the request's arrival to the response headers (for a stream: before its first event).
     pub first_byte: Option<Duration>,
+    /// From the request's arrival to its sending upstream: what warden itself took before the upstream had it
+    /// (reading, checking and authorizing the request).
+    pub forwarded: Option<Duration>,
     pub method: String,
     pub path: String,
     /// The status sent to the client.

@@ -73,6 +73,8 @@ struct Pending {
     prompt_cut: Option<usize>,
     /// When the upstream's response head came.
     first_byte: Option<Duration>,
+    /// When the request was handed to the upstream connection.
+    forwarded: Option<Duration>,
     /// The client gets the answer unmasked (the connection does not mask, or policy permits `unmask`): the record
     /// masks it for the audit trail, as it does the prompt.
     answer_unmasked: bool,
@@ -162,6 +164,7 @@ impl ConnectionState {
             prompt: None,
             prompt_cut: None,
             first_byte: None,
+            forwarded: None,
             answer_unmasked: false,
             policies: Vec::new(),
             refused_by_policy: false,
@@ -456,6 +459,7 @@ impl ConnectionState {
         let upstream = upstream
             .body(upstream_body)
             .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, "request", error.to_string()))?;
+        pending.forwarded = Some(pending.started.elapsed());
         let response = match tokio::time::timeout(route.timeout, route.client(self.worker).request(upstream)).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
@@ -674,6 +678,7 @@ impl Pending {
             prompt: None,
             prompt_cut: None,
             first_byte: None,
+            forwarded: None,
             answer_unmasked: false,
             policies: Vec::new(),
             refused_by_policy: false,
@@ -709,6 +714,7 @@ fn finish(
         started_at: pending.started_at,
         duration: pending.started.elapsed(),
         first_byte: pending.first_byte,
+        forwarded: pending.forwarded,
         method: std::mem::take(&mut pending.method),
         path: std::mem::take(&mut pending.path),
         status,

@@ -282,6 +282,9 @@ async fn anthropic_and_responses_streams_are_masked_and_usage_is_recorded() {
         assert_eq!(record["status"], 200, "{record}");
         assert!(record["usage"]["output_tokens"].as_u64().is_some_and(|tokens| tokens == 20), "{record}");
         assert!(record["response"].as_str().is_some_and(|answer| answer.contains("[EMAIL]")), "{record}");
+        // warden's own time before the upstream had the request, then the upstream's answer head.
+        let (forwarded, first_byte) = (record["forwarded_us"].as_u64(), record["first_byte_us"].as_u64());
+        assert!(forwarded.zip(first_byte).is_some_and(|(forwarded, first)| forwarded <= first), "{record}");
     }
     assert_no_pii("the audit log", &format!("{events:?}"));
     // A session opened by a request starts when that request arrived, not after it.
