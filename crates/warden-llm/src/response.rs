@@ -1,10 +1,11 @@
 //! Masking the answers of the LLM endpoints, whole (a JSON body) or streamed (server-sent events), and reading the
 //! token usage they report.
 //!
-//! A whole answer has every string value masked by content detection (keys untouched; embedding vectors left
-//! alone). A streamed answer is a sequence of events each carrying a piece (a *delta*) of some text; a value split
-//! across deltas (`"jane.r"`, `"oe@exam"`, `"ple.com"`) must not reach the client in any of them. So each text being
-//! streamed, a *channel*, gets its own [`StreamMasker`]:
+//! A whole answer has every string and number value masked by content detection in one pass over its text, the
+//! rest copied as it came (keys untouched; embedding vectors left alone). A streamed answer is a sequence of events
+//! each carrying a piece (a *delta*) of some text; a value split across deltas (`"jane.r"`, `"oe@exam"`,
+//! `"ple.com"`) must not reach the client in any of them. So each text being streamed, a *channel*, gets its own
+//! [`StreamMasker`]:
 //!
 //! - OpenAI chat completions: per choice, `delta.content`, `delta.refusal`, and each tool call's
 //!   `function.arguments`; a channel ends at its choice's chunk with a `finish_reason`, or at `[DONE]`.
@@ -30,7 +31,7 @@
 //! or [`warden_mask::LONG_VALUE_CAP`] for an open private key or JWT); events are as large as the SSE parser's limit
 //! allows; the audit copy of the answer is capped at [`ANSWER_TEXT_CAP`].
 
-use warden_mask::{Masker, StreamMasker};
+use warden_mask::{Masker, Member, StreamMasker};
 
 use crate::api::{Api, Endpoint};
 use crate::json::{self, Json};
@@ -119,13 +120,30 @@ impl ResponseMasker {
     /// Masks a whole JSON answer (the provider's own errors included): the masked body, the usage it reports, and
     /// how many values were masked. (The masked body is the audit copy: [`ResponseMasker::answer_text`] is for
     /// streams.)
+    ///
+    /// One pass over the text ([`warden_mask::mask_json_values`]), no tree: every string and number is masked by
+    /// content detection, every `logprobs` member emptied, embedding vectors kept as they are, and the rest of the
+    /// text copied verbatim. The usage is read from the top-level `usage` member as received; an answer with two is
+    /// refused, as one that is not UTF-8 or not JSON is. Other repeated keys are each masked.
     pub fn json(&self, body: &[u8]) -> Result<(Vec<u8>, Option<Usage>, usize), LlmError> {
-        let mut value = Json::parse(body).map_err(LlmError::ResponseJson)?;
-        let usage = value.member("usage").and_then(|usage| read_usage(self.api, usage));
-        json::drop_logprobs(&mut value);
-        let skip: &[&str] = if self.endpoint == Endpoint::Embeddings { &["embedding"] } else { &[] };
-        let masked = json::mask_values(&mut value, &self.masker, skip, &mut |_| {});
-        Ok((value.to_vec(), usage, masked))
+        let text = std::str::from_utf8(body).map_err(|error| LlmError::ResponseJson(format!("not UTF-8: {error}")))?;
+        let embeddings = self.endpoint == Endpoint::Embeddings;
+        let member = |depth: usize, key: &str| match key {
+            "logprobs" => Member::Empty,
+            "embedding" if embeddings => Member::Keep,
+            "usage" if depth == 1 => Member::Report,
+            _ => Member::Walk,
+        };
+        let mut usages = Vec::new();
+        let (masked, count) =
+            warden_mask::mask_json_values(text, &self.masker, &member, &mut |_, raw| usages.push(raw))
+                .map_err(|error| LlmError::ResponseJson(error.to_string()))?;
+        let usage = match usages.as_slice() {
+            [] => None,
+            [raw] => read_usage(self.api, &Json::parse(raw.as_bytes()).map_err(LlmError::ResponseJson)?),
+            _ => return Err(self.shape("the answer has more than one \"usage\" member")),
+        };
+        Ok((masked.into_owned().into_bytes(), usage, count))
     }
 
     /// Masks one event of a streamed answer; returns the events to send in its place, in order (none, when it is the

@@ -1,10 +1,15 @@
-//! Column rules inside JSON documents: when a query returns `row_to_json(c)` or `json_agg(c)`, the columns come back
-//! as object keys, and a rule on column `full_name` must still mask the value of every `full_name` member.
+//! JSON documents masked in one pass over their text, two ways:
 //!
-//! One hand-written pass over the bytes, with no tree built: it checks the RFC 8259 grammar, decodes a key only when
-//! it holds an escape (the common case borrows), and copies everything but the replaced values verbatim, so the
-//! output keeps the input's structure and whitespace. Time is linear in the text; recursion follows the nesting of
-//! objects and arrays and stops at [`MAX_DEPTH`].
+//! - [`mask_json_members`], column rules inside JSON: when a query returns `row_to_json(c)` or `json_agg(c)`, the
+//!   columns come back as object keys, and a rule on column `full_name` must still mask the value of every
+//!   `full_name` member;
+//! - [`mask_json_values`], content detection on every string and number of a document (an LLM's answer), with
+//!   per-member exceptions (kept verbatim, emptied, reported to the caller).
+//!
+//! One hand-written pass over the bytes, with no tree built: it checks the RFC 8259 grammar, decodes a key or a
+//! string only when it holds an escape (the common case borrows), and copies everything but the replaced values
+//! verbatim, so the output keeps the input's structure and whitespace. Time is linear in the text; recursion follows
+//! the nesting of objects and arrays and stops at [`MAX_DEPTH`].
 
 use std::borrow::Cow;
 
@@ -35,42 +40,115 @@ pub fn mask_json_members<'a>(
     rule: &dyn Fn(&str) -> Option<Strategy>,
     masked: &mut dyn FnMut(),
 ) -> Option<Cow<'a, str>> {
+    let first = text.bytes().find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+    if !matches!(first, Some(b'{' | b'[')) {
+        return None;
+    }
+    let member = |_depth: usize, key: &str| rule(key).map_or(Member::Walk, Member::Replace);
+    let (output, count) = walk(text, masker, &member, false, &mut |_, _| {}).ok()?;
+    // Counted only now, so that a document refused late reports nothing masked.
+    for _ in 0..count {
+        masked();
+    }
+    Some(output)
+}
+
+/// What [`mask_json_values`] does with an object member's value, decided by its unescaped key and the depth of its
+/// object (1 for the top-level object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    /// Masked like the rest of the document.
+    Walk,
+    /// Copied as it is: checked, never scanned nor rewritten (embedding vectors, numbers or base64, are not text).
+    Keep,
+    /// Replaced whole by a strategy, as a column rule of [`mask_json_members`] does (counted once).
+    Replace(Strategy),
+    /// Emptied: an array becomes `[]`, anything else `null` (not counted).
+    Empty,
+    /// Masked like the rest of the document, and its raw text, as received, handed to the caller's `report`.
+    Report,
+}
+
+/// Why a document was refused, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    #[error("syntax error at byte {offset}")]
+    Invalid { offset: usize },
+    #[error("nested deeper than {MAX_DEPTH} objects and arrays at byte {offset}")]
+    TooDeep { offset: usize },
+}
+
+/// Masks every string value (unescaped first, so `jane\u002eroe@example.com` is seen as the address it is) and
+/// every number (its raw text: a card number sent as a JSON number) of the JSON document `text` by content
+/// detection. A value with findings becomes the JSON string of its masked text; object keys are not scanned.
+/// `member` decides, per object member, what happens to its value instead (see [`Member`]); `report` is called with
+/// the key and raw text of every [`Member::Report`] member as the walk meets it, before the document is known to be
+/// valid (discard what it reported when the call fails).
+///
+/// Returns the masked document, borrowed when nothing changed, and the number of values masked (findings, plus
+/// members replaced whole). Any JSON value is accepted at the top level. Fails closed: a document that is not valid
+/// JSON, or nests deeper than [`MAX_DEPTH`], is refused whole with where the walk stopped. Repeated keys are each
+/// handled like the others.
+pub fn mask_json_values<'a>(
+    text: &'a str,
+    masker: &Masker,
+    member: &dyn Fn(usize, &str) -> Member,
+    report: &mut dyn FnMut(&str, &'a str),
+) -> Result<(Cow<'a, str>, usize), JsonError> {
+    walk(text, masker, member, true, report)
+}
+
+/// The walk both entry points share: `detect` scans string and number values.
+fn walk<'a>(
+    text: &'a str,
+    masker: &Masker,
+    member: &dyn Fn(usize, &str) -> Member,
+    detect: bool,
+    report: &mut dyn FnMut(&str, &'a str),
+) -> Result<(Cow<'a, str>, usize), JsonError> {
     let mut walk = Walk {
         text,
         bytes: text.as_bytes(),
         at: 0,
         depth: 0,
         masker,
-        rule,
+        member,
+        detect,
+        report,
         output: None,
         copied: 0,
-        masked_members: 0,
+        masked: 0,
+    };
+    let refused = |walk: &Walk<'_, '_>, refusal: Refused| match refusal {
+        Refused::Invalid => JsonError::Invalid { offset: walk.at },
+        Refused::TooDeep => JsonError::TooDeep { offset: walk.at },
     };
     walk.skip_whitespace();
-    if !matches!(walk.peek(), Some(b'{' | b'[')) {
-        return None;
+    if let Err(refusal) = walk.value(true) {
+        return Err(refused(&walk, refusal));
     }
-    walk.value(true).ok()?;
     walk.skip_whitespace();
     if walk.at != text.len() {
-        return None;
+        return Err(refused(&walk, Refused::Invalid));
     }
-    // Counted only now, so that a document refused late reports nothing masked.
-    for _ in 0..walk.masked_members {
-        masked();
-    }
-    Some(match walk.output {
+    let output = match walk.output {
         None => Cow::Borrowed(text),
         Some(mut output) => {
             output.push_str(&text[walk.copied..]);
             Cow::Owned(output)
         }
-    })
+    };
+    Ok((output, walk.masked))
 }
 
-/// The document is not valid JSON, or is nested deeper than [`MAX_DEPTH`].
+/// Why the walk stopped.
 #[derive(Debug)]
-struct Refused;
+enum Refused {
+    /// The document is not valid JSON.
+    Invalid,
+    /// It is nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+}
 
 /// The single pass: a cursor over the bytes, the output built lazily from the first replacement on.
 struct Walk<'a, 'm> {
@@ -79,11 +157,14 @@ struct Walk<'a, 'm> {
     at: usize,
     depth: usize,
     masker: &'m Masker,
-    rule: &'m dyn Fn(&str) -> Option<Strategy>,
+    member: &'m dyn Fn(usize, &str) -> Member,
+    /// Scan string and number values for content.
+    detect: bool,
+    report: &'m mut dyn FnMut(&str, &'a str),
     /// The text up to `copied` with its replacements; `None` until the first one.
     output: Option<String>,
     copied: usize,
-    masked_members: usize,
+    masked: usize,
 }
 
 impl<'a> Walk<'a, '_> {
@@ -99,7 +180,7 @@ impl<'a> Walk<'a, '_> {
 
     fn expect(&mut self, byte: u8) -> Result<(), Refused> {
         if self.peek() != Some(byte) {
-            return Err(Refused);
+            return Err(Refused::Invalid);
         }
         self.at += 1;
         Ok(())
@@ -111,19 +192,28 @@ impl<'a> Walk<'a, '_> {
         match self.peek() {
             Some(b'{') => self.object(rewrite),
             Some(b'[') => self.array(rewrite),
+            Some(b'"') if rewrite && self.detect => self.detected_string(),
             Some(b'"') => self.string(false).map(drop),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            _ => Err(Refused),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.at;
+                self.number()?;
+                if rewrite && self.detect {
+                    let raw = &self.text[start..self.at];
+                    self.detected(start, raw);
+                }
+                Ok(())
+            }
+            _ => Err(Refused::Invalid),
         }
     }
 
     fn enter(&mut self) -> Result<(), Refused> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(Refused);
+            return Err(Refused::TooDeep);
         }
         self.at += 1;
         self.skip_whitespace();
@@ -139,15 +229,24 @@ impl<'a> Walk<'a, '_> {
         }
         loop {
             if self.peek() != Some(b'"') {
-                return Err(Refused);
+                return Err(Refused::Invalid);
             }
             let key = self.string(rewrite)?;
             self.skip_whitespace();
             self.expect(b':')?;
             self.skip_whitespace();
-            match key.and_then(|key| (self.rule)(&key)) {
-                Some(strategy) => self.masked_member(strategy)?,
-                None => self.value(rewrite)?,
+            // Without `rewrite` the key is not decoded: the member is inside a value kept or replaced whole.
+            let action = key.as_deref().map_or(Member::Keep, |key| (self.member)(self.depth, key));
+            match action {
+                Member::Walk => self.value(true)?,
+                Member::Keep => self.value(false)?,
+                Member::Replace(strategy) => self.masked_member(strategy)?,
+                Member::Empty => self.emptied_member()?,
+                Member::Report => {
+                    let start = self.at;
+                    self.value(true)?;
+                    (self.report)(key.as_deref().unwrap_or_default(), &self.text[start..self.at]);
+                }
             }
             self.skip_whitespace();
             match self.peek() {
@@ -159,7 +258,7 @@ impl<'a> Walk<'a, '_> {
                     self.at += 1;
                     break;
                 }
-                _ => return Err(Refused),
+                _ => return Err(Refused::Invalid),
             }
         }
         self.depth -= 1;
@@ -185,7 +284,7 @@ impl<'a> Walk<'a, '_> {
                     self.at += 1;
                     break;
                 }
-                _ => return Err(Refused),
+                _ => return Err(Refused::Invalid),
             }
         }
         self.depth -= 1;
@@ -206,16 +305,51 @@ impl<'a> Walk<'a, '_> {
                 self.masker.mask_value(&self.text[start..self.at], strategy, None)
             }
         };
+        self.replace(start, |output| match replacement {
+            Some(masked) => push_json_string(output, &masked),
+            None => output.push_str("null"),
+        });
+        self.masked += 1;
+        Ok(())
+    }
+
+    /// A member's value emptied: checked, then `[]` for an array, `null` for anything else.
+    fn emptied_member(&mut self) -> Result<(), Refused> {
+        let start = self.at;
+        let empty = if self.peek() == Some(b'[') { "[]" } else { "null" };
+        self.value(false)?;
+        if &self.text[start..self.at] != empty {
+            self.replace(start, |output| output.push_str(empty));
+        }
+        Ok(())
+    }
+
+    /// A string value scanned for content: its unescaped content, masked.
+    fn detected_string(&mut self) -> Result<(), Refused> {
+        let start = self.at;
+        let content = self.string(true)?.expect("a decoded string has content");
+        self.detected(start, &content);
+        Ok(())
+    }
+
+    /// The value from `start` to `at`, whose text (unescaped) is `content`, replaced by the JSON string of its
+    /// masked text when a detector finds anything in it.
+    fn detected(&mut self, start: usize, content: &str) {
+        let masker = self.masker;
+        let mut found = 0;
+        if let Cow::Owned(masked) = masker.mask_counting(content, &mut |_| found += 1) {
+            self.replace(start, |output| push_json_string(output, &masked));
+            self.masked += found;
+        }
+    }
+
+    /// Replaces the text from `start` to `at` by what `render` writes.
+    fn replace(&mut self, start: usize, render: impl FnOnce(&mut String)) {
         let text = self.text;
         let output = self.output.get_or_insert_with(|| String::with_capacity(text.len() + 16));
         output.push_str(&text[self.copied..start]);
-        match replacement {
-            Some(masked) => push_json_string(output, &masked),
-            None => output.push_str("null"),
-        }
+        render(output);
         self.copied = self.at;
-        self.masked_members += 1;
-        Ok(())
     }
 
     /// A string starting at its opening quote; its unescaped content when `decode`, borrowed unless it has escapes.
@@ -227,7 +361,7 @@ impl<'a> Walk<'a, '_> {
         let mut decoded: Option<String> = None;
         let mut unescaped_from = start;
         loop {
-            match *self.bytes.get(self.at).ok_or(Refused)? {
+            match *self.bytes.get(self.at).ok_or(Refused::Invalid)? {
                 b'"' => {
                     let end = self.at;
                     self.at += 1;
@@ -253,7 +387,7 @@ impl<'a> Walk<'a, '_> {
                     }
                     unescaped_from = self.at;
                 }
-                0x00..=0x1f => return Err(Refused),
+                0x00..=0x1f => return Err(Refused::Invalid),
                 _ => self.at += 1,
             }
         }
@@ -261,7 +395,7 @@ impl<'a> Walk<'a, '_> {
 
     /// The character an escape stands for, `at` just past its backslash. An unpaired surrogate is U+FFFD.
     fn escape(&mut self) -> Result<char, Refused> {
-        let byte = self.peek().ok_or(Refused)?;
+        let byte = self.peek().ok_or(Refused::Invalid)?;
         self.at += 1;
         Ok(match byte {
             b'"' => '"',
@@ -292,16 +426,16 @@ impl<'a> Walk<'a, '_> {
                 char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
                     .expect("a surrogate pair encodes a scalar value")
             }
-            _ => return Err(Refused),
+            _ => return Err(Refused::Invalid),
         })
     }
 
     /// The four hex digits of a `\u` escape.
     fn hex_unit(&mut self) -> Result<u32, Refused> {
-        let digits = self.bytes.get(self.at..self.at + 4).ok_or(Refused)?;
+        let digits = self.bytes.get(self.at..self.at + 4).ok_or(Refused::Invalid)?;
         let mut unit = 0;
         for digit in digits {
-            unit = unit * 16 + char::from(*digit).to_digit(16).ok_or(Refused)?;
+            unit = unit * 16 + char::from(*digit).to_digit(16).ok_or(Refused::Invalid)?;
         }
         self.at += 4;
         Ok(unit)
@@ -309,7 +443,7 @@ impl<'a> Walk<'a, '_> {
 
     fn literal(&mut self, word: &[u8]) -> Result<(), Refused> {
         if !self.bytes[self.at..].starts_with(word) {
-            return Err(Refused);
+            return Err(Refused::Invalid);
         }
         self.at += word.len();
         Ok(())
@@ -323,7 +457,7 @@ impl<'a> Walk<'a, '_> {
         match self.peek() {
             Some(b'0') => self.at += 1,
             Some(b'1'..=b'9') => self.skip_digits(),
-            _ => return Err(Refused),
+            _ => return Err(Refused::Invalid),
         }
         if self.peek() == Some(b'.') {
             self.at += 1;
@@ -349,7 +483,7 @@ impl<'a> Walk<'a, '_> {
         let from = self.at;
         self.skip_digits();
         if self.at == from {
-            return Err(Refused);
+            return Err(Refused::Invalid);
         }
         Ok(())
     }
@@ -391,7 +525,7 @@ mod tests {
     use proptest::prelude::*;
     use proptest::strategy::Strategy as _;
 
-    use super::{mask_json_members, MAX_DEPTH};
+    use super::{mask_json_members, mask_json_values, JsonError, Member, MAX_DEPTH};
     use crate::{Masker, MaskerConfig, Strategy};
 
     static MASKER: LazyLock<Masker> =
@@ -614,6 +748,104 @@ mod tests {
         check(&deepest_value, Some(r#"{"full_name":"[MASKED]"}"#), 1);
     }
 
+    type Detected<'a> = Result<(Cow<'a, str>, usize), JsonError>;
+
+    /// Content detection with the members of an LLM answer: `logprobs` emptied, `embedding` kept, `usage` reported,
+    /// `full_name` replaced; what was reported comes back as (key, raw text).
+    fn detect(input: &str) -> (Detected<'_>, Vec<(String, &str)>) {
+        let member = |depth: usize, key: &str| match key {
+            "logprobs" => Member::Empty,
+            "embedding" => Member::Keep,
+            "usage" if depth == 1 => Member::Report,
+            "full_name" => Member::Replace(Strategy::Redact),
+            _ => Member::Walk,
+        };
+        let mut reported = Vec::new();
+        let result = mask_json_values(input, &MASKER, &member, &mut |key, raw| reported.push((key.to_string(), raw)));
+        (result, reported)
+    }
+
+    /// `input` masks to `expected`, `count` values masked, borrowed exactly when it is unchanged.
+    fn check_detected(input: &str, expected: &str, count: usize) {
+        let (output, _) = detect(input);
+        let (output, masked) = output.unwrap_or_else(|error| panic!("{input:?} refused: {error}"));
+        assert_eq!(output, expected, "in {input:?}");
+        assert_eq!(masked, count, "values masked in {input:?}");
+        assert_eq!(matches!(output, Cow::Borrowed(_)), input == expected, "borrowed iff unchanged, in {input:?}");
+        // serde_json refuses lone surrogates, which the grammar allows.
+        if serde_json::from_str::<serde_json::Value>(input).is_ok() {
+            serde_json::from_str::<serde_json::Value>(&output).expect("the output is JSON");
+        }
+    }
+
+    #[test]
+    fn detection_masks_string_and_number_values_not_keys() {
+        check_detected(
+            r#"{"jane.roe@example.com":"write to jane.roe@example.com", "n":[12, 4111111111111111, -1.5e3]}"#,
+            r#"{"jane.roe@example.com":"write to ***@example.com", "n":[12, "************1111", -1.5e3]}"#,
+            2,
+        );
+        // Findings anywhere in the tree, each value masked on its own; a scalar document too.
+        check_detected(
+            r#"[{"a":{"b":["call +1 415 555 0100 or 415 555 0199"]}},"123-45-6789",true,null]"#,
+            r#"[{"a":{"b":["call [PHONE] or [PHONE]"]}},"[SSN]",true,null]"#,
+            3,
+        );
+        check_detected(r#" "jane.roe@example.com" "#, r#" "***@example.com" "#, 1);
+        check_detected("\n{ \"a\" : \"nothing here\" ,\t\"b\":0 }\n", "\n{ \"a\" : \"nothing here\" ,\t\"b\":0 }\n", 0);
+    }
+
+    #[test]
+    fn detection_sees_through_escapes_and_escapes_what_it_writes() {
+        // An escaped `@` or `.` hides no address; the masked text is written escaped again.
+        check_detected(r#"{"a":"jane.roe\u0040example\u002ecom"}"#, r#"{"a":"***@example.com"}"#, 1);
+        check_detected(r#"{"a":"\"jane.roe@example.com\"\n\u0001"}"#, r#"{"a":"\"***@example.com\"\n\u0001"}"#, 1);
+        // Escapes with no finding are copied as they came.
+        check_detected(r#"{"a":"caf\u00e9\/\ud83d\ude00\ud800"}"#, r#"{"a":"caf\u00e9\/\ud83d\ude00\ud800"}"#, 0);
+    }
+
+    #[test]
+    fn members_can_be_kept_emptied_replaced_or_reported() {
+        check_detected(
+            r#"{"embedding":[4111111111111111],"data":{"embedding":"AKIAIOSFODNN7EXAMPLE"}}"#,
+            r#"{"embedding":[4111111111111111],"data":{"embedding":"AKIAIOSFODNN7EXAMPLE"}}"#,
+            0,
+        );
+        check_detected(
+            r#"{"logprobs":[{"token":"jane"}],"x":{"logprobs":{"a":1}},"y":{"logprobs":null},"z":{"logprobs":[]}}"#,
+            r#"{"logprobs":[],"x":{"logprobs":null},"y":{"logprobs":null},"z":{"logprobs":[]}}"#,
+            0,
+        );
+        check_detected(r#"{"full_name":"Ada","note":"Ada"}"#, r#"{"full_name":"[MASKED]","note":"Ada"}"#, 1);
+
+        // Reported as received, while masked in the output; only at the depth asked for.
+        let input = r#"{"usage":{"tokens":12,"note":"jane.roe@example.com"},"x":{"usage":1},"usage":null}"#;
+        let (output, reported) = detect(input);
+        let (output, count) = output.expect("valid");
+        assert_eq!(output, r#"{"usage":{"tokens":12,"note":"***@example.com"},"x":{"usage":1},"usage":null}"#);
+        assert_eq!(count, 1);
+        let expected = [("usage", r#"{"tokens":12,"note":"jane.roe@example.com"}"#), ("usage", "null")];
+        assert_eq!(reported, expected.map(|(key, raw)| (key.to_string(), raw)));
+    }
+
+    #[test]
+    fn refusals_say_where() {
+        for (input, error) in [
+            ("", JsonError::Invalid { offset: 0 }),
+            (r#"{"a":1,}"#, JsonError::Invalid { offset: 7 }),
+            (r#"{"a":"jane.roe@example.com"} x"#, JsonError::Invalid { offset: 29 }),
+            (r#"{"logprobs":[1,]}"#, JsonError::Invalid { offset: 15 }),
+            (r#"{"embedding":"\q"}"#, JsonError::Invalid { offset: 16 }),
+            (
+                &format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1)),
+                JsonError::TooDeep { offset: MAX_DEPTH },
+            ),
+        ] {
+            assert_eq!(detect(input).0.map(|(output, _)| output.into_owned()), Err(error), "{input:?}");
+        }
+        assert_eq!(JsonError::TooDeep { offset: 3 }.to_string(), "nested deeper than 128 objects and arrays at byte 3");
+    }
+
     /// A JSON value whose keys often match a rule, with strings that need escaping.
     fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
         use serde_json::Value;
@@ -631,6 +863,9 @@ mod tests {
             any::<i64>().prop_map(Value::from),
             any::<f64>().prop_filter("JSON numbers are finite", |number| number.is_finite()).prop_map(Value::from),
             "[a-z0-9 \"\\\\/\u{0}-\u{1f}é😀\u{2028}]{0,12}".prop_map(Value::String),
+            prop_oneof![Just("jane.roe@example.com"), Just("4111 1111 1111 1111"), Just("+1 415 555 0100")]
+                .prop_map(|planted| Value::String(format!("call {planted} now"))),
+            Just(Value::from(4_111_111_111_111_111_u64)),
         ];
         leaf.prop_recursive(6, 64, 6, move |inner| {
             prop_oneof![
@@ -692,6 +927,42 @@ mod tests {
         }
     }
 
+    /// Walks a document and its content-masked output together: each string is what the masker makes of it, each
+    /// number the same or the string the masker makes of its text. Returns how many values were masked.
+    fn compare_detected(input: &serde_json::Value, output: &serde_json::Value) -> usize {
+        use serde_json::Value;
+        let masked = |text: &str| {
+            let mut count = 0;
+            let masked = MASKER.mask_counting(text, &mut |_| count += 1).into_owned();
+            (masked, count)
+        };
+        match (input, output) {
+            (Value::Object(input), Value::Object(output)) => {
+                assert_eq!(input.len(), output.len());
+                input.iter().map(|(key, value)| compare_detected(value, &output[key])).sum()
+            }
+            (Value::Array(input), Value::Array(output)) => {
+                assert_eq!(input.len(), output.len());
+                input.iter().zip(output).map(|(input, output)| compare_detected(input, output)).sum()
+            }
+            (Value::String(input), Value::String(output)) => {
+                let (expected, count) = masked(input);
+                assert_eq!(output, &expected);
+                count
+            }
+            (Value::Number(number), Value::String(output)) => {
+                let (expected, count) = masked(&number.to_string());
+                assert!(count > 0, "{number} was rewritten with nothing found");
+                assert_eq!(output, &expected);
+                count
+            }
+            (input, output) => {
+                assert_eq!(input, output);
+                0
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn masks_every_matching_member_and_nothing_else(document in any_json(), pretty in any::<bool>()) {
@@ -707,6 +978,22 @@ mod tests {
             let input: serde_json::Value = serde_json::from_str(&text).expect("serde_json reads its own output");
             let parsed: serde_json::Value = serde_json::from_str(&output).expect("the output is JSON");
             prop_assert_eq!(compare(&input, &parsed), count);
+            prop_assert_eq!(matches!(output, Cow::Borrowed(_)), count == 0);
+        }
+
+        #[test]
+        fn detection_masks_each_string_as_the_masker_does(document in any_json(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&document).expect("serializes")
+            } else {
+                serde_json::to_string(&document).expect("serializes")
+            };
+            let (output, count) = mask_json_values(&text, &MASKER, &|_, _| Member::Walk, &mut |_, _| {})
+                .expect("serde_json's output is valid JSON");
+            // Compared as serde_json reads both texts (it does not read back every float it writes exactly).
+            let input: serde_json::Value = serde_json::from_str(&text).expect("serde_json reads its own output");
+            let parsed: serde_json::Value = serde_json::from_str(&output).expect("the output is JSON");
+            prop_assert_eq!(compare_detected(&input, &parsed), count);
             prop_assert_eq!(matches!(output, Cow::Borrowed(_)), count == 0);
         }
 

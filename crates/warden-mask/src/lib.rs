@@ -35,7 +35,7 @@ use aho_corasick::AhoCorasick;
 use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input, PatternID};
 
-pub use json::mask_json_members;
+pub use json::{mask_json_members, mask_json_values, JsonError, Member};
 pub use strategy::Strategy;
 pub use stream::{StreamError, StreamMasker, DEFAULT_HOLD_BACK, LONG_VALUE_CAP, LOOKAHEAD};
 
@@ -321,6 +321,9 @@ struct Inner {
     skip_words: bool,
     /// What [`StreamMasker`] needs to know which candidates are still open at the end of a piece of text.
     stream: stream::Automaton,
+    /// The fewest bytes any pattern matches: a shorter text (a JSON answer's `"stop"`, its `0`s) holds no finding
+    /// and is not scanned at all.
+    shortest: usize,
 }
 
 /// A pattern's build error with its cause (the meta regex's own message only says which pattern failed).
@@ -334,6 +337,23 @@ fn build_error(error: &regex_automata::meta::BuildError) -> String {
             None => error.to_string(),
         },
     }
+}
+
+/// The fewest bytes a match of any of `patterns` spans (0 when unknown, so that everything is scanned); a pattern
+/// that can never match does not count. Parsed with the syntax the meta regex compiles them with.
+fn shortest_match(patterns: &[String]) -> usize {
+    let mut shortest = usize::MAX;
+    for pattern in patterns {
+        match regex_automata::util::syntax::parse(pattern) {
+            Ok(hir) => {
+                if let Some(length) = hir.properties().minimum_len() {
+                    shortest = shortest.min(length);
+                }
+            }
+            Err(_) => return 0,
+        }
+    }
+    shortest
 }
 
 fn is_word_byte(byte: u8) -> bool {
@@ -424,7 +444,8 @@ impl Masker {
             entries.iter().filter_map(|entry| entry.keywords.as_ref().map(|(_, window)| *window)).max();
         let kinds: Vec<Kind> = entries.iter().map(|entry| entry.kind).collect();
         let stream = stream::Automaton::new(&patterns, &kinds, longest_window.unwrap_or(0))?;
-        Ok(Masker { inner: Arc::new(Inner { regex, entries, hasher, skip_words, stream }) })
+        let shortest = shortest_match(&patterns);
+        Ok(Masker { inner: Arc::new(Inner { regex, entries, hasher, skip_words, stream, shortest }) })
     }
 
     /// Masks every detected value in `text` with its detector's strategy; borrowed when nothing was found (the
@@ -548,6 +569,10 @@ impl Iterator for Scan<'_, '_> {
     fn next(&mut self) -> Option<Finding> {
         let text = self.text;
         while self.at <= text.len() {
+            if text.len() - self.at < self.inner.shortest {
+                // No match fits in what is left (a finding's validator may shorten it, never lengthen it).
+                return None;
+            }
             let found = self.inner.regex.search(&Input::new(text).span(self.at..text.len()))?;
             let start = found.start();
             if let Some(finding) = self.accept(found.pattern(), start, found.end()) {

@@ -530,6 +530,35 @@ fn whole_answers() {
 }
 
 #[test]
+fn whole_answers_keep_their_layout_and_refuse_what_cannot_be_read() {
+    let masker = ResponseMasker::new(Api::OpenAi, Endpoint::ChatCompletions, detectors(), DEFAULT_HOLD_BACK, false);
+    // Only the values with findings change: the provider's layout, key order and escapes are kept.
+    let body = concat!(
+        "{\n  \"id\": \"chatcmpl-1\",\n  \"choices\": [{\"message\": ",
+        "{\"content\": \"caf\\u00e9 jane.roe@example.com\"}, \"card\": 4111111111111111}],\n",
+        "  \"usage\": {\"prompt_tokens\": 3, \"completion_tokens\": 4}\n}\n",
+    );
+    let (masked, usage, count) = masker.json(body.as_bytes()).unwrap();
+    let expected = concat!(
+        "{\n  \"id\": \"chatcmpl-1\",\n  \"choices\": [{\"message\": ",
+        "{\"content\": \"café ***@example.com\"}, \"card\": \"************1111\"}],\n",
+        "  \"usage\": {\"prompt_tokens\": 3, \"completion_tokens\": 4}\n}\n",
+    );
+    assert_eq!(String::from_utf8(masked).unwrap(), expected);
+    assert_eq!((usage.map(|usage| usage.total_tokens), count), (Some(7), 2));
+
+    // Two usages (which one would the client believe?), text that is not UTF-8, and JSON cut short are refused.
+    let twice = r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":100000}}"#;
+    let error = masker.json(twice.as_bytes()).unwrap_err();
+    assert!(matches!(error, LlmError::ResponseShape { .. }), "{error}");
+    assert!(error.to_string().contains("more than one \"usage\""), "{error}");
+    let error = masker.json(b"{\"a\":\"\xff\"}").unwrap_err();
+    assert!(error.to_string().contains("not UTF-8"), "{error}");
+    let error = masker.json(br#"{"choices":[{"message":{"content":"jane.roe@example.com"}}"#).unwrap_err();
+    assert_eq!(error.to_string(), "the upstream's answer is not valid JSON: syntax error at byte 58");
+}
+
+#[test]
 fn the_answer_kept_for_the_audit_trail_is_capped() {
     let long = "word ".repeat(ANSWER_TEXT_CAP);
     let mut masker = ResponseMasker::new(Api::Anthropic, Endpoint::Messages, detectors(), DEFAULT_HOLD_BACK, false);
