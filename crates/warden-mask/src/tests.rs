@@ -277,6 +277,24 @@ fn selection_limits_the_detectors() {
     assert_eq!("hash".parse::<Strategy>().unwrap(), Strategy::Hash);
 }
 
+#[test]
+fn texts_as_short_as_the_shortest_match_are_still_scanned() {
+    // Shortest match 4 bytes: a 3-byte text is skipped, a 4-byte one (alone, or at the end of a longer text after a
+    // rejected candidate) is found.
+    let config = MaskerConfig {
+        detectors: Selection::Only(Vec::new()),
+        custom: vec![custom("pin", r"\b[0-9]{4}\b"), custom("code", r"\bCODE-[A-Z]{6}\b")],
+        ..MaskerConfig::all(KEY)
+    };
+    let masker = Masker::new(&config).unwrap();
+    assert_eq!(masker.mask("123"), "123");
+    assert_eq!(masker.mask("1234"), "[PIN]");
+    assert_eq!(masker.mask("12345 1234"), "12345 [PIN]");
+    assert_eq!(masker.mask("CODE-ABCDEF"), "[CODE]");
+    // Every built-in: the shortest is IPv6's `::`, and the shortest address found is three bytes.
+    assert_eq!(redacting().mask("::1"), "[IPV6]");
+}
+
 fn custom(name: &str, pattern: &str) -> CustomDetector {
     CustomDetector {
         name: name.into(),
