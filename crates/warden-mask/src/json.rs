@@ -963,14 +963,19 @@ mod tests {
         }
     }
 
+    /// `document` as serde_json writes it, compact or pretty.
+    fn serialized(document: &serde_json::Value, pretty: bool) -> String {
+        if pretty {
+            serde_json::to_string_pretty(document).expect("serializes")
+        } else {
+            serde_json::to_string(document).expect("serializes")
+        }
+    }
+
     proptest! {
         #[test]
         fn masks_every_matching_member_and_nothing_else(document in any_json(), pretty in any::<bool>()) {
-            let text = if pretty {
-                serde_json::to_string_pretty(&document).expect("serializes")
-            } else {
-                serde_json::to_string(&document).expect("serializes")
-            };
+            let text = serialized(&document, pretty);
             let (output, count) = run(&text);
             let top_level_container = document.is_object() || document.is_array();
             prop_assert_eq!(output.is_some(), top_level_container);
@@ -983,11 +988,7 @@ mod tests {
 
         #[test]
         fn detection_masks_each_string_as_the_masker_does(document in any_json(), pretty in any::<bool>()) {
-            let text = if pretty {
-                serde_json::to_string_pretty(&document).expect("serializes")
-            } else {
-                serde_json::to_string(&document).expect("serializes")
-            };
+            let text = serialized(&document, pretty);
             let (output, count) = mask_json_values(&text, &MASKER, &|_, _| Member::Walk, &mut |_, _| {})
                 .expect("serde_json's output is valid JSON");
             // Compared as serde_json reads both texts (it does not read back every float it writes exactly).
